@@ -1,0 +1,131 @@
+//! What the controller asks the driver to do.
+
+use std::time::Duration;
+
+use crate::{Epoch, Event, Lsn, MaxRpo, NodeId, RegionId};
+
+/// Identifies one action so its completion or failure can be reported back
+/// with [`Input::ActionDone`](crate::Input::ActionDone) / [`Input::ActionFailed`](crate::Input::ActionFailed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActionId(pub u64);
+
+/// One region's share of traffic in a [`WeightPlan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegionWeight {
+    /// The region.
+    pub region: RegionId,
+    /// Its weight (0 = drained). Relative to the other regions' weights.
+    pub weight: u32,
+}
+
+/// A complete routing plan: every region's weight, never a delta, so applying
+/// it twice is harmless and a lost plan is repaired by the next one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WeightPlan {
+    /// Increases with every new plan; adapters may use it to ignore stale plans.
+    pub generation: u64,
+    /// TTL of the DNS answers that carry this plan.
+    pub ttl: Duration,
+    /// One entry per region of the topology, in region order.
+    pub weights: Vec<RegionWeight>,
+}
+
+impl WeightPlan {
+    /// The weight of a region (0 when absent).
+    pub fn weight(&self, region: RegionId) -> u32 {
+        self.weights
+            .iter()
+            .find(|w| w.region == region)
+            .map_or(0, |w| w.weight)
+    }
+    /// Regions with a weight above zero.
+    pub fn serving(&self) -> impl Iterator<Item = RegionId> + '_ {
+        self.weights
+            .iter()
+            .filter(|w| w.weight > 0)
+            .map(|w| w.region)
+    }
+    /// Sum of all weights.
+    pub fn total(&self) -> u64 {
+        self.weights.iter().map(|w| u64::from(w.weight)).sum()
+    }
+}
+
+/// What a promotion must check before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RpoGate {
+    /// An operator forced the promotion: promote whatever the lag.
+    Forced,
+    /// Refuse if the candidate is further behind than `max`. `reference` is the
+    /// last WAL position the controller saw on the old primary, which the
+    /// candidate's received WAL is compared with.
+    Within {
+        /// The limit.
+        max: MaxRpo,
+        /// The old primary's last known `pg_current_wal_lsn()`.
+        reference: Option<Lsn>,
+    },
+    /// Planned switchover: refuse unless the candidate has replayed at least
+    /// `lsn` (the fenced old primary's final flush position): zero loss.
+    CaughtUp {
+        /// The position the candidate must have replayed.
+        lsn: Lsn,
+    },
+}
+
+/// A request to promote one replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromoteRequest {
+    /// The replica to promote.
+    pub node: NodeId,
+    /// The fencing epoch it will carry; strictly greater than any before.
+    pub epoch: Epoch,
+    /// What to check first.
+    pub gate: RpoGate,
+}
+
+/// An instruction from the controller. Execute it, then report
+/// [`Input::ActionDone`](crate::Input::ActionDone) or
+/// [`Input::ActionFailed`](crate::Input::ActionFailed) with its id
+/// (`Notify` needs no report).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Route traffic according to this complete plan.
+    SetWeights {
+        /// Report completion with this id.
+        id: ActionId,
+        /// The plan.
+        plan: WeightPlan,
+    },
+    /// Make `node` provably stop accepting writes, recording `epoch`.
+    Fence {
+        /// Report completion with this id.
+        id: ActionId,
+        /// The node to fence (the old primary).
+        node: NodeId,
+        /// The epoch of the promotion that follows.
+        epoch: Epoch,
+    },
+    /// Promote a replica to primary.
+    Promote {
+        /// Report completion with this id.
+        id: ActionId,
+        /// What to promote and what to check first.
+        request: PromoteRequest,
+    },
+    /// Something happened that an operator should know; log it, count it.
+    Notify(Event),
+}
+
+impl Action {
+    /// The id to report back, or `None` for notifications.
+    pub fn id(&self) -> Option<ActionId> {
+        match self {
+            Action::SetWeights { id, .. }
+            | Action::Fence { id, .. }
+            | Action::Promote { id, .. } => Some(*id),
+            Action::Notify(_) => None,
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! How the controller decides: probe timing, thresholds, quorum, failback ramp,
+//! damping, all-down behaviour, safety rule, DNS TTL and the RPO gate.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{duration_serde, ConfigError, Topology};
+
+/// What a region's health is before it has been evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitialHealth {
+    /// Unknown until `rise` successes or `fall` failures decide it. Unknown
+    /// regions keep their configured weight in the first plan but never count
+    /// as healthy for promotion.
+    Unknown,
+    /// Assume up (serve) until `fall` failures.
+    Up,
+    /// Assume down (drained) until `rise` successes.
+    Down,
+}
+
+/// What to do when no region is healthy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDownPolicy {
+    /// Serve every region at its base weight: probes are more likely wrong than
+    /// every region at once (Route 53's and Envoy's "panic" behaviour).
+    FailOpen,
+    /// Serve nothing.
+    FailClosed,
+}
+
+/// The most data a promotion may lose. Both limits apply when both are set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxRpo {
+    /// Most WAL bytes the candidate may be behind the last known primary position.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Most replay delay the candidate may have.
+    #[serde(default, with = "duration_serde::option")]
+    pub time: Option<Duration>,
+}
+
+impl MaxRpo {
+    /// A limit in bytes only.
+    pub const fn bytes(bytes: u64) -> Self {
+        MaxRpo {
+            bytes: Some(bytes),
+            time: None,
+        }
+    }
+    /// Whether a candidate behind by `lag_bytes` and `delay` is within the limit.
+    /// An unknown delay passes only when no time limit is set.
+    pub fn admits(&self, lag_bytes: u64, delay: Option<Duration>) -> bool {
+        let bytes_ok = self.bytes.is_none_or(|max| lag_bytes <= max);
+        let time_ok = match (self.time, delay) {
+            (None, _) => true,
+            (Some(max), Some(d)) => d <= max,
+            (Some(_), None) => false,
+        };
+        bytes_ok && time_ok
+    }
+}
+
+/// The decision policy. Every duration is written in TOML as `"10s"`, `"500ms"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Time between probes of one target from one vantage.
+    #[serde(with = "duration_serde")]
+    pub interval: Duration,
+    /// Longest a probe may take; must be below `interval`.
+    #[serde(with = "duration_serde")]
+    pub timeout: Duration,
+    /// Random spread added to each probe's start, at most this much.
+    #[serde(with = "duration_serde")]
+    pub jitter: Duration,
+    /// Consecutive failures that mark a (region, vantage) down.
+    pub fall: u32,
+    /// Consecutive successes that mark a (region, vantage) up.
+    pub rise: u32,
+    /// Vantages that must agree a region is down. `None` = a majority.
+    pub quorum: Option<u32>,
+    /// Health before the first evaluation.
+    pub initial_health: InitialHealth,
+    /// Failback ramp: percentages of base weight, strictly increasing, ending at 100.
+    pub ramp_steps: Vec<u8>,
+    /// Time spent on each ramp step.
+    #[serde(with = "duration_serde")]
+    pub ramp_interval: Duration,
+    /// Least time a region stays out of rotation after it was marked down.
+    #[serde(with = "duration_serde")]
+    pub hold_down: Duration,
+    /// Window in which down-transitions are counted for flap damping.
+    #[serde(with = "duration_serde")]
+    pub flap_window: Duration,
+    /// Down-transitions within `flap_window` after which the region is held out
+    /// until it has been stable for a whole window.
+    pub flap_limit: u32,
+    /// What to serve when every region is down.
+    pub all_down: AllDownPolicy,
+    /// Never drain below this many serving regions on probe evidence alone
+    /// (operator drains may).
+    pub min_serving_regions: u32,
+    /// TTL of the DNS answers.
+    #[serde(with = "duration_serde")]
+    pub ttl: Duration,
+    /// Promote a replica automatically when the writer's region goes down.
+    pub auto_promote: bool,
+    /// Most data an automatic promotion may lose. Required when `auto_promote`.
+    pub max_rpo: Option<MaxRpo>,
+}
+
+impl Default for Policy {
+    /// 10 s interval, 2 s timeout, 1 s jitter, fall 3, rise 2, majority quorum,
+    /// unknown initial health, ramp 10/25/50/100 % every 30 s, 60 s hold-down,
+    /// 3 flaps per 10 min, fail-open, min 1 serving region, TTL 60 s, no automatic
+    /// promotion.
+    fn default() -> Self {
+        Policy {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            jitter: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            quorum: None,
+            initial_health: InitialHealth::Unknown,
+            ramp_steps: vec![10, 25, 50, 100],
+            ramp_interval: Duration::from_secs(30),
+            hold_down: Duration::from_secs(60),
+            flap_window: Duration::from_secs(600),
+            flap_limit: 3,
+            all_down: AllDownPolicy::FailOpen,
+            min_serving_regions: 1,
+            ttl: Duration::from_secs(60),
+            auto_promote: false,
+            max_rpo: None,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks every rule against the topology it will run with.
+    pub fn validate(&self, topology: &Topology) -> Result<(), ConfigError> {
+        if self.interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "policy.interval",
+                "must be greater than 0",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "policy.timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.timeout >= self.interval {
+            return Err(ConfigError::invalid(
+                "policy.timeout",
+                format!(
+                    "must be less than policy.interval ({} ≥ {})",
+                    duration_serde::format(self.timeout),
+                    duration_serde::format(self.interval)
+                ),
+            ));
+        }
+        if self.jitter >= self.interval {
+            return Err(ConfigError::invalid(
+                "policy.jitter",
+                "must be less than policy.interval",
+            ));
+        }
+        if self.fall == 0 {
+            return Err(ConfigError::invalid(
+                "policy.fall",
+                "must be at least 1, got 0",
+            ));
+        }
+        if self.rise == 0 {
+            return Err(ConfigError::invalid(
+                "policy.rise",
+                "must be at least 1, got 0",
+            ));
+        }
+        let vantages = topology.vantages().len() as u32;
+        if let Some(q) = self.quorum {
+            if q == 0 || q > vantages {
+                return Err(ConfigError::invalid(
+                    "policy.quorum",
+                    format!("must be between 1 and the number of vantages ({vantages}), got {q}"),
+                ));
+            }
+        }
+        if self.ramp_steps.is_empty() {
+            return Err(ConfigError::invalid(
+                "policy.ramp_steps",
+                "must not be empty; use [100] for no ramp",
+            ));
+        }
+        if self.ramp_steps.windows(2).any(|w| w[0] >= w[1]) || self.ramp_steps[0] == 0 {
+            return Err(ConfigError::invalid(
+                "policy.ramp_steps",
+                format!(
+                    "must be strictly increasing percentages above 0, got {:?}",
+                    self.ramp_steps
+                ),
+            ));
+        }
+        if self.ramp_steps.last() != Some(&100) {
+            return Err(ConfigError::invalid(
+                "policy.ramp_steps",
+                format!(
+                    "must end at 100 (% of base weight), got {:?}",
+                    self.ramp_steps
+                ),
+            ));
+        }
+        if self.ramp_steps.len() > 1 && self.ramp_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "policy.ramp_interval",
+                "must be greater than 0 when there is more than one ramp step",
+            ));
+        }
+        if self.flap_limit == 0 {
+            return Err(ConfigError::invalid(
+                "policy.flap_limit",
+                "must be at least 1, got 0",
+            ));
+        }
+        let regions = topology.regions().len() as u32;
+        if self.min_serving_regions > regions {
+            return Err(ConfigError::invalid(
+                "policy.min_serving_regions",
+                format!(
+                    "{} is more than the number of regions ({regions})",
+                    self.min_serving_regions
+                ),
+            ));
+        }
+        if self.ttl.is_zero() {
+            return Err(ConfigError::invalid("policy.ttl", "must be greater than 0"));
+        }
+        if self.ttl.as_secs() > u64::from(u32::MAX) {
+            return Err(ConfigError::invalid(
+                "policy.ttl",
+                "must fit a DNS TTL (u32 seconds)",
+            ));
+        }
+        if self.auto_promote {
+            match self.max_rpo {
+                None => {
+                    return Err(ConfigError::invalid(
+                        "policy.max_rpo",
+                        "is required when policy.auto_promote is true",
+                    ))
+                }
+                Some(MaxRpo {
+                    bytes: None,
+                    time: None,
+                }) => {
+                    return Err(ConfigError::invalid(
+                        "policy.max_rpo",
+                        "must set bytes, time or both when policy.auto_promote is true",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Vantages that must agree a region is down, for this many vantages.
+    pub fn effective_quorum(&self, vantages: usize) -> u32 {
+        self.quorum.unwrap_or(vantages as u32 / 2 + 1)
+    }
+}

@@ -1,0 +1,343 @@
+//! What is deployed where: regions, their DNS records, vantages and database nodes.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ConfigError, NodeId, RegionId, VantageId};
+
+/// Whether a region takes traffic in normal operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegionRole {
+    /// Serves traffic whenever it is healthy (its base weight).
+    Active,
+    /// Serves traffic only when no active region can (active-passive).
+    Standby,
+}
+
+/// One deployment of the service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// Unique name, like `us-east`.
+    pub name: String,
+    /// Active or standby.
+    #[serde(default = "Region::default_role")]
+    pub role: RegionRole,
+    /// Share of traffic when healthy, relative to the other regions (unitless, ≥ 0).
+    #[serde(default = "Region::default_weight")]
+    pub base_weight: u32,
+    /// Load the region can carry, as a fraction of the whole service's peak
+    /// (1.0 = can take all of peak traffic alone; 0.6 = 60 % of peak).
+    #[serde(default = "Region::default_capacity")]
+    pub capacity: f64,
+    /// The addresses the service name resolves to when this region serves.
+    #[serde(default)]
+    pub records: Vec<IpAddr>,
+}
+
+impl Region {
+    /// A region with base weight 100, capacity 1.0 and no records.
+    pub fn new(name: impl Into<String>, role: RegionRole) -> Self {
+        Region {
+            name: name.into(),
+            role,
+            base_weight: Self::default_weight(),
+            capacity: Self::default_capacity(),
+            records: Vec::new(),
+        }
+    }
+
+    fn default_role() -> RegionRole {
+        RegionRole::Active
+    }
+    fn default_weight() -> u32 {
+        100
+    }
+    fn default_capacity() -> f64 {
+        1.0
+    }
+}
+
+/// A PostgreSQL server in a region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Unique name, like `pg-east-1`.
+    pub name: String,
+    /// The name of the region it runs in.
+    pub region: String,
+    /// Tie-breaker between replicas with equal WAL: higher wins.
+    #[serde(default)]
+    pub priority: u32,
+    /// Whether this node is the primary (writer) when the controller starts.
+    #[serde(default)]
+    pub primary: bool,
+}
+
+/// The validated deployment: regions, vantages and database nodes, each
+/// addressable by a compact id.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Topology {
+    service: String,
+    regions: Vec<Region>,
+    vantages: Vec<String>,
+    nodes: Vec<Node>,
+    node_regions: Vec<RegionId>,
+}
+
+/// The unvalidated shape of a topology, as written in TOML.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// The DNS name clients resolve, like `api.example.com.`.
+    pub service: String,
+    /// Regions (at least one).
+    #[serde(default, rename = "region")]
+    pub regions: Vec<Region>,
+    /// Names of the places probes run from. Empty means one vantage, `local`.
+    #[serde(default)]
+    pub vantages: Vec<String>,
+    /// Database nodes (may be empty: traffic-only failover).
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<Node>,
+}
+
+impl TopologyConfig {
+    /// Checks every rule and builds the [`Topology`].
+    pub fn validate(self) -> Result<Topology, ConfigError> {
+        if self.service.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "service",
+                "must be a DNS name, got an empty string",
+            ));
+        }
+        if self.regions.is_empty() {
+            return Err(ConfigError::invalid(
+                "regions",
+                "at least one region is required",
+            ));
+        }
+        for (i, region) in self.regions.iter().enumerate() {
+            if region.name.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("regions[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(j) = self.regions[..i].iter().position(|r| r.name == region.name) {
+                return Err(ConfigError::invalid(
+                    format!("regions[{i}].name"),
+                    format!("duplicate region id {:?} (also regions[{j}])", region.name),
+                ));
+            }
+            if !(region.capacity.is_finite() && region.capacity >= 0.0) {
+                return Err(ConfigError::invalid(
+                    format!("regions[{i}].capacity"),
+                    format!(
+                        "must be a finite fraction of peak ≥ 0, got {}",
+                        region.capacity
+                    ),
+                ));
+            }
+        }
+        if self.regions.iter().all(|r| r.base_weight == 0) {
+            return Err(ConfigError::invalid(
+                "regions[].base_weight",
+                "all base weights are zero: at least one region must carry traffic",
+            ));
+        }
+        if !self.regions.iter().any(|r| r.role == RegionRole::Active) {
+            return Err(ConfigError::invalid(
+                "regions[].role",
+                "standby regions need at least one active region",
+            ));
+        }
+        if !self
+            .regions
+            .iter()
+            .any(|r| r.role == RegionRole::Active && r.base_weight > 0)
+        {
+            return Err(ConfigError::invalid(
+                "regions[].base_weight",
+                "every active region has base weight 0: nothing would serve in normal operation",
+            ));
+        }
+        let mut vantages = self.vantages;
+        if vantages.is_empty() {
+            vantages.push("local".to_owned());
+        }
+        for (i, v) in vantages.iter().enumerate() {
+            if v.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("vantages[{i}]"),
+                    "must not be empty",
+                ));
+            }
+            if vantages[..i].contains(v) {
+                return Err(ConfigError::invalid(
+                    format!("vantages[{i}]"),
+                    format!("duplicate vantage {v:?}"),
+                ));
+            }
+        }
+        let mut node_regions = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.name.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("nodes[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(j) = self.nodes[..i].iter().position(|n| n.name == node.name) {
+                return Err(ConfigError::invalid(
+                    format!("nodes[{i}].name"),
+                    format!("duplicate node {:?} (also nodes[{j}])", node.name),
+                ));
+            }
+            let Some(r) = self.regions.iter().position(|r| r.name == node.region) else {
+                return Err(ConfigError::invalid(
+                    format!("nodes[{i}].region"),
+                    format!("names unknown region {:?}", node.region),
+                ));
+            };
+            node_regions.push(RegionId(r as u32));
+        }
+        let primaries = self.nodes.iter().filter(|n| n.primary).count();
+        if !self.nodes.is_empty() && primaries != 1 {
+            return Err(ConfigError::invalid(
+                "nodes[].primary",
+                format!("exactly one node must be the initial primary, found {primaries}"),
+            ));
+        }
+        Ok(Topology {
+            service: self.service,
+            regions: self.regions,
+            vantages,
+            nodes: self.nodes,
+            node_regions,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Topology {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        TopologyConfig::deserialize(d)?
+            .validate()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Topology {
+    /// Starts a builder for the service name clients resolve.
+    pub fn builder(service: impl Into<String>) -> TopologyBuilder {
+        TopologyBuilder {
+            config: TopologyConfig {
+                service: service.into(),
+                ..TopologyConfig::default()
+            },
+        }
+    }
+
+    /// The DNS name clients resolve.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+    /// All regions; a [`RegionId`] indexes this slice.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+    /// All vantages; a [`VantageId`] indexes this slice.
+    pub fn vantages(&self) -> &[String] {
+        &self.vantages
+    }
+    /// All database nodes; a [`NodeId`] indexes this slice.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    /// The region with this id. Panics on an id from another topology.
+    pub fn region(&self, id: RegionId) -> &Region {
+        &self.regions[id.index()]
+    }
+    /// The node with this id. Panics on an id from another topology.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.index()]
+    }
+    /// The region a node runs in.
+    pub fn node_region(&self, id: NodeId) -> RegionId {
+        self.node_regions[id.index()]
+    }
+    /// Looks up a region by name.
+    pub fn region_id(&self, name: &str) -> Option<RegionId> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .map(|i| RegionId(i as u32))
+    }
+    /// Looks up a vantage by name.
+    pub fn vantage_id(&self, name: &str) -> Option<VantageId> {
+        self.vantages
+            .iter()
+            .position(|v| v == name)
+            .map(|i| VantageId(i as u32))
+    }
+    /// Looks up a node by name.
+    pub fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .map(|i| NodeId(i as u32))
+    }
+    /// Every region id, in order.
+    pub fn region_ids(&self) -> impl Iterator<Item = RegionId> + '_ {
+        (0..self.regions.len() as u32).map(RegionId)
+    }
+    /// Every node id, in order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (0..self.nodes.len() as u32).map(NodeId)
+    }
+    /// The node that is primary when the controller starts, if there are nodes.
+    pub fn initial_primary(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .position(|n| n.primary)
+            .map(|i| NodeId(i as u32))
+    }
+    /// The database nodes in a region.
+    pub fn nodes_in(&self, region: RegionId) -> impl Iterator<Item = NodeId> + '_ {
+        self.node_regions
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| **r == region)
+            .map(|(i, _)| NodeId(i as u32))
+    }
+}
+
+/// Builds a [`Topology`] in code; [`build`](TopologyBuilder::build) validates.
+#[derive(Clone, Debug)]
+pub struct TopologyBuilder {
+    config: TopologyConfig,
+}
+
+impl TopologyBuilder {
+    /// Adds a region.
+    pub fn region(mut self, region: Region) -> Self {
+        self.config.regions.push(region);
+        self
+    }
+    /// Adds a vantage (a place probes run from).
+    pub fn vantage(mut self, name: impl Into<String>) -> Self {
+        self.config.vantages.push(name.into());
+        self
+    }
+    /// Adds a database node.
+    pub fn node(mut self, node: Node) -> Self {
+        self.config.nodes.push(node);
+        self
+    }
+    /// Validates and builds.
+    pub fn build(self) -> Result<Topology, ConfigError> {
+        self.config.validate()
+    }
+}

@@ -1,0 +1,4 @@
+//! Starts real servers on loopback for `failover`'s tests and examples:
+//! PostgreSQL primaries and replicas, BIND, regional HTTP APIs.
+//! Every server lives in a temp dir and is stopped when its handle drops.
+#![forbid(unsafe_code)]
