@@ -1,0 +1,299 @@
+//! The tokio runtime: drives the sans-IO [`Controller`] exactly as its docs
+//! say, executes its actions on the adapters with retry and backoff, feeds
+//! every completion and failure back, and reports through `tracing`,
+//! `metrics` and an append-only JSON-lines audit log.
+//!
+//! One task owns the controller. Everything else talks to it through one
+//! bounded input channel, so inputs are handled strictly one at a time, in
+//! arrival order, with `now` read once per input:
+//!
+//! ```text
+//! probe scheduler ─┐                    ┌─▶ router worker  (SetWeights)
+//! db observer ─────┼─▶ inputs ─▶ driver ┼─▶ database worker (Fence, Promote)
+//! workers' reports ┤   (mpsc)  (owns    ├─▶ tracing + metrics + audit (Notify)
+//! operator ────────┘            Controller) └─▶ status (watch)
+//! ```
+
+mod audit;
+mod driver;
+mod retry;
+mod telemetry;
+mod workers;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use failover_core::ports::{DatabaseAdmin, TrafficRouter};
+use failover_core::{Command, Config, Controller, Epoch, Input, ProbeResult, Status};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use retry::RetryPolicy;
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The audit log could not be opened.
+    #[error("cannot open audit log {path}: {source}")]
+    AuditLog {
+        /// The path given to [`RuntimeBuilder::audit_log`].
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The recorded fencing epoch could not be read at start-up, so the
+    /// runtime cannot know which epochs are safe to use. Fix database access first.
+    #[error("cannot read the recorded fencing epoch at start-up: {0}")]
+    RecordedEpoch(failover_core::PortError),
+    /// The configuration names database nodes but no database adapter was given.
+    #[error("the topology has database nodes but no database adapter was given: call RuntimeBuilder::database")]
+    NoDatabase,
+    /// The runtime has stopped; the handle can no longer send to it.
+    #[error("the failover runtime has stopped")]
+    Stopped,
+}
+
+/// What the status handle shows: the controller's view plus the runtime's.
+#[derive(Clone, Debug)]
+pub struct RuntimeStatus {
+    /// Health, weights, writer, epoch and pause state, as the controller sees them.
+    pub controller: Status,
+    /// The most recent events, rendered with region and node names, oldest first.
+    pub recent_events: VecDeque<String>,
+}
+
+/// Builds and starts a [`Runtime`].
+pub struct RuntimeBuilder {
+    config: Config,
+    router: Option<Arc<dyn TrafficRouter>>,
+    database: Option<Arc<dyn DatabaseAdmin>>,
+    audit_log: Option<PathBuf>,
+    retry: RetryPolicy,
+    events_kept: usize,
+    input_capacity: usize,
+}
+
+impl RuntimeBuilder {
+    /// Starts from a validated configuration (see [`Config::from_toml`]).
+    pub fn new(config: Config) -> Self {
+        RuntimeBuilder {
+            config,
+            router: None,
+            database: None,
+            audit_log: None,
+            retry: RetryPolicy::default(),
+            events_kept: 64,
+            input_capacity: 4096,
+        }
+    }
+
+    /// The traffic router that applies weight plans (DNS, a load balancer).
+    /// Without one, plans are decided and logged but applied nowhere.
+    pub fn router(mut self, router: Arc<dyn TrafficRouter>) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// The database adapter that observes, fences and promotes nodes.
+    /// Required when the topology has database nodes.
+    pub fn database(mut self, database: Arc<dyn DatabaseAdmin>) -> Self {
+        self.database = Some(database);
+        self
+    }
+
+    /// Appends a JSON-lines record of every event and action to this file.
+    pub fn audit_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
+    }
+
+    /// How adapter calls are retried (default: 100 ms doubling to 5 s).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How many recent events the status keeps (default 64).
+    pub fn events_kept(mut self, n: usize) -> Self {
+        self.events_kept = n.max(1);
+        self
+    }
+
+    /// Starts the runtime on the current tokio runtime. Reads the recorded
+    /// fencing epoch first, so a restarted controller never reuses one.
+    pub async fn start(self) -> Result<Runtime, RuntimeError> {
+        if !self.config.topology.nodes().is_empty() && self.database.is_none() {
+            return Err(RuntimeError::NoDatabase);
+        }
+        let (audit, audit_task) = match &self.audit_log {
+            Some(path) => {
+                let (log, task) = audit::AuditLog::open(path).await?;
+                (log, Some(task))
+            }
+            None => (audit::AuditLog::disabled(), None),
+        };
+        let interval = self.config.policy.interval;
+        let timeout = self.config.policy.timeout;
+        let nodes: Vec<_> = self.config.topology.node_ids().collect();
+        let mut controller = Controller::new(self.config, std::time::Instant::now());
+        if let Some(database) = &self.database {
+            let floor = database
+                .recorded_epoch()
+                .await
+                .map_err(RuntimeError::RecordedEpoch)?;
+            if let Some(epoch) = floor {
+                tracing::info!(%epoch, "resuming after the recorded fencing epoch");
+                controller.set_epoch_floor(epoch);
+            }
+        }
+
+        let (inputs_tx, inputs_rx) = mpsc::channel(self.input_capacity);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let status0 = RuntimeStatus {
+            controller: controller.status(),
+            recent_events: VecDeque::new(),
+        };
+        let (status_tx, status_rx) = watch::channel(status0);
+        let mut tasks = Vec::new();
+
+        let plans = self.router.map(|router| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(workers::route(
+                router,
+                rx,
+                inputs_tx.clone(),
+                self.retry,
+                audit.clone(),
+                shutdown_rx.clone(),
+            )));
+            tx
+        });
+        let jobs = self.database.map(|database| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.push(tokio::spawn(workers::administer(
+                database.clone(),
+                rx,
+                inputs_tx.clone(),
+                self.retry,
+                audit.clone(),
+                shutdown_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(workers::observe(
+                database,
+                nodes,
+                interval,
+                timeout,
+                inputs_tx.clone(),
+                shutdown_rx.clone(),
+            )));
+            tx
+        });
+
+        let driver = driver::Driver {
+            controller,
+            inputs: inputs_rx,
+            plans,
+            jobs,
+            audit,
+            status: status_tx,
+            events_kept: self.events_kept,
+            telemetry: telemetry::Telemetry::default(),
+        };
+        let driver_task = tokio::spawn(driver.run(shutdown_rx));
+        Ok(Runtime {
+            handle: RuntimeHandle {
+                inputs: inputs_tx,
+                status: status_rx,
+            },
+            shutdown: shutdown_tx,
+            driver: driver_task,
+            tasks,
+            audit_task,
+        })
+    }
+}
+
+/// A running failover controller. Drop it or call [`Runtime::shutdown`] to stop.
+pub struct Runtime {
+    handle: RuntimeHandle,
+    shutdown: watch::Sender<bool>,
+    driver: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    audit_task: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// A cloneable handle for operator commands, probe results and status.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops every task and waits for them: actions in flight are abandoned
+    /// at their next await point (they are idempotent and the controller that
+    /// starts next re-derives them), and the audit log is flushed.
+    pub async fn shutdown(self) {
+        let Runtime {
+            handle,
+            shutdown,
+            driver,
+            tasks,
+            audit_task,
+        } = self;
+        let _ = shutdown.send(true);
+        let _ = driver.await;
+        for task in tasks {
+            let _ = task.await;
+        }
+        drop(handle);
+        drop(shutdown);
+        if let Some(task) = audit_task {
+            // The writer ends once the last sender (held by the tasks above) is gone.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        tracing::info!("failover runtime stopped");
+    }
+}
+
+/// Talks to a running [`Runtime`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RuntimeHandle {
+    inputs: mpsc::Sender<Input>,
+    status: watch::Receiver<RuntimeStatus>,
+}
+
+impl RuntimeHandle {
+    /// Sends an operator command (drain, undrain, switchover, force promote,
+    /// pause, resume).
+    pub async fn command(&self, command: Command) -> Result<(), RuntimeError> {
+        self.inputs
+            .send(Input::Command(command))
+            .await
+            .map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Feeds a probe result from a source of your own (for example a probe
+    /// scheduler from `failover-probe`, or a check the library does not ship).
+    pub async fn report_probe(&self, result: ProbeResult) -> Result<(), RuntimeError> {
+        self.inputs
+            .send(Input::Probe(result))
+            .await
+            .map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> RuntimeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that wakes on every status change.
+    pub fn watch_status(&self) -> watch::Receiver<RuntimeStatus> {
+        self.status.clone()
+    }
+
+    /// The fencing epoch the controller is at.
+    pub fn epoch(&self) -> Epoch {
+        self.status.borrow().controller.epoch
+    }
+}

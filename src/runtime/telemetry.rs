@@ -1,0 +1,83 @@
+//! Metrics through the `metrics` facade. Names are prefixed `failover_`;
+//! labels carry region, vantage and node names.
+
+use failover_core::{Event, Input, Lsn, NodeObservation, ProbeOutcome, Status, Topology};
+
+/// The little state metrics need between inputs: the primary's last WAL
+/// position, to express replicas' lag in bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Telemetry {
+    primary_lsn: Option<Lsn>,
+}
+
+impl Telemetry {
+    pub(crate) fn record_input(&mut self, input: &Input, topology: &Topology) {
+        match input {
+            Input::Probe(result) => {
+                let region = topology.region(result.region).name.clone();
+                let vantage = topology
+                    .vantages()
+                    .get(result.vantage.index())
+                    .cloned()
+                    .unwrap_or_default();
+                match result.outcome {
+                    ProbeOutcome::Ok { latency } => {
+                        metrics::histogram!("failover_probe_latency_seconds", "region" => region, "vantage" => vantage)
+                            .record(latency.as_secs_f64());
+                    }
+                    ProbeOutcome::Failed(failure) => {
+                        metrics::counter!("failover_probe_failures_total", "region" => region, "vantage" => vantage,
+                            "reason" => failure.to_string())
+                        .increment(1);
+                    }
+                }
+            }
+            Input::Replication(status) => {
+                let Some(node) = topology.nodes().get(status.node.index()) else { return };
+                match status.observation {
+                    NodeObservation::Primary { current_lsn, .. } => {
+                        self.primary_lsn = Some(current_lsn);
+                        metrics::gauge!("failover_replication_lag_bytes", "node" => node.name.clone()).set(0.0);
+                    }
+                    NodeObservation::Replica {
+                        receive_lsn,
+                        replay_lsn,
+                        replay_delay,
+                        ..
+                    } => {
+                        if let (Some(primary), Some(have)) = (self.primary_lsn, receive_lsn.or(replay_lsn)) {
+                            metrics::gauge!("failover_replication_lag_bytes", "node" => node.name.clone())
+                                .set(primary.bytes_after(have) as f64);
+                        }
+                        if let Some(delay) = replay_delay {
+                            metrics::gauge!("failover_replication_delay_seconds", "node" => node.name.clone())
+                                .set(delay.as_secs_f64());
+                        }
+                    }
+                    NodeObservation::Unreachable => {
+                        metrics::counter!("failover_database_unreachable_total", "node" => node.name.clone()).increment(1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn record_event(&mut self, event: &Event, _topology: &Topology) {
+        metrics::counter!("failover_events_total", "kind" => event_kind_name(event)).increment(1);
+    }
+
+    pub(crate) fn record_status(&mut self, status: &Status, topology: &Topology) {
+        let _ = (status, topology);
+    }
+}
+
+/// The variant name of an event's kind, for a low-cardinality metric label.
+fn event_kind_name(event: &Event) -> String {
+    let debug = format!("{:?}", event.kind);
+    debug
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or("Unknown")
+        .to_owned()
+}
