@@ -15,6 +15,7 @@ mod error;
 mod event;
 mod id;
 mod input;
+pub mod objectives;
 mod policy;
 pub mod ports;
 mod probe;
