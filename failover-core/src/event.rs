@@ -409,7 +409,7 @@ impl fmt::Display for EventDisplay<'_> {
                 forced,
             } => write!(
                 f,
-                "promoting {} ({epoch}, {lag_bytes} bytes behind{})",
+                "promoting {} ({epoch}, {lag_bytes} bytes behind the primary's last seen WAL{})",
                 self.node(*node),
                 if *forced { ", forced" } else { "" }
             ),
@@ -472,7 +472,11 @@ impl fmt::Display for EventDisplay<'_> {
                 message,
                 retry_in,
             } => {
-                write!(f, "{action:?} action {} failed ({kind:?}): {message}", id.0)?;
+                write!(
+                    f,
+                    "{action:?} action #{} failed ({kind:?}): {message}",
+                    id.0
+                )?;
                 if let Some(d) = retry_in {
                     write!(f, "; re-sending in {}", secs(*d))?;
                 }

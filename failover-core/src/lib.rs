@@ -20,6 +20,7 @@ mod policy;
 pub mod ports;
 mod probe;
 mod replication;
+pub mod sim;
 mod status;
 mod topology;
 
