@@ -409,7 +409,7 @@ impl fmt::Display for EventDisplay<'_> {
                 forced,
             } => write!(
                 f,
-                "promoting {} ({epoch}, {lag_bytes} bytes behind the primary's last seen WAL{})",
+                "promoting {} ({epoch}, {lag_bytes} bytes behind the old primary{})",
                 self.node(*node),
                 if *forced { ", forced" } else { "" }
             ),

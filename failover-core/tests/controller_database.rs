@@ -286,3 +286,19 @@ fn paused_automation_never_promotes() {
         .iter()
         .all(|(_, a)| !matches!(a, failover_core::Action::Fence { .. })));
 }
+
+#[test]
+fn lag_seen_while_the_writer_lived_still_counts_after_it_is_gone() {
+    let mut d = Drill::new(auto_config(100));
+    steady(&mut d, 500); // 500 bytes behind a live writer
+    d.observe("pg-east", failover_core::NodeObservation::Unreachable);
+    // The replica received more after the writer's last observation, but
+    // the writer was writing too: it is still taken as 500 bytes behind.
+    d.replica("pg-west", 1200);
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0);
+    assert!(d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::PromotionRefused { lag_bytes: 500, .. })));
+}

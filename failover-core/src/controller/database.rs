@@ -17,6 +17,9 @@ struct NodeTrack {
     last: Option<NodeObservation>,
     /// A fence of this node (as a stale primary) is in flight.
     fence: Option<ActionId>,
+    /// WAL bytes it was behind the writer when last seen while the writer
+    /// was reachable: once the writer is gone, the lag cannot be smaller.
+    lag: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,6 +133,19 @@ impl Controller {
             } => self.on_primary_seen(now, node, current_lsn, epoch, fenced),
             NodeObservation::Replica { .. } => {
                 self.db.nodes[node.index()].fence = None;
+                let writer_reachable = self.db.writer.is_some_and(|w| {
+                    matches!(
+                        self.db.nodes[w.index()].last,
+                        Some(NodeObservation::Primary { fenced: false, .. })
+                    )
+                });
+                if let (true, Some(primary), Some(lsn)) = (
+                    writer_reachable,
+                    self.db.primary_lsn,
+                    self.db.replica_lsn(node),
+                ) {
+                    self.db.nodes[node.index()].lag = Some(primary.bytes_after(lsn));
+                }
                 if let Phase::CatchingUp { node: target, .. } = self.db.phase {
                     if target == node {
                         self.check_catch_up(now);
@@ -231,10 +247,13 @@ impl Controller {
             }
             return;
         };
-        // Unknown primary position: the best replica is the reference (the
-        // adapter still gets `reference: None` and may check itself).
+        // The lag is the larger of: behind the writer's last seen position, and
+        // behind the writer when both were last seen (the writer kept writing
+        // after its last observation). Unknown primary position: the best
+        // replica is the reference (the adapter still gets `reference: None`).
         let reference = self.db.primary_lsn;
-        let lag_bytes = reference.map_or(0, |p| p.bytes_after(lsn));
+        let seen_lag = self.db.nodes[candidate.index()].lag.unwrap_or(0);
+        let lag_bytes = reference.map_or(0, |p| p.bytes_after(lsn)).max(seen_lag);
         let delay = match self.db.nodes[candidate.index()].last {
             Some(NodeObservation::Replica { replay_delay, .. }) => replay_delay,
             _ => None,

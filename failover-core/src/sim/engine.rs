@@ -57,7 +57,7 @@ struct Engine<'a> {
 }
 
 pub(super) fn run(s: &Scenario) -> Report {
-    let t0 = Instant::now();
+    let t0 = s.start;
     let topology = &s.config.topology;
     let nodes: Vec<SimNode> = topology
         .node_ids()

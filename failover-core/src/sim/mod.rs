@@ -34,7 +34,7 @@ mod engine;
 mod rng;
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use rng::SimRng;
 
@@ -138,11 +138,13 @@ pub struct Scenario {
     pub observe_every: Option<Duration>,
     /// What goes wrong.
     pub faults: Vec<Fault>,
+    /// The instant simulated time starts at (events carry `start + offset`).
+    pub start: Instant,
 }
 
 impl Scenario {
     /// A quiet scenario of one hour: no faults, no probe loss, 20 ms probes,
-    /// 1 s actuation, 1 MB/s of writes, replicas 500 ms behind.
+    /// 1 s actuation, 1 MB/s of writes, replicas 500 ms behind, starting now.
     pub fn new(config: Config, seed: u64) -> Self {
         Scenario {
             config,
@@ -155,7 +157,14 @@ impl Scenario {
             replication_lag: Duration::from_millis(500),
             observe_every: None,
             faults: Vec::new(),
+            start: Instant::now(),
         }
+    }
+    /// Sets the instant simulated time starts at: two runs of scenarios with
+    /// the same seed and start give equal reports.
+    pub fn start(mut self, start: Instant) -> Self {
+        self.start = start;
+        self
     }
     /// Sets how long to simulate.
     pub fn duration(mut self, d: Duration) -> Self {
