@@ -8,6 +8,7 @@ use crate::{ConfigError, Policy, Topology, TopologyConfig};
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     /// What is deployed where.
+    #[serde(flatten)]
     pub topology: Topology,
     /// How to decide.
     pub policy: Policy,
@@ -54,5 +55,10 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         let topology = raw.topology.validate()?;
         Config::new(topology, raw.policy)
+    }
+
+    /// Writes the configuration as TOML that [`from_toml`](Self::from_toml) reads back.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 }

@@ -1,8 +1,16 @@
-//! What happened and why: every decision the controller takes is one [`Event`].
+//! What happened and why: every decision the controller takes is one [`Event`],
+//! delivered as [`Action::Notify`](crate::Action::Notify).
+//!
+//! Events carry compact ids; render them with region and node names through
+//! [`Event::display`].
 
-use std::time::Instant;
+use std::fmt;
+use std::time::{Duration, Instant};
 
-use crate::{NodeId, RegionId};
+use crate::{
+    duration_serde, ActionId, AllDownPolicy, Epoch, MaxRpo, NodeId, PortErrorKind, ProbeFailure,
+    RegionId, Topology, VantageId,
+};
 
 /// One decision or observation worth telling an operator, with its reason.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,18 +21,476 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// The kinds of [`Event`]. The controller's docs list when each is emitted.
+impl Event {
+    /// Renders the event with region, vantage and node names from `topology`
+    /// (the controller's own, see [`Controller::topology`](crate::Controller::topology)).
+    pub fn display<'a>(&'a self, topology: &'a Topology) -> EventDisplay<'a> {
+        EventDisplay {
+            kind: &self.kind,
+            topology,
+        }
+    }
+}
+
+/// Which kind of action failed, in [`EventKind::ActionFailed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionKind {
+    /// [`Action::SetWeights`](crate::Action::SetWeights).
+    SetWeights,
+    /// [`Action::Fence`](crate::Action::Fence).
+    Fence,
+    /// [`Action::Promote`](crate::Action::Promote).
+    Promote,
+}
+
+/// The kinds of [`Event`]. Each is emitted once per decision, at the moment the
+/// controller takes it.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// Placeholder until the controller defines its events.
+    /// The first failed probe of a vantage that considered the region up: an
+    /// early warning, nothing changes yet.
+    ProbeFailed {
+        /// The region probed.
+        region: RegionId,
+        /// The vantage that saw it.
+        vantage: VantageId,
+        /// Why the probe failed.
+        failure: ProbeFailure,
+        /// Consecutive failures so far (1 for the first miss).
+        consecutive: u32,
+        /// Failures needed to mark the vantage down (`policy.fall`).
+        fall: u32,
+    },
+    /// A vantage crossed `fall` consecutive failures: it now votes the region down.
+    VantageDown {
+        /// The region.
+        region: RegionId,
+        /// The vantage.
+        vantage: VantageId,
+        /// The failure of the last probe.
+        failure: ProbeFailure,
+        /// Consecutive failures (= `policy.fall`).
+        consecutive: u32,
+    },
+    /// A vantage crossed `rise` consecutive successes: it now votes the region up.
+    VantageUp {
+        /// The region.
+        region: RegionId,
+        /// The vantage.
+        vantage: VantageId,
+        /// Consecutive successes (= `policy.rise`).
+        consecutive: u32,
+    },
+    /// A quorum of vantages says the region is down.
     RegionDown {
         /// The region.
         region: RegionId,
+        /// Vantages voting down.
+        down_votes: u32,
+        /// Vantages in the topology.
+        vantages: u32,
+        /// Votes needed (`policy.quorum`, default a majority).
+        quorum: u32,
     },
-    /// Placeholder until the controller defines its events.
+    /// Enough vantages say the region is up that no down quorum remains.
+    RegionUp {
+        /// The region.
+        region: RegionId,
+        /// Vantages voting up.
+        up_votes: u32,
+        /// Vantages in the topology.
+        vantages: u32,
+    },
+    /// The region is up again but stays out of rotation until `until`
+    /// (`policy.hold_down` after it went down).
+    HeldDown {
+        /// The region.
+        region: RegionId,
+        /// When it may return.
+        until: Instant,
+    },
+    /// The region went down `flaps` times within `policy.flap_window`: it stays
+    /// out of rotation until it has been stable for a whole window.
+    FlapDamped {
+        /// The region.
+        region: RegionId,
+        /// Down-transitions counted in the window.
+        flaps: u32,
+        /// Earliest return (extended if it goes down again).
+        until: Instant,
+    },
+    /// A region returning to rotation moved to the next failback step.
+    RampStep {
+        /// The region.
+        region: RegionId,
+        /// Its share now, in percent of its base weight.
+        percent: u8,
+    },
+    /// A region failed again during its failback ramp; the ramp restarts later
+    /// from the first step.
+    FailbackAborted {
+        /// The region.
+        region: RegionId,
+        /// The step it had reached, in percent of base weight.
+        percent: u8,
+    },
+    /// A new weight plan was issued (see the `SetWeights` action beside it).
+    WeightsChanged {
+        /// The plan's generation.
+        generation: u64,
+        /// Regions with a weight above zero.
+        serving: u32,
+        /// Whether this re-sends a plan whose application failed.
+        retry: bool,
+    },
+    /// No region is eligible to serve: the all-down policy decides.
+    AllDown {
+        /// What is served now.
+        policy: AllDownPolicy,
+    },
+    /// A region that probes say is down keeps serving, because draining it would
+    /// leave fewer than `policy.min_serving_regions` serving.
+    SafetyHold {
+        /// The region kept in rotation.
+        region: RegionId,
+        /// The configured minimum.
+        min_serving: u32,
+    },
+    /// The serving regions' capacity is below peak load: they will saturate.
+    CapacityWarning {
+        /// Peak load over their combined capacity, in percent (167 = 1.67× capacity).
+        load_percent: u32,
+    },
+    /// The old primary is being fenced ahead of a promotion (or because it is stale).
+    FencingRequested {
+        /// The node to fence.
+        node: NodeId,
+        /// The epoch recorded on it.
+        epoch: Epoch,
+    },
+    /// A replica is being promoted.
+    PromotionRequested {
+        /// The replica.
+        node: NodeId,
+        /// Its new epoch.
+        epoch: Epoch,
+        /// WAL bytes it is behind the last known primary position.
+        lag_bytes: u64,
+        /// Whether an operator forced it (no RPO gate).
+        forced: bool,
+    },
+    /// The best replica is further behind than `policy.max_rpo`: no automatic
+    /// promotion. The controller waits for it to catch up; an operator can force.
+    PromotionRefused {
+        /// The best candidate.
+        node: NodeId,
+        /// WAL bytes it is behind.
+        lag_bytes: u64,
+        /// Its replay delay, when known.
+        delay: Option<Duration>,
+        /// The limit it broke.
+        limit: MaxRpo,
+    },
+    /// The writer's region is down but no replica in a serving region qualifies.
+    NoPromotionCandidate {
+        /// The writer that is lost.
+        writer: NodeId,
+    },
+    /// A promotion completed: the node is the writer.
     Promoted {
+        /// The new primary.
+        node: NodeId,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// A node reports being primary with a higher epoch than the controller
+    /// knew (promoted before a restart, or by another controller): adopted as
+    /// the writer without a second promotion.
+    WriterMoved {
+        /// The writer before.
+        from: Option<NodeId>,
+        /// The writer now.
+        to: NodeId,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// A node claims to be primary but is not the writer at the current epoch:
+    /// it is fenced and never promoted.
+    StalePrimary {
         /// The node.
         node: NodeId,
+        /// The epoch it carries, if any.
+        epoch: Option<Epoch>,
+        /// The current epoch.
+        current: Epoch,
     },
+    /// A planned switchover waits for the target to replay everything.
+    SwitchoverWaiting {
+        /// The target replica.
+        node: NodeId,
+        /// WAL bytes it still has to replay.
+        lag_bytes: u64,
+    },
+    /// An action failed; `next` says what the controller does about it.
+    ActionFailed {
+        /// The failed action.
+        id: ActionId,
+        /// Its kind.
+        action: ActionKind,
+        /// The adapter's error kind.
+        kind: PortErrorKind,
+        /// The adapter's message.
+        message: String,
+        /// For weights: the plan is re-sent after this delay.
+        retry_in: Option<Duration>,
+    },
+    /// Automation paused by an operator.
+    Paused,
+    /// Automation resumed by an operator.
+    Resumed,
+    /// An operator drained a region.
+    Drained {
+        /// The region.
+        region: RegionId,
+    },
+    /// An operator returned a region to health-driven routing.
+    Undrained {
+        /// The region.
+        region: RegionId,
+    },
+    /// An operator command was not carried out.
+    CommandRefused {
+        /// Why, in words.
+        reason: &'static str,
+    },
+}
+
+/// [`Event`] rendered with names; from [`Event::display`].
+pub struct EventDisplay<'a> {
+    kind: &'a EventKind,
+    topology: &'a Topology,
+}
+
+impl EventDisplay<'_> {
+    fn region(&self, id: RegionId) -> &str {
+        self.topology
+            .regions()
+            .get(id.index())
+            .map_or("?", |r| r.name.as_str())
+    }
+    fn vantage(&self, id: VantageId) -> &str {
+        self.topology
+            .vantages()
+            .get(id.index())
+            .map_or("?", |v| v.as_str())
+    }
+    fn node(&self, id: NodeId) -> &str {
+        self.topology
+            .nodes()
+            .get(id.index())
+            .map_or("?", |n| n.name.as_str())
+    }
+}
+
+fn secs(d: Duration) -> String {
+    duration_serde::format(d)
+}
+
+impl fmt::Display for EventDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            EventKind::ProbeFailed {
+                region,
+                vantage,
+                failure,
+                consecutive,
+                fall,
+            } => write!(
+                f,
+                "probe of {} from {} failed ({failure}), miss {consecutive} of {fall}",
+                self.region(*region),
+                self.vantage(*vantage)
+            ),
+            EventKind::VantageDown {
+                region,
+                vantage,
+                failure,
+                consecutive,
+            } => write!(
+                f,
+                "{} sees {} down after {consecutive} consecutive failures ({failure})",
+                self.vantage(*vantage),
+                self.region(*region)
+            ),
+            EventKind::VantageUp {
+                region,
+                vantage,
+                consecutive,
+            } => write!(
+                f,
+                "{} sees {} up after {consecutive} consecutive successes",
+                self.vantage(*vantage),
+                self.region(*region)
+            ),
+            EventKind::RegionDown {
+                region,
+                down_votes,
+                vantages,
+                quorum,
+            } => write!(
+                f,
+                "{} marked DOWN: {down_votes}/{vantages} vantages agree (quorum {quorum})",
+                self.region(*region)
+            ),
+            EventKind::RegionUp {
+                region,
+                up_votes,
+                vantages,
+            } => write!(
+                f,
+                "{} marked UP: {up_votes}/{vantages} vantages agree",
+                self.region(*region)
+            ),
+            EventKind::HeldDown { region, .. } => {
+                write!(f, "{} up but held down", self.region(*region))
+            }
+            EventKind::FlapDamped { region, flaps, .. } => write!(
+                f,
+                "{} flapping ({flaps} downs in the window): held out of rotation",
+                self.region(*region)
+            ),
+            EventKind::RampStep { region, percent } => write!(
+                f,
+                "failback: {} at {percent}% of its base weight",
+                self.region(*region)
+            ),
+            EventKind::FailbackAborted { region, percent } => write!(
+                f,
+                "failback of {} aborted at {percent}%: it failed again",
+                self.region(*region)
+            ),
+            EventKind::WeightsChanged {
+                generation,
+                serving,
+                retry,
+            } => write!(
+                f,
+                "new weight plan #{generation}: {serving} region(s) serving{}",
+                if *retry { " (re-sent)" } else { "" }
+            ),
+            EventKind::AllDown { policy } => match policy {
+                AllDownPolicy::FailOpen => {
+                    f.write_str("every region is down: fail-open, serving all regions")
+                }
+                AllDownPolicy::FailClosed => {
+                    f.write_str("every region is down: fail-closed, serving nothing")
+                }
+            },
+            EventKind::SafetyHold {
+                region,
+                min_serving,
+            } => write!(
+                f,
+                "{} kept serving: draining it would leave fewer than {min_serving} region(s)",
+                self.region(*region)
+            ),
+            EventKind::CapacityWarning { load_percent } => write!(
+                f,
+                "SATURATION: serving regions carry {load_percent}% of their capacity at peak"
+            ),
+            EventKind::FencingRequested { node, epoch } => {
+                write!(f, "fencing {} ({epoch})", self.node(*node))
+            }
+            EventKind::PromotionRequested {
+                node,
+                epoch,
+                lag_bytes,
+                forced,
+            } => write!(
+                f,
+                "promoting {} ({epoch}, {lag_bytes} bytes behind the old primary{})",
+                self.node(*node),
+                if *forced { ", forced" } else { "" }
+            ),
+            EventKind::PromotionRefused {
+                node,
+                lag_bytes,
+                delay,
+                limit,
+            } => {
+                write!(
+                    f,
+                    "promotion of {} refused: {lag_bytes} bytes behind",
+                    self.node(*node)
+                )?;
+                if let Some(d) = delay {
+                    write!(f, ", {} delay", secs(*d))?;
+                }
+                write!(f, "; max_rpo is")?;
+                if let Some(b) = limit.bytes {
+                    write!(f, " {b} bytes")?;
+                }
+                if let Some(t) = limit.time {
+                    write!(f, " {}", secs(t))?;
+                }
+                f.write_str(" (an operator can force)")
+            }
+            EventKind::NoPromotionCandidate { writer } => write!(
+                f,
+                "writer {} lost and no replica in a serving region qualifies",
+                self.node(*writer)
+            ),
+            EventKind::Promoted { node, epoch } => {
+                write!(f, "{} promoted: new writer at {epoch}", self.node(*node))
+            }
+            EventKind::WriterMoved { from, to, epoch } => write!(
+                f,
+                "writer is {} at {epoch} (was {}): adopted",
+                self.node(*to),
+                from.map_or("none", |n| self.node(n))
+            ),
+            EventKind::StalePrimary {
+                node,
+                epoch,
+                current,
+            } => write!(
+                f,
+                "{} claims primary at {} but the current is {current}: stale, fencing",
+                self.node(*node),
+                epoch.map_or_else(|| "no epoch".to_owned(), |e| e.to_string())
+            ),
+            EventKind::SwitchoverWaiting { node, lag_bytes } => write!(
+                f,
+                "switchover waits for {} to replay {lag_bytes} more bytes",
+                self.node(*node)
+            ),
+            EventKind::ActionFailed {
+                id,
+                action,
+                kind,
+                message,
+                retry_in,
+            } => {
+                write!(
+                    f,
+                    "{action:?} action #{} failed ({kind:?}): {message}",
+                    id.0
+                )?;
+                if let Some(d) = retry_in {
+                    write!(f, "; re-sending in {}", secs(*d))?;
+                }
+                Ok(())
+            }
+            EventKind::Paused => f.write_str("automation paused by operator"),
+            EventKind::Resumed => f.write_str("automation resumed by operator"),
+            EventKind::Drained { region } => {
+                write!(f, "{} drained by operator", self.region(*region))
+            }
+            EventKind::Undrained { region } => {
+                write!(f, "{} undrained by operator", self.region(*region))
+            }
+            EventKind::CommandRefused { reason } => write!(f, "command refused: {reason}"),
+        }
+    }
 }

@@ -9,25 +9,31 @@
 
 mod action;
 mod config;
+mod controller;
 pub mod duration_serde;
 mod error;
 mod event;
 mod id;
 mod input;
+pub mod objectives;
 mod policy;
 pub mod ports;
 mod probe;
 mod replication;
+pub mod sim;
+mod status;
 mod topology;
 
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
 pub use config::Config;
+pub use controller::Controller;
 pub use error::ConfigError;
-pub use event::{Event, EventKind};
+pub use event::{ActionKind, Event, EventDisplay, EventKind};
 pub use id::{NodeId, RegionId, VantageId};
 pub use input::{ActionFailure, Command, Input};
 pub use policy::{AllDownPolicy, InitialHealth, MaxRpo, Policy};
 pub use ports::{PortError, PortErrorKind};
 pub use probe::{ProbeFailure, ProbeOutcome, ProbeResult};
 pub use replication::{Epoch, Lsn, NodeObservation, ParseLsnError, ReplicationStatus};
+pub use status::{Health, PromotionPhase, RegionStatus, Status};
 pub use topology::{Node, Region, RegionRole, Topology, TopologyBuilder, TopologyConfig};

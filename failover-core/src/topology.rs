@@ -77,8 +77,8 @@ pub struct Node {
 }
 
 /// The validated deployment: regions, vantages and database nodes, each
-/// addressable by a compact id.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// addressable by a compact id. Serializes in the shape of [`TopologyConfig`].
+#[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
     service: String,
     regions: Vec<Region>,
@@ -218,6 +218,18 @@ impl TopologyConfig {
             nodes: self.nodes,
             node_regions,
         })
+    }
+}
+
+impl Serialize for Topology {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TopologyConfig {
+            service: self.service.clone(),
+            regions: self.regions.clone(),
+            vantages: self.vantages.clone(),
+            nodes: self.nodes.clone(),
+        }
+        .serialize(s)
     }
 }
 

@@ -1,0 +1,231 @@
+//! The seed drill: us-east (active) fails and later recovers; us-west
+//! (standby, provisioned at 60 % of peak) takes over. Runs the real
+//! controller in the deterministic simulator — no servers needed — and prints
+//! the timeline with the planner's bounds beside the measured values.
+//!
+//! ```text
+//! cargo run --example drill            # seed 1
+//! cargo run --example drill -- 7       # another seed
+//! ```
+
+use std::time::Duration;
+
+use failover::core::objectives::{self, Bounds, PlanTarget};
+use failover::core::sim::{Happening, Scenario};
+use failover::core::{Config, EventKind};
+
+const CONFIG: &str = r#"
+service = "api.example.com."
+vantages = ["local"]
+
+[[region]]
+name = "us-east"
+records = ["192.0.2.10"]
+
+[[region]]
+name = "us-west"
+role = "standby"
+capacity = 0.6
+records = ["198.51.100.10"]
+
+[[node]]
+name = "pg-east"
+region = "us-east"
+primary = true
+
+[[node]]
+name = "pg-west"
+region = "us-west"
+
+[policy]
+interval = "10s"
+timeout = "2s"
+jitter = "1s"
+fall = 3
+rise = 2
+ttl = "60s"
+hold_down = "60s"
+ramp_steps = [10, 25, 50, 100]
+ramp_interval = "30s"
+auto_promote = true
+max_rpo = { bytes = 16777216 }
+"#;
+
+const ACTUATION: Duration = Duration::from_secs(1);
+const WRITE_RATE: f64 = 2_000_000.0; // bytes/s
+const LAG: Duration = Duration::from_millis(250);
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seed = std::env::args()
+        .nth(1)
+        .map(|s| s.parse::<u64>())
+        .transpose()?
+        .unwrap_or(1);
+    let config = Config::from_toml(CONFIG)?;
+    let topology = config.topology.clone();
+    let policy = config.policy.clone();
+    let east = topology.region_id("us-east").ok_or("no us-east")?;
+
+    let fail_at = Duration::from_secs(120);
+    let recover_at = Duration::from_secs(600);
+    let report = Scenario::new(config, seed)
+        .duration(Duration::from_secs(1000))
+        .actuation(ACTUATION)
+        .replication(WRITE_RATE, LAG)
+        .outage(east, fail_at, Some(recover_at))
+        .run();
+
+    println!("failover drill (seed {seed}): us-east active, us-west standby at 60 % of peak");
+    println!(
+        "policy: probe every {}s (timeout {}s, jitter ≤{}s), down after {} misses, up after {} passes,",
+        policy.interval.as_secs(),
+        policy.timeout.as_secs(),
+        policy.jitter.as_secs(),
+        policy.fall,
+        policy.rise
+    );
+    println!(
+        "        DNS TTL {}s, hold-down {}s, failback {:?} % every {}s",
+        policy.ttl.as_secs(),
+        policy.hold_down.as_secs(),
+        policy.ramp_steps,
+        policy.ramp_interval.as_secs()
+    );
+    println!(
+        "world:  us-east fails at t+{}s and recovers at t+{}s; {} MB/s of writes, replica {} ms behind\n",
+        fail_at.as_secs(),
+        recover_at.as_secs(),
+        WRITE_RATE / 1e6,
+        LAG.as_millis()
+    );
+
+    println!("{:>9}  {:<10} what", "time", "kind");
+    println!("{:>9}  {:<10} {}", "-------", "----------", "-".repeat(60));
+    for entry in &report.timeline {
+        let tag = match &entry.what {
+            Happening::RegionFailed(_) | Happening::RegionRecovered(_) => "WORLD",
+            Happening::PlanApplied { .. } => "DNS",
+            Happening::ClientsCutOver { .. } => "CLIENTS",
+            Happening::DataLost { .. } => "DATABASE",
+            Happening::Controller(e) => match e.kind {
+                EventKind::ProbeFailed { .. }
+                | EventKind::VantageDown { .. }
+                | EventKind::VantageUp { .. } => "probe",
+                EventKind::RegionDown { .. }
+                | EventKind::RegionUp { .. }
+                | EventKind::HeldDown { .. } => "HEALTH",
+                EventKind::CapacityWarning { .. } => "WARNING",
+                EventKind::RampStep { .. } => "FAILBACK",
+                EventKind::WeightsChanged { .. } => "decide",
+                EventKind::FencingRequested { .. }
+                | EventKind::PromotionRequested { .. }
+                | EventKind::Promoted { .. }
+                | EventKind::StalePrimary { .. }
+                | EventKind::PromotionRefused { .. } => "DATABASE",
+                _ => "event",
+            },
+            _ => "",
+        };
+        println!(
+            "t+{:>6.1}s  {:<10} {}",
+            entry.at.as_secs_f64(),
+            tag,
+            entry.display(&topology)
+        );
+    }
+
+    let bounds = Bounds::for_policy(&policy, ACTUATION);
+    let load = objectives::load_after_losing(&topology, &[east]);
+    let rpo = objectives::rpo_from_delay(LAG, WRITE_RATE);
+    let secs = |d: Duration| format!("{:.1}s", d.as_secs_f64());
+    let measured = |d: Option<Duration>| d.map_or("—".to_owned(), secs);
+    println!(
+        "\n{:<28} {:>22}   {:>12}",
+        "objective", "planner bound", "measured"
+    );
+    println!(
+        "{:<28} {:>22}   {:>12}",
+        "-".repeat(28),
+        "-".repeat(22),
+        "-".repeat(12)
+    );
+    println!(
+        "{:<28} {:>22}   {:>12}",
+        "detection (fault → down)",
+        format!(
+            "{} .. {}",
+            secs(bounds.best_detection),
+            secs(bounds.worst_detection)
+        ),
+        measured(report.detection)
+    );
+    println!(
+        "{:<28} {:>22}   {:>12}",
+        "client cutover (+DNS, TTL)",
+        format!(
+            "{} .. {}",
+            secs(bounds.best_cutover),
+            secs(bounds.worst_cutover)
+        ),
+        measured(report.cutover)
+    );
+    println!(
+        "{:<28} {:>22}   {:>12}",
+        "data loss window (RPO)",
+        format!("{} ms ({} KB)", rpo.window.as_millis(), rpo.bytes / 1000),
+        report.data_loss.map_or("—".to_owned(), |l| format!(
+            "{} ms ({} KB)",
+            l.window.as_millis(),
+            l.bytes / 1000
+        ))
+    );
+    println!(
+        "{:<28} {:>22}   {:>12}",
+        "us-west load at peak",
+        format!(
+            "{} %{}",
+            load.percent(),
+            if load.saturated() { " SATURATED" } else { "" }
+        ),
+        ""
+    );
+
+    let target = PlanTarget {
+        rto: Duration::from_secs(90),
+        ttl: policy.ttl,
+        timeout: policy.timeout,
+        jitter: policy.jitter,
+        actuation: ACTUATION,
+        false_failure: 0.001,
+    };
+    println!(
+        "\nplanner: to keep worst cutover ≤ {}s with TTL {}s (0.1 % false probe failures):",
+        target.rto.as_secs(),
+        target.ttl.as_secs()
+    );
+    println!(
+        "  {:>8}  {:>4}  {:>15}  {:>13}  {:>22}",
+        "interval", "fall", "worst detection", "worst cutover", "false failovers / year"
+    );
+    for c in objectives::plan(&target).iter().take(4) {
+        let rate = c.false_failovers_per_year;
+        let rate = if rate < 0.001 {
+            "< 0.001".to_owned()
+        } else {
+            format!("{rate:.3}")
+        };
+        println!(
+            "  {:>7}s  {:>4}  {:>15}  {:>13}  {:>22}",
+            c.interval.as_secs(),
+            c.fall,
+            secs(c.worst_detection),
+            secs(c.worst_cutover),
+            rate
+        );
+    }
+    println!(
+        "\n{} probe results and {} actions simulated.",
+        report.probes, report.actions
+    );
+    Ok(())
+}

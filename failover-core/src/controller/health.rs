@@ -1,0 +1,230 @@
+//! Health tracking: fall/rise hysteresis per (region, vantage), the vantage
+//! quorum per region, hold-down and flap damping. Edge-triggered: only a
+//! crossed threshold produces an event; a steady probe touches two counters.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::Controller;
+use crate::{EventKind, Health, ProbeOutcome, ProbeResult, RegionId};
+
+/// Consecutive-result counters of one (region, vantage).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct VantageTrack {
+    pub(super) state: Health,
+    fails: u32,
+    oks: u32,
+}
+
+impl VantageTrack {
+    pub(super) fn new(state: Health) -> Self {
+        VantageTrack {
+            state,
+            fails: 0,
+            oks: 0,
+        }
+    }
+}
+
+/// Everything the controller keeps about one region.
+#[derive(Clone, Debug)]
+pub(super) struct RegionTrack {
+    /// What the vantage quorum says.
+    pub(super) health: Health,
+    /// What routing acts on: `health`, frozen while automation is paused.
+    pub(super) routed: Health,
+    pub(super) drained: bool,
+    /// End of hold-down after the last down-transition.
+    pub(super) held_until: Option<Instant>,
+    /// End of flap damping.
+    pub(super) damped_until: Option<Instant>,
+    /// Times of recent down-transitions (at most `flap_limit`).
+    downs: VecDeque<Instant>,
+    /// Failback ramp step index, while ramping.
+    pub(super) ramp: Option<usize>,
+    pub(super) ramp_next: Option<Instant>,
+    /// Whether routing considered it eligible at the last recompute.
+    pub(super) eligible: bool,
+    /// Kept serving by the safety rule.
+    pub(super) safety_held: bool,
+}
+
+impl RegionTrack {
+    pub(super) fn new(initial: Health, flap_limit: usize) -> Self {
+        RegionTrack {
+            health: initial,
+            routed: initial,
+            drained: false,
+            held_until: None,
+            damped_until: None,
+            downs: VecDeque::with_capacity(flap_limit + 1),
+            ramp: None,
+            ramp_next: None,
+            eligible: false,
+            safety_held: false,
+        }
+    }
+
+    /// The later of hold-down and damping ends, if any is set.
+    pub(super) fn out_until(&self) -> Option<Instant> {
+        match (self.held_until, self.damped_until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether hold-down or damping keeps it out at `now`.
+    pub(super) fn is_held(&self, now: Instant) -> bool {
+        self.out_until().is_some_and(|t| now < t)
+    }
+}
+
+impl Controller {
+    pub(super) fn on_probe(&mut self, now: Instant, probe: ProbeResult) {
+        let region = probe.region.index();
+        let vantage = probe.vantage.index();
+        if region >= self.regions.len() || vantage >= self.vantage_count {
+            return;
+        }
+        let (fall, rise) = (self.policy.fall, self.policy.rise);
+        let track = &mut self.vantages[region * self.vantage_count + vantage];
+        let kind = match probe.outcome {
+            ProbeOutcome::Ok { .. } => {
+                track.fails = 0;
+                track.oks = track.oks.saturating_add(1);
+                if track.state == Health::Up || track.oks < rise {
+                    return;
+                }
+                track.state = Health::Up;
+                EventKind::VantageUp {
+                    region: probe.region,
+                    vantage: probe.vantage,
+                    consecutive: track.oks,
+                }
+            }
+            ProbeOutcome::Failed(failure) => {
+                track.oks = 0;
+                track.fails = track.fails.saturating_add(1);
+                if track.state == Health::Down {
+                    return;
+                }
+                if track.fails < fall {
+                    if track.fails == 1 {
+                        let consecutive = track.fails;
+                        self.notify(
+                            now,
+                            EventKind::ProbeFailed {
+                                region: probe.region,
+                                vantage: probe.vantage,
+                                failure,
+                                consecutive,
+                                fall,
+                            },
+                        );
+                    }
+                    return;
+                }
+                track.state = Health::Down;
+                EventKind::VantageDown {
+                    region: probe.region,
+                    vantage: probe.vantage,
+                    failure,
+                    consecutive: track.fails,
+                }
+            }
+        };
+        self.notify(now, kind);
+        self.evaluate_region(now, probe.region);
+    }
+
+    /// Applies the vantage quorum after a vantage changed its vote.
+    fn evaluate_region(&mut self, now: Instant, id: RegionId) {
+        let base = id.index() * self.vantage_count;
+        let votes = &self.vantages[base..base + self.vantage_count];
+        let down = votes.iter().filter(|v| v.state == Health::Down).count() as u32;
+        let up = votes.iter().filter(|v| v.state == Health::Up).count() as u32;
+        let total = self.vantage_count as u32;
+        let region = &self.regions[id.index()];
+        let next = if down >= self.quorum {
+            Health::Down
+        } else if up > total - self.quorum {
+            Health::Up
+        } else {
+            region.health
+        };
+        if next == region.health {
+            return;
+        }
+        self.regions[id.index()].health = next;
+        match next {
+            Health::Down => {
+                self.notify(
+                    now,
+                    EventKind::RegionDown {
+                        region: id,
+                        down_votes: down,
+                        vantages: total,
+                        quorum: self.quorum,
+                    },
+                );
+                self.record_down(now, id);
+            }
+            Health::Up => {
+                self.notify(
+                    now,
+                    EventKind::RegionUp {
+                        region: id,
+                        up_votes: up,
+                        vantages: total,
+                    },
+                );
+                let region = &self.regions[id.index()];
+                if let Some(until) = region.out_until().filter(|t| now < *t) {
+                    if region.damped_until.is_none_or(|d| d <= now) {
+                        self.notify(now, EventKind::HeldDown { region: id, until });
+                    }
+                }
+            }
+            Health::Unknown => {}
+        }
+        if !self.paused {
+            self.regions[id.index()].routed = next;
+            self.recompute(now);
+            self.evaluate_writer(now);
+        }
+    }
+
+    /// Starts hold-down and counts the flap.
+    fn record_down(&mut self, now: Instant, id: RegionId) {
+        let hold = self.policy.hold_down;
+        let window = self.policy.flap_window;
+        let limit = self.policy.flap_limit as usize;
+        let region = &mut self.regions[id.index()];
+        region.held_until = Some(now + hold);
+        while region
+            .downs
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
+            region.downs.pop_front();
+        }
+        if region.downs.len() >= limit {
+            region.downs.pop_front();
+        }
+        region.downs.push_back(now);
+        let already = region.damped_until.is_some_and(|t| now < t);
+        if region.downs.len() >= limit || already {
+            let until = now + window;
+            region.damped_until = Some(until);
+            let flaps = region.downs.len() as u32;
+            self.notify(
+                now,
+                EventKind::FlapDamped {
+                    region: id,
+                    flaps,
+                    until,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The sans-IO failover state machine.
+
+mod database;
+mod health;
+mod routing;
+mod timers;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::{
+    Action, ActionId, Command, Config, Epoch, Event, EventKind, Health, Input, Policy,
+    RegionStatus, Status, Topology, WeightPlan,
+};
+
+use database::Database;
+use health::{RegionTrack, VantageTrack};
+use timers::{Timer, TimerTable};
+
+/// The failover decision core for one service: it tracks every region's
+/// health from probe results, decides the traffic weights and drives database
+/// promotion. It performs no I/O and never reads a clock.
+///
+/// # Methods, by group
+///
+/// - **Getters** (`&self`): [`status`](Self::status), [`topology`](Self::topology),
+///   [`policy`](Self::policy), [`poll_timeout`](Self::poll_timeout).
+/// - **Inputs**: [`handle`](Self::handle) with an [`Input`] (a probe result, a
+///   replication observation, an action's completion or failure, an operator
+///   [`Command`]), and [`handle_timeout`](Self::handle_timeout) when the deadline
+///   from `poll_timeout` has passed.
+/// - **Commands**: operator commands arrive as [`Input::Command`]; also
+///   [`set_epoch_floor`](Self::set_epoch_floor) at start-up.
+/// - **Outputs**: [`poll_action`](Self::poll_action) returns the next [`Action`],
+///   [`poll_timeout`](Self::poll_timeout) the next deadline.
+///
+/// # The driver's order of calls
+///
+/// 1. [`Controller::new`] queues the initial weight plan (a `SetWeights` for
+///    every region, from `policy.initial_health`); call
+///    [`set_epoch_floor`](Self::set_epoch_floor) with the highest epoch recorded
+///    durably, then drain `poll_action` once.
+/// 2. After **every** `handle` or `handle_timeout`, call `poll_action` until it
+///    returns `None`, then read `poll_timeout` and sleep until that instant or
+///    the next input, whichever comes first.
+/// 3. Execute each `SetWeights`, `Fence` and `Promote` and report its outcome
+///    with [`Input::ActionDone`] or [`Input::ActionFailed`] carrying the action's
+///    id. `Notify` needs no report: log it (see
+///    [`Event::display`](crate::Event::display)).
+///
+/// Extra `handle_timeout` calls are harmless: only expired timers run.
+///
+/// # Rules it applies
+///
+/// - A vantage votes a region down after `fall` consecutive failures and up
+///   after `rise` consecutive successes; the region is down when a quorum of
+///   vantages votes down and up when too few remain to form that quorum.
+/// - A region that went down stays out for `hold_down`; one that went down
+///   `flap_limit` times within `flap_window` is damped for a whole window.
+/// - A region returning to rotation ramps through `ramp_steps`, one step per
+///   `ramp_interval`; failing again aborts the ramp.
+/// - Active regions share traffic by base weight; standby regions serve only
+///   the share the active regions cannot (all of it when none serves).
+/// - When nothing can serve, `all_down` decides (fail-open serves every
+///   undrained region at base weight). Probe evidence alone never brings the
+///   serving regions below `min_serving_regions`: regions that served are kept.
+/// - When the writer's region goes down (and `auto_promote` is on), the
+///   replica with the most WAL in a serving region (ties by priority) is
+///   promoted if within `max_rpo`: the old primary is fenced first, then the
+///   replica is promoted with a strictly greater epoch; the writer moves only
+///   once the promotion is reported done.
+pub struct Controller {
+    topology: Topology,
+    policy: Policy,
+    quorum: u32,
+    vantage_count: usize,
+    vantages: Vec<VantageTrack>,
+    regions: Vec<RegionTrack>,
+    /// Scratch for computing weights without allocating.
+    scratch: Vec<u32>,
+    plan: Option<WeightPlan>,
+    plan_action: Option<ActionId>,
+    weights_backoff: Duration,
+    all_down: bool,
+    saturated: bool,
+    db: Database,
+    paused: bool,
+    timers: TimerTable,
+    actions: VecDeque<Action>,
+    next_action: u64,
+}
+
+impl Controller {
+    // ---------------------------------------------------------------- creation
+
+    /// Builds a controller for a validated configuration and queues the
+    /// initial weight plan. `now` is the driver's clock.
+    pub fn new(config: Config, now: Instant) -> Controller {
+        let Config { topology, policy } = config;
+        let vantage_count = topology.vantages().len().max(1);
+        let quorum = policy.effective_quorum(vantage_count).max(1);
+        let initial = match policy.initial_health {
+            crate::InitialHealth::Unknown => Health::Unknown,
+            crate::InitialHealth::Up => Health::Up,
+            crate::InitialHealth::Down => Health::Down,
+        };
+        let region_count = topology.regions().len();
+        let flap_limit = policy.flap_limit as usize;
+        let vantages = vec![VantageTrack::new(initial); region_count * vantage_count];
+        let regions = (0..region_count)
+            .map(|_| RegionTrack::new(initial, flap_limit))
+            .collect();
+        let db = Database::new(&topology);
+        let mut controller = Controller {
+            quorum,
+            vantage_count,
+            vantages,
+            regions,
+            scratch: vec![0; region_count],
+            plan: None,
+            plan_action: None,
+            weights_backoff: Duration::ZERO,
+            all_down: false,
+            saturated: false,
+            db,
+            paused: false,
+            timers: TimerTable::default(),
+            // Room for a burst of decisions so queuing never allocates in steady state.
+            actions: VecDeque::with_capacity(64 + 8 * region_count),
+            next_action: 1,
+            topology,
+            policy,
+        };
+        controller.init_eligibility(now);
+        controller.recompute(now);
+        controller
+    }
+
+    // ----------------------------------------------------------------- getters
+
+    /// A snapshot of health, weights, writer, epoch and automation state.
+    pub fn status(&self) -> Status {
+        let regions = self
+            .topology
+            .region_ids()
+            .map(|id| {
+                let r = &self.regions[id.index()];
+                RegionStatus {
+                    id,
+                    health: r.health,
+                    weight: self.plan.as_ref().map_or(0, |p| p.weight(id)),
+                    drained: r.drained,
+                    ramp_step: r.ramp,
+                    held_until: r.out_until(),
+                }
+            })
+            .collect();
+        Status {
+            regions,
+            plan: self.plan.clone(),
+            writer: self.db.writer,
+            epoch: self.db.epoch,
+            promotion: self.db.phase(),
+            paused: self.paused,
+        }
+    }
+
+    /// The topology the controller runs with (ids index it).
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The policy the controller runs with.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The desired weight plan: the last one issued.
+    pub fn plan(&self) -> Option<&WeightPlan> {
+        self.plan.as_ref()
+    }
+
+    /// The node taking writes, if known.
+    pub fn writer(&self) -> Option<crate::NodeId> {
+        self.db.writer
+    }
+
+    /// The highest epoch used or seen.
+    pub fn epoch(&self) -> Epoch {
+        self.db.epoch
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// Feeds one input. Drain [`poll_action`](Self::poll_action) afterwards.
+    /// Ids that do not belong to this topology are ignored.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Probe(probe) => self.on_probe(now, probe),
+            Input::Replication(status) => self.on_replication(now, status),
+            Input::ActionDone { id } => self.on_action_done(now, id),
+            Input::ActionFailed { id, failure } => self.on_action_failed(now, id, failure),
+            Input::Command(command) => self.on_command(now, command),
+        }
+    }
+
+    /// Runs every timer that has expired at `now`. Calling it early or twice
+    /// does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.take_expired(now) {
+            match timer {
+                Timer::Ramp => self.on_ramp_timer(now),
+                Timer::Release => self.recompute(now),
+                Timer::RetryWeights => self.resend_plan(now),
+                Timer::RetryDatabase => self.evaluate_writer(now),
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Records the highest epoch stored durably (read by the driver at
+    /// start-up): the next promotion uses a greater one.
+    pub fn set_epoch_floor(&mut self, epoch: Epoch) {
+        self.db.epoch = self.db.epoch.max(epoch);
+    }
+
+    fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Drain(region) => self.drain(now, region),
+            Command::Undrain(region) => self.undrain(now, region),
+            Command::Switchover { to } => self.switchover(now, to),
+            Command::ForcePromote { node } => self.force_promote(now, node),
+            Command::Pause => {
+                if !self.paused {
+                    self.paused = true;
+                    self.notify(now, EventKind::Paused);
+                }
+            }
+            Command::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    self.notify(now, EventKind::Resumed);
+                    for r in &mut self.regions {
+                        r.routed = r.health;
+                    }
+                    self.recompute(now);
+                    self.evaluate_writer(now);
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- outputs
+
+    /// The next action to execute, in order; `None` when there is nothing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // --------------------------------------------------------------- internals
+
+    fn notify(&mut self, now: Instant, kind: EventKind) {
+        self.actions
+            .push_back(Action::Notify(Event { at: now, kind }));
+    }
+
+    fn next_id(&mut self) -> ActionId {
+        let id = ActionId(self.next_action);
+        self.next_action += 1;
+        id
+    }
+
+    fn on_action_done(&mut self, now: Instant, id: ActionId) {
+        if self.plan_action == Some(id) {
+            self.plan_action = None;
+            self.weights_backoff = Duration::ZERO;
+            return;
+        }
+        self.on_database_done(now, id);
+    }
+
+    fn on_action_failed(&mut self, now: Instant, id: ActionId, failure: crate::ActionFailure) {
+        if self.plan_action == Some(id) {
+            self.plan_action = None;
+            self.weights_backoff = next_backoff(self.weights_backoff, self.policy.ttl);
+            let retry = now + self.weights_backoff;
+            self.timers.set(
+                Timer::RetryWeights,
+                retry,
+                timers::TimerReason::WeightsFailed,
+            );
+            self.notify(
+                now,
+                EventKind::ActionFailed {
+                    id,
+                    action: crate::ActionKind::SetWeights,
+                    kind: failure.kind,
+                    message: failure.message,
+                    retry_in: Some(self.weights_backoff),
+                },
+            );
+            return;
+        }
+        self.on_database_failed(now, id, failure);
+    }
+
+    /// Why the earliest timer is armed (for diagnostics and tests).
+    #[doc(hidden)]
+    pub fn timer_reasons(&self) -> impl Iterator<Item = (Instant, &'static str)> + '_ {
+        [
+            Timer::Ramp,
+            Timer::Release,
+            Timer::RetryWeights,
+            Timer::RetryDatabase,
+        ]
+        .into_iter()
+        .filter_map(|t| {
+            self.timers.get(t).map(|d| {
+                let why = match d.reason {
+                    timers::TimerReason::FailbackRamp => "failback ramp step",
+                    timers::TimerReason::HoldDown => "hold-down or damping ends",
+                    timers::TimerReason::WeightsFailed => "re-send failed weight plan",
+                    timers::TimerReason::DatabaseFailed => "retry promotion",
+                };
+                (d.at, why)
+            })
+        })
+    }
+}
+
+/// Doubles from 1 s, capped at the TTL (and at least 1 s).
+fn next_backoff(previous: Duration, cap: Duration) -> Duration {
+    let next = if previous.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        previous.saturating_mul(2)
+    };
+    next.min(cap.max(Duration::from_secs(1)))
+}

@@ -1,0 +1,231 @@
+//! Configuration errors one by one: each names its field and its rule.
+
+use std::time::Duration;
+
+use failover_core::{Config, ConfigError, MaxRpo, Node, Policy, Region, RegionRole, Topology};
+
+const SEED: &str = r#"
+service = "api.example.com."
+vantages = ["local"]
+
+[[region]]
+name = "us-east"
+records = ["192.0.2.10"]
+
+[[region]]
+name = "us-west"
+role = "standby"
+capacity = 0.6
+records = ["198.51.100.10"]
+
+[[node]]
+name = "pg-east"
+region = "us-east"
+primary = true
+
+[[node]]
+name = "pg-west"
+region = "us-west"
+priority = 1
+
+[policy]
+interval = "10s"
+timeout = "2s"
+fall = 3
+ttl = "60s"
+auto_promote = true
+max_rpo = { bytes = 16777216, time = "5s" }
+"#;
+
+fn field(err: ConfigError) -> String {
+    err.field()
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no field in {err}"))
+}
+
+fn topology_error(edit: impl FnOnce(&mut Vec<Region>)) -> String {
+    let mut regions = vec![
+        Region::new("us-east", RegionRole::Active),
+        Region::new("us-west", RegionRole::Standby),
+    ];
+    edit(&mut regions);
+    let mut b = Topology::builder("api.example.com.");
+    for r in regions {
+        b = b.region(r);
+    }
+    field(b.build().expect_err("must be rejected"))
+}
+
+fn policy_error(edit: impl FnOnce(&mut Policy)) -> (String, String) {
+    let topology = Topology::builder("api.example.com.")
+        .region(Region::new("us-east", RegionRole::Active))
+        .region(Region::new("us-west", RegionRole::Standby))
+        .build()
+        .unwrap();
+    let mut policy = Policy::default();
+    edit(&mut policy);
+    let err = Config::new(topology, policy).expect_err("must be rejected");
+    let text = err.to_string();
+    (field(err), text)
+}
+
+#[test]
+fn the_seed_file_parses() {
+    let config = Config::from_toml(SEED).unwrap();
+    assert_eq!(config.topology.regions().len(), 2);
+    assert_eq!(config.topology.regions()[1].capacity, 0.6);
+    assert_eq!(config.policy.interval, Duration::from_secs(10));
+    assert_eq!(
+        config.policy.max_rpo,
+        Some(MaxRpo {
+            bytes: Some(16 << 20),
+            time: Some(Duration::from_secs(5))
+        })
+    );
+}
+
+#[test]
+fn toml_round_trip_is_lossless() {
+    let config = Config::from_toml(SEED).unwrap();
+    let text = config.to_toml().unwrap();
+    assert_eq!(Config::from_toml(&text).unwrap(), config, "{text}");
+    let default = Config::new(config.topology.clone(), Policy::default()).unwrap();
+    assert_eq!(
+        Config::from_toml(&default.to_toml().unwrap()).unwrap(),
+        default
+    );
+}
+
+#[test]
+fn no_regions() {
+    assert_eq!(topology_error(|r| r.clear()), "regions");
+}
+
+#[test]
+fn duplicate_region_ids() {
+    assert_eq!(
+        topology_error(|r| r[1].name = "us-east".into()),
+        "regions[1].name"
+    );
+}
+
+#[test]
+fn all_base_weights_zero() {
+    assert_eq!(
+        topology_error(|r| r.iter_mut().for_each(|r| r.base_weight = 0)),
+        "regions[].base_weight"
+    );
+}
+
+#[test]
+fn standby_regions_with_no_active_region() {
+    assert_eq!(
+        topology_error(|r| r[0].role = RegionRole::Standby),
+        "regions[].role"
+    );
+}
+
+#[test]
+fn negative_capacity() {
+    assert_eq!(
+        topology_error(|r| r[1].capacity = -1.0),
+        "regions[1].capacity"
+    );
+}
+
+#[test]
+fn node_in_unknown_region_and_two_primaries() {
+    let base =
+        || Topology::builder("api.example.com.").region(Region::new("us-east", RegionRole::Active));
+    let node = |name: &str, region: &str, primary| Node {
+        name: name.into(),
+        region: region.into(),
+        priority: 0,
+        primary,
+    };
+    let err = base().node(node("pg", "mars", true)).build().unwrap_err();
+    assert_eq!(field(err), "nodes[0].region");
+    let err = base()
+        .node(node("a", "us-east", true))
+        .node(node("b", "us-east", true))
+        .build()
+        .unwrap_err();
+    assert_eq!(field(err), "nodes[].primary");
+}
+
+#[test]
+fn fall_of_zero() {
+    assert_eq!(policy_error(|p| p.fall = 0).0, "policy.fall");
+}
+
+#[test]
+fn rise_of_zero() {
+    assert_eq!(policy_error(|p| p.rise = 0).0, "policy.rise");
+}
+
+#[test]
+fn timeout_not_below_interval() {
+    let (f, text) = policy_error(|p| p.timeout = p.interval);
+    assert_eq!(f, "policy.timeout");
+    assert!(text.contains("10s ≥ 10s"), "{text}");
+}
+
+#[test]
+fn ttl_of_zero() {
+    assert_eq!(policy_error(|p| p.ttl = Duration::ZERO).0, "policy.ttl");
+}
+
+#[test]
+fn auto_promotion_without_max_rpo() {
+    assert_eq!(policy_error(|p| p.auto_promote = true).0, "policy.max_rpo");
+    assert_eq!(
+        policy_error(|p| {
+            p.auto_promote = true;
+            p.max_rpo = Some(MaxRpo::default());
+        })
+        .0,
+        "policy.max_rpo"
+    );
+}
+
+#[test]
+fn ramp_not_strictly_increasing() {
+    assert_eq!(
+        policy_error(|p| p.ramp_steps = vec![10, 10, 100]).0,
+        "policy.ramp_steps"
+    );
+    assert_eq!(
+        policy_error(|p| p.ramp_steps = vec![50, 25, 100]).0,
+        "policy.ramp_steps"
+    );
+}
+
+#[test]
+fn ramp_not_ending_at_100() {
+    let (f, text) = policy_error(|p| p.ramp_steps = vec![10, 50]);
+    assert_eq!(f, "policy.ramp_steps");
+    assert!(text.contains("end at 100"), "{text}");
+}
+
+#[test]
+fn safety_minimum_above_the_number_of_regions() {
+    let (f, text) = policy_error(|p| p.min_serving_regions = 3);
+    assert_eq!(f, "policy.min_serving_regions");
+    assert!(text.contains("(2)"), "{text}");
+}
+
+#[test]
+fn quorum_above_the_number_of_vantages() {
+    assert_eq!(policy_error(|p| p.quorum = Some(2)).0, "policy.quorum");
+}
+
+#[test]
+fn unknown_keys_and_unitless_durations_are_rejected() {
+    let err = Config::from_toml(&SEED.replace("fall = 3", "fal = 3")).unwrap_err();
+    assert!(err.to_string().contains("fal"), "{err}");
+    let err =
+        Config::from_toml(&SEED.replace("interval = \"10s\"", "interval = \"10\"")).unwrap_err();
+    assert!(err.to_string().contains("no unit"), "{err}");
+    let err = Config::from_toml(&SEED.replace("fall = 3", "fall = 0")).unwrap_err();
+    assert_eq!(err.field(), Some("policy.fall"));
+}

@@ -1,0 +1,304 @@
+//! Database rules as drills: the writer's region fails, a replica is promoted
+//! (or refused), epochs only grow, a restart adopts what was done.
+
+mod common;
+
+use common::*;
+use failover_core::{
+    Command, Config, Epoch, EventKind, NodeId, PortErrorKind, PromotionPhase, Region, RegionRole,
+    RpoGate, Topology,
+};
+
+fn auto_config(max_bytes: u64) -> Config {
+    Config::new(seed_topology(&[]), auto_promote(seed_policy(), max_bytes)).unwrap()
+}
+
+fn node(d: &Drill, name: &str) -> NodeId {
+    d.c.topology().node_id(name).unwrap()
+}
+
+/// Both regions up, pg-east primary at LSN 1000, pg-west replica at `replica_lsn`.
+fn steady(d: &mut Drill, replica_lsn: u64) {
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west", replica_lsn);
+}
+
+fn lose_east(d: &mut Drill) {
+    d.rounds(30, 3, "us-east", false);
+}
+
+#[test]
+fn writer_region_down_fences_then_promotes_and_moves_the_writer_only_when_done() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    steady(&mut d, 900);
+    lose_east(&mut d);
+    let (fence_id, fenced, epoch) = d.last_fence();
+    assert_eq!(fenced, node(&d, "pg-east"));
+    assert_eq!(epoch, Epoch(1));
+    assert_eq!(d.promotes(), 0, "no promotion before the fence completes");
+    d.done(fence_id);
+    let (promote_id, request) = d.last_promote();
+    assert_eq!(request.node, node(&d, "pg-west"));
+    assert_eq!(request.epoch, Epoch(1));
+    assert!(matches!(request.gate, RpoGate::Within { .. }));
+    assert!(d.last_events().iter().any(|e| matches!(
+        e,
+        EventKind::PromotionRequested {
+            lag_bytes: 100,
+            forced: false,
+            ..
+        }
+    )));
+    assert_eq!(
+        d.c.writer(),
+        Some(node(&d, "pg-east")),
+        "writer moves only after completion"
+    );
+    d.done(promote_id);
+    assert_eq!(d.c.writer(), Some(node(&d, "pg-west")));
+    assert_eq!(d.c.status().epoch, Epoch(1));
+    assert!(matches!(
+        d.last_events()[..],
+        [EventKind::Promoted {
+            epoch: Epoch(1),
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn unreachable_old_primary_does_not_block_promotion() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    steady(&mut d, 1000);
+    lose_east(&mut d);
+    let (fence_id, _, _) = d.last_fence();
+    d.fail(fence_id, PortErrorKind::Unavailable);
+    let (_, request) = d.last_promote();
+    assert_eq!(
+        request.epoch,
+        Epoch(1),
+        "the epoch fences it when it returns"
+    );
+}
+
+#[test]
+fn lag_beyond_max_rpo_refuses_until_an_operator_forces() {
+    let mut d = Drill::new(auto_config(100));
+    steady(&mut d, 500);
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0);
+    assert!(d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::PromotionRefused { lag_bytes: 500, .. })));
+    assert_eq!(
+        d.c.status().promotion,
+        PromotionPhase::Refused {
+            node: node(&d, "pg-west")
+        }
+    );
+    // Another observation with the same lag does not repeat the refusal.
+    d.replica("pg-west", 500);
+    assert!(d.last_events().is_empty());
+    // The replica catches up within the limit: promotion proceeds.
+    d.replica("pg-west", 950);
+    let (fence_id, _, _) = d.last_fence();
+    d.done(fence_id);
+    assert_eq!(d.promotes(), 1);
+}
+
+#[test]
+fn force_promote_skips_the_rpo_gate() {
+    let mut d = Drill::new(auto_config(100));
+    steady(&mut d, 500);
+    lose_east(&mut d);
+    let west = node(&d, "pg-west");
+    d.command(Command::ForcePromote { node: west });
+    let (fence_id, _, _) = d.last_fence();
+    d.fail(fence_id, PortErrorKind::Timeout);
+    let (_, request) = d.last_promote();
+    assert_eq!(request.gate, RpoGate::Forced);
+    assert!(d.last_events().iter().any(|e| matches!(
+        e,
+        EventKind::PromotionRequested {
+            forced: true,
+            lag_bytes: 500,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn candidate_has_most_wal_ties_broken_by_priority() {
+    let mut nodes = Vec::new();
+    for (name, region, priority, primary) in [
+        ("pg-east", "us-east", 0, true),
+        ("pg-west-a", "us-west", 1, false),
+        ("pg-west-b", "us-west", 5, false),
+        ("pg-eu", "eu", 9, false),
+    ] {
+        nodes.push(failover_core::Node {
+            name: name.into(),
+            region: region.into(),
+            priority,
+            primary,
+        });
+    }
+    let mut b = Topology::builder("api.example.com.")
+        .region(Region::new("us-east", RegionRole::Active))
+        .region(Region::new("us-west", RegionRole::Active))
+        .region(Region::new("eu", RegionRole::Active));
+    for n in nodes {
+        b = b.node(n);
+    }
+    let config = Config::new(b.build().unwrap(), auto_promote(seed_policy(), 10_000)).unwrap();
+    let mut d = Drill::new(config);
+    for r in ["us-east", "us-west", "eu"] {
+        d.rounds(0, 2, r, true);
+    }
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west-a", 990);
+    d.replica("pg-west-b", 990);
+    d.replica("pg-eu", 800);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    assert_eq!(d.last_promote().1.node, node(&d, "pg-west-b"));
+}
+
+#[test]
+fn no_candidate_in_a_serving_region_is_reported_once() {
+    let mut d = Drill::new(auto_config(100));
+    d.rounds(0, 2, "us-east", true);
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west", 1000);
+    // us-west is still unknown: never a promotion candidate.
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0);
+    let reports = d
+        .events()
+        .iter()
+        .filter(|e| matches!(e, EventKind::NoPromotionCandidate { .. }))
+        .count();
+    assert_eq!(reports, 1);
+}
+
+#[test]
+fn planned_switchover_waits_for_zero_lag() {
+    let mut d = Drill::new(auto_config(100));
+    steady(&mut d, 900);
+    let west = node(&d, "pg-west");
+    d.command(Command::Switchover { to: west });
+    let (fence_id, fenced, epoch) = d.last_fence();
+    assert_eq!((fenced, epoch), (node(&d, "pg-east"), Epoch(1)));
+    // The fenced primary flushed a little more before it stopped.
+    d.observe(
+        "pg-east",
+        failover_core::NodeObservation::Primary {
+            timeline: 1,
+            current_lsn: failover_core::Lsn(1010),
+            epoch: None,
+            fenced: true,
+        },
+    );
+    d.done(fence_id);
+    assert!(d
+        .last_events()
+        .iter()
+        .any(|e| matches!(e, EventKind::SwitchoverWaiting { lag_bytes: 110, .. })));
+    d.replica("pg-west", 1000);
+    assert_eq!(d.promotes(), 0, "1000 < 1010: still waiting");
+    d.replica("pg-west", 1010);
+    let (_, request) = d.last_promote();
+    assert_eq!(
+        request.gate,
+        RpoGate::CaughtUp {
+            lsn: failover_core::Lsn(1010)
+        }
+    );
+}
+
+#[test]
+fn restart_adopts_a_promotion_made_before_and_never_promotes_twice() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    d.c.set_epoch_floor(Epoch(5));
+    d.rounds(0, 2, "us-west", true);
+    d.primary("pg-west", 2000, Some(5));
+    assert_eq!(d.c.writer(), Some(node(&d, "pg-west")));
+    assert!(matches!(
+        d.last_events()[..],
+        [EventKind::WriterMoved {
+            epoch: Epoch(5),
+            ..
+        }]
+    ));
+    // The old primary comes back claiming to be primary: stale, fenced at the current epoch.
+    d.primary("pg-east", 1500, None);
+    let (_, fenced, epoch) = d.last_fence();
+    assert_eq!((fenced, epoch), (node(&d, "pg-east"), Epoch(5)));
+    assert!(matches!(
+        d.last_events()[..],
+        [EventKind::StalePrimary { .. }]
+    ));
+    // Losing us-east now changes nothing for the database.
+    d.rounds(30, 3, "us-east", false);
+    assert_eq!(d.promotes(), 0);
+}
+
+#[test]
+fn epoch_floor_makes_the_next_promotion_greater() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    d.c.set_epoch_floor(Epoch(41));
+    steady(&mut d, 1000);
+    lose_east(&mut d);
+    let (_, _, epoch) = d.last_fence();
+    assert_eq!(epoch, Epoch(42));
+}
+
+#[test]
+fn a_failed_promotion_retries_with_a_new_epoch() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    steady(&mut d, 1000);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    let (promote, first) = d.last_promote();
+    d.fail(promote, PortErrorKind::Timeout);
+    d.advance_to(d.secs() + 11);
+    let (fence, _, epoch) = d.last_fence();
+    assert!(epoch > first.epoch);
+    d.done(fence);
+    assert!(d.last_promote().1.epoch > first.epoch);
+}
+
+#[test]
+fn paused_automation_never_promotes() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    steady(&mut d, 1000);
+    d.command(Command::Pause);
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0);
+    assert!(d
+        .log
+        .iter()
+        .all(|(_, a)| !matches!(a, failover_core::Action::Fence { .. })));
+}
+
+#[test]
+fn lag_seen_while_the_writer_lived_still_counts_after_it_is_gone() {
+    let mut d = Drill::new(auto_config(100));
+    steady(&mut d, 500); // 500 bytes behind a live writer
+    d.observe("pg-east", failover_core::NodeObservation::Unreachable);
+    // The replica received more after the writer's last observation, but
+    // the writer was writing too: it is still taken as 500 bytes behind.
+    d.replica("pg-west", 1200);
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0);
+    assert!(d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::PromotionRefused { lag_bytes: 500, .. })));
+}
