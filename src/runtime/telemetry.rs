@@ -1,7 +1,7 @@
 //! Metrics through the `metrics` facade. Names are prefixed `failover_`;
 //! labels carry region, vantage and node names.
 
-use failover_core::{Event, Input, Lsn, NodeObservation, ProbeOutcome, Status, Topology};
+use failover_core::{Event, EventKind, Health, Input, Lsn, NodeObservation, ProbeOutcome, Status, Topology};
 
 /// The little state metrics need between inputs: the primary's last WAL
 /// position, to express replicas' lag in bytes.
@@ -63,12 +63,38 @@ impl Telemetry {
         }
     }
 
-    pub(crate) fn record_event(&mut self, event: &Event, _topology: &Topology) {
+    pub(crate) fn record_event(&mut self, event: &Event, topology: &Topology) {
         metrics::counter!("failover_events_total", "kind" => event_kind_name(event)).increment(1);
+        match &event.kind {
+            EventKind::RegionDown { region, .. } => {
+                metrics::counter!("failover_failovers_total", "region" => topology.region(*region).name.clone())
+                    .increment(1);
+            }
+            EventKind::Promoted { node, .. } => {
+                metrics::counter!("failover_promotions_total", "node" => topology.node(*node).name.clone())
+                    .increment(1);
+            }
+            EventKind::PromotionRefused { node, .. } => {
+                metrics::counter!("failover_promotion_refusals_total", "node" => topology.node(*node).name.clone())
+                    .increment(1);
+            }
+            _ => {}
+        }
     }
 
+    /// Region health (1 up, 0 down, -1 unknown), weights and the epoch as gauges.
     pub(crate) fn record_status(&mut self, status: &Status, topology: &Topology) {
-        let _ = (status, topology);
+        for region in &status.regions {
+            let name = topology.region(region.id).name.clone();
+            let health = match region.health {
+                Health::Up => 1.0,
+                Health::Down => 0.0,
+                Health::Unknown => -1.0,
+            };
+            metrics::gauge!("failover_region_health", "region" => name.clone()).set(health);
+            metrics::gauge!("failover_region_weight", "region" => name).set(f64::from(region.weight));
+        }
+        metrics::gauge!("failover_epoch").set(status.epoch.0 as f64);
     }
 }
 
