@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use failover_core::ports::{DatabaseAdmin, TrafficRouter};
 use failover_core::{Command, Config, Controller, Epoch, Input, ProbeResult, Status};
+use failover_probe::{ProbeScheduler, ProbeTarget, SchedulerConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -69,6 +70,8 @@ pub struct RuntimeBuilder {
     config: Config,
     router: Option<Arc<dyn TrafficRouter>>,
     database: Option<Arc<dyn DatabaseAdmin>>,
+    probes: Vec<ProbeTarget>,
+    scheduler: SchedulerConfig,
     audit_log: Option<PathBuf>,
     retry: RetryPolicy,
     events_kept: usize,
@@ -82,6 +85,8 @@ impl RuntimeBuilder {
             config,
             router: None,
             database: None,
+            probes: Vec::new(),
+            scheduler: SchedulerConfig::default(),
             audit_log: None,
             retry: RetryPolicy::default(),
             events_kept: 64,
@@ -100,6 +105,24 @@ impl RuntimeBuilder {
     /// Required when the topology has database nodes.
     pub fn database(mut self, database: Arc<dyn DatabaseAdmin>) -> Self {
         self.database = Some(database);
+        self
+    }
+
+    /// Probes `region` from `vantage` with `probe` every `policy.interval`.
+    pub fn probe(
+        mut self,
+        region: failover_core::RegionId,
+        vantage: failover_core::VantageId,
+        probe: Arc<dyn failover_core::ports::Probe>,
+    ) -> Self {
+        let interval = self.config.policy.interval;
+        self.probes.push(ProbeTarget::new(region, vantage, interval, probe));
+        self
+    }
+
+    /// Scheduler settings (concurrency, phase spread) for the probes.
+    pub fn scheduler(mut self, config: SchedulerConfig) -> Self {
+        self.scheduler = config;
         self
     }
 
@@ -191,6 +214,24 @@ impl RuntimeBuilder {
             tx
         });
 
+        let scheduler = if self.probes.is_empty() {
+            None
+        } else {
+            let (scheduler, mut results) = ProbeScheduler::start(self.scheduler);
+            for target in self.probes {
+                scheduler.add(target);
+            }
+            let inputs = inputs_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(result) = results.recv().await {
+                    if inputs.send(Input::Probe(result)).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+            Some(scheduler)
+        };
+
         let driver = driver::Driver {
             controller,
             inputs: inputs_rx,
@@ -209,6 +250,7 @@ impl RuntimeBuilder {
             },
             shutdown: shutdown_tx,
             driver: driver_task,
+            scheduler,
             tasks,
             audit_task,
         })
@@ -220,6 +262,7 @@ pub struct Runtime {
     handle: RuntimeHandle,
     shutdown: watch::Sender<bool>,
     driver: JoinHandle<()>,
+    scheduler: Option<ProbeScheduler>,
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
 }
@@ -238,10 +281,14 @@ impl Runtime {
             handle,
             shutdown,
             driver,
+            scheduler,
             tasks,
             audit_task,
         } = self;
         let _ = shutdown.send(true);
+        if let Some(scheduler) = scheduler {
+            scheduler.shutdown().await;
+        }
         let _ = driver.await;
         for task in tasks {
             let _ = task.await;
