@@ -1,3 +1,13 @@
-//! DNS adapters for `failover`: an embedded authoritative server and RFC 2136
-//! dynamic updates signed with TSIG. Not yet implemented.
+//! DNS adapters for `failover`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod answer;
+mod authority;
+mod embedded;
+mod error;
+mod name;
+
+pub use answer::Selection;
+pub use embedded::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter};
+pub use error::DnsError;
