@@ -212,3 +212,119 @@ impl QueryRng {
         z ^ (z >> 31)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use failover_core::RegionId;
+
+    use super::*;
+
+    fn facts(all_down: AllDownPolicy) -> ZoneFacts {
+        let name = |s: &str| Name::from_ascii(s).expect("literal name");
+        ZoneFacts {
+            zone: name("example.test."),
+            service: name("api.example.test."),
+            nameserver: name("ns1.example.test."),
+            hostmaster: name("hostmaster.example.test."),
+            regions: vec![
+                RegionRecords {
+                    addrs: vec![
+                        "192.0.2.1".parse().expect("v4"),
+                        "2001:db8::1".parse().expect("v6"),
+                    ],
+                    base_weight: 100,
+                },
+                RegionRecords {
+                    addrs: vec!["192.0.2.2".parse().expect("v4")],
+                    base_weight: 50,
+                },
+            ],
+            all_down,
+        }
+    }
+
+    fn plan(east: u32, west: u32) -> WeightPlan {
+        WeightPlan {
+            generation: 1,
+            ttl: Duration::from_secs(30),
+            weights: vec![
+                RegionWeight {
+                    region: RegionId(0),
+                    weight: east,
+                },
+                RegionWeight {
+                    region: RegionId(1),
+                    weight: west,
+                },
+            ],
+        }
+    }
+
+    fn addrs(records: &[Record]) -> Vec<IpAddr> {
+        records.iter().filter_map(|r| r.data.ip_addr()).collect()
+    }
+
+    #[test]
+    fn weighted_pick_maps_draws_onto_cumulative_weights() {
+        let f = facts(AllDownPolicy::FailOpen);
+        let set = f.build(Some(&plan(3, 1)), 30, None);
+        let east: IpAddr = "192.0.2.1".parse().expect("v4");
+        let west: IpAddr = "192.0.2.2".parse().expect("v4");
+        assert_eq!(addrs(set.a.pick(Selection::Weighted, 0)), vec![east]);
+        assert_eq!(addrs(set.a.pick(Selection::Weighted, 2)), vec![east]);
+        assert_eq!(addrs(set.a.pick(Selection::Weighted, 3)), vec![west]);
+        assert_eq!(addrs(set.a.pick(Selection::Weighted, 7)), vec![west]);
+        assert_eq!(
+            addrs(set.a.pick(Selection::AllServing, 0)),
+            vec![east, west]
+        );
+        // Only east has IPv6: every AAAA draw lands on it.
+        assert_eq!(set.aaaa.pick(Selection::Weighted, 3).len(), 1);
+        assert!(set
+            .a
+            .pick(Selection::Weighted, 0)
+            .iter()
+            .all(|r| r.ttl == 30));
+    }
+
+    #[test]
+    fn draining_everything_keeps_the_previous_answers_only_when_fail_open() {
+        let open = facts(AllDownPolicy::FailOpen);
+        let first = open.build(Some(&plan(0, 10)), 30, None);
+        let drained = open.build(Some(&plan(0, 0)), 30, Some(&first));
+        assert_eq!(drained.effective, first.effective);
+        assert_eq!(drained.a.pick(Selection::AllServing, 0).len(), 1);
+        // At start-up with nothing to keep, fail-open serves every region.
+        let cold = open.build(Some(&plan(0, 0)), 30, None);
+        assert_eq!(cold.a.pick(Selection::AllServing, 0).len(), 2);
+
+        let closed = facts(AllDownPolicy::FailClosed);
+        let first = closed.build(Some(&plan(0, 10)), 30, None);
+        let drained = closed.build(Some(&plan(0, 0)), 30, Some(&first));
+        assert!(drained.a.pick(Selection::AllServing, 0).is_empty());
+        assert!(drained.a.pick(Selection::Weighted, 5).is_empty());
+    }
+
+    #[test]
+    fn every_new_snapshot_moves_the_soa_serial() {
+        let f = facts(AllDownPolicy::FailOpen);
+        let serial = |s: &AnswerSet| match &s.soa.data {
+            RData::SOA(soa) => soa.serial,
+            _ => 0,
+        };
+        let first = f.build(None, 30, None);
+        let second = f.build(Some(&plan(1, 1)), 30, Some(&first));
+        assert_eq!(serial(&second), serial(&first) + 1);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_draws() {
+        let (a, b) = (QueryRng::new(42), QueryRng::new(42));
+        let xs: Vec<u64> = (0..8).map(|_| a.next()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(xs[0], xs[1]);
+    }
+}

@@ -55,6 +55,11 @@ impl EmbeddedConfig {
 /// [`shutdown`](EmbeddedDns::shutdown) stops it gracefully.
 ///
 /// Must be created inside a tokio runtime.
+///
+/// hickory-server logs every request at `info` level under the
+/// `hickory_server` target: filter it to `warn` in production subscribers
+/// (`RUST_LOG=info,hickory_server=warn`), or logging will cost more than
+/// answering.
 pub struct EmbeddedDns {
     router: EmbeddedRouter,
     server: Server<AuthoritativeZone>,

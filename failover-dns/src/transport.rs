@@ -59,11 +59,12 @@ pub(crate) async fn exchange(
         let reply = buf.get(..len).unwrap_or(&[]);
         // Only the server's reply to this id counts; anything else is noise
         // or spoofing and must not end the wait.
-        if from != server || reply.len() < 12 || reply[..2] != id.to_be_bytes() {
+        if from != server || reply.len() < 12 || !has_id(reply, id) {
             tracing::debug!(%from, len, "ignoring unrelated datagram");
             continue;
         }
-        let truncated = reply[2] & 0x02 != 0;
+        // The TC bit: byte 2 of the header.
+        let truncated = reply.get(2).is_some_and(|flags| flags & 0x02 != 0);
         if !truncated {
             return Ok(reply.to_vec());
         }
@@ -98,7 +99,7 @@ async fn exchange_tcp(
         let reply_len = stream.read_u16().await.map_err(io)?;
         let mut reply = vec![0u8; usize::from(reply_len)];
         stream.read_exact(&mut reply).await.map_err(io)?;
-        if reply.len() < 12 || reply[..2] != id.to_be_bytes() {
+        if reply.len() < 12 || !has_id(&reply, id) {
             return Err(DnsError::Malformed {
                 server,
                 what,
@@ -114,6 +115,11 @@ async fn exchange_tcp(
             what,
             after: timeout,
         }))
+}
+
+/// Whether a message starts with this id.
+fn has_id(message: &[u8], id: u16) -> bool {
+    message.first_chunk::<2>() == Some(&id.to_be_bytes())
 }
 
 /// Decodes a reply, mapping garbage to [`DnsError::Malformed`].

@@ -440,3 +440,28 @@ async fn bad_configuration_names_the_field() {
         "a rejected plan leaves the live one in place"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_stops_answering() {
+    let server = start(Selection::AllServing, AllDownPolicy::FailOpen).await;
+    let addr = server.local_addr();
+    let (code, _) = query(addr, SERVICE, RecordType::A).await;
+    assert_eq!(code, ResponseCode::NoError);
+    server.shutdown().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut msg = Message::new(1, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(
+        Name::from_ascii(SERVICE).expect("name"),
+        RecordType::A,
+    ));
+    let _ = socket.send_to(&msg.to_vec().expect("encode"), addr).await;
+    let mut buf = [0u8; 512];
+    let got = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await;
+    assert!(!matches!(got, Ok(Ok(_))), "no answer after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "TCP closed too"
+    );
+}
