@@ -65,14 +65,24 @@ async fn start_bind() -> BindServer {
     .expect("named starts (install bind9 if missing)")
 }
 
+/// A router with a 3 s reply timeout: generous, the machine is loaded.
 fn router(bind: &BindServer, all_down: AllDownPolicy, secret: Option<&str>) -> Rfc2136Router {
+    router_with_timeout(bind, all_down, secret, Duration::from_secs(3))
+}
+
+fn router_with_timeout(
+    bind: &BindServer,
+    all_down: AllDownPolicy,
+    secret: Option<&str>,
+    timeout: Duration,
+) -> Rfc2136Router {
     let mut config = Rfc2136Config::new(
         bind.addr(),
         bind.zone(),
         bind.key_name(),
         secret.unwrap_or(bind.key_secret()),
     );
-    config.timeout = Duration::from_millis(700);
+    config.timeout = timeout;
     let policy = Policy {
         all_down,
         ..Policy::default()
@@ -163,7 +173,7 @@ async fn a_wrong_key_is_an_auth_error_and_leaves_the_zone_unchanged() {
 
     // An unknown key name: BADKEY.
     let mut config = Rfc2136Config::new(bind.addr(), bind.zone(), "nobody.", bind.key_secret());
-    config.timeout = Duration::from_millis(700);
+    config.timeout = Duration::from_secs(3);
     let stranger = Rfc2136Router::new(config, &topology(), &Policy::default()).expect("config");
     let err = stranger
         .apply(&plan(1, 30, 0, 100))
@@ -178,7 +188,13 @@ async fn a_wrong_key_is_an_auth_error_and_leaves_the_zone_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_bind_stopped_an_update_times_out_then_succeeds_after_restart() {
     let mut bind = start_bind().await;
-    let router = router(&bind, AllDownPolicy::FailOpen, None);
+    // Short, since this test waits for it to expire once.
+    let router = router_with_timeout(
+        &bind,
+        AllDownPolicy::FailOpen,
+        None,
+        Duration::from_millis(1500),
+    );
     bind.stop();
     let err = router
         .apply(&plan(1, 30, 0, 100))
