@@ -1,3 +1,84 @@
-//! DNS adapters for `failover`: an embedded authoritative server and RFC 2136
-//! dynamic updates signed with TSIG. Not yet implemented.
+//! DNS adapters for `failover`: two implementations of
+//! [`TrafficRouter`](failover_core::ports::TrafficRouter) that turn a
+//! [`WeightPlan`](failover_core::WeightPlan) into DNS answers.
+//!
+//! - [`EmbeddedDns`] — an authoritative server (UDP and TCP, hickory-server)
+//!   for the zone that holds the service name. It needs no DNS provider:
+//!   delegate the zone (or just the service name) to it. It answers A/AAAA for
+//!   the service name from the current plan — one serving region per query
+//!   chosen by weight ([`Selection::Weighted`], seedable) or every serving
+//!   region ([`Selection::AllServing`]) — with the plan's TTL, SOA and NS at
+//!   the apex, NXDOMAIN for unknown names in the zone and REFUSED outside it.
+//!   [`EmbeddedRouter`] swaps plans atomically; the next query sees the new one.
+//! - [`Rfc2136Router`] — RFC 2136 dynamic updates signed with TSIG
+//!   (HMAC-SHA256) for BIND, Knot, PowerDNS or managed DNS. One UPDATE per
+//!   plan, guarded by prerequisites (a concurrent change is a retryable
+//!   `Conflict`), read back afterwards, never deleting the last record unless
+//!   the policy is fail-closed.
+//!
+//! Errors are one [`DnsError`] enum; each maps to a
+//! [`PortErrorKind`](failover_core::PortErrorKind) (`Timeout`, `Auth`,
+//! `Conflict`, `Malformed`, `Unavailable`, `Config`) that tells the runtime
+//! whether to retry. Queries are counted in the `failover_dns_queries_total`
+//! counter and applied plans in `failover_dns_plans_applied_total` (label
+//! `adapter`), through the `metrics` facade.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use failover_core::ports::TrafficRouter;
+//! use failover_core::{Policy, Region, RegionId, RegionRole, RegionWeight, Topology, WeightPlan};
+//! use failover_dns::{EmbeddedConfig, EmbeddedDns, Rfc2136Config, Rfc2136Router};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut east = Region::new("east", RegionRole::Active);
+//! east.records = vec!["192.0.2.10".parse()?];
+//! let mut west = Region::new("west", RegionRole::Standby);
+//! west.records = vec!["198.51.100.20".parse()?];
+//! let topology = Topology::builder("api.example.com.").region(east).region(west).build()?;
+//! let policy = Policy::default();
+//!
+//! // The embedded server: answers on port 5353 until dropped.
+//! let server = EmbeddedDns::bind(
+//!     "0.0.0.0:5353".parse()?,
+//!     &topology,
+//!     &policy,
+//!     EmbeddedConfig::new("example.com."),
+//! )
+//! .await?;
+//! let plan = WeightPlan {
+//!     generation: 1,
+//!     ttl: Duration::from_secs(60),
+//!     weights: vec![
+//!         RegionWeight { region: RegionId(0), weight: 0 },
+//!         RegionWeight { region: RegionId(1), weight: 100 },
+//!     ],
+//! };
+//! server.router().apply(&plan).await?;
+//!
+//! // Or a primary that accepts TSIG-signed updates.
+//! let config = Rfc2136Config::new(
+//!     "192.0.2.53:53".parse()?,
+//!     "example.com.",
+//!     "failover-key.",
+//!     "base64-secret-from-tsig-keygen=",
+//! );
+//! let router = Rfc2136Router::new(config, &topology, &policy)?;
+//! router.apply(&plan).await?;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod answer;
+mod authority;
+mod embedded;
+mod error;
+mod name;
+mod rfc2136;
+mod transport;
+
+pub use answer::Selection;
+pub use embedded::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter};
+pub use error::DnsError;
+pub use rfc2136::{LiveRecords, Rfc2136Config, Rfc2136Router};

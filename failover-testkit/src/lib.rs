@@ -4,3 +4,4 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod bind;

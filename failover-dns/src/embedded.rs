@@ -1,0 +1,287 @@
+//! The embedded authoritative DNS server: the default traffic router, which
+//! needs no DNS provider because the library itself answers for the service name.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use failover_core::ports::TrafficRouter;
+use failover_core::{Policy, PortError, RegionWeight, Topology, WeightPlan};
+use hickory_proto::rr::{LowerName, Name};
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::answer::{QueryRng, RegionRecords, Selection, ZoneFacts};
+use crate::authority::{AuthoritativeZone, ZoneState};
+use crate::name::parse_fqdn;
+use crate::DnsError;
+
+/// How the embedded server answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddedConfig {
+    /// The zone apex it is authoritative for, like `example.test.`; the
+    /// topology's service name must be inside it. Names outside get REFUSED,
+    /// unknown names inside get NXDOMAIN.
+    pub zone: String,
+    /// The name in the apex NS record and the SOA MNAME. Default `ns1.<zone>`.
+    pub nameserver: Option<String>,
+    /// The SOA RNAME (mailbox as a name). Default `hostmaster.<zone>`.
+    pub hostmaster: Option<String>,
+    /// Weighted choice per query, or all serving records.
+    pub selection: Selection,
+    /// Seed of the weighted choice, so tests and simulations are reproducible.
+    pub seed: u64,
+    /// Idle time after which a TCP client connection is closed.
+    pub tcp_idle_timeout: Duration,
+}
+
+impl EmbeddedConfig {
+    /// Weighted selection, seed 0, default NS/SOA names, 10 s TCP idle timeout.
+    pub fn new(zone: impl Into<String>) -> Self {
+        EmbeddedConfig {
+            zone: zone.into(),
+            nameserver: None,
+            hostmaster: None,
+            selection: Selection::Weighted,
+            seed: 0,
+            tcp_idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The running server. Dropping it stops serving (its tasks are aborted);
+/// [`shutdown`](EmbeddedDns::shutdown) stops it gracefully.
+///
+/// Must be created inside a tokio runtime.
+///
+/// hickory-server logs every request at `info` level under the
+/// `hickory_server` target: filter it to `warn` in production subscribers
+/// (`RUST_LOG=info,hickory_server=warn`), or logging will cost more than
+/// answering.
+pub struct EmbeddedDns {
+    router: EmbeddedRouter,
+    server: Server<AuthoritativeZone>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for EmbeddedDns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedDns")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedDns {
+    /// Binds UDP and TCP on `addr` (port 0: one free port for both) and starts
+    /// answering for `topology`'s service name at every region's base weight,
+    /// with `policy.ttl` and `policy.all_down`, until the first plan arrives.
+    pub async fn bind(
+        addr: SocketAddr,
+        topology: &Topology,
+        policy: &Policy,
+        config: EmbeddedConfig,
+    ) -> Result<Self, DnsError> {
+        let router = EmbeddedRouter::new(topology, policy, &config)?;
+        let (udp, tcp) = bind_pair(addr).await?;
+        let local_addr = udp
+            .local_addr()
+            .map_err(|source| DnsError::Bind { addr, source })?;
+        let mut server = Server::new(AuthoritativeZone(router.state.clone()));
+        server.register_socket(udp);
+        server.register_listener(tcp, config.tcp_idle_timeout, 64);
+        tracing::info!(%local_addr, zone = %config.zone, service = topology.service(), "embedded DNS server listening (UDP+TCP)");
+        Ok(EmbeddedDns {
+            router,
+            server,
+            local_addr,
+        })
+    }
+
+    /// The address both the UDP socket and the TCP listener are bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that swaps plans and reads them back; it implements
+    /// [`TrafficRouter`]. Cheap to clone; keeps working while the server runs.
+    pub fn router(&self) -> EmbeddedRouter {
+        self.router.clone()
+    }
+
+    /// Queries answered since start (every opcode, every outcome).
+    pub fn queries_answered(&self) -> u64 {
+        self.router.state.queries.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting queries and waits for the server tasks to end.
+    pub async fn shutdown(mut self) {
+        if let Err(error) = self.server.shutdown_gracefully().await {
+            tracing::warn!(%error, "embedded DNS server ended with an error");
+        }
+    }
+}
+
+/// Swaps the embedded server's plan; implements [`TrafficRouter`].
+#[derive(Clone, Debug)]
+pub struct EmbeddedRouter {
+    state: Arc<ZoneState>,
+    facts: Arc<ZoneFacts>,
+    /// Serialises plan swaps (readers never take it), so two concurrent
+    /// `apply` calls cannot lose one another's SOA serial increment.
+    writer: Arc<Mutex<()>>,
+    applied: Arc<AtomicU64>,
+}
+
+impl EmbeddedRouter {
+    fn new(
+        topology: &Topology,
+        policy: &Policy,
+        config: &EmbeddedConfig,
+    ) -> Result<Self, DnsError> {
+        let zone = parse_fqdn("embedded.zone", &config.zone)?;
+        let service = parse_fqdn("topology.service", topology.service())?;
+        if !zone.zone_of(&service) {
+            return Err(DnsError::config(
+                "embedded.zone",
+                format!("service name {service} is not inside zone {zone}"),
+            ));
+        }
+        let nameserver = match &config.nameserver {
+            Some(ns) => parse_fqdn("embedded.nameserver", ns)?,
+            None => prefixed("ns1", &zone)?,
+        };
+        let hostmaster = match &config.hostmaster {
+            Some(h) => parse_fqdn("embedded.hostmaster", h)?,
+            None => prefixed("hostmaster", &zone)?,
+        };
+        let ttl = ttl_secs(policy.ttl)?;
+        let facts = ZoneFacts {
+            zone: zone.clone(),
+            service: service.clone(),
+            nameserver,
+            hostmaster,
+            regions: topology
+                .regions()
+                .iter()
+                .map(|r| RegionRecords {
+                    addrs: r.records.clone(),
+                    base_weight: r.base_weight,
+                })
+                .collect(),
+            all_down: policy.all_down,
+        };
+        let initial = facts.build(None, ttl, None);
+        Ok(EmbeddedRouter {
+            state: Arc::new(ZoneState {
+                zone: LowerName::new(&zone),
+                service: LowerName::new(&service),
+                selection: config.selection,
+                current: RwLock::new(Arc::new(initial)),
+                rng: QueryRng::new(config.seed),
+                queries: AtomicU64::new(0),
+            }),
+            facts: Arc::new(facts),
+            writer: Arc::new(Mutex::new(())),
+            applied: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Makes `plan` live for the next query. Applying the live plan again
+    /// changes nothing (not even the SOA serial).
+    pub fn set_plan(&self, plan: &WeightPlan) -> Result<(), DnsError> {
+        let regions = self.facts.regions.len();
+        if let Some(w) = plan.weights.iter().find(|w| w.region.index() >= regions) {
+            return Err(DnsError::UnknownRegion {
+                region: w.region,
+                regions,
+            });
+        }
+        let ttl = ttl_secs(plan.ttl)?;
+        let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = self.state.snapshot();
+        if previous
+            .plan
+            .as_ref()
+            .is_some_and(|p| same_routing(p, plan))
+        {
+            tracing::debug!(
+                generation = plan.generation,
+                "embedded DNS: plan already live"
+            );
+            return Ok(());
+        }
+        let next = self.facts.build(Some(plan), ttl, Some(&previous));
+        if plan.total() == 0 {
+            tracing::warn!(generation = plan.generation, policy = ?self.facts.all_down, "embedded DNS: plan drains every region");
+        }
+        tracing::info!(generation = plan.generation, weights = ?next.effective, ttl, "embedded DNS: plan swapped");
+        self.state.swap(Arc::new(next));
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("failover_dns_plans_applied_total", "adapter" => "embedded").increment(1);
+        Ok(())
+    }
+
+    /// The weights being served now (fail-open may keep earlier weights when a
+    /// plan drains every region).
+    pub fn live_weights(&self) -> Vec<RegionWeight> {
+        self.state.snapshot().effective.clone()
+    }
+
+    /// Plans that changed the answers since start.
+    pub fn plans_applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl TrafficRouter for EmbeddedRouter {
+    async fn apply(&self, plan: &WeightPlan) -> Result<(), PortError> {
+        self.set_plan(plan).map_err(PortError::from)
+    }
+
+    async fn read_back(&self) -> Result<Vec<RegionWeight>, PortError> {
+        Ok(self.live_weights())
+    }
+}
+
+/// Two plans route the same way (the generation alone does not matter).
+fn same_routing(a: &WeightPlan, b: &WeightPlan) -> bool {
+    a.ttl == b.ttl && a.weights == b.weights
+}
+
+fn ttl_secs(ttl: Duration) -> Result<u32, DnsError> {
+    u32::try_from(ttl.as_secs())
+        .map_err(|_| DnsError::config("policy.ttl", "must fit a DNS TTL (u32 seconds)"))
+}
+
+fn prefixed(label: &str, zone: &Name) -> Result<Name, DnsError> {
+    Name::from_ascii(label)
+        .and_then(|l| l.append_domain(zone))
+        .map_err(|e| DnsError::config("embedded.zone", format!("cannot form {label}.{zone}: {e}")))
+}
+
+/// Binds UDP and TCP on the same port; with port 0, retries (bounded) until
+/// the port the OS gave the UDP socket is also free for TCP.
+async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+    let mut last = None;
+    for _ in 0..32 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind { addr, source })?;
+        let bound = udp
+            .local_addr()
+            .map_err(|source| DnsError::Bind { addr, source })?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(source) if addr.port() == 0 => last = Some(source),
+            Err(source) => return Err(DnsError::Bind { addr, source }),
+        }
+    }
+    Err(DnsError::Bind {
+        addr,
+        source: last.unwrap_or_else(|| std::io::Error::other("no free UDP+TCP port pair")),
+    })
+}

@@ -1,0 +1,158 @@
+//! The crate's one error type and its mapping onto [`PortError`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use failover_core::{PortError, PortErrorKind};
+
+/// Everything that can go wrong in the DNS adapters.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DnsError {
+    /// A configuration field is invalid; the message says how to fix it.
+    #[error("invalid DNS adapter configuration: {field}: {reason}")]
+    Config {
+        /// The field, like `rfc2136.key_secret`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The embedded server could not bind its UDP or TCP socket.
+    #[error("embedded DNS server cannot bind {addr}: {source}; pick a free address or port")]
+    Bind {
+        /// The address it tried.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A weight plan names a region the topology does not have.
+    #[error("weight plan names {region}, which is not in the topology ({regions} regions)")]
+    UnknownRegion {
+        /// The region id in the plan.
+        region: failover_core::RegionId,
+        /// How many regions the topology has.
+        regions: usize,
+    },
+    /// The DNS server did not answer in time. Retryable.
+    #[error(
+        "DNS server {server} did not answer {what} within {after:?}; is it running and reachable?"
+    )]
+    Timeout {
+        /// The server.
+        server: SocketAddr,
+        /// What was sent (`query`, `update`).
+        what: &'static str,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// Sending to or receiving from the DNS server failed at the socket level.
+    #[error("cannot exchange {what} with DNS server {server}: {source}")]
+    Io {
+        /// The server.
+        server: SocketAddr,
+        /// What was sent.
+        what: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The server rejected our credentials (NOTAUTH, REFUSED, BADSIG, BADKEY,
+    /// BADTIME) or its reply failed TSIG verification. Check the key name,
+    /// secret and the zone's `update-policy`.
+    #[error("DNS server {server} rejected the {what} for zone {zone}: {reason}; check the TSIG key name/secret and the zone's update-policy")]
+    Auth {
+        /// The server.
+        server: SocketAddr,
+        /// What was sent.
+        what: &'static str,
+        /// The zone.
+        zone: String,
+        /// Response code and TSIG error as the server sent them.
+        reason: String,
+    },
+    /// An update prerequisite failed: the records changed since we read them.
+    /// Retryable after re-reading.
+    #[error(
+        "DNS server {server}: records of {name} changed concurrently ({rcode}); re-read and retry"
+    )]
+    Conflict {
+        /// The server.
+        server: SocketAddr,
+        /// The owner name.
+        name: String,
+        /// The response code (NXRRSET, YXRRSET…).
+        rcode: String,
+    },
+    /// After a successful update, reading the records back did not give what
+    /// was written.
+    #[error(
+        "DNS server {server}: after the update {name} serves {found:?}, expected {expected:?}"
+    )]
+    VerifyMismatch {
+        /// The server.
+        server: SocketAddr,
+        /// The owner name.
+        name: String,
+        /// What we expected, sorted.
+        expected: Vec<String>,
+        /// What the server returned, sorted.
+        found: Vec<String>,
+    },
+    /// The server answered with something that makes no sense.
+    #[error("DNS server {server} sent a malformed reply to the {what}: {reason}")]
+    Malformed {
+        /// The server.
+        server: SocketAddr,
+        /// What was sent.
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The server answered with an error code that says it cannot serve now
+    /// (SERVFAIL). Retryable.
+    #[error("DNS server {server} failed the {what}: {rcode}")]
+    ServerFailure {
+        /// The server.
+        server: SocketAddr,
+        /// What was sent.
+        what: &'static str,
+        /// The response code.
+        rcode: String,
+    },
+    /// Encoding or signing a message failed (a bug or an unusable key).
+    #[error("cannot encode the {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        reason: String,
+    },
+}
+
+impl DnsError {
+    /// The port-level kind, which tells the runtime whether to retry.
+    pub fn kind(&self) -> PortErrorKind {
+        match self {
+            DnsError::Config { .. } | DnsError::Bind { .. } | DnsError::UnknownRegion { .. } => {
+                PortErrorKind::Config
+            }
+            DnsError::Timeout { .. } => PortErrorKind::Timeout,
+            DnsError::Io { .. } | DnsError::ServerFailure { .. } => PortErrorKind::Unavailable,
+            DnsError::Auth { .. } => PortErrorKind::Auth,
+            DnsError::Conflict { .. } | DnsError::VerifyMismatch { .. } => PortErrorKind::Conflict,
+            DnsError::Malformed { .. } | DnsError::Encode { .. } => PortErrorKind::Malformed,
+        }
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        DnsError::Config {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<DnsError> for PortError {
+    fn from(e: DnsError) -> Self {
+        PortError::new(e.kind(), e)
+    }
+}
