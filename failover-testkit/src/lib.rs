@@ -2,3 +2,6 @@
 //! PostgreSQL primaries and replicas, BIND, regional HTTP APIs.
 //! Every server lives in a temp dir and is stopped when its handle drops.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod postgres;
