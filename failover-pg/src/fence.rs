@@ -94,11 +94,11 @@ impl PgCluster {
         }
         s.batch(OP, SCHEMA_SQL).await?;
         let roles = self.revoke_and_record(&s, epoch).await?;
-        s.batch(
-            OP,
-            "ALTER SYSTEM SET default_transaction_read_only = on; SELECT pg_reload_conf()",
-        )
-        .await?;
+        // Separate statements: ALTER SYSTEM refuses to run in the implicit
+        // transaction of a multi-statement batch.
+        s.batch(OP, "ALTER SYSTEM SET default_transaction_read_only = on")
+            .await?;
+        s.batch(OP, "SELECT pg_reload_conf()").await?;
         let terminated = self.terminate_sessions(&s).await?;
         let row = s
             .query_one(OP, "SELECT pg_current_wal_flush_lsn()::text")

@@ -173,11 +173,11 @@ impl PgCluster {
         lsn: Lsn,
     ) -> Result<(), PgError> {
         let e = epoch_sql(&s.node, epoch)?;
-        s.batch(
-            OP,
-            "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()",
-        )
-        .await?;
+        // Separate statements: ALTER SYSTEM refuses to run in the implicit
+        // transaction of a multi-statement batch.
+        s.batch(OP, "ALTER SYSTEM RESET default_transaction_read_only")
+            .await?;
+        s.batch(OP, "SELECT pg_reload_conf()").await?;
         s.batch(OP, SCHEMA_SQL).await?;
         s.batch(
             OP,

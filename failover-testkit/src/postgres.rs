@@ -469,21 +469,17 @@ impl PgTestCluster {
     /// Runs SQL as the superuser through `psql` over the node's unix socket,
     /// returning unaligned, tuples-only output.
     pub fn psql(&self, i: usize, sql: &str) -> Result<String, PgTestError> {
+        self.psql_db(i, "postgres", sql)
+    }
+
+    /// Like [`psql`](Self::psql), in database `db`.
+    pub fn psql_db(&self, i: usize, db: &str, sql: &str) -> Result<String, PgTestError> {
         let node = self.node(i)?;
         let mut c = pg_command(&self.bindir, "psql");
         c.arg("-h")
             .arg(self.sock_dir())
             .args(["-p", &node.port.to_string(), "-U", "postgres", "-d"])
-            .args([
-                "postgres",
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ]);
+            .args([db, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
         let out = run(c)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
