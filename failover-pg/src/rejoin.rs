@@ -2,12 +2,15 @@
 //!
 //! This runs on the old primary's machine (an agent), on its data directory:
 //! 1. stop the server cleanly if it runs (`pg_ctl stop -m fast`);
-//! 2. `pg_rewind --target-pgdata=… --source-server=…` against the new primary:
+//! 2. `CHECKPOINT` on the new primary (a fresh promotion writes its new
+//!    timeline to the control file only then, and pg_rewind reads it there),
+//!    then `pg_rewind --target-pgdata=… --source-server=…` against it:
 //!    it discards the WAL the old primary wrote after the timelines diverged
 //!    (nothing acknowledged after a zero-loss switchover; the unreplicated tail
 //!    after a failover). A target that crashed is first recovered by
 //!    pg_rewind itself (PostgreSQL ≥ 13). Needs `wal_log_hints = on` or data
-//!    checksums;
+//!    checksums, and the old primary's WAL back to the last checkpoint before
+//!    the divergence (keep it with `wal_keep_size`, or archive it);
 //! 3. keep the node's own `postgresql.conf`, `pg_hba.conf` and `pg_ident.conf`
 //!    (pg_rewind copies the source's, which carry the source's port and
 //!    addresses), drop `primary_conninfo` and `default_transaction_read_only`
@@ -164,6 +167,7 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
             kept.push((path, text));
         }
     }
+    checkpoint_source(plan).await?;
     let args = [
         format!("--target-pgdata={data}"),
         format!("--source-server={}", plan.source_conninfo),
@@ -222,6 +226,30 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
         wal_receiver,
         elapsed,
     })
+}
+
+/// A freshly promoted source still has the old timeline in its control file
+/// until its first checkpoint, and pg_rewind would then see "no rewind
+/// required". A CHECKPOINT on the source updates it.
+async fn checkpoint_source(plan: &RejoinPlan) -> Result<(), PgError> {
+    let cfg =
+        tokio_postgres::Config::from_str(&plan.source_conninfo).map_err(|e| PgError::Dsn {
+            node: plan.data_dir.display().to_string(),
+            field: "source_conninfo".into(),
+            reason: e.to_string(),
+        })?;
+    let step = "CHECKPOINT on the new primary";
+    let (client, conn) = tokio::time::timeout(plan.step_timeout, cfg.connect(NoTls))
+        .await
+        .map_err(|_| rejoin_err(plan, step, "connect timed out"))?
+        .map_err(|e| rejoin_err(plan, step, e.to_string()))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let r = tokio::time::timeout(plan.step_timeout, client.batch_execute("CHECKPOINT")).await;
+    task.abort();
+    r.map_err(|_| rejoin_err(plan, step, "timed out"))?
+        .map_err(|e| rejoin_err(plan, step, e.to_string()))
 }
 
 async fn wait_streaming(
