@@ -1,3 +1,61 @@
 //! PostgreSQL adapter for `failover`: replication status, fencing, promotion
-//! and switchover. Not yet implemented.
+//! with fencing epochs, zero-loss switchover and rejoin of an old primary.
+//!
+//! [`PgCluster`] maps core's [`NodeId`](failover_core::NodeId)s to superuser
+//! DSNs and implements [`DatabaseAdmin`](failover_core::ports::DatabaseAdmin):
+//! - [`observe`](failover_core::ports::DatabaseAdmin::observe) /
+//!   [`PgCluster::status`]: role (`pg_is_in_recovery()`), timeline, current /
+//!   receive / replay LSN, lag in bytes and seconds ([`NodeStatus`]);
+//! - [`PgCluster::fence`]: stops writes on an old primary (see [`fence`] for
+//!   the mechanism and its limits);
+//! - [`PgCluster::promote`]: RPO gate, epoch check, `pg_promote(wait => true)`,
+//!   durable epoch, write check;
+//! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
+//!   primary's final flush LSN, promote — no acknowledged write is lost;
+//! - [`rejoin`]: agent-side: `pg_rewind` the old primary's data directory
+//!   against the new primary and start it as a streaming replica.
+//!
+//! Every call opens fresh connections (no pool to hide a failure) and has a
+//! timeout ([`PgTimeouts`]). Errors are [`PgError`]; as a port they become
+//! [`PortError`](failover_core::PortError)s of the matching kind.
+//!
+//! ```no_run
+//! use failover_core::{Epoch, MaxRpo, NodeId, PromoteRequest, RpoGate};
+//! use failover_core::ports::DatabaseAdmin;
+//! use failover_pg::PgCluster;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = PgCluster::new()
+//!     .with_node(NodeId(0), "pg-east", "host=10.0.0.5 user=postgres dbname=postgres")?
+//!     .with_node(NodeId(1), "pg-west", "host=10.1.0.5 user=postgres dbname=postgres")?;
+//! println!("{:?}", cluster.observe(NodeId(1)).await?);
+//! let next = cluster.recorded_epoch().await?.unwrap_or_default().next();
+//! let lsn = cluster
+//!     .promote(&PromoteRequest {
+//!         node: NodeId(1),
+//!         epoch: next,
+//!         gate: RpoGate::Within { max: MaxRpo::bytes(1 << 20), reference: None },
+//!     })
+//!     .await?;
+//! println!("promoted at {lsn}");
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod admin;
+mod cluster;
+mod epoch;
+mod error;
+pub mod fence;
+mod promote;
+pub mod rejoin;
+mod status;
+mod switchover;
+
+pub use cluster::{PgCluster, PgTimeouts};
+pub use error::PgError;
+pub use fence::FenceReport;
+pub use rejoin::{rejoin, RejoinPlan, RejoinReport};
+pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
+pub use switchover::SwitchoverReport;

@@ -5,3 +5,6 @@
 
 pub mod http;
 pub mod bind;
+#![warn(missing_docs)]
+
+pub mod postgres;

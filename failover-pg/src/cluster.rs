@@ -1,0 +1,307 @@
+//! Which PostgreSQL node is which, how to reach it, and how long to wait.
+//!
+//! Every operation opens its own connection to each node it touches and closes
+//! it afterwards: no pool keeps a connection that could hide a firewall or a
+//! dead server, and a failure is seen by the very call that met it. Every
+//! round trip has a client-side timeout.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use failover_core::NodeId;
+use tokio_postgres::{Client, NoTls, Row};
+
+use crate::PgError;
+
+/// Time limits of the adapter. All are wall-clock durations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgTimeouts {
+    /// Longest wait for a TCP connect plus authentication (default 2 s).
+    pub connect: Duration,
+    /// Longest wait for one query's reply (default 5 s).
+    pub statement: Duration,
+    /// How long `pg_promote` may wait for the end of recovery (default 30 s).
+    pub promote: Duration,
+    /// How long a zero-loss promotion waits for replay to reach the required
+    /// LSN (default 30 s).
+    pub catch_up: Duration,
+}
+
+impl Default for PgTimeouts {
+    fn default() -> Self {
+        PgTimeouts {
+            connect: Duration::from_secs(2),
+            statement: Duration::from_secs(5),
+            promote: Duration::from_secs(30),
+            catch_up: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct PgNode {
+    pub(crate) id: NodeId,
+    pub(crate) name: String,
+    pub(crate) config: tokio_postgres::Config,
+}
+
+/// The PostgreSQL nodes of a topology with the superuser DSN of each: the
+/// [`DatabaseAdmin`](failover_core::ports::DatabaseAdmin) implementation.
+///
+/// The DSN's user must be a superuser (fencing runs `ALTER SYSTEM`,
+/// `ALTER ROLE` and `pg_terminate_backend`). The epoch tables live in the
+/// DSN's database (`failover.epoch`, `failover.fence`); give every node the
+/// same database name.
+#[derive(Clone, Debug, Default)]
+pub struct PgCluster {
+    nodes: Vec<PgNode>,
+    timeouts: PgTimeouts,
+}
+
+/// Extracts the option name from tokio-postgres' parse messages, which quote
+/// it in backticks (``invalid value for option `port` ``).
+fn dsn_field(message: &str) -> String {
+    let mut parts = message.split('`');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(field), Some(_)) if !field.is_empty() => field.to_owned(),
+        _ => "dsn".to_owned(),
+    }
+}
+
+impl PgCluster {
+    /// An empty cluster with default timeouts.
+    pub fn new() -> Self {
+        PgCluster::default()
+    }
+
+    /// Replaces the time limits.
+    pub fn with_timeouts(mut self, timeouts: PgTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Adds node `id` (the topology's id for it) named `name`, reached with
+    /// the libpq-style `dsn` (`host=10.0.0.5 port=5432 user=postgres dbname=postgres`)
+    /// or URL (`postgresql://postgres@10.0.0.5/postgres`). A DSN that does not
+    /// parse is [`PgError::Dsn`] naming the node and the field. Re-adding an id
+    /// replaces it.
+    pub fn with_node(mut self, id: NodeId, name: &str, dsn: &str) -> Result<Self, PgError> {
+        let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
+            let reason = match std::error::Error::source(&e) {
+                Some(inner) => inner.to_string(),
+                None => e.to_string(),
+            };
+            PgError::Dsn {
+                node: name.to_owned(),
+                field: dsn_field(&reason),
+                reason,
+            }
+        })?;
+        if config.get_hosts().is_empty() {
+            return Err(PgError::Dsn {
+                node: name.to_owned(),
+                field: "host".to_owned(),
+                reason: "no host given".to_owned(),
+            });
+        }
+        config.connect_timeout(self.timeouts.connect);
+        if config.get_application_name().is_none() {
+            config.application_name("failover-pg");
+        }
+        self.nodes.retain(|n| n.id != id);
+        self.nodes.push(PgNode {
+            id,
+            name: name.to_owned(),
+            config,
+        });
+        self.nodes.sort_by_key(|n| n.id);
+        Ok(self)
+    }
+
+    /// The time limits in force.
+    pub fn timeouts(&self) -> PgTimeouts {
+        self.timeouts
+    }
+
+    /// The configured node ids, in order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.iter().map(|n| n.id)
+    }
+
+    /// The configured name of a node.
+    pub fn node_name(&self, id: NodeId) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.as_str())
+    }
+
+    pub(crate) fn node(&self, id: NodeId) -> Result<&PgNode, PgError> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or(PgError::UnknownNode { node: id })
+    }
+
+    pub(crate) fn all_nodes(&self) -> &[PgNode] {
+        &self.nodes
+    }
+
+    /// Opens a fresh connection to `id`.
+    pub(crate) async fn connect(
+        &self,
+        id: NodeId,
+        operation: &'static str,
+    ) -> Result<Session, PgError> {
+        let node = self.node(id)?;
+        let limit = self.timeouts.connect;
+        let (client, connection) =
+            match tokio::time::timeout(limit + limit / 2, node.config.connect(NoTls)).await {
+                Err(_) => {
+                    return Err(PgError::Timeout {
+                        node: node.name.clone(),
+                        operation,
+                        after: limit,
+                    })
+                }
+                Ok(Err(e)) => return Err(PgError::from_pg(&node.name, operation, e)),
+                Ok(Ok(pair)) => pair,
+            };
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        Ok(Session {
+            client,
+            node: node.name.clone(),
+            id,
+            statement: self.timeouts.statement,
+            task,
+        })
+    }
+}
+
+/// One connection to one node, closed on drop.
+pub(crate) struct Session {
+    client: Client,
+    pub(crate) node: String,
+    pub(crate) id: NodeId,
+    statement: Duration,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Session {
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, PgError> {
+        match tokio::time::timeout(limit, fut).await {
+            Err(_) => Err(PgError::Timeout {
+                node: self.node.clone(),
+                operation,
+                after: limit,
+            }),
+            Ok(Err(e)) => Err(PgError::from_pg(&self.node, operation, e)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Runs `sql` (no parameters) and returns its rows.
+    pub(crate) async fn query(
+        &self,
+        operation: &'static str,
+        sql: &str,
+    ) -> Result<Vec<Row>, PgError> {
+        self.timed(operation, self.statement, self.client.query(sql, &[]))
+            .await
+    }
+
+    /// Runs `sql` expecting exactly one row.
+    pub(crate) async fn query_one(
+        &self,
+        operation: &'static str,
+        sql: &str,
+    ) -> Result<Row, PgError> {
+        let mut rows = self.query(operation, sql).await?;
+        if rows.len() != 1 {
+            return Err(self.malformed(operation, format!("expected 1 row, got {}", rows.len())));
+        }
+        rows.pop()
+            .ok_or_else(|| self.malformed(operation, "no row".into()))
+    }
+
+    /// Runs `sql` with parameters and returns its rows.
+    pub(crate) async fn query_with(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, PgError> {
+        self.timed(operation, self.statement, self.client.query(sql, params))
+            .await
+    }
+
+    /// Runs one or more statements (simple protocol).
+    pub(crate) async fn batch(&self, operation: &'static str, sql: &str) -> Result<(), PgError> {
+        self.timed(operation, self.statement, self.client.batch_execute(sql))
+            .await
+    }
+
+    /// Runs `sql` with a longer limit than the statement timeout.
+    pub(crate) async fn query_one_within(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        sql: &str,
+    ) -> Result<Row, PgError> {
+        let mut rows = self
+            .timed(operation, limit, self.client.query(sql, &[]))
+            .await?;
+        rows.pop()
+            .ok_or_else(|| self.malformed(operation, "no row".into()))
+    }
+
+    pub(crate) fn malformed(&self, operation: &'static str, reason: String) -> PgError {
+        PgError::Malformed {
+            node: self.node.clone(),
+            operation,
+            reason,
+        }
+    }
+
+    /// Column `idx` of `row` as `T`, a typed error if the type is wrong.
+    pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+        &self,
+        operation: &'static str,
+        row: &'a Row,
+        idx: usize,
+    ) -> Result<T, PgError> {
+        row.try_get(idx)
+            .map_err(|e| self.malformed(operation, format!("column {idx}: {e}")))
+    }
+
+    /// Column `idx` as an optional LSN (text in the query).
+    pub(crate) fn lsn(
+        &self,
+        operation: &'static str,
+        row: &Row,
+        idx: usize,
+    ) -> Result<Option<failover_core::Lsn>, PgError> {
+        let text: Option<&str> = self.get(operation, row, idx)?;
+        text.map(|t| {
+            t.parse()
+                .map_err(|e: failover_core::ParseLsnError| self.malformed(operation, e.to_string()))
+        })
+        .transpose()
+    }
+}

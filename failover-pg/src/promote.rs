@@ -1,0 +1,235 @@
+//! Promotion of a replica, gated by RPO and fencing epoch.
+
+use std::time::{Duration, Instant};
+
+use failover_core::{Epoch, Lsn, PromoteRequest, RpoGate};
+
+use crate::cluster::Session;
+use crate::epoch::{epoch_sql, read_epochs, SCHEMA_SQL};
+use crate::fence::{quote_ident, ADMIN_SESSION_SQL};
+use crate::status::read_status;
+use crate::{NodeRole, PgCluster, PgError};
+
+const OP: &str = "promote";
+
+impl PgCluster {
+    /// Promotes `request.node`:
+    /// 1. refuses a node that is not in recovery ([`PgError::NotAReplica`]) —
+    ///    unless this very epoch already promoted it (a retried call), which
+    ///    returns its LSN again;
+    /// 2. refuses a stale epoch ([`PgError::StaleEpoch`], naming both epochs)
+    ///    against every reachable node;
+    /// 3. checks the gate: `Within` compares the candidate's received WAL with
+    ///    `reference` and its replay delay with `max` ([`PgError::LagExceeded`]
+    ///    states the lag); `CaughtUp` waits up to `timeouts.catch_up` for
+    ///    replay to reach the LSN ([`PgError::NotCaughtUp`]); `Forced` skips;
+    /// 4. runs `pg_promote(wait => true)`, lifts a fence the node inherited
+    ///    (read-only default, revoked `LOGIN`s), records the epoch in
+    ///    `failover.epoch` in a transaction that is also the write check.
+    ///
+    /// Returns the last WAL position replayed from the old primary: every
+    /// transaction up to it survived.
+    pub async fn promote(&self, request: &PromoteRequest) -> Result<Lsn, PgError> {
+        let started = Instant::now();
+        let s = self.connect(request.node, OP).await?;
+        s.batch(OP, ADMIN_SESSION_SQL).await?;
+        let status = read_status(&s).await?;
+        if status.role == NodeRole::Primary {
+            return self.already_promoted(&s, request).await;
+        }
+        self.check_epoch(&s.node, request.epoch).await?;
+        self.check_gate(&s, request.gate).await?;
+
+        let wait_seconds = self.timeouts().promote.as_secs().clamp(1, i32::MAX as u64);
+        let row = s
+            .query_one_within(
+                OP,
+                self.timeouts().promote + self.timeouts().statement,
+                &format!("SELECT pg_promote(wait => true, wait_seconds => {wait_seconds})"),
+            )
+            .await?;
+        let done: bool = s.get(OP, &row, 0)?;
+        if !done {
+            return Err(PgError::PromotionFailed {
+                node: s.node.clone(),
+                reason: format!("pg_promote did not finish within {wait_seconds} s"),
+            });
+        }
+        let row = s
+            .query_one(
+                OP,
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_current_wal_lsn()::text",
+            )
+            .await?;
+        let in_recovery: bool = s.get(OP, &row, 0)?;
+        if in_recovery {
+            return Err(PgError::PromotionFailed {
+                node: s.node.clone(),
+                reason: "still in recovery after pg_promote returned true".into(),
+            });
+        }
+        let lsn = s
+            .lsn(OP, &row, 1)?
+            .or(s.lsn(OP, &row, 2)?)
+            .unwrap_or_default();
+        self.lift_fence_and_record(&s, request.epoch, lsn).await?;
+        let elapsed = started.elapsed();
+        tracing::warn!(node = %s.node, epoch = %request.epoch, %lsn, ?elapsed, "node promoted");
+        metrics::counter!("failover_pg_promotions_total").increment(1);
+        metrics::histogram!("failover_pg_promote_seconds").record(elapsed.as_secs_f64());
+        Ok(lsn)
+    }
+
+    /// A primary is fine only if this epoch promoted it (an idempotent retry).
+    async fn already_promoted(
+        &self,
+        s: &Session,
+        request: &PromoteRequest,
+    ) -> Result<Lsn, PgError> {
+        let epochs = read_epochs(s).await?;
+        if epochs.promoted == Some(request.epoch) {
+            let e = epoch_sql(&s.node, request.epoch)?;
+            let rows = s
+                .query_with(
+                    OP,
+                    "SELECT lsn FROM failover.epoch WHERE epoch = $1 AND node = $2",
+                    &[&e, &s.node],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                let lsn = s.lsn(OP, row, 0)?.unwrap_or_default();
+                tracing::info!(node = %s.node, epoch = %request.epoch, "promotion already done");
+                return Ok(lsn);
+            }
+        }
+        Err(PgError::NotAReplica {
+            node: s.node.clone(),
+        })
+    }
+
+    async fn check_gate(&self, s: &Session, gate: RpoGate) -> Result<(), PgError> {
+        match gate {
+            RpoGate::Forced => {
+                tracing::warn!(node = %s.node, "promotion forced: RPO gate skipped");
+                Ok(())
+            }
+            RpoGate::Within { max, reference } => {
+                let st = read_status(s).await?;
+                let lag_bytes = reference.and_then(|r| st.lag_bytes_behind(r));
+                let bytes_ok = match (max.bytes, lag_bytes) {
+                    (None, _) => true,
+                    (Some(limit), Some(lag)) => lag <= limit,
+                    // A byte limit with no reference or no WAL position: the
+                    // loss cannot be bounded, so refuse.
+                    (Some(_), None) => false,
+                };
+                if bytes_ok && max.admits(0, st.replay_delay) {
+                    return Ok(());
+                }
+                tracing::warn!(node = %s.node, ?lag_bytes, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
+                metrics::counter!("failover_pg_rpo_refused_total").increment(1);
+                Err(PgError::LagExceeded {
+                    node: s.node.clone(),
+                    lag_bytes,
+                    received: st.received(),
+                    reference,
+                    delay: st.replay_delay,
+                    max,
+                })
+            }
+            RpoGate::CaughtUp { lsn } => self.wait_replayed(s, lsn).await,
+        }
+    }
+
+    /// Waits (bounded by `timeouts.catch_up`) until the replica behind `s`
+    /// has replayed `lsn`.
+    pub(crate) async fn wait_replayed(&self, s: &Session, lsn: Lsn) -> Result<(), PgError> {
+        let started = Instant::now();
+        let mut replayed = None;
+        while started.elapsed() <= self.timeouts().catch_up {
+            let row = s
+                .query_one(OP, "SELECT pg_last_wal_replay_lsn()::text")
+                .await?;
+            replayed = s.lsn(OP, &row, 0)?;
+            if replayed.is_some_and(|r| r >= lsn) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(PgError::NotCaughtUp {
+            node: s.node.clone(),
+            replayed,
+            required: lsn,
+            waited: started.elapsed(),
+        })
+    }
+
+    /// On the freshly promoted node: lift an inherited fence and record the
+    /// epoch, both in one transaction that re-checks the epoch under a lock.
+    async fn lift_fence_and_record(
+        &self,
+        s: &Session,
+        epoch: Epoch,
+        lsn: Lsn,
+    ) -> Result<(), PgError> {
+        let e = epoch_sql(&s.node, epoch)?;
+        // Separate statements: ALTER SYSTEM refuses to run in the implicit
+        // transaction of a multi-statement batch.
+        s.batch(OP, "ALTER SYSTEM RESET default_transaction_read_only")
+            .await?;
+        s.batch(OP, "SELECT pg_reload_conf()").await?;
+        s.batch(OP, SCHEMA_SQL).await?;
+        s.batch(
+            OP,
+            "BEGIN; LOCK TABLE failover.epoch, failover.fence IN EXCLUSIVE MODE",
+        )
+        .await?;
+        let result = async {
+            if let Some(recorded) = read_epochs(s).await?.refuses(epoch) {
+                return Err(PgError::StaleEpoch {
+                    node: s.node.clone(),
+                    requested: epoch,
+                    recorded,
+                    recorded_on: s.node.clone(),
+                });
+            }
+            let rows = s
+                .query_with(
+                    OP,
+                    "SELECT DISTINCT r FROM failover.fence f, unnest(f.roles) r \
+                     WHERE NOT f.restored AND f.node <> $1 \
+                     AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)",
+                    &[&s.node],
+                )
+                .await?;
+            for row in &rows {
+                let role: String = s.get(OP, row, 0)?;
+                s.batch(OP, &format!("ALTER ROLE {} LOGIN", quote_ident(&role)))
+                    .await?;
+                tracing::info!(node = %s.node, role, "LOGIN restored after inherited fence");
+            }
+            s.query_with(
+                OP,
+                "UPDATE failover.fence SET restored = true WHERE NOT restored AND node <> $1",
+                &[&s.node],
+            )
+            .await?;
+            let lsn_text = lsn.to_string();
+            s.query_with(
+                OP,
+                "INSERT INTO failover.epoch (epoch, node, lsn) VALUES ($1, $2, $3)",
+                &[&e, &s.node, &lsn_text],
+            )
+            .await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => s.batch(OP, "COMMIT").await,
+            Err(err) => {
+                let _ = s.batch(OP, "ROLLBACK").await;
+                Err(err)
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Promotion against real streaming replication: zero loss with synchronous
+//! replication, the RPO gate with asynchronous replication, fencing epochs.
+
+mod common;
+
+use std::time::Duration;
+
+use failover_core::ports::DatabaseAdmin;
+use failover_core::{Epoch, MaxRpo, NodeId, PortErrorKind, PromoteRequest, RpoGate};
+use failover_pg::{NodeRole, PgError};
+use failover_testkit::postgres::PgTestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_replication_kill_primary_then_promote_loses_no_acknowledged_row() {
+    let tk = common::start(PgTestCluster::builder().replicas(1).synchronous(true)).await;
+    let admin = common::admin(&tk);
+    let (old, new) = (tk.node(0).unwrap().clone(), tk.node(1).unwrap().clone());
+    common::create_table(&old.app_dsn()).await;
+
+    let writer = common::Writer::start(old.app_dsn());
+    writer.wait_acked(200).await;
+    let reference = admin.status(NodeId(0)).await.unwrap().current_lsn;
+    tk.kill(0).unwrap();
+    let (acked, err) = writer.finish().await;
+    assert!(err.is_some(), "the writer must have seen the primary die");
+    assert!(acked.len() >= 200);
+
+    assert_eq!(
+        admin.observe(NodeId(0)).await.unwrap(),
+        failover_core::NodeObservation::Unreachable
+    );
+    let lsn = admin
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::Within {
+                max: MaxRpo::bytes(16 << 20),
+                reference,
+            },
+        })
+        .await
+        .expect("promote the synchronous standby");
+    assert!(lsn >= reference.unwrap());
+    let st = admin.status(NodeId(1)).await.unwrap();
+    assert_eq!(st.role, NodeRole::Primary);
+    assert_eq!(st.timeline, 2, "promotion starts a new timeline");
+    assert_eq!(st.epoch, Some(Epoch(1)));
+    assert_eq!(admin.recorded_epoch().await.unwrap(), Some(Epoch(1)));
+
+    common::assert_all_present(&new.app_dsn(), &acked).await;
+    // The new primary takes writes from the application.
+    let c = common::connect(&new.app_dsn()).await.unwrap();
+    c.execute("INSERT INTO rows (n) VALUES (-1)", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_replica_behind_max_rpo_is_refused_with_its_lag() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let admin = common::admin(&tk);
+    let primary = tk.node(0).unwrap().clone();
+    common::create_table(&primary.app_dsn()).await;
+
+    // Real lag: the replica stops receiving (empty primary_conninfo stops the
+    // WAL receiver) and replay is paused, then the primary writes ~1 MB.
+    tk.psql(1, "ALTER SYSTEM SET primary_conninfo = ''")
+        .unwrap();
+    tk.psql(1, "SELECT pg_reload_conf()").unwrap();
+    tk.psql(1, "SELECT pg_wal_replay_pause()").unwrap();
+    for _ in 0..100 {
+        if admin
+            .status(NodeId(1))
+            .await
+            .unwrap()
+            .wal_receiver
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = common::connect(&primary.app_dsn()).await.unwrap();
+    c.execute(
+        "INSERT INTO rows SELECT g FROM generate_series(1, 20000) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    let reference = admin.status(NodeId(0)).await.unwrap().current_lsn;
+    let replica = admin.status(NodeId(1)).await.unwrap();
+    let lag = replica.lag_bytes_behind(reference.unwrap()).unwrap();
+    assert!(lag > 100_000, "expected real lag, got {lag} bytes");
+
+    let err = admin
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::Within {
+                max: MaxRpo::bytes(64 * 1024),
+                reference,
+            },
+        })
+        .await
+        .expect_err("lag above max_rpo");
+    assert_eq!(err.kind(), PortErrorKind::Refused);
+    match &err {
+        PgError::LagExceeded { lag_bytes, .. } => {
+            assert!(lag_bytes.is_some_and(|l| l >= lag), "{err}")
+        }
+        other => panic!("expected LagExceeded, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("lag") && text.contains(&format!("{}", lag_bytes_of(&err))),
+        "{text}"
+    );
+    assert_eq!(
+        admin.status(NodeId(1)).await.unwrap().role,
+        NodeRole::Replica
+    );
+
+    // A time limit refuses too: replay is paused, so the delay only grows.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = admin
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::Within {
+                max: MaxRpo {
+                    bytes: None,
+                    time: Some(Duration::from_millis(500)),
+                },
+                reference,
+            },
+        })
+        .await
+        .expect_err("delay above max_rpo");
+    assert!(
+        matches!(err, PgError::LagExceeded { delay: Some(d), .. } if d >= Duration::from_secs(1)),
+        "{err}"
+    );
+
+    // An operator can force it; the epoch is then recorded.
+    admin
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::Forced,
+        })
+        .await
+        .expect("forced promotion");
+    assert_eq!(
+        admin.status(NodeId(1)).await.unwrap().role,
+        NodeRole::Primary
+    );
+}
+
+fn lag_bytes_of(e: &PgError) -> u64 {
+    match e {
+        PgError::LagExceeded {
+            lag_bytes: Some(l), ..
+        } => *l,
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_promotion_with_the_same_or_an_older_epoch_is_refused() {
+    let tk = common::start(PgTestCluster::builder().replicas(2)).await;
+    let admin = common::admin(&tk);
+    let req = |node, epoch| PromoteRequest {
+        node: NodeId(node),
+        epoch: Epoch(epoch),
+        gate: RpoGate::Forced,
+    };
+    admin.promote(&req(1, 5)).await.expect("first promotion");
+    // A retried call with the same request is idempotent.
+    admin
+        .promote(&req(1, 5))
+        .await
+        .expect("retry is idempotent");
+
+    for stale in [5, 4] {
+        let err = admin
+            .promote(&req(2, stale))
+            .await
+            .expect_err("stale epoch");
+        match &err {
+            PgError::StaleEpoch {
+                requested,
+                recorded,
+                recorded_on,
+                ..
+            } => {
+                assert_eq!((*requested, *recorded), (Epoch(stale), Epoch(5)));
+                assert_eq!(recorded_on, "node1");
+            }
+            other => panic!("expected StaleEpoch, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("epoch {stale}")) && text.contains("epoch 5"),
+            "{text}"
+        );
+        assert_eq!(err.kind(), PortErrorKind::Refused);
+        let port_err = DatabaseAdmin::promote(&admin, &req(2, stale))
+            .await
+            .expect_err("port");
+        assert_eq!(port_err.kind(), PortErrorKind::Refused);
+        assert_eq!(
+            admin.status(NodeId(2)).await.unwrap().role,
+            NodeRole::Replica
+        );
+    }
+    // A stale fence is refused too.
+    let err = admin
+        .fence(NodeId(1), Epoch(3))
+        .await
+        .expect_err("stale fence");
+    assert!(matches!(err, PgError::StaleEpoch { .. }), "{err}");
+
+    // A newer epoch is accepted, and the highest one is what a restarted
+    // controller resumes after.
+    admin.promote(&req(2, 6)).await.expect("newer epoch");
+    assert_eq!(admin.recorded_epoch().await.unwrap(), Some(Epoch(6)));
+}

@@ -1,0 +1,194 @@
+//! Replication status and bad input against a real primary + replica.
+
+mod common;
+
+use std::net::TcpListener;
+
+use failover_core::ports::DatabaseAdmin;
+use failover_core::{
+    Epoch, MaxRpo, NodeId, NodeObservation, PortErrorKind, PromoteRequest, RpoGate,
+};
+use failover_pg::{NodeRole, PgCluster, PgError};
+use failover_testkit::postgres::{PgTestCluster, APP_DATABASE, APP_ROLE};
+
+fn closed_port() -> u16 {
+    // Bound then released: nothing listens there afterwards.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let admin = common::admin(&tk);
+    common::create_table(&tk.node(0).unwrap().app_dsn()).await;
+
+    let primary = admin.status(NodeId(0)).await.expect("primary status");
+    assert_eq!(primary.role, NodeRole::Primary);
+    assert_eq!(primary.timeline, 1);
+    assert!(primary.current_lsn.is_some_and(|l| l.0 > 0));
+    assert!(!primary.fenced);
+    assert_eq!(primary.epoch, None);
+    assert_eq!(primary.replicas.len(), 1, "{primary:?}");
+    assert_eq!(primary.replicas[0].application_name, "node1");
+    assert_eq!(primary.replicas[0].state, "streaming");
+
+    let replica = admin.status(NodeId(1)).await.expect("replica status");
+    assert_eq!(replica.role, NodeRole::Replica);
+    assert_eq!(replica.timeline, 1);
+    assert!(replica.receive_lsn.is_some() && replica.replay_lsn.is_some());
+    let wr = replica.wal_receiver.clone().expect("wal receiver");
+    assert_eq!(wr.status, "streaming");
+    assert_eq!(wr.sender_port, Some(tk.node(0).unwrap().port));
+    assert!(replica
+        .lag_bytes_behind(primary.current_lsn.unwrap())
+        .is_some());
+
+    match admin.observe(NodeId(0)).await.expect("observe primary") {
+        NodeObservation::Primary {
+            timeline, fenced, ..
+        } => {
+            assert_eq!((timeline, fenced), (1, false))
+        }
+        other => panic!("expected primary, got {other:?}"),
+    }
+    assert!(matches!(
+        admin.observe(NodeId(1)).await.expect("observe replica"),
+        NodeObservation::Replica {
+            receive_lsn: Some(_),
+            ..
+        }
+    ));
+
+    // Not a replica: promoting the primary is refused with a typed error.
+    let err = admin
+        .promote(&PromoteRequest {
+            node: NodeId(0),
+            epoch: Epoch(1),
+            gate: RpoGate::Forced,
+        })
+        .await
+        .expect_err("promoting a primary");
+    assert!(
+        matches!(err, PgError::NotAReplica { ref node } if node == "node0"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), PortErrorKind::Refused);
+
+    // Unreachable node: observe says Unreachable, the rest are Unavailable errors.
+    let port = closed_port();
+    let bad = PgCluster::new()
+        .with_node(
+            NodeId(0),
+            "gone",
+            &format!("host=127.0.0.1 port={port} user=postgres"),
+        )
+        .unwrap()
+        .with_node(
+            NodeId(1),
+            "wrong-password",
+            &format!(
+                "host=127.0.0.1 port={} user={APP_ROLE} password=wrong dbname={APP_DATABASE}",
+                tk.node(0).unwrap().port
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        bad.observe(NodeId(0))
+            .await
+            .expect("unreachable is not an error"),
+        NodeObservation::Unreachable
+    );
+    let err = bad.status(NodeId(0)).await.expect_err("unreachable");
+    assert!(
+        matches!(err, PgError::Unreachable { ref node, .. } if node == "gone"),
+        "{err}"
+    );
+    let err = DatabaseAdmin::fence(&bad, NodeId(0), Epoch(1))
+        .await
+        .expect_err("fence unreachable");
+    assert_eq!(err.kind(), PortErrorKind::Unavailable);
+
+    // Wrong credentials: a typed Auth error, from observe too.
+    let err = DatabaseAdmin::observe(&bad, NodeId(1))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(err.kind(), PortErrorKind::Auth, "{err}");
+    assert!(matches!(
+        err.inner().downcast_ref::<PgError>(),
+        Some(PgError::Auth { node, .. }) if node == "wrong-password"
+    ));
+
+    // Unknown node id: a configuration error.
+    let err = DatabaseAdmin::observe(&bad, NodeId(7))
+        .await
+        .expect_err("unknown node");
+    assert_eq!(err.kind(), PortErrorKind::Config);
+
+    // recorded_epoch with nothing recorded anywhere.
+    assert_eq!(admin.recorded_epoch().await.expect("epoch"), None);
+
+    // Byte gate without a reference: the loss cannot be bounded → refused.
+    let err = admin
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::Within {
+                max: MaxRpo::bytes(1),
+                reference: None,
+            },
+        })
+        .await
+        .expect_err("no reference");
+    assert!(
+        matches!(
+            err,
+            PgError::LagExceeded {
+                lag_bytes: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn dsn_that_does_not_parse_is_a_typed_error_naming_node_and_field() {
+    let err = PgCluster::new()
+        .with_node(NodeId(0), "east", "host=127.0.0.1 port=notaport")
+        .expect_err("bad port");
+    match &err {
+        PgError::Dsn { node, field, .. } => {
+            assert_eq!((node.as_str(), field.as_str()), ("east", "port"))
+        }
+        other => panic!("expected Dsn, got {other:?}"),
+    }
+    assert_eq!(err.kind(), PortErrorKind::Config);
+    assert!(err.to_string().contains("east") && err.to_string().contains("port"));
+
+    let err = PgCluster::new()
+        .with_node(NodeId(0), "west", "host='unterminated")
+        .expect_err("unterminated quote");
+    assert!(
+        matches!(err, PgError::Dsn { ref node, .. } if node == "west"),
+        "{err}"
+    );
+
+    let err = PgCluster::new()
+        .with_node(NodeId(0), "west", "user=postgres")
+        .expect_err("no host");
+    assert!(
+        matches!(err, PgError::Dsn { ref field, .. } if field == "host"),
+        "{err}"
+    );
+
+    let err = PgCluster::new()
+        .with_node(NodeId(0), "west", "bogus_option=1 host=x")
+        .expect_err("unknown option");
+    assert!(
+        matches!(err, PgError::Dsn { ref field, .. } if field == "bogus_option"),
+        "{err}"
+    );
+}

@@ -1,0 +1,562 @@
+//! A real PostgreSQL primary with streaming replicas, on loopback, in a temp dir.
+//!
+//! [`PgTestCluster::start`] runs `initdb` for the primary, starts it on a free
+//! `127.0.0.1` port, takes `pg_basebackup -R` copies for the replicas and starts
+//! them streaming, synchronously (`synchronous_standby_names = '*'`) or not.
+//! Every server process runs as the `postgres` system user (initdb and postgres
+//! refuse root), through `runuser -u postgres --` when the test runs as root.
+//!
+//! Access: the `postgres` superuser authenticates by `trust` (local socket and
+//! 127.0.0.1); the application role [`APP_ROLE`] must give its password
+//! ([`APP_PASSWORD`], SCRAM), so a wrong-credentials test is real.
+//!
+//! `fsync = off` keeps the tests quick. It only matters when the *machine*
+//! crashes; a killed process (`kill -9`) still leaves every acknowledged
+//! commit in the OS page cache, so `synchronous_commit` semantics — an
+//! acknowledged commit is on the synchronous standby — hold for these tests.
+//!
+//! Dropping the cluster stops every postmaster (immediate shutdown, then
+//! `kill -9` of it and its children) and removes the temp dir, also when the
+//! test panicked.
+
+use std::fmt;
+use std::fs;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The application role the cluster creates (password authentication).
+pub const APP_ROLE: &str = "app";
+/// The password of [`APP_ROLE`].
+pub const APP_PASSWORD: &str = "app-secret";
+/// The database owned by [`APP_ROLE`].
+pub const APP_DATABASE: &str = "appdb";
+
+/// Why the cluster could not be set up or changed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PgTestError {
+    /// No PostgreSQL binaries were found: install postgresql.
+    BinariesMissing(String),
+    /// A command failed; its name, exit status and output.
+    Command {
+        /// What was run.
+        command: String,
+        /// Exit status and stderr/stdout.
+        detail: String,
+    },
+    /// A file could not be read or written.
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// No node with that index.
+    NoSuchNode(usize),
+}
+
+impl fmt::Display for PgTestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PgTestError::BinariesMissing(why) => write!(
+                f,
+                "PostgreSQL binaries not found ({why}): install postgresql (Debian: apt-get install postgresql)"
+            ),
+            PgTestError::Command { command, detail } => write!(f, "`{command}` failed: {detail}"),
+            PgTestError::Io { what, error } => write!(f, "{what}: {error}"),
+            PgTestError::NoSuchNode(i) => write!(f, "no node with index {i} in the test cluster"),
+        }
+    }
+}
+
+impl std::error::Error for PgTestError {}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgTestError {
+    let what = what.into();
+    move |error| PgTestError::Io { what, error }
+}
+
+/// Finds the PostgreSQL server binaries: `pg_config --bindir` when it points at
+/// a directory holding `initdb`, else the newest `/usr/lib/postgresql/*/bin`.
+pub fn find_bindir() -> Result<PathBuf, PgTestError> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if dir.join("initdb").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| PgTestError::BinariesMissing(format!("/usr/lib/postgresql: {e}")))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| PgTestError::BinariesMissing("no /usr/lib/postgresql/*/bin/initdb".into()))
+}
+
+/// Picks a free loopback TCP port. The port is released before PostgreSQL binds
+/// it, so a start retries on a new port if another test takes it meanwhile.
+fn free_port() -> Result<u16, PgTestError> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err("bind 127.0.0.1:0"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(io_err("local_addr"))
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command for a PostgreSQL binary run as the `postgres` user.
+pub fn pg_command(bindir: &Path, program: &str) -> Command {
+    let exe = bindir.join(program);
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    }
+}
+
+fn run(mut cmd: Command) -> Result<Output, PgTestError> {
+    let command = format!("{cmd:?}");
+    let out = cmd.output().map_err(io_err(command.clone()))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(PgTestError::Command {
+            command,
+            detail: format!(
+                "{}; stderr: {}; stdout: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+        })
+    }
+}
+
+fn chown_postgres(path: &Path) -> Result<(), PgTestError> {
+    if running_as_root() {
+        let mut c = Command::new("chown");
+        c.args(["-R", "postgres:postgres"]).arg(path);
+        run(c)?;
+    }
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> Result<(), PgTestError> {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(io_err(format!("append to {}", path.display())))
+}
+
+/// How to build a [`PgTestCluster`].
+#[derive(Clone, Debug)]
+pub struct PgTestClusterBuilder {
+    replicas: usize,
+    synchronous: bool,
+}
+
+impl Default for PgTestClusterBuilder {
+    fn default() -> Self {
+        PgTestClusterBuilder {
+            replicas: 1,
+            synchronous: false,
+        }
+    }
+}
+
+impl PgTestClusterBuilder {
+    /// Number of streaming replicas (default 1).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+    /// Whether the primary waits for a standby before acknowledging a commit
+    /// (`synchronous_standby_names = '*'`, default false).
+    pub fn synchronous(mut self, yes: bool) -> Self {
+        self.synchronous = yes;
+        self
+    }
+    /// Creates and starts the cluster; blocks for a few seconds.
+    pub fn start(self) -> Result<PgTestCluster, PgTestError> {
+        PgTestCluster::create(self)
+    }
+}
+
+/// One PostgreSQL server of a [`PgTestCluster`].
+#[derive(Clone, Debug)]
+pub struct PgTestNode {
+    /// Node name, also its `cluster_name` (the replica's `application_name`).
+    pub name: String,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Data directory (owned by `postgres`).
+    pub data_dir: PathBuf,
+    /// Server log file.
+    pub log_file: PathBuf,
+}
+
+impl PgTestNode {
+    /// libpq-style DSN of the `postgres` superuser over TCP (trust).
+    pub fn admin_dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=failover-admin",
+            self.port
+        )
+    }
+    /// libpq-style DSN of [`APP_ROLE`] on [`APP_DATABASE`] with its password.
+    pub fn app_dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={APP_ROLE} password={APP_PASSWORD} dbname={APP_DATABASE}",
+            self.port
+        )
+    }
+    /// libpq-style conninfo a replica uses to stream from this node.
+    pub fn replication_conninfo(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres", self.port)
+    }
+    /// The postmaster's pid from `postmaster.pid`, if it has one.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+}
+
+/// A running primary and its replicas. Node 0 starts as the primary.
+pub struct PgTestCluster {
+    bindir: PathBuf,
+    nodes: Vec<PgTestNode>,
+    // Declared last: removed after `Drop::drop` stopped the servers.
+    dir: tempfile::TempDir,
+}
+
+impl fmt::Debug for PgTestCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTestCluster")
+            .field("dir", &self.dir.path())
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+impl PgTestCluster {
+    /// A builder: one asynchronous replica by default.
+    pub fn builder() -> PgTestClusterBuilder {
+        PgTestClusterBuilder::default()
+    }
+
+    fn create(b: PgTestClusterBuilder) -> Result<Self, PgTestError> {
+        let bindir = find_bindir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("failover-pg-")
+            .tempdir()
+            .map_err(io_err("create temp dir"))?;
+        fs::create_dir_all(dir.path().join("sock")).map_err(io_err("create socket dir"))?;
+        chown_postgres(dir.path())?;
+        let mut cluster = PgTestCluster {
+            bindir,
+            nodes: Vec::new(),
+            dir,
+        };
+        cluster.init_primary()?;
+        for i in 1..=b.replicas {
+            cluster.add_replica(i)?;
+        }
+        if b.synchronous {
+            // Set after the base backups so replicas do not inherit it: a
+            // promoted replica must not wait for a standby it does not have.
+            let conf = cluster.nodes[0].data_dir.join("postgresql.conf");
+            append(&conf, "synchronous_standby_names = '*'\n")?;
+            cluster.ctl(0, &["reload"])?;
+        }
+        cluster.wait_streaming(b.replicas)?;
+        Ok(cluster)
+    }
+
+    fn node_dirs(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join(name),
+            self.dir.path().join(format!("{name}.log")),
+        )
+    }
+
+    fn sock_dir(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    fn node_conf(&self, name: &str, port: u16) -> String {
+        format!(
+            "\n# failover-testkit\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\ncluster_name = '{name}'\n",
+            self.sock_dir().display()
+        )
+    }
+
+    fn init_primary(&mut self) -> Result<(), PgTestError> {
+        let name = "node0".to_string();
+        let (data_dir, log_file) = self.node_dirs(&name);
+        let mut c = pg_command(&self.bindir, "initdb");
+        c.arg("-D").arg(&data_dir).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]);
+        run(c)?;
+        let conf = data_dir.join("postgresql.conf");
+        append(
+            &conf,
+            "\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
+             hot_standby = on\nwal_log_hints = on\nshared_buffers = 16MB\nmax_connections = 40\n\
+             fsync = off\nfull_page_writes = on\nwal_receiver_status_interval = 1s\n\
+             wal_retrieve_retry_interval = 500ms\nwal_keep_size = 128MB\nlog_line_prefix = '%m [%p] %a '\n",
+        )?;
+        fs::write(
+            data_dir.join("pg_hba.conf"),
+            format!(
+                "local all all trust\nlocal replication all trust\n\
+                 host all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n\
+                 host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
+            ),
+        )
+        .map_err(io_err("write pg_hba.conf"))?;
+        let mut node = PgTestNode {
+            name: name.clone(),
+            port: 0,
+            data_dir,
+            log_file,
+        };
+        self.start_on_free_port(&mut node)?;
+        self.nodes.push(node);
+        self.psql(
+            0,
+            &format!("CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}'"),
+        )?;
+        self.psql(
+            0,
+            &format!("CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}"),
+        )?;
+        Ok(())
+    }
+
+    /// Starts `node` on a fresh free port, retrying when another process took
+    /// the port between picking and binding.
+    fn start_on_free_port(&self, node: &mut PgTestNode) -> Result<(), PgTestError> {
+        let mut last = None;
+        for _ in 0..5 {
+            node.port = free_port()?;
+            append(
+                &node.data_dir.join("postgresql.conf"),
+                &self.node_conf(&node.name, node.port),
+            )?;
+            match self.pg_ctl_start(node) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(PgTestError::NoSuchNode(usize::MAX)))
+    }
+
+    fn pg_ctl_start(&self, node: &PgTestNode) -> Result<(), PgTestError> {
+        let mut c = pg_command(&self.bindir, "pg_ctl");
+        c.arg("-D")
+            .arg(&node.data_dir)
+            .arg("-l")
+            .arg(&node.log_file)
+            .args(["-w", "-t", "60", "start"]);
+        run(c).map(|_| ())
+    }
+
+    fn add_replica(&mut self, i: usize) -> Result<(), PgTestError> {
+        let name = format!("node{i}");
+        let (data_dir, log_file) = self.node_dirs(&name);
+        let primary = &self.nodes[0];
+        let mut c = pg_command(&self.bindir, "pg_basebackup");
+        c.arg("-D")
+            .arg(&data_dir)
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ]);
+        run(c)?;
+        let mut node = PgTestNode {
+            name,
+            port: 0,
+            data_dir,
+            log_file,
+        };
+        self.start_on_free_port(&mut node)?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    fn wait_streaming(&self, replicas: usize) -> Result<(), PgTestError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n = self
+                .psql(
+                    0,
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                )?
+                .trim()
+                .parse::<usize>()
+                .unwrap_or(0);
+            if n >= replicas {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(PgTestError::Command {
+                    command: "wait for replicas".into(),
+                    detail: format!("{n} of {replicas} replicas streaming after 60 s"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The directory holding PostgreSQL's binaries.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+    /// All nodes; node 0 started as the primary.
+    pub fn nodes(&self) -> &[PgTestNode] {
+        &self.nodes
+    }
+    /// One node.
+    pub fn node(&self, i: usize) -> Result<&PgTestNode, PgTestError> {
+        self.nodes.get(i).ok_or(PgTestError::NoSuchNode(i))
+    }
+
+    fn ctl(&self, i: usize, args: &[&str]) -> Result<Output, PgTestError> {
+        let node = self.node(i)?;
+        let mut c = pg_command(&self.bindir, "pg_ctl");
+        c.arg("-D").arg(&node.data_dir).args(args);
+        run(c)
+    }
+
+    /// Runs SQL as the superuser through `psql` over the node's unix socket,
+    /// returning unaligned, tuples-only output.
+    pub fn psql(&self, i: usize, sql: &str) -> Result<String, PgTestError> {
+        self.psql_db(i, "postgres", sql)
+    }
+
+    /// Like [`psql`](Self::psql), in database `db`.
+    pub fn psql_db(&self, i: usize, db: &str, sql: &str) -> Result<String, PgTestError> {
+        let node = self.node(i)?;
+        let mut c = pg_command(&self.bindir, "psql");
+        c.arg("-h")
+            .arg(self.sock_dir())
+            .args(["-p", &node.port.to_string(), "-U", "postgres", "-d"])
+            .args([db, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+        let out = run(c)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Crashes a node: SIGKILL to the postmaster and every child it had, like
+    /// a machine losing power (minus the page cache).
+    pub fn kill(&self, i: usize) -> Result<(), PgTestError> {
+        let node = self.node(i)?;
+        if let Some(pid) = node.postmaster_pid() {
+            kill_tree(pid);
+        }
+        Ok(())
+    }
+
+    /// Stops a node cleanly (`pg_ctl stop -m fast`).
+    pub fn stop(&self, i: usize) -> Result<(), PgTestError> {
+        self.ctl(i, &["-w", "-t", "60", "-m", "fast", "stop"])
+            .map(|_| ())
+    }
+
+    /// Starts a stopped or killed node again with its existing configuration.
+    pub fn start_node(&self, i: usize) -> Result<(), PgTestError> {
+        let node = self.node(i)?;
+        // A killed postmaster's children exit on their own once they notice;
+        // wait for them so the new postmaster finds no shared memory in use.
+        let pid_file = node.data_dir.join("postmaster.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_file.exists() && Instant::now() < deadline {
+            match node.postmaster_pid() {
+                Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => break,
+            }
+        }
+        self.pg_ctl_start(node)
+    }
+}
+
+/// Children of `pid`, from `/proc/*/stat`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // Fields after the command name, which may hold spaces.
+                    let rest = s.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn kill_tree(pid: u32) {
+    let children = children_of(pid);
+    // The postmaster first, so it cannot restart children we then kill.
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+    for c in children {
+        let _ = Command::new("kill").args(["-9", &c.to_string()]).output();
+    }
+}
+
+impl Drop for PgTestCluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            if let Some(pid) = node.postmaster_pid() {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    kill_tree(pid);
+                }
+            }
+        }
+    }
+}
