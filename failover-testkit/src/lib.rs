@@ -2,9 +2,8 @@
 //! PostgreSQL primaries and replicas, BIND, regional HTTP APIs.
 //! Every server lives in a temp dir and is stopped when its handle drops.
 #![forbid(unsafe_code)]
-
-pub mod http;
-pub mod bind;
 #![warn(missing_docs)]
 
+pub mod bind;
+pub mod http;
 pub mod postgres;
