@@ -12,4 +12,6 @@ pub use failover_probe as probe;
 
 pub mod runtime;
 
-pub use runtime::{RetryPolicy, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus};
+pub use runtime::{
+    RetryPolicy, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus,
+};

@@ -24,7 +24,9 @@ impl AuditLog {
 
     /// Opens `path` for appending and starts the writer task. Lines are written
     /// and flushed one at a time, so a crash loses at most the line in flight.
-    pub(crate) async fn open(path: &Path) -> Result<(Self, tokio::task::JoinHandle<()>), RuntimeError> {
+    pub(crate) async fn open(
+        path: &Path,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), RuntimeError> {
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -55,7 +57,11 @@ impl AuditLog {
     }
 }
 
-async fn write_lines(mut file: tokio::fs::File, mut rx: mpsc::UnboundedReceiver<Value>, path: PathBuf) {
+async fn write_lines(
+    mut file: tokio::fs::File,
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    path: PathBuf,
+) {
     while let Some(value) = rx.recv().await {
         let mut line = value.to_string();
         line.push('\n');

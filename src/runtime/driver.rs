@@ -14,7 +14,8 @@ use super::RuntimeStatus;
 pub(crate) struct Driver {
     pub(crate) controller: Controller,
     pub(crate) inputs: mpsc::Receiver<Input>,
-    pub(crate) plans: Option<mpsc::UnboundedSender<(failover_core::ActionId, failover_core::WeightPlan)>>,
+    pub(crate) plans:
+        Option<mpsc::UnboundedSender<(failover_core::ActionId, failover_core::WeightPlan)>>,
     pub(crate) jobs: Option<mpsc::UnboundedSender<DatabaseJob>>,
     pub(crate) audit: AuditLog,
     pub(crate) status: watch::Sender<RuntimeStatus>,
@@ -39,7 +40,8 @@ impl Driver {
                     controller: self.controller.status(),
                     recent_events: recent.clone(),
                 };
-                self.telemetry.record_status(&status.controller, self.controller.topology());
+                self.telemetry
+                    .record_status(&status.controller, self.controller.topology());
                 self.status.send_replace(status);
             }
             let deadline = self.controller.poll_timeout();
@@ -86,13 +88,19 @@ impl Driver {
                     Some(plans) => {
                         let _ = plans.send((id, plan));
                     }
-                    None => tracing::warn!(generation = plan.generation, "no traffic router configured; plan not applied"),
+                    None => tracing::warn!(
+                        generation = plan.generation,
+                        "no traffic router configured; plan not applied"
+                    ),
                 }
             }
             Action::Fence { id, node, epoch } => {
                 let name = &topology.node(node).name;
                 tracing::warn!(action = id.0, node = %name, epoch = epoch.0, "fence old primary");
-                self.audit.record("action", json!({"action": id.0, "type": "fence", "node": name, "epoch": epoch.0}));
+                self.audit.record(
+                    "action",
+                    json!({"action": id.0, "type": "fence", "node": name, "epoch": epoch.0}),
+                );
                 self.send_job(DatabaseJob::Fence { id, node, epoch });
             }
             Action::Promote { id, request } => {
@@ -110,7 +118,10 @@ impl Driver {
                 let text = event.display(topology).to_string();
                 tracing::info!(event = %text, "decision");
                 self.telemetry.record_event(&event, topology);
-                self.audit.record("event", json!({"event": text, "detail": format!("{:?}", event.kind)}));
+                self.audit.record(
+                    "event",
+                    json!({"event": text, "detail": format!("{:?}", event.kind)}),
+                );
                 if recent.len() == self.events_kept {
                     recent.pop_front();
                 }

@@ -116,7 +116,8 @@ impl RuntimeBuilder {
         probe: Arc<dyn failover_core::ports::Probe>,
     ) -> Self {
         let interval = self.config.policy.interval;
-        self.probes.push(ProbeTarget::new(region, vantage, interval, probe));
+        self.probes
+            .push(ProbeTarget::new(region, vantage, interval, probe));
         self
     }
 

@@ -10,18 +10,24 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Longest wait between retries (the backoff doubles up to this).
     pub max_backoff: Duration,
-    /// Attempts at a fence or promotion before it is reported failed. Weight
-    /// plans are retried until applied or superseded: the latest plan must land.
+    /// Attempts at a promotion before it is reported failed. Weight plans are
+    /// retried until applied or superseded: the latest plan must land.
     pub database_attempts: u32,
+    /// Attempts at fencing the old primary. Default 1: an old primary that
+    /// cannot be reached is the usual case in a regional outage, and the
+    /// controller already decides what that means (promote with a greater
+    /// epoch); retrying here would only delay the promotion.
+    pub fence_attempts: u32,
 }
 
 impl Default for RetryPolicy {
-    /// 100 ms doubling to 5 s; 5 attempts for database actions.
+    /// 100 ms doubling to 5 s; 5 attempts at a promotion, 1 at a fence.
     fn default() -> Self {
         RetryPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             database_attempts: 5,
+            fence_attempts: 1,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Metrics through the `metrics` facade. Names are prefixed `failover_`;
 //! labels carry region, vantage and node names.
 
-use failover_core::{Event, EventKind, Health, Input, Lsn, NodeObservation, ProbeOutcome, Status, Topology};
+use failover_core::{
+    Event, EventKind, Health, Input, Lsn, NodeObservation, ProbeOutcome, Status, Topology,
+};
 
 /// The little state metrics need between inputs: the primary's last WAL
 /// position, to express replicas' lag in bytes.
@@ -33,7 +35,9 @@ impl Telemetry {
                 }
             }
             Input::Replication(status) => {
-                let Some(node) = topology.nodes().get(status.node.index()) else { return };
+                let Some(node) = topology.nodes().get(status.node.index()) else {
+                    return;
+                };
                 match status.observation {
                     NodeObservation::Primary { current_lsn, .. } => {
                         self.primary_lsn = Some(current_lsn);
@@ -45,7 +49,9 @@ impl Telemetry {
                         replay_delay,
                         ..
                     } => {
-                        if let (Some(primary), Some(have)) = (self.primary_lsn, receive_lsn.or(replay_lsn)) {
+                        if let (Some(primary), Some(have)) =
+                            (self.primary_lsn, receive_lsn.or(replay_lsn))
+                        {
                             metrics::gauge!("failover_replication_lag_bytes", "node" => node.name.clone())
                                 .set(primary.bytes_after(have) as f64);
                         }
@@ -92,7 +98,8 @@ impl Telemetry {
                 Health::Unknown => -1.0,
             };
             metrics::gauge!("failover_region_health", "region" => name.clone()).set(health);
-            metrics::gauge!("failover_region_weight", "region" => name).set(f64::from(region.weight));
+            metrics::gauge!("failover_region_weight", "region" => name)
+                .set(f64::from(region.weight));
         }
         metrics::gauge!("failover_epoch").set(status.epoch.0 as f64);
     }

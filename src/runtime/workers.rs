@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use failover_core::ports::{DatabaseAdmin, TrafficRouter};
-use failover_core::{ActionFailure, ActionId, Input, PortError, PortErrorKind, PromoteRequest, WeightPlan};
+use failover_core::{
+    ActionFailure, ActionId, Input, PortError, PortErrorKind, PromoteRequest, WeightPlan,
+};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -65,7 +67,10 @@ pub(crate) async fn route(
                 Ok(()) => {
                     tracing::info!(generation = plan.generation, attempt, "weight plan applied");
                     metrics::counter!("failover_weight_plans_applied_total").increment(1);
-                    audit.record("action_done", json!({"action": id.0, "generation": plan.generation, "attempts": attempt}));
+                    audit.record(
+                        "action_done",
+                        json!({"action": id.0, "generation": plan.generation, "attempts": attempt}),
+                    );
                     let _ = inputs.send(Input::ActionDone { id }).await;
                     break;
                 }
@@ -73,8 +78,12 @@ pub(crate) async fn route(
                     let wait = retry.backoff(attempt);
                     tracing::warn!(generation = plan.generation, attempt, %error, retry_in_ms = wait.as_millis() as u64,
                         "weight plan not applied; retrying");
-                    metrics::counter!("failover_action_retries_total", "action" => "set_weights").increment(1);
-                    audit.record("action_retry", json!({"action": id.0, "attempt": attempt, "error": error.to_string()}));
+                    metrics::counter!("failover_action_retries_total", "action" => "set_weights")
+                        .increment(1);
+                    audit.record(
+                        "action_retry",
+                        json!({"action": id.0, "attempt": attempt, "error": error.to_string()}),
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         newer = plans.recv() => {
@@ -88,8 +97,16 @@ pub(crate) async fn route(
                 }
                 Err(error) => {
                     tracing::error!(generation = plan.generation, %error, "weight plan rejected; not retrying");
-                    audit.record("action_failed", json!({"action": id.0, "error": error.to_string()}));
-                    let _ = inputs.send(Input::ActionFailed { id, failure: failure(&error) }).await;
+                    audit.record(
+                        "action_failed",
+                        json!({"action": id.0, "error": error.to_string()}),
+                    );
+                    let _ = inputs
+                        .send(Input::ActionFailed {
+                            id,
+                            failure: failure(&error),
+                        })
+                        .await;
                     break;
                 }
             }
@@ -97,8 +114,14 @@ pub(crate) async fn route(
     }
 }
 
-async fn supersede(inputs: &mpsc::Sender<Input>, audit: &AuditLog, id: ActionId, by_generation: u64) {
-    let message = format!("superseded by weight plan generation {by_generation} before it was applied");
+async fn supersede(
+    inputs: &mpsc::Sender<Input>,
+    audit: &AuditLog,
+    id: ActionId,
+    by_generation: u64,
+) {
+    let message =
+        format!("superseded by weight plan generation {by_generation} before it was applied");
     audit.record("action_failed", json!({"action": id.0, "error": message}));
     let failure = ActionFailure {
         kind: PortErrorKind::Conflict,
@@ -109,7 +132,7 @@ async fn supersede(inputs: &mpsc::Sender<Input>, audit: &AuditLog, id: ActionId,
 
 /// Runs fences and promotions strictly in the order the controller issued
 /// them (a promotion never overtakes the fence before it), retrying
-/// retryable errors up to `retry.database_attempts` times.
+/// retryable errors up to `retry.fence_attempts` / `retry.database_attempts` times.
 pub(crate) async fn administer(
     database: Arc<dyn DatabaseAdmin>,
     mut jobs: mpsc::UnboundedReceiver<DatabaseJob>,
@@ -123,23 +146,29 @@ pub(crate) async fn administer(
             job = jobs.recv() => match job { Some(job) => job, None => return },
             _ = shutdown.changed() => return,
         };
-        let (id, what) = match job {
-            DatabaseJob::Fence { id, .. } => (id, "fence"),
-            DatabaseJob::Promote { id, .. } => (id, "promote"),
+        let (id, what, attempts) = match job {
+            DatabaseJob::Fence { id, .. } => (id, "fence", retry.fence_attempts),
+            DatabaseJob::Promote { id, .. } => (id, "promote", retry.database_attempts),
         };
         let mut attempt = 0u32;
         let outcome = loop {
             attempt += 1;
             let result = match job {
-                DatabaseJob::Fence { node, epoch, .. } => database.fence(node, epoch).await.map(|()| None),
+                DatabaseJob::Fence { node, epoch, .. } => {
+                    database.fence(node, epoch).await.map(|()| None)
+                }
                 DatabaseJob::Promote { request, .. } => database.promote(&request).await.map(Some),
             };
             match result {
-                Err(error) if error.is_retryable() && attempt < retry.database_attempts.max(1) => {
+                Err(error) if error.is_retryable() && attempt < attempts.max(1) => {
                     let wait = retry.backoff(attempt);
                     tracing::warn!(action = what, attempt, %error, retry_in_ms = wait.as_millis() as u64, "database action failed; retrying");
-                    metrics::counter!("failover_action_retries_total", "action" => what).increment(1);
-                    audit.record("action_retry", json!({"action": id.0, "attempt": attempt, "error": error.to_string()}));
+                    metrics::counter!("failover_action_retries_total", "action" => what)
+                        .increment(1);
+                    audit.record(
+                        "action_retry",
+                        json!({"action": id.0, "attempt": attempt, "error": error.to_string()}),
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => return,
@@ -151,13 +180,22 @@ pub(crate) async fn administer(
         let input = match outcome {
             Ok(lsn) => {
                 tracing::info!(action = what, attempt, lsn = ?lsn.map(|l| l.to_string()), "database action done");
-                audit.record("action_done", json!({"action": id.0, "attempts": attempt, "lsn": lsn.map(|l| l.to_string())}));
+                audit.record(
+                    "action_done",
+                    json!({"action": id.0, "attempts": attempt, "lsn": lsn.map(|l| l.to_string())}),
+                );
                 Input::ActionDone { id }
             }
             Err(error) => {
                 tracing::error!(action = what, attempt, %error, "database action failed");
-                audit.record("action_failed", json!({"action": id.0, "attempts": attempt, "error": error.to_string()}));
-                Input::ActionFailed { id, failure: failure(&error) }
+                audit.record(
+                    "action_failed",
+                    json!({"action": id.0, "attempts": attempt, "error": error.to_string()}),
+                );
+                Input::ActionFailed {
+                    id,
+                    failure: failure(&error),
+                }
             }
         };
         let _ = inputs.send(input).await;

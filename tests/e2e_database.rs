@@ -1,0 +1,162 @@
+//! End to end with real PostgreSQL: the writer's region dies (API and
+//! primary together), the runtime promotes the replica in the surviving
+//! region, and a controller restarted afterwards adopts the new writer from
+//! the epoch it reads back instead of promoting a second time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use failover::core::{Config, Health, MaxRpo, Node, NodeId, Region, RegionRole, Topology};
+use failover::dns::{EmbeddedConfig, EmbeddedDns};
+use failover::pg::PgCluster;
+use failover::RuntimeBuilder;
+use failover_testkit::http::RegionalApi;
+use failover_testkit::postgres::PgTestCluster;
+
+fn topology_with_database() -> Topology {
+    let mut east = Region::new("us-east", RegionRole::Active);
+    east.records = vec![EAST_IP.parse().expect("literal")];
+    let mut west = Region::new("us-west", RegionRole::Standby);
+    west.capacity = 0.6;
+    west.records = vec![WEST_IP.parse().expect("literal")];
+    Topology::builder(SERVICE)
+        .region(east)
+        .region(west)
+        .vantage("local")
+        .node(Node {
+            name: "pg-east".into(),
+            region: "us-east".into(),
+            priority: 0,
+            primary: true,
+        })
+        .node(Node {
+            name: "pg-west".into(),
+            region: "us-west".into(),
+            priority: 0,
+            primary: false,
+        })
+        .build()
+        .expect("valid topology")
+}
+
+fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log exists")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
+        .collect()
+}
+
+fn promotions(records: &[serde_json::Value]) -> usize {
+    records
+        .iter()
+        .filter(|r| r["record"] == "action" && r["type"] == "promote")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_again() {
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let mut policy = fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    let config = Config::new(topology_with_database(), policy.clone()).expect("valid config");
+    let pg = || {
+        Arc::new(
+            PgCluster::new()
+                .with_node(NodeId(0), "pg-east", &cluster.nodes()[0].admin_dsn())
+                .expect("east DSN parses")
+                .with_node(NodeId(1), "pg-west", &cluster.nodes()[1].admin_dsn())
+                .expect("west DSN parses"),
+        )
+    };
+    let east = RegionalApi::start_named("us-east", None).expect("east API");
+    let west = RegionalApi::start_named("us-west", None).expect("west API");
+    let dns = EmbeddedDns::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &config.topology,
+        &policy,
+        EmbeddedConfig::new(ZONE),
+    )
+    .await
+    .expect("embedded DNS");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first_log = dir.path().join("first.jsonl");
+    let second_log = dir.path().join("second.jsonl");
+
+    let first = with_probes(RuntimeBuilder::new(config.clone()), &east, &west, &policy)
+        .router(Arc::new(dns.router()))
+        .database(pg())
+        .audit_log(&first_log)
+        .start()
+        .await
+        .expect("first runtime starts");
+    wait_status(
+        &first.handle(),
+        Duration::from_secs(15),
+        "us-east up",
+        |s| s.controller.regions[EAST.index()].health == Health::Up,
+    )
+    .await;
+
+    // The region dies whole: its API and its primary.
+    east.stop().await;
+    cluster.kill(0).expect("kill -9 the primary");
+    let promoted = wait_status(
+        &first.handle(),
+        Duration::from_secs(30),
+        "pg-west promoted",
+        |s| s.controller.writer == Some(NodeId(1)),
+    )
+    .await;
+    let epoch = promoted.controller.epoch;
+    assert!(epoch.0 >= 1, "the promotion carries an epoch: {epoch}");
+    wait_answer(dns.local_addr(), WEST_IP, Duration::from_secs(5)).await;
+    first.shutdown().await;
+    assert_eq!(
+        promotions(&audit_records(&first_log)),
+        1,
+        "exactly one promotion"
+    );
+
+    // A new controller, from the same configuration (which still names
+    // pg-east as the initial primary), must read the epoch back and adopt
+    // pg-west, not promote again.
+    let second = with_probes(RuntimeBuilder::new(config), &east, &west, &policy)
+        .router(Arc::new(dns.router()))
+        .database(pg())
+        .audit_log(&second_log)
+        .start()
+        .await
+        .expect("second runtime starts");
+    let adopted = wait_status(
+        &second.handle(),
+        Duration::from_secs(15),
+        "pg-west adopted",
+        |s| {
+            s.controller.writer == Some(NodeId(1))
+                && s.controller.regions[EAST.index()].health == Health::Down
+        },
+    )
+    .await;
+    assert_eq!(
+        adopted.controller.epoch, epoch,
+        "the epoch is read back, not reinvented"
+    );
+    // Give a wrong decision time to happen: several probe intervals.
+    tokio::time::sleep(policy.interval * 6).await;
+    let status = second.handle().status();
+    assert_eq!(status.controller.writer, Some(NodeId(1)));
+    assert_eq!(status.controller.epoch, epoch);
+    second.shutdown().await;
+    let records = audit_records(&second_log);
+    assert_eq!(promotions(&records), 0, "no second promotion: {records:#?}");
+    dns.shutdown().await;
+}

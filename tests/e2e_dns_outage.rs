@@ -1,0 +1,141 @@
+//! End to end against real BIND: the DNS primary is down when the failover
+//! happens. The runtime keeps retrying the plan until BIND is back, the
+//! update then lands (checked with `dig`), and the audit log holds every
+//! event and action in order.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use failover::core::Health;
+use failover::dns::{Rfc2136Config, Rfc2136Router};
+use failover::{RetryPolicy, RuntimeBuilder};
+use failover_testkit::bind::{BindServer, BindZone};
+use failover_testkit::http::RegionalApi;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_made_while_dns_is_down_is_retried_until_it_lands() {
+    let zone = BindZone::new(ZONE).record(SERVICE, EAST_IP.parse().expect("literal"));
+    let bind = tokio::task::spawn_blocking(move || BindServer::start(zone))
+        .await
+        .expect("bind task")
+        .expect("named starts");
+    let dns_addr = bind.addr();
+    let policy = fast_policy();
+    let mut rfc = Rfc2136Config::new(dns_addr, ZONE, bind.key_name(), bind.key_secret());
+    rfc.timeout = Duration::from_millis(300);
+    let router = Rfc2136Router::new(rfc, &topology(), &policy).expect("valid RFC 2136 config");
+
+    let east = RegionalApi::start_named("us-east", None).expect("east API");
+    let west = RegionalApi::start_named("us-west", None).expect("west API");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit = dir.path().join("audit.jsonl");
+    let retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+        ..RetryPolicy::default()
+    };
+    let runtime = with_probes(
+        RuntimeBuilder::new(config(topology(), policy.clone())),
+        &east,
+        &west,
+        &policy,
+    )
+    .router(Arc::new(router))
+    .retry(retry)
+    .audit_log(&audit)
+    .start()
+    .await
+    .expect("runtime starts");
+    let handle = runtime.handle();
+    wait_status(&handle, Duration::from_secs(10), "us-east up", |s| {
+        s.controller.regions[EAST.index()].health == Health::Up
+    })
+    .await;
+    wait_answer(dns_addr, EAST_IP, Duration::from_secs(5)).await;
+
+    // DNS goes down first, then the region.
+    let mut bind = tokio::task::spawn_blocking(move || {
+        let mut bind = bind;
+        bind.stop();
+        bind
+    })
+    .await
+    .expect("stop task");
+    east.stop().await;
+    wait_status(&handle, Duration::from_secs(10), "us-east down", |s| {
+        s.controller.regions[EAST.index()].health == Health::Down
+    })
+    .await;
+    // Let several update attempts time out against the stopped server.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let bind = tokio::task::spawn_blocking(move || bind.restart().map(|()| bind))
+        .await
+        .expect("restart task")
+        .expect("named restarts on its port");
+    wait_answer(dns_addr, WEST_IP, Duration::from_secs(15)).await;
+    runtime.shutdown().await;
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let retries = records
+        .iter()
+        .filter(|r| r["record"] == "action_retry")
+        .count();
+    assert!(
+        retries >= 2,
+        "the update was retried while BIND was down ({retries} retries)"
+    );
+    let drains_east = |r: &serde_json::Value| {
+        r["record"] == "action"
+            && r["type"] == "set_weights"
+            && r["weights"][EAST.index()]["weight"] == 0
+    };
+    let drain = records
+        .iter()
+        .position(drains_east)
+        .expect("a plan draining us-east was issued");
+    let draining_ids: Vec<_> = records
+        .iter()
+        .filter(|r| drains_east(r))
+        .map(|r| r["action"].clone())
+        .collect();
+    let first_retry = records
+        .iter()
+        .position(|r| r["record"] == "action_retry")
+        .expect("a retry");
+    assert!(
+        records[first_retry..]
+            .iter()
+            .any(|r| r["record"] == "action_done" && draining_ids.contains(&r["action"])),
+        "a plan draining us-east was applied after the retries: {records:#?}"
+    );
+    let down_event = records
+        .iter()
+        .position(|r| {
+            r["record"] == "event"
+                && r["event"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("us-east") && e.contains("down"))
+        })
+        .expect("the region-down event is in the audit log");
+    assert!(
+        down_event < drain + 2,
+        "the event explaining the drain is logged with it"
+    );
+    let unix: Vec<u64> = records
+        .iter()
+        .map(|r| r["unix_ms"].as_u64().expect("timestamp"))
+        .collect();
+    assert!(
+        unix.windows(2).all(|w| w[0] <= w[1]),
+        "records are appended in order"
+    );
+    drop(bind);
+}
