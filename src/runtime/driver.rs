@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use failover_core::{Action, Controller, Input};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::audit::AuditLog;
 use super::telemetry::Telemetry;
@@ -19,6 +19,7 @@ pub(crate) struct Driver {
     pub(crate) jobs: Option<mpsc::UnboundedSender<DatabaseJob>>,
     pub(crate) audit: AuditLog,
     pub(crate) status: watch::Sender<RuntimeStatus>,
+    pub(crate) events: broadcast::Sender<failover_core::Event>,
     pub(crate) events_kept: usize,
     pub(crate) telemetry: Telemetry,
 }
@@ -126,6 +127,8 @@ impl Driver {
                     recent.pop_front();
                 }
                 recent.push_back(text);
+                // No subscriber is fine: events are also in the status and the log.
+                let _ = self.events.send(event);
             }
             other => {
                 tracing::warn!(action = ?other, "action of a kind this runtime does not execute");

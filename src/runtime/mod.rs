@@ -25,9 +25,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use failover_core::ports::{DatabaseAdmin, TrafficRouter};
-use failover_core::{Command, Config, Controller, Epoch, Input, ProbeResult, Status};
+use failover_core::{Command, Config, Controller, Epoch, Event, Input, ProbeResult, Status};
 use failover_probe::{ProbeScheduler, ProbeTarget, SchedulerConfig};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use retry::RetryPolicy;
@@ -180,6 +180,7 @@ impl RuntimeBuilder {
             recent_events: VecDeque::new(),
         };
         let (status_tx, status_rx) = watch::channel(status0);
+        let (events_tx, _) = broadcast::channel(1024);
         let mut tasks = Vec::new();
 
         let plans = self.router.map(|router| {
@@ -240,6 +241,7 @@ impl RuntimeBuilder {
             jobs,
             audit,
             status: status_tx,
+            events: events_tx.clone(),
             events_kept: self.events_kept,
             telemetry: telemetry::Telemetry::default(),
         };
@@ -248,6 +250,7 @@ impl RuntimeBuilder {
             handle: RuntimeHandle {
                 inputs: inputs_tx,
                 status: status_rx,
+                events: events_tx,
             },
             shutdown: shutdown_tx,
             driver: driver_task,
@@ -309,6 +312,7 @@ impl Runtime {
 pub struct RuntimeHandle {
     inputs: mpsc::Sender<Input>,
     status: watch::Receiver<RuntimeStatus>,
+    events: broadcast::Sender<Event>,
 }
 
 impl RuntimeHandle {
@@ -338,6 +342,13 @@ impl RuntimeHandle {
     /// A receiver that wakes on every status change.
     pub fn watch_status(&self) -> watch::Receiver<RuntimeStatus> {
         self.status.clone()
+    }
+
+    /// Every event from now on, as the controller emitted it (with its `at`
+    /// instant), for alerting hooks and measurements. A receiver that falls
+    /// more than 1,024 events behind loses the oldest (and is told so).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
     /// The fencing epoch the controller is at.
