@@ -374,3 +374,27 @@ fn events_render_with_names() {
     );
     assert!(text.iter().any(|t| t.contains("167%")), "{text:#?}");
 }
+
+#[test]
+fn pausing_freezes_a_ramp_and_resuming_continues_it() {
+    let mut d = Drill::new(seed_config());
+    healthy_start(&mut d);
+    d.rounds(30, 3, "us-east", false);
+    d.rounds(60, 2, "us-east", true);
+    d.advance_to(115);
+    assert_eq!(d.weights(), vec![10, 90]);
+    let why: Vec<&str> = d.c.deadlines().map(|(_, why)| why).collect();
+    assert_eq!(why, vec!["failback ramp step"]);
+    d.command(Command::Pause);
+    d.advance_to(400);
+    assert_eq!(
+        d.weights(),
+        vec![10, 90],
+        "no automatic weight change while paused"
+    );
+    d.command(Command::Resume);
+    d.advance_to(401);
+    assert_eq!(d.weights(), vec![25, 75]);
+    d.advance_to(500);
+    assert_eq!(d.weights(), vec![100, 0]);
+}

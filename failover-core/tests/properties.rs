@@ -168,6 +168,7 @@ fn run(ops: &[Op], t0: Instant) -> Vec<Step> {
         let mut actions = Vec::new();
         match input {
             Some(input) => c.handle(now, input),
+            None if !matches!(op, Op::Advance { .. }) => {} // nothing pending to complete
             None => {
                 // Time passed: run the deadlines, as a driver would.
                 while let Some(at) = c.poll_timeout().filter(|at| *at <= now) {
