@@ -374,3 +374,87 @@ fn events_render_with_names() {
     );
     assert!(text.iter().any(|t| t.contains("167%")), "{text:#?}");
 }
+
+#[test]
+fn pausing_freezes_a_ramp_and_resuming_continues_it() {
+    let mut d = Drill::new(seed_config());
+    healthy_start(&mut d);
+    d.rounds(30, 3, "us-east", false);
+    d.rounds(60, 2, "us-east", true);
+    d.advance_to(115);
+    assert_eq!(d.weights(), vec![10, 90]);
+    let why: Vec<&str> = d.c.deadlines().map(|(_, why)| why).collect();
+    assert_eq!(why, vec!["failback ramp step"]);
+    d.command(Command::Pause);
+    d.advance_to(400);
+    assert_eq!(
+        d.weights(),
+        vec![10, 90],
+        "no automatic weight change while paused"
+    );
+    d.command(Command::Resume);
+    d.advance_to(401);
+    assert_eq!(d.weights(), vec![25, 75]);
+    d.advance_to(500);
+    assert_eq!(d.weights(), vec![100, 0]);
+}
+
+#[test]
+fn rise_successes_are_needed_to_come_back_and_a_miss_resets_them() {
+    let mut d = Drill::new(seed_config());
+    healthy_start(&mut d);
+    d.rounds(30, 3, "us-east", false);
+    d.round(60, "us-east", true);
+    assert_eq!(d.health("us-east"), Health::Down, "1 of rise 2");
+    d.round(70, "us-east", false);
+    d.round(80, "us-east", true);
+    assert_eq!(
+        d.health("us-east"),
+        Health::Down,
+        "the miss reset the count"
+    );
+    d.round(90, "us-east", true);
+    assert_eq!(d.health("us-east"), Health::Up);
+}
+
+#[test]
+fn configured_quorum_of_one_lets_any_vantage_mark_down() {
+    let mut policy = seed_policy();
+    policy.quorum = Some(1);
+    let config = Config::new(seed_topology(&["a", "b", "c"]), policy).unwrap();
+    let mut d = Drill::new(config);
+    for t in [0, 10, 20] {
+        d.advance_to(t);
+        d.probe("us-east", "c", false);
+    }
+    assert_eq!(d.health("us-east"), Health::Down);
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::RegionDown {
+            down_votes: 1,
+            vantages: 3,
+            quorum: 1,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn initial_health_up_serves_until_fall_misses() {
+    let mut policy = seed_policy();
+    policy.initial_health = InitialHealth::Up;
+    let mut d = Drill::new(Config::new(seed_topology(&[]), policy).unwrap());
+    assert_eq!(d.health("us-east"), Health::Up);
+    d.rounds(0, 3, "us-east", false);
+    assert_eq!(d.weights(), vec![0, 100]);
+}
+
+#[test]
+fn an_unknown_region_never_counts_for_promotion_but_keeps_its_weight() {
+    let d = Drill::new(seed_config());
+    let status = d.c.status();
+    assert!(status.regions.iter().all(|r| r.health == Health::Unknown));
+    assert_eq!(status.regions[0].weight, 100);
+    assert_eq!(status.plan.as_ref().map(|p| p.generation), Some(1));
+    assert!(!status.paused);
+}

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::timers::{Timer, TimerReason};
-use super::Controller;
+use super::{later, Controller};
 use crate::{
     Action, ActionFailure, ActionId, ActionKind, Epoch, EventKind, Health, Lsn, NodeId,
     NodeObservation, PortErrorKind, PromoteRequest, PromotionPhase, ReplicationStatus, RpoGate,
@@ -177,7 +177,9 @@ impl Controller {
             }
             return;
         }
-        if let Some(e) = epoch.filter(|e| *e > self.db.writer_epoch && *e >= self.db.epoch) {
+        if let Some(e) =
+            epoch.filter(|e| !fenced && *e > self.db.writer_epoch && *e >= self.db.epoch)
+        {
             // Promoted before our restart, or by our own in-flight promotion:
             // adopt it, never promote a second node for it.
             let from = self.db.writer;
@@ -491,7 +493,7 @@ impl Controller {
             self.db.phase = Phase::Idle;
             self.timers.set(
                 Timer::RetryDatabase,
-                now + self.policy.interval,
+                later(now, self.policy.interval),
                 TimerReason::DatabaseFailed,
             );
         }

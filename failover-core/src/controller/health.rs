@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::Controller;
+use super::{later, Controller};
 use crate::{EventKind, Health, ProbeOutcome, ProbeResult, RegionId};
 
 /// Consecutive-result counters of one (region, vantage).
@@ -57,7 +57,8 @@ impl RegionTrack {
             drained: false,
             held_until: None,
             damped_until: None,
-            downs: VecDeque::with_capacity(flap_limit + 1),
+            // Capped: a huge configured limit must not reserve huge memory.
+            downs: VecDeque::with_capacity(flap_limit.min(16) + 1),
             ramp: None,
             ramp_next: None,
             eligible: false,
@@ -200,7 +201,7 @@ impl Controller {
         let window = self.policy.flap_window;
         let limit = self.policy.flap_limit as usize;
         let region = &mut self.regions[id.index()];
-        region.held_until = Some(now + hold);
+        region.held_until = Some(later(now, hold));
         while region
             .downs
             .front()
@@ -214,7 +215,7 @@ impl Controller {
         region.downs.push_back(now);
         let already = region.damped_until.is_some_and(|t| now < t);
         if region.downs.len() >= limit || already {
-            let until = now + window;
+            let until = later(now, window);
             region.damped_until = Some(until);
             let flaps = region.downs.len() as u32;
             self.notify(

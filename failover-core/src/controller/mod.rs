@@ -209,6 +209,8 @@ impl Controller {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.take_expired(now) {
             match timer {
+                // Paused: no automatic weight change; Resume re-arms both.
+                Timer::Ramp | Timer::Release if self.paused => {}
                 Timer::Ramp => self.on_ramp_timer(now),
                 Timer::Release => self.recompute(now),
                 Timer::RetryWeights => self.resend_plan(now),
@@ -289,7 +291,7 @@ impl Controller {
         if self.plan_action == Some(id) {
             self.plan_action = None;
             self.weights_backoff = next_backoff(self.weights_backoff, self.policy.ttl);
-            let retry = now + self.weights_backoff;
+            let retry = later(now, self.weights_backoff);
             self.timers.set(
                 Timer::RetryWeights,
                 retry,
@@ -310,9 +312,9 @@ impl Controller {
         self.on_database_failed(now, id, failure);
     }
 
-    /// Why the earliest timer is armed (for diagnostics and tests).
-    #[doc(hidden)]
-    pub fn timer_reasons(&self) -> impl Iterator<Item = (Instant, &'static str)> + '_ {
+    /// Every armed deadline with the reason it was armed (in timer-kind
+    /// order): answers "why will the controller wake at T?".
+    pub fn deadlines(&self) -> impl Iterator<Item = (Instant, &'static str)> + '_ {
         [
             Timer::Ramp,
             Timer::Release,
@@ -332,6 +334,13 @@ impl Controller {
             })
         })
     }
+}
+
+/// `now + d`, saturating instead of panicking on absurd configured durations.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Doubles from 1 s, capped at the TTL (and at least 1 s).

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::timers::{Timer, TimerReason};
-use super::Controller;
+use super::{later, Controller};
 use crate::{
     Action, AllDownPolicy, EventKind, Health, RegionId, RegionRole, RegionWeight, WeightPlan,
 };
@@ -32,7 +32,7 @@ impl Controller {
             if eligible && !region.eligible {
                 if steps > 1 {
                     region.ramp = Some(0);
-                    region.ramp_next = Some(now + self.policy.ramp_interval);
+                    region.ramp_next = Some(later(now, self.policy.ramp_interval));
                     let percent = self.policy.ramp_steps[0];
                     self.notify(
                         now,
@@ -245,7 +245,7 @@ impl Controller {
                 region.ramp_next = None;
             } else {
                 region.ramp = Some(step);
-                region.ramp_next = Some(now + self.policy.ramp_interval);
+                region.ramp_next = Some(later(now, self.policy.ramp_interval));
             }
             let percent = self.policy.ramp_steps[step.min(last)];
             self.notify(

@@ -18,12 +18,23 @@ use crate::{
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
-    RegionEdge { region: u32 },
-    ProbeStart { region: u32, vantage: u32 },
-    ProbeReport { region: u32, vantage: u32, ok: bool },
+    RegionEdge {
+        region: u32,
+    },
+    /// A probe that started `took` before this step reports now; its outcome
+    /// was decided at its start (faults are functions of time).
+    ProbeReport {
+        region: u32,
+        vantage: u32,
+        ok: bool,
+    },
     Observe,
-    Complete { slot: u32 },
-    CutOver { generation: u64 },
+    Complete {
+        slot: u32,
+    },
+    CutOver {
+        generation: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -122,14 +133,7 @@ impl Engine<'_> {
         for r in 0..regions {
             for v in 0..vantages {
                 let k = (r * vantages + v) as u32;
-                let at = interval * k / slots;
-                self.push(
-                    at,
-                    Step::ProbeStart {
-                        region: r as u32,
-                        vantage: v as u32,
-                    },
-                );
+                self.start_probe(r as u32, v as u32, interval * k / slots);
             }
         }
         self.push(Duration::ZERO, Step::Observe);
@@ -209,10 +213,34 @@ impl Engine<'_> {
     }
 
     fn is_down(&self, region: RegionId) -> bool {
-        self.s
-            .faults
-            .iter()
-            .any(|f| f.region_down(region, self.now))
+        self.is_down_at(region, self.now)
+    }
+
+    fn is_down_at(&self, region: RegionId, t: Duration) -> bool {
+        self.s.faults.iter().any(|f| f.region_down(region, t))
+    }
+
+    fn probe_duration(&self, ok: bool) -> Duration {
+        if ok {
+            self.s.probe_latency
+        } else {
+            self.s.config.policy.timeout
+        }
+    }
+
+    /// Decides the outcome of a probe starting at `start` and schedules its report.
+    fn start_probe(&mut self, region: u32, vantage: u32, start: Duration) {
+        let down = self.is_down_at(RegionId(region), start);
+        let ok = !down && !self.rng.chance(self.s.probe_loss);
+        let at = start + self.probe_duration(ok);
+        self.push(
+            at,
+            Step::ProbeReport {
+                region,
+                vantage,
+                ok,
+            },
+        );
     }
 
     fn router_out(&self) -> bool {
@@ -241,34 +269,22 @@ impl Engine<'_> {
                     });
                 }
             }
-            Step::ProbeStart { region, vantage } => {
-                let policy = &self.s.config.policy;
-                let (interval, timeout, jitter) = (policy.interval, policy.timeout, policy.jitter);
-                let down = self.region_down[region as usize];
-                let ok = !down && !self.rng.chance(self.s.probe_loss);
-                let took = if ok { self.s.probe_latency } else { timeout };
-                self.push(
-                    self.now + took,
-                    Step::ProbeReport {
-                        region,
-                        vantage,
-                        ok,
-                    },
-                );
-                let delay = interval + self.rng.duration_up_to(jitter);
-                self.push(self.now + delay, Step::ProbeStart { region, vantage });
-            }
             Step::ProbeReport {
                 region,
                 vantage,
                 ok,
             } => {
                 self.report.probes += 1;
+                let took = self.probe_duration(ok);
+                let started = self.now.saturating_sub(took);
+                let policy = &self.s.config.policy;
+                let next = started + policy.interval + self.rng.duration_up_to(policy.jitter);
+                self.start_probe(region, vantage, next);
                 let outcome = if ok {
                     ProbeOutcome::Ok {
                         latency: self.s.probe_latency,
                     }
-                } else if self.region_down[region as usize] {
+                } else if self.is_down_at(RegionId(region), started) {
                     ProbeOutcome::Failed(ProbeFailure::ConnectTimeout)
                 } else {
                     ProbeOutcome::Failed(ProbeFailure::ResponseTimeout)
