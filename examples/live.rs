@@ -1,0 +1,264 @@
+//! A live regional failover on loopback, with real sockets and, when the
+//! machine has PostgreSQL, a real primary and streaming replica.
+//!
+//! ```sh
+//! cargo run --example live                      # with PostgreSQL if found
+//! cargo run --example live -- --no-database     # traffic only
+//! cargo run --example live -- --metrics 127.0.0.1:9464   # Prometheus endpoint
+//! ```
+//!
+//! It starts two regional HTTP APIs (us-east active, us-west standby), the
+//! embedded authoritative DNS server and the failover runtime with fast
+//! settings (500 ms probes, fall 3, TTL 1 s). Then it kills us-east — API
+//! and primary together — and prints the decisions as they happen, the DNS
+//! answers switching and the promotion, and the measured detection, DNS
+//! cutover and promotion times beside the planner's bounds. Finally it
+//! restores us-east's API and shows the gradual failback.
+
+#[path = "support/regions.rs"]
+mod regions;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use failover::core::objectives::{load_after_losing, Bounds};
+use failover::core::{EventKind, Health, Policy};
+use regions::{BoxError, LiveRegions, EAST, WEST_IP};
+use tokio::sync::broadcast;
+
+fn policy() -> Policy {
+    Policy {
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(250),
+        jitter: Duration::ZERO,
+        fall: 3,
+        rise: 2,
+        ttl: Duration::from_secs(1),
+        hold_down: Duration::from_secs(2),
+        ramp_steps: vec![10, 25, 50, 100],
+        ramp_interval: Duration::from_secs(1),
+        ..Policy::default()
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:>6.3} s", d.as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let mut with_database = true;
+    let mut metrics: Option<SocketAddr> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--no-database" => with_database = false,
+            "--metrics" => {
+                let addr = args
+                    .next()
+                    .ok_or("--metrics needs an address, like 127.0.0.1:9464")?;
+                metrics = Some(addr.parse().map_err(|e| format!("--metrics {addr}: {e}"))?);
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (try --no-database, --metrics ADDR)"
+                )
+                .into())
+            }
+        }
+    }
+    if let Some(addr) = metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()?;
+        println!("metrics: http://{addr}/metrics");
+    }
+    if with_database && failover_testkit::postgres::find_bindir().is_err() {
+        println!("PostgreSQL binaries not found: running traffic failover only (install postgresql for the database part)");
+        with_database = false;
+    }
+
+    let policy = policy();
+    println!(
+        "starting us-east (active) and us-west (standby, 60 % of peak) on loopback{}…",
+        if with_database {
+            ", with PostgreSQL primary pg-east and replica pg-west"
+        } else {
+            ""
+        }
+    );
+    let live = LiveRegions::start(policy.clone(), with_database).await?;
+    let topology = live.config.topology.clone();
+    let handle = live.runtime.handle();
+    println!(
+        "embedded DNS for {} at {}",
+        topology.service(),
+        live.dns.local_addr()
+    );
+
+    // Steady state: us-east up and answering.
+    let steady = Instant::now() + Duration::from_secs(20);
+    while handle.status().controller.regions[EAST.index()].health != Health::Up {
+        if Instant::now() > steady {
+            return Err("us-east never became healthy".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "steady: {} → {:?}\n",
+        topology.service(),
+        live.resolve().await?
+    );
+
+    let mut events = handle.subscribe_events();
+    let outage = live.kill_east().await?;
+    println!(
+        "t+ 0.000 s  KILL us-east: API stopped{}",
+        if with_database {
+            ", pg-east SIGKILL"
+        } else {
+            ""
+        }
+    );
+
+    let mut detected = None;
+    let mut dns_switched = None;
+    let mut promoted = None;
+    let mut writable = None;
+    let mut last_answer = live.resolve().await?;
+    let deadline = outage + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        drain(&mut events, &topology, outage, &mut detected, &mut promoted);
+        let answer = live.resolve().await.unwrap_or_default();
+        if answer != last_answer {
+            println!(
+                "t+{}  DNS answer {:?} → {:?}",
+                secs(outage.elapsed()),
+                last_answer,
+                answer
+            );
+            if answer == [WEST_IP] && dns_switched.is_none() {
+                dns_switched = Some(outage.elapsed());
+            }
+            last_answer = answer;
+        }
+        if with_database && promoted.is_some() && writable.is_none() && live.west_writable().await {
+            writable = Some(outage.elapsed());
+            println!(
+                "t+{}  first write committed on pg-west",
+                secs(outage.elapsed())
+            );
+        }
+        if dns_switched.is_some() && (!with_database || writable.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let bounds = Bounds::for_policy(&policy, Duration::ZERO);
+    let load = load_after_losing(&topology, &[EAST]);
+    println!("\n                         measured   planner best  planner worst");
+    let row = |name: &str, measured: Option<Duration>, best: Duration, worst: Duration| {
+        let m = measured.map_or_else(|| "   (none)".to_owned(), secs);
+        println!("{name:<24} {m}   {}      {}", secs(best), secs(worst));
+    };
+    row(
+        "detection (region down)",
+        detected,
+        bounds.best_detection,
+        bounds.worst_detection,
+    );
+    row(
+        "DNS answer switched",
+        dns_switched,
+        bounds.best_detection,
+        bounds.worst_detection,
+    );
+    row(
+        "clients cut over (+TTL)",
+        dns_switched.map(|d| d + policy.ttl),
+        bounds.best_cutover + policy.ttl,
+        bounds.worst_cutover,
+    );
+    if with_database {
+        row(
+            "promotion done",
+            promoted,
+            bounds.best_detection,
+            bounds.worst_detection + Duration::from_millis(1500),
+        );
+        row(
+            "pg-west writable",
+            writable,
+            bounds.best_detection,
+            bounds.worst_detection + Duration::from_millis(1500),
+        );
+    }
+    println!(
+        "us-west load after losing us-east: {:.0} % of its capacity{}",
+        load.percent(),
+        if load.saturated() { " (SATURATED)" } else { "" }
+    );
+
+    println!("\nrestoring us-east's API (pg-east stays down: rejoin it with failover_pg::rejoin)…");
+    let restored = Instant::now();
+    live.east.start()?;
+    let mut last_weight = None;
+    let done = restored + Duration::from_secs(30);
+    while Instant::now() < done {
+        drain(&mut events, &topology, outage, &mut detected, &mut promoted);
+        let status = handle.status();
+        let weight = status.controller.regions[EAST.index()].weight;
+        if last_weight != Some(weight) {
+            let west = status.controller.regions[regions::WEST.index()].weight;
+            println!(
+                "t+{}  weights us-east {weight:>3} / us-west {west:>3}",
+                secs(outage.elapsed())
+            );
+            last_weight = Some(weight);
+        }
+        if weight == topology.region(EAST).base_weight
+            && status.controller.regions[regions::WEST.index()].weight == 0
+        {
+            println!(
+                "failback complete {:.1} s after the API returned",
+                restored.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drain(&mut events, &topology, outage, &mut detected, &mut promoted);
+    live.runtime.shutdown().await;
+    live.dns.shutdown().await;
+    Ok(())
+}
+
+/// Prints every event received so far and notes the ones measured.
+fn drain(
+    events: &mut broadcast::Receiver<failover::core::Event>,
+    topology: &failover::core::Topology,
+    outage: Instant,
+    detected: &mut Option<Duration>,
+    promoted: &mut Option<Duration>,
+) {
+    loop {
+        match events.try_recv() {
+            Ok(event) => {
+                let t = event.at.saturating_duration_since(outage);
+                println!("t+{}  {}", secs(t), event.display(topology));
+                match event.kind {
+                    EventKind::RegionDown { region, .. }
+                        if region == EAST && detected.is_none() =>
+                    {
+                        *detected = Some(t)
+                    }
+                    EventKind::Promoted { .. } if promoted.is_none() => *promoted = Some(t),
+                    _ => {}
+                }
+            }
+            Err(broadcast::error::TryRecvError::Lagged(n)) => println!("({n} events not shown)"),
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Two live regions on loopback, shared by `examples/live.rs` and
+//! `benches/failover_e2e.rs`: a regional HTTP API each, the embedded
+//! authoritative DNS server, optionally a PostgreSQL primary (us-east) and
+//! streaming replica (us-west), and the failover runtime wiring them.
+#![allow(dead_code)]
+
+use std::error::Error;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use failover::core::{
+    Config, MaxRpo, Node, NodeId, Policy, Region, RegionId, RegionRole, Topology, VantageId,
+};
+use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
+use failover::pg::PgCluster;
+use failover::probe::{HttpProbe, HttpProbeConfig};
+use failover::{Runtime, RuntimeBuilder};
+use failover_testkit::http::RegionalApi;
+use failover_testkit::postgres::PgTestCluster;
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+pub const SERVICE: &str = "api.failover.test.";
+pub const EAST_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11));
+pub const WEST_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 12));
+pub const EAST: RegionId = RegionId(0);
+pub const WEST: RegionId = RegionId(1);
+
+/// Everything the live scenario runs.
+pub struct LiveRegions {
+    pub east: RegionalApi,
+    pub west: RegionalApi,
+    pub dns: EmbeddedDns,
+    pub cluster: Option<PgTestCluster>,
+    pub config: Config,
+    pub runtime: Runtime,
+}
+
+/// us-east active, us-west standby at 60 % of peak; with a database, pg-east
+/// (primary) and pg-west (replica) and automatic promotion within 16 MiB.
+pub fn config(policy: Policy, with_database: bool) -> Result<Config, BoxError> {
+    let mut east = Region::new("us-east", RegionRole::Active);
+    east.records = vec![EAST_IP];
+    let mut west = Region::new("us-west", RegionRole::Standby);
+    west.capacity = 0.6;
+    west.records = vec![WEST_IP];
+    let mut builder = Topology::builder(SERVICE)
+        .region(east)
+        .region(west)
+        .vantage("local");
+    let mut policy = policy;
+    if with_database {
+        for (name, region, primary) in [("pg-east", "us-east", true), ("pg-west", "us-west", false)]
+        {
+            builder = builder.node(Node {
+                name: name.into(),
+                region: region.into(),
+                priority: 0,
+                primary,
+            });
+        }
+        policy.auto_promote = true;
+        policy.max_rpo = Some(MaxRpo::bytes(16 << 20));
+    }
+    Ok(Config::new(builder.build()?, policy)?)
+}
+
+impl LiveRegions {
+    /// Starts it all; `with_database` also starts PostgreSQL (seconds).
+    pub async fn start(policy: Policy, with_database: bool) -> Result<LiveRegions, BoxError> {
+        let cluster = if with_database {
+            Some(
+                tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+                    .await??,
+            )
+        } else {
+            None
+        };
+        let config = config(policy.clone(), with_database)?;
+        let east = RegionalApi::start_named("us-east", None)?;
+        let west = RegionalApi::start_named("us-west", None)?;
+        let mut dns_config = EmbeddedConfig::new("failover.test.");
+        dns_config.selection = Selection::AllServing;
+        let dns = EmbeddedDns::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &config.topology,
+            &config.policy,
+            dns_config,
+        )
+        .await?;
+        let mut builder = RuntimeBuilder::new(config.clone())
+            .router(Arc::new(dns.router()))
+            .probe(EAST, VantageId(0), probe(&east, &policy)?)
+            .probe(WEST, VantageId(0), probe(&west, &policy)?);
+        if let Some(cluster) = &cluster {
+            let nodes = cluster.nodes();
+            builder = builder.database(Arc::new(
+                PgCluster::new()
+                    .with_node(NodeId(0), "pg-east", &nodes[0].admin_dsn())?
+                    .with_node(NodeId(1), "pg-west", &nodes[1].admin_dsn())?,
+            ));
+        }
+        let runtime = builder.start().await?;
+        Ok(LiveRegions {
+            east,
+            west,
+            dns,
+            cluster,
+            config,
+            runtime,
+        })
+    }
+
+    /// The region dies whole: its API stops accepting connections and its
+    /// PostgreSQL primary gets SIGKILL. Returns when it was done.
+    pub async fn kill_east(&self) -> Result<Instant, BoxError> {
+        let at = Instant::now();
+        self.east.stop().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.kill(0)?;
+        }
+        Ok(at)
+    }
+
+    /// One uncached query to the embedded server for the service's A records.
+    pub async fn resolve(&self) -> Result<Vec<IpAddr>, BoxError> {
+        resolve(self.dns.local_addr()).await
+    }
+
+    /// Whether a write commits on pg-west now.
+    pub async fn west_writable(&self) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let dsn = cluster.nodes()[1].admin_dsn();
+        let attempt = async {
+            let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client
+                .batch_execute("CREATE TABLE IF NOT EXISTS live_writes (at timestamptz DEFAULT now()); INSERT INTO live_writes DEFAULT VALUES")
+                .await
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), attempt).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+fn probe(api: &RegionalApi, policy: &Policy) -> Result<Arc<HttpProbe>, BoxError> {
+    let mut config = HttpProbeConfig::new(api.addr().ip().to_string(), api.addr().port());
+    config.path = "/healthz".into();
+    config.connect_timeout = policy.timeout / 2;
+    config.response_timeout = policy.timeout;
+    Ok(Arc::new(HttpProbe::new(config)?))
+}
+
+/// One uncached UDP query to `server` for the service's A records.
+pub async fn resolve(server: SocketAddr) -> Result<Vec<IpAddr>, BoxError> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let id = (Instant::now().elapsed().subsec_nanos() & 0xFFFF) as u16;
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(Name::from_ascii(SERVICE)?, RecordType::A));
+    socket.send_to(&query.to_vec()?, server).await?;
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf)).await??;
+    let reply = Message::from_vec(buf.get(..n).unwrap_or_default())?;
+    let mut ips: Vec<IpAddr> = reply
+        .answers
+        .iter()
+        .filter_map(|r| r.data.ip_addr())
+        .collect();
+    ips.sort();
+    Ok(ips)
+}
