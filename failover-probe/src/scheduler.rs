@@ -9,6 +9,15 @@
 //! probe (or waiting for a concurrency permit, or a full result channel)
 //! outlives its slot, the slots it overran are skipped and counted, never
 //! run late in a burst.
+//!
+//! Metrics (through the `metrics` facade, recorded only if the application
+//! installs a recorder):
+//! - `failover_probe_schedule_lateness_seconds` (histogram): slot to probe start;
+//! - `failover_probe_latency_seconds` (histogram): latency of successful probes;
+//! - `failover_probe_results_total{outcome}` (counter): `ok`, `refused`,
+//!   `connect_timeout`, `response_timeout`, `status`, `body_mismatch`, `tls`, …;
+//! - `failover_probe_skipped_slots_total` (counter);
+//! - `failover_probe_targets` (gauge): targets running.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -270,8 +279,15 @@ impl ProbeScheduler {
     pub async fn shutdown(self) {
         let running: Vec<Running> = self.lock_targets().drain().map(|(_, r)| r).collect();
         let count = running.len();
+        // Signal every target first, so none starts a new probe while
+        // others are being joined.
+        let mut tasks = Vec::with_capacity(count);
         for r in running {
-            stop_and_join(r).await;
+            let _ = r.stop.send(());
+            tasks.push(r.task);
+        }
+        for task in tasks {
+            join(task).await;
         }
         tracing::debug!(targets = count, "probe scheduler shut down");
     }
@@ -295,7 +311,11 @@ impl ProbeScheduler {
 
 async fn stop_and_join(running: Running) {
     let _ = running.stop.send(());
-    if let Err(e) = running.task.await {
+    join(running.task).await;
+}
+
+async fn join(task: JoinHandle<()>) {
+    if let Err(e) = task.await {
         if e.is_panic() {
             tracing::error!(error = %e, "probe target task panicked");
         }

@@ -246,3 +246,59 @@ async fn shutdown_cancels_in_flight_probes_and_closes_the_channel() {
     .expect("result channel stayed open after shutdown");
     assert!(drained < 10_000);
 }
+
+/// A real HTTP probe that tracks how many checks run at once.
+struct Counted {
+    inner: HttpProbe,
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl Probe for Counted {
+    async fn check(&self) -> ProbeOutcome {
+        use std::sync::atomic::Ordering::SeqCst;
+        let running = self.now.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(running, SeqCst);
+        let outcome = self.inner.check().await;
+        self.now.fetch_sub(1, SeqCst);
+        outcome
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_bounded() {
+    let api = RegionalApi::start_http().unwrap();
+    api.set_mode(ApiMode::Hang);
+    let mut config = config(PhaseSpread::Even);
+    config.max_concurrency = 3;
+    let (scheduler, mut rx) = ProbeScheduler::start(config);
+    let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for region in 0..12 {
+        let probe = Counted {
+            inner: http_probe(&api, Duration::from_millis(150)),
+            now: Arc::clone(&now),
+            peak: Arc::clone(&peak),
+        };
+        scheduler.add(ProbeTarget::new(
+            RegionId(region),
+            VantageId(0),
+            Duration::from_millis(50),
+            Arc::new(probe),
+        ));
+    }
+    let results = collect(&mut rx, Duration::from_millis(800)).await;
+    let stats = scheduler.stats();
+    // Read before shutdown: cancelled checks never count themselves out.
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    scheduler.shutdown().await;
+    assert_eq!(peak, 3, "at most 3 at once, and the limit was reached");
+    // 3 slots × ~150 ms each over ~800 ms: far fewer than 12 targets × 16 slots.
+    assert!(
+        results.len() <= 3 * 800 / 150 + 3,
+        "{} results",
+        results.len()
+    );
+    assert!(stats.skipped_slots > 0, "waiting for a permit skips slots");
+}
