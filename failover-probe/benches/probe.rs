@@ -4,7 +4,8 @@
 //!
 //! 1. criterion: HttpProbe checks per second over fresh connections against
 //!    a local regional API, beside a bare connect + GET + read + close loop
-//!    doing the same exchange by hand, both at 1 and 16 in flight.
+//!    doing the same exchange by hand, both at 1 and 16 in flight; and an
+//!    HTTPS probe (fresh TLS handshake each) at 16 in flight.
 //! 2. printed: scheduling lateness percentiles for 1,000 targets on a 1 s
 //!    interval (from the scheduler's own lateness histogram, captured by a
 //!    small `metrics` recorder).
@@ -22,7 +23,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use failover_core::ports::Probe;
 use failover_core::{RegionId, VantageId};
-use failover_probe::{HttpProbe, HttpProbeConfig, ProbeScheduler, ProbeTarget, SchedulerConfig};
+use failover_probe::{
+    HttpProbe, HttpProbeConfig, ProbeScheduler, ProbeTarget, SchedulerConfig, TlsSettings,
+};
 use failover_testkit::http::RegionalApi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
@@ -205,6 +208,27 @@ fn throughput(c: &mut Criterion) {
     }
     group.finish();
     drop(api);
+
+    // HTTPS: a fresh TLS 1.3 handshake per check (ECDSA P-256 test CA).
+    let tls_api = rt
+        .block_on(async { RegionalApi::start_https("api.bench.test") })
+        .expect("HTTPS API");
+    let ca = tls_api.ca().expect("test CA").ca_der().clone();
+    let config = HttpProbeConfig::new("127.0.0.1", tls_api.addr().port())
+        .with_tls(TlsSettings::with_ca_der(ca).server_name("api.bench.test"));
+    let tls_probe = Arc::new(HttpProbe::new(config).expect("HTTPS probe"));
+    let mut group = c.benchmark_group("fresh_connection_checks");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("https_probe", 16), |b| {
+        b.iter_custom(|iters| {
+            let probe = Arc::clone(&tls_probe);
+            rt.block_on(run_concurrent(iters, 16, move || {
+                let probe = Arc::clone(&probe);
+                async move { probe.check().await.is_ok() }
+            }))
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, throughput);
@@ -233,9 +257,26 @@ impl Probe for Instant0 {
 }
 
 fn lateness(samples: &Arc<Samples>, http: bool) {
+    // The API gets its own single-thread runtime, as a remote region would
+    // not share the prober's worker threads.
+    let server_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let api = server_rt
+        .block_on(async { RegionalApi::start_http() })
+        .expect("API");
+    let server_thread = {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            server_rt.block_on(async {
+                let _ = stopped.await;
+            })
+        });
+        (stop, handle)
+    };
     let rt = runtime();
     rt.block_on(async {
-        let api = RegionalApi::start_http().expect("API");
         let (scheduler, mut rx) = ProbeScheduler::start(SchedulerConfig::default());
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let targets = 1000;
@@ -275,6 +316,9 @@ fn lateness(samples: &Arc<Samples>, http: bool) {
             stats.skipped_slots,
         );
     });
+    drop(api);
+    let _ = server_thread.0.send(());
+    let _ = server_thread.1.join();
 }
 
 fn memory_per_target() {
