@@ -63,6 +63,9 @@ pub struct SchedulerConfig {
     pub channel_capacity: usize,
     /// How phases are spread. Default [`PhaseSpread::Even`].
     pub phase: PhaseSpread,
+    /// Seed of the per-probe start jitter ([`ProbeTarget::jitter`]), so runs
+    /// are reproducible. Default 0.
+    pub jitter_seed: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -71,6 +74,7 @@ impl Default for SchedulerConfig {
             max_concurrency: 256,
             channel_capacity: 1024,
             phase: PhaseSpread::Even,
+            jitter_seed: 0,
         }
     }
 }
@@ -85,6 +89,11 @@ pub struct ProbeTarget {
     pub vantage: VantageId,
     /// Time between slots (at least [`MIN_INTERVAL`]).
     pub interval: Duration,
+    /// Each probe starts a random `0..jitter` after its slot (the slot grid
+    /// itself does not drift). Default zero; capped at half the interval
+    /// so jitter alone never pushes a probe into the next slot.
+    /// Matches `Policy::jitter`.
+    pub jitter: Duration,
     /// The check to run.
     pub probe: Arc<dyn Probe>,
 }
@@ -101,8 +110,15 @@ impl ProbeTarget {
             region,
             vantage,
             interval,
+            jitter: Duration::ZERO,
             probe,
         }
+    }
+
+    /// Delays each probe by a random `0..jitter` after its slot.
+    pub fn with_jitter(mut self, jitter: Duration) -> ProbeTarget {
+        self.jitter = jitter;
+        self
     }
 }
 
@@ -112,6 +128,7 @@ impl std::fmt::Debug for ProbeTarget {
             .field("region", &self.region)
             .field("vantage", &self.vantage)
             .field("interval", &self.interval)
+            .field("jitter", &self.jitter)
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +193,7 @@ struct TaskContext {
 pub struct ProbeScheduler {
     epoch: Instant,
     phase: PhaseSpread,
+    jitter_seed: u64,
     context: TaskContext,
     targets: Mutex<HashMap<TargetId, Running>>,
     added: AtomicU64,
@@ -197,6 +215,7 @@ impl ProbeScheduler {
         let scheduler = ProbeScheduler {
             epoch: Instant::now(),
             phase: config.phase,
+            jitter_seed: config.jitter_seed,
             context: TaskContext {
                 permits: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
                 results: tx,
@@ -213,6 +232,7 @@ impl ProbeScheduler {
     /// inside a tokio runtime.
     pub fn add(&self, mut target: ProbeTarget) -> TargetId {
         target.interval = target.interval.max(MIN_INTERVAL);
+        target.jitter = target.jitter.min(target.interval / 2);
         let k = self.added.fetch_add(1, Ordering::Relaxed);
         let id = TargetId(k);
         let fraction = match self.phase {
@@ -224,9 +244,12 @@ impl ProbeScheduler {
         let (stop, stopped) = oneshot::channel();
         tracing::debug!(target_id = k, region = %target.region, vantage = %target.vantage,
             interval_ms = target.interval.as_millis() as u64, phase = fraction, "probe target added");
+        // Distinct, reproducible jitter stream per target.
+        let jitter_state = splitmix64(self.jitter_seed ^ k.wrapping_mul(0xA076_1D64_78BD_642F));
         let task = tokio::spawn(run_target(
             target,
             first,
+            jitter_state,
             self.context.clone(),
             Arc::clone(&counters),
             stopped,
@@ -336,6 +359,7 @@ fn snapshot(c: &Counters) -> TargetStats {
 async fn run_target(
     target: ProbeTarget,
     first: Instant,
+    mut jitter_state: u64,
     ctx: TaskContext,
     counters: Arc<Counters>,
     stopped: oneshot::Receiver<()>,
@@ -344,11 +368,17 @@ async fn run_target(
         let interval = target.interval;
         let mut slot = first;
         loop {
-            tokio::time::sleep_until(slot).await;
+            let start_at = if target.jitter.is_zero() {
+                slot
+            } else {
+                jitter_state = splitmix64(jitter_state);
+                slot + target.jitter.mul_f64(unit_from_bits(jitter_state))
+            };
+            tokio::time::sleep_until(start_at).await;
             let Ok(permit) = ctx.permits.acquire().await else {
                 return;
             };
-            let lateness = Instant::now().saturating_duration_since(slot);
+            let lateness = Instant::now().saturating_duration_since(start_at);
             metrics::histogram!("failover_probe_schedule_lateness_seconds")
                 .record(lateness.as_secs_f64());
             let late_ns = u64::try_from(lateness.as_nanos()).unwrap_or(u64::MAX);

@@ -302,3 +302,40 @@ async fn concurrency_is_bounded() {
     );
     assert!(stats.skipped_slots > 0, "waiting for a permit skips slots");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_jitter_varies_starts_but_keeps_the_rhythm() {
+    let api = RegionalApi::start_http().unwrap();
+    let (scheduler, mut rx) = ProbeScheduler::start(config(PhaseSpread::Even));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let interval = Duration::from_millis(100);
+    let probe = Timed {
+        target: 0,
+        inner: http_probe(&api, Duration::from_secs(1)),
+        starts: Arc::clone(&starts),
+    };
+    let id = scheduler.add(
+        ProbeTarget::new(RegionId(0), VantageId(0), interval, Arc::new(probe))
+            .with_jitter(Duration::from_millis(40)),
+    );
+    let _ = collect(&mut rx, Duration::from_millis(1250)).await;
+    let stats = scheduler.target_stats(id).unwrap();
+    scheduler.shutdown().await;
+    let starts: Vec<Instant> = starts.lock().unwrap().iter().map(|(_, t)| *t).collect();
+    // The grid does not drift: one start per interval.
+    assert!((9..=14).contains(&starts.len()), "{} starts", starts.len());
+    assert_eq!(stats.skipped_slots, 0);
+    let gaps: Vec<Duration> = starts.windows(2).map(|p| p[1] - p[0]).collect();
+    // Jitter 0..40 ms: gaps lie within 100 ± 40 ms (plus scheduling slack)…
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_millis(30) && *g <= Duration::from_millis(200)),
+        "{gaps:?}"
+    );
+    // …and are not all equal to the interval.
+    let off = gaps
+        .iter()
+        .filter(|g| g.abs_diff(interval) > Duration::from_millis(8))
+        .count();
+    assert!(off >= 3, "no visible jitter: {gaps:?}");
+}
