@@ -17,15 +17,18 @@
 //! - `failover_probe_results_total{outcome}` (counter): `ok`, `refused`,
 //!   `connect_timeout`, `response_timeout`, `status`, `body_mismatch`, `tls`, …;
 //! - `failover_probe_skipped_slots_total` (counter);
+//! - `failover_probe_panics_total` (counter): checks that panicked (no result sent);
 //! - `failover_probe_targets` (gauge): targets running.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use failover_core::ports::Probe;
 use failover_core::{ProbeFailure, ProbeOutcome, ProbeResult, RegionId, VantageId};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -386,8 +389,17 @@ async fn run_target(
                 .max_lateness_ns
                 .fetch_max(late_ns, Ordering::Relaxed);
 
-            let outcome = target.probe.check().await;
+            // A panicking probe (any `Probe` may be plugged in) must not end
+            // its target silently: log, count, skip this result, go on.
+            let checked = AssertUnwindSafe(target.probe.check()).catch_unwind().await;
             drop(permit);
+            let Ok(outcome) = checked else {
+                tracing::error!(region = %target.region, vantage = %target.vantage,
+                    "probe panicked; no result for this slot");
+                metrics::counter!("failover_probe_panics_total").increment(1);
+                slot = next_slot(slot, interval, &counters, &ctx, &target);
+                continue;
+            };
             record_outcome(&outcome);
             counters.probes.fetch_add(1, Ordering::Relaxed);
             ctx.totals.probes.fetch_add(1, Ordering::Relaxed);
@@ -402,19 +414,7 @@ async fn run_target(
                 return;
             }
 
-            slot += interval;
-            let now = Instant::now();
-            if slot < now {
-                // Overran: skip every slot already past instead of bursting.
-                let missed = (now - slot).as_nanos() / interval.as_nanos() + 1;
-                slot += nanos(interval.as_nanos().saturating_mul(missed));
-                let missed = u64::try_from(missed).unwrap_or(u64::MAX);
-                counters.skipped.fetch_add(missed, Ordering::Relaxed);
-                ctx.totals.skipped.fetch_add(missed, Ordering::Relaxed);
-                metrics::counter!("failover_probe_skipped_slots_total").increment(missed);
-                tracing::debug!(region = %target.region, vantage = %target.vantage, missed,
-                    "probe overran its interval; slots skipped");
-            }
+            slot = next_slot(slot, interval, &counters, &ctx, &target);
         }
     };
     // Stop on request or when the scheduler (holding the sender) is dropped.
@@ -422,6 +422,30 @@ async fn run_target(
         _ = stopped => {}
         () = life => {}
     }
+}
+
+/// The first slot after `slot` that is still ahead; every slot already past
+/// is skipped (and counted) instead of run late in a burst.
+fn next_slot(
+    slot: Instant,
+    interval: Duration,
+    counters: &Counters,
+    ctx: &TaskContext,
+    target: &ProbeTarget,
+) -> Instant {
+    let mut next = slot + interval;
+    let now = Instant::now();
+    if next < now {
+        let missed = (now - next).as_nanos() / interval.as_nanos() + 1;
+        next += nanos(interval.as_nanos().saturating_mul(missed));
+        let missed = u64::try_from(missed).unwrap_or(u64::MAX);
+        counters.skipped.fetch_add(missed, Ordering::Relaxed);
+        ctx.totals.skipped.fetch_add(missed, Ordering::Relaxed);
+        metrics::counter!("failover_probe_skipped_slots_total").increment(missed);
+        tracing::debug!(region = %target.region, vantage = %target.vantage, missed,
+            "probe overran its interval; slots skipped");
+    }
+    next
 }
 
 fn record_outcome(outcome: &ProbeOutcome) {

@@ -339,3 +339,39 @@ async fn start_jitter_varies_starts_but_keeps_the_rhythm() {
         .count();
     assert!(off >= 3, "no visible jitter: {gaps:?}");
 }
+
+/// A plug-in probe with a bug: panics on every other check.
+struct Buggy {
+    calls: std::sync::atomic::AtomicU32,
+    inner: HttpProbe,
+}
+
+#[async_trait]
+impl Probe for Buggy {
+    async fn check(&self) -> ProbeOutcome {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(n % 2 == 0, "deliberate bug in a plug-in probe (call {n})");
+        self.inner.check().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_probe_does_not_end_its_target() {
+    let api = RegionalApi::start_http().unwrap();
+    let (scheduler, mut rx) = ProbeScheduler::start(config(PhaseSpread::Even));
+    let buggy = Arc::new(Buggy {
+        calls: std::sync::atomic::AtomicU32::new(0),
+        inner: http_probe(&api, Duration::from_secs(1)),
+    });
+    scheduler.add(ProbeTarget::new(
+        RegionId(0),
+        VantageId(0),
+        Duration::from_millis(30),
+        Arc::clone(&buggy) as Arc<dyn Probe>,
+    ));
+    let results = collect(&mut rx, Duration::from_millis(400)).await;
+    scheduler.shutdown().await;
+    let calls = buggy.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(calls >= 6, "target stopped after the panic: {calls} calls");
+    assert!(results.len() >= 3 && results.iter().all(|r| r.outcome.is_ok()));
+}
