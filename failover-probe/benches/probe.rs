@@ -362,6 +362,46 @@ fn memory_per_target() {
     });
 }
 
+/// Bare loop and HttpProbe in alternating rounds, so drifting background
+/// load (other builds on the machine) hits both alike; prints the ratio.
+fn interleaved_ratio() {
+    let rt = runtime();
+    let api = rt
+        .block_on(async { RegionalApi::start_http() })
+        .expect("API");
+    let addr = api.addr();
+    let probe =
+        Arc::new(HttpProbe::new(HttpProbeConfig::new("127.0.0.1", addr.port())).expect("probe"));
+    let request: Arc<[u8]> =
+        format!("GET / HTTP/1.1\r\nhost: {addr}\r\nuser-agent: bare\r\nconnection: close\r\n\r\n")
+            .into_bytes()
+            .into();
+    for in_flight in [1u64, 16] {
+        let (rounds, per_round) = (20, 2_000u64);
+        let (mut bare, mut probed) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..rounds {
+            let r = Arc::clone(&request);
+            bare += rt.block_on(run_concurrent(per_round, in_flight, move || {
+                let r = Arc::clone(&r);
+                async move { bare_get(addr, &r).await }
+            }));
+            let p = Arc::clone(&probe);
+            probed += rt.block_on(run_concurrent(per_round, in_flight, move || {
+                let p = Arc::clone(&p);
+                async move { p.check().await.is_ok() }
+            }));
+        }
+        let total = (rounds * per_round) as f64;
+        let bare_rate = total / bare.as_secs_f64();
+        let probe_rate = total / probed.as_secs_f64();
+        println!(
+            "interleaved, {in_flight} in flight, {rounds}×{per_round} each: bare {bare_rate:.0}/s, \
+             HttpProbe {probe_rate:.0}/s = {:.0} % of bare",
+            100.0 * probe_rate / bare_rate
+        );
+    }
+}
+
 fn main() {
     let samples = Arc::new(Samples::default());
     if metrics::set_global_recorder(LatenessRecorder(Arc::clone(&samples))).is_err() {
@@ -370,6 +410,7 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     if std::env::args().any(|a| a == "--bench") {
+        interleaved_ratio();
         lateness(&samples, true);
         lateness(&samples, false);
         memory_per_target();
