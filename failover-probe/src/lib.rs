@@ -52,7 +52,7 @@ pub use error::ProbeError;
 pub use http::{HttpProbe, HttpProbeConfig};
 pub use scheduler::{
     PhaseSpread, ProbeScheduler, ProbeTarget, SchedulerConfig, SchedulerStats, TargetId,
-    TargetStats,
+    TargetStats, MIN_INTERVAL,
 };
 pub use tcp::{TcpProbe, TcpProbeConfig};
 pub use tls::TlsSettings;
