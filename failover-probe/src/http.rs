@@ -44,7 +44,9 @@ pub struct HttpProbeConfig {
     pub method: Method,
     /// Path and query sent in the request line. Default `/`.
     pub path: String,
-    /// Extra request headers. Default none.
+    /// Extra request headers, sent after (and so overriding) the probe's
+    /// own. Default none. Mark secrets with `HeaderValue::set_sensitive(true)`
+    /// so `Debug` output hides them.
     pub headers: HeaderMap,
     /// `Host` header value. Default `None`: `host[:port]` (port omitted when
     /// it is the scheme's default).
@@ -151,6 +153,8 @@ pub struct HttpProbe {
     config: HttpProbeConfig,
     host: Host,
     host_header: HeaderValue,
+    /// The request target, parsed once.
+    uri: Uri,
     tls: Option<TlsClient>,
     /// The idle kept-alive connection, when `keep_alive` is on.
     idle: std::sync::Mutex<Option<SendRequest<Empty<Bytes>>>>,
@@ -176,10 +180,10 @@ impl HttpProbe {
         if config.host.is_empty() {
             return Err(setting("host", "empty; give a host name or IP address"));
         }
-        if config.path.parse::<http::uri::PathAndQuery>().is_err() || !config.path.starts_with('/')
-        {
-            return Err(setting("path", "must be an absolute path such as /healthz"));
-        }
+        let uri = match config.path.parse::<Uri>() {
+            Ok(uri) if config.path.starts_with('/') => uri,
+            _ => return Err(setting("path", "must be an absolute path such as /healthz")),
+        };
         if config.expected_status.is_empty() {
             return Err(setting(
                 "expected_status",
@@ -217,6 +221,7 @@ impl HttpProbe {
             config,
             host,
             host_header,
+            uri,
             tls,
             idle: std::sync::Mutex::new(None),
         })
@@ -230,12 +235,7 @@ impl HttpProbe {
     fn request(&self) -> Request<Empty<Bytes>> {
         let mut req = Request::new(Empty::new());
         *req.method_mut() = self.config.method.clone();
-        // Validated in `new`, so this parse cannot fail; fall back to `/` anyway.
-        *req.uri_mut() = self
-            .config
-            .path
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/"));
+        *req.uri_mut() = self.uri.clone();
         let headers = req.headers_mut();
         headers.insert(HOST, self.host_header.clone());
         headers.insert(USER_AGENT, HeaderValue::from_static("failover-probe/0.1"));

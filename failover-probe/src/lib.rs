@@ -7,7 +7,8 @@
 //!   HTTPS through rustls with a custom CA and SNI ([`TlsSettings`]).
 //! - [`TcpProbe`] ([`TcpProbeConfig`]): connect, optionally a TLS handshake.
 //! - [`ProbeScheduler`]: runs every [`ProbeTarget`] on its own interval with
-//!   phases spread over the interval, bounded concurrency, no catch-up bursts
+//!   phases spread over the interval (plus optional seeded per-probe start
+//!   jitter, as in `Policy::jitter`), bounded concurrency, no catch-up bursts
 //!   (skipped slots are counted), targets added and removed while running, and
 //!   a clean shutdown. It sends each result as a
 //!   [`ProbeResult`](failover_core::ProbeResult) on a bounded channel, ready
@@ -51,7 +52,7 @@ pub use error::ProbeError;
 pub use http::{HttpProbe, HttpProbeConfig};
 pub use scheduler::{
     PhaseSpread, ProbeScheduler, ProbeTarget, SchedulerConfig, SchedulerStats, TargetId,
-    TargetStats,
+    TargetStats, MIN_INTERVAL,
 };
 pub use tcp::{TcpProbe, TcpProbeConfig};
 pub use tls::TlsSettings;

@@ -9,14 +9,26 @@
 //! probe (or waiting for a concurrency permit, or a full result channel)
 //! outlives its slot, the slots it overran are skipped and counted, never
 //! run late in a burst.
+//!
+//! Metrics (through the `metrics` facade, recorded only if the application
+//! installs a recorder):
+//! - `failover_probe_schedule_lateness_seconds` (histogram): slot to probe start;
+//! - `failover_probe_latency_seconds` (histogram): latency of successful probes;
+//! - `failover_probe_results_total{outcome}` (counter): `ok`, `refused`,
+//!   `connect_timeout`, `response_timeout`, `status`, `body_mismatch`, `tls`, …;
+//! - `failover_probe_skipped_slots_total` (counter);
+//! - `failover_probe_panics_total` (counter): checks that panicked (no result sent);
+//! - `failover_probe_targets` (gauge): targets running.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use failover_core::ports::Probe;
 use failover_core::{ProbeFailure, ProbeOutcome, ProbeResult, RegionId, VantageId};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -54,6 +66,9 @@ pub struct SchedulerConfig {
     pub channel_capacity: usize,
     /// How phases are spread. Default [`PhaseSpread::Even`].
     pub phase: PhaseSpread,
+    /// Seed of the per-probe start jitter ([`ProbeTarget::jitter`]), so runs
+    /// are reproducible. Default 0.
+    pub jitter_seed: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -62,6 +77,7 @@ impl Default for SchedulerConfig {
             max_concurrency: 256,
             channel_capacity: 1024,
             phase: PhaseSpread::Even,
+            jitter_seed: 0,
         }
     }
 }
@@ -76,6 +92,11 @@ pub struct ProbeTarget {
     pub vantage: VantageId,
     /// Time between slots (at least [`MIN_INTERVAL`]).
     pub interval: Duration,
+    /// Each probe starts a random `0..jitter` after its slot (the slot grid
+    /// itself does not drift). Default zero; capped at half the interval
+    /// so jitter alone never pushes a probe into the next slot.
+    /// Matches `Policy::jitter`.
+    pub jitter: Duration,
     /// The check to run.
     pub probe: Arc<dyn Probe>,
 }
@@ -92,8 +113,15 @@ impl ProbeTarget {
             region,
             vantage,
             interval,
+            jitter: Duration::ZERO,
             probe,
         }
+    }
+
+    /// Delays each probe by a random `0..jitter` after its slot.
+    pub fn with_jitter(mut self, jitter: Duration) -> ProbeTarget {
+        self.jitter = jitter;
+        self
     }
 }
 
@@ -103,6 +131,7 @@ impl std::fmt::Debug for ProbeTarget {
             .field("region", &self.region)
             .field("vantage", &self.vantage)
             .field("interval", &self.interval)
+            .field("jitter", &self.jitter)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +196,7 @@ struct TaskContext {
 pub struct ProbeScheduler {
     epoch: Instant,
     phase: PhaseSpread,
+    jitter_seed: u64,
     context: TaskContext,
     targets: Mutex<HashMap<TargetId, Running>>,
     added: AtomicU64,
@@ -188,6 +218,7 @@ impl ProbeScheduler {
         let scheduler = ProbeScheduler {
             epoch: Instant::now(),
             phase: config.phase,
+            jitter_seed: config.jitter_seed,
             context: TaskContext {
                 permits: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
                 results: tx,
@@ -204,6 +235,7 @@ impl ProbeScheduler {
     /// inside a tokio runtime.
     pub fn add(&self, mut target: ProbeTarget) -> TargetId {
         target.interval = target.interval.max(MIN_INTERVAL);
+        target.jitter = target.jitter.min(target.interval / 2);
         let k = self.added.fetch_add(1, Ordering::Relaxed);
         let id = TargetId(k);
         let fraction = match self.phase {
@@ -215,9 +247,12 @@ impl ProbeScheduler {
         let (stop, stopped) = oneshot::channel();
         tracing::debug!(target_id = k, region = %target.region, vantage = %target.vantage,
             interval_ms = target.interval.as_millis() as u64, phase = fraction, "probe target added");
+        // Distinct, reproducible jitter stream per target.
+        let jitter_state = splitmix64(self.jitter_seed ^ k.wrapping_mul(0xA076_1D64_78BD_642F));
         let task = tokio::spawn(run_target(
             target,
             first,
+            jitter_state,
             self.context.clone(),
             Arc::clone(&counters),
             stopped,
@@ -270,8 +305,15 @@ impl ProbeScheduler {
     pub async fn shutdown(self) {
         let running: Vec<Running> = self.lock_targets().drain().map(|(_, r)| r).collect();
         let count = running.len();
+        // Signal every target first, so none starts a new probe while
+        // others are being joined.
+        let mut tasks = Vec::with_capacity(count);
         for r in running {
-            stop_and_join(r).await;
+            let _ = r.stop.send(());
+            tasks.push(r.task);
+        }
+        for task in tasks {
+            join(task).await;
         }
         tracing::debug!(targets = count, "probe scheduler shut down");
     }
@@ -295,7 +337,11 @@ impl ProbeScheduler {
 
 async fn stop_and_join(running: Running) {
     let _ = running.stop.send(());
-    if let Err(e) = running.task.await {
+    join(running.task).await;
+}
+
+async fn join(task: JoinHandle<()>) {
+    if let Err(e) = task.await {
         if e.is_panic() {
             tracing::error!(error = %e, "probe target task panicked");
         }
@@ -316,6 +362,7 @@ fn snapshot(c: &Counters) -> TargetStats {
 async fn run_target(
     target: ProbeTarget,
     first: Instant,
+    mut jitter_state: u64,
     ctx: TaskContext,
     counters: Arc<Counters>,
     stopped: oneshot::Receiver<()>,
@@ -324,11 +371,17 @@ async fn run_target(
         let interval = target.interval;
         let mut slot = first;
         loop {
-            tokio::time::sleep_until(slot).await;
+            let start_at = if target.jitter.is_zero() {
+                slot
+            } else {
+                jitter_state = splitmix64(jitter_state);
+                slot + target.jitter.mul_f64(unit_from_bits(jitter_state))
+            };
+            tokio::time::sleep_until(start_at).await;
             let Ok(permit) = ctx.permits.acquire().await else {
                 return;
             };
-            let lateness = Instant::now().saturating_duration_since(slot);
+            let lateness = Instant::now().saturating_duration_since(start_at);
             metrics::histogram!("failover_probe_schedule_lateness_seconds")
                 .record(lateness.as_secs_f64());
             let late_ns = u64::try_from(lateness.as_nanos()).unwrap_or(u64::MAX);
@@ -336,8 +389,17 @@ async fn run_target(
                 .max_lateness_ns
                 .fetch_max(late_ns, Ordering::Relaxed);
 
-            let outcome = target.probe.check().await;
+            // A panicking probe (any `Probe` may be plugged in) must not end
+            // its target silently: log, count, skip this result, go on.
+            let checked = AssertUnwindSafe(target.probe.check()).catch_unwind().await;
             drop(permit);
+            let Ok(outcome) = checked else {
+                tracing::error!(region = %target.region, vantage = %target.vantage,
+                    "probe panicked; no result for this slot");
+                metrics::counter!("failover_probe_panics_total").increment(1);
+                slot = next_slot(slot, interval, &counters, &ctx, &target);
+                continue;
+            };
             record_outcome(&outcome);
             counters.probes.fetch_add(1, Ordering::Relaxed);
             ctx.totals.probes.fetch_add(1, Ordering::Relaxed);
@@ -352,19 +414,7 @@ async fn run_target(
                 return;
             }
 
-            slot += interval;
-            let now = Instant::now();
-            if slot < now {
-                // Overran: skip every slot already past instead of bursting.
-                let missed = (now - slot).as_nanos() / interval.as_nanos() + 1;
-                slot += nanos(interval.as_nanos().saturating_mul(missed));
-                let missed = u64::try_from(missed).unwrap_or(u64::MAX);
-                counters.skipped.fetch_add(missed, Ordering::Relaxed);
-                ctx.totals.skipped.fetch_add(missed, Ordering::Relaxed);
-                metrics::counter!("failover_probe_skipped_slots_total").increment(missed);
-                tracing::debug!(region = %target.region, vantage = %target.vantage, missed,
-                    "probe overran its interval; slots skipped");
-            }
+            slot = next_slot(slot, interval, &counters, &ctx, &target);
         }
     };
     // Stop on request or when the scheduler (holding the sender) is dropped.
@@ -372,6 +422,30 @@ async fn run_target(
         _ = stopped => {}
         () = life => {}
     }
+}
+
+/// The first slot after `slot` that is still ahead; every slot already past
+/// is skipped (and counted) instead of run late in a burst.
+fn next_slot(
+    slot: Instant,
+    interval: Duration,
+    counters: &Counters,
+    ctx: &TaskContext,
+    target: &ProbeTarget,
+) -> Instant {
+    let mut next = slot + interval;
+    let now = Instant::now();
+    if next < now {
+        let missed = (now - next).as_nanos() / interval.as_nanos() + 1;
+        next += nanos(interval.as_nanos().saturating_mul(missed));
+        let missed = u64::try_from(missed).unwrap_or(u64::MAX);
+        counters.skipped.fetch_add(missed, Ordering::Relaxed);
+        ctx.totals.skipped.fetch_add(missed, Ordering::Relaxed);
+        metrics::counter!("failover_probe_skipped_slots_total").increment(missed);
+        tracing::debug!(region = %target.region, vantage = %target.vantage, missed,
+            "probe overran its interval; slots skipped");
+    }
+    next
 }
 
 fn record_outcome(outcome: &ProbeOutcome) {

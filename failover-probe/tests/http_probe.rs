@@ -192,6 +192,21 @@ async fn oversized_body_is_read_only_up_to_the_limit() {
 }
 
 #[tokio::test]
+async fn endless_response_head_is_a_protocol_failure() {
+    let api = RegionalApi::start_http().unwrap();
+    api.set_mode(ApiMode::HugeHead {
+        bytes: 1024 * 1024 * 1024,
+    });
+    assert_eq!(
+        failure(check_config(config_for(&api, "/")).await),
+        ProbeFailure::Protocol
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = api.oversized_bytes_sent();
+    assert!(sent < 64 * 1024 * 1024, "server wrote {sent} header bytes");
+}
+
+#[tokio::test]
 async fn garbage_is_a_protocol_failure() {
     let api = RegionalApi::start_http().unwrap();
     api.set_mode(ApiMode::Garbage);

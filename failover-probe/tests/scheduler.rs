@@ -246,3 +246,132 @@ async fn shutdown_cancels_in_flight_probes_and_closes_the_channel() {
     .expect("result channel stayed open after shutdown");
     assert!(drained < 10_000);
 }
+
+/// A real HTTP probe that tracks how many checks run at once.
+struct Counted {
+    inner: HttpProbe,
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl Probe for Counted {
+    async fn check(&self) -> ProbeOutcome {
+        use std::sync::atomic::Ordering::SeqCst;
+        let running = self.now.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(running, SeqCst);
+        let outcome = self.inner.check().await;
+        self.now.fetch_sub(1, SeqCst);
+        outcome
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_bounded() {
+    let api = RegionalApi::start_http().unwrap();
+    api.set_mode(ApiMode::Hang);
+    let mut config = config(PhaseSpread::Even);
+    config.max_concurrency = 3;
+    let (scheduler, mut rx) = ProbeScheduler::start(config);
+    let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for region in 0..12 {
+        let probe = Counted {
+            inner: http_probe(&api, Duration::from_millis(150)),
+            now: Arc::clone(&now),
+            peak: Arc::clone(&peak),
+        };
+        scheduler.add(ProbeTarget::new(
+            RegionId(region),
+            VantageId(0),
+            Duration::from_millis(50),
+            Arc::new(probe),
+        ));
+    }
+    let results = collect(&mut rx, Duration::from_millis(800)).await;
+    let stats = scheduler.stats();
+    // Read before shutdown: cancelled checks never count themselves out.
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    scheduler.shutdown().await;
+    assert_eq!(peak, 3, "at most 3 at once, and the limit was reached");
+    // 3 slots × ~150 ms each over ~800 ms: far fewer than 12 targets × 16 slots.
+    assert!(
+        results.len() <= 3 * 800 / 150 + 3,
+        "{} results",
+        results.len()
+    );
+    assert!(stats.skipped_slots > 0, "waiting for a permit skips slots");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_jitter_varies_starts_but_keeps_the_rhythm() {
+    let api = RegionalApi::start_http().unwrap();
+    let (scheduler, mut rx) = ProbeScheduler::start(config(PhaseSpread::Even));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let interval = Duration::from_millis(100);
+    let probe = Timed {
+        target: 0,
+        inner: http_probe(&api, Duration::from_secs(1)),
+        starts: Arc::clone(&starts),
+    };
+    let id = scheduler.add(
+        ProbeTarget::new(RegionId(0), VantageId(0), interval, Arc::new(probe))
+            .with_jitter(Duration::from_millis(40)),
+    );
+    let _ = collect(&mut rx, Duration::from_millis(1250)).await;
+    let stats = scheduler.target_stats(id).unwrap();
+    scheduler.shutdown().await;
+    let starts: Vec<Instant> = starts.lock().unwrap().iter().map(|(_, t)| *t).collect();
+    // The grid does not drift: one start per interval.
+    assert!((9..=14).contains(&starts.len()), "{} starts", starts.len());
+    assert_eq!(stats.skipped_slots, 0);
+    let gaps: Vec<Duration> = starts.windows(2).map(|p| p[1] - p[0]).collect();
+    // Jitter 0..40 ms: gaps lie within 100 ± 40 ms (plus scheduling slack)…
+    assert!(
+        gaps.iter()
+            .all(|g| *g >= Duration::from_millis(30) && *g <= Duration::from_millis(200)),
+        "{gaps:?}"
+    );
+    // …and are not all equal to the interval.
+    let off = gaps
+        .iter()
+        .filter(|g| g.abs_diff(interval) > Duration::from_millis(8))
+        .count();
+    assert!(off >= 3, "no visible jitter: {gaps:?}");
+}
+
+/// A plug-in probe with a bug: panics on every other check.
+struct Buggy {
+    calls: std::sync::atomic::AtomicU32,
+    inner: HttpProbe,
+}
+
+#[async_trait]
+impl Probe for Buggy {
+    async fn check(&self) -> ProbeOutcome {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(n % 2 == 0, "deliberate bug in a plug-in probe (call {n})");
+        self.inner.check().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_probe_does_not_end_its_target() {
+    let api = RegionalApi::start_http().unwrap();
+    let (scheduler, mut rx) = ProbeScheduler::start(config(PhaseSpread::Even));
+    let buggy = Arc::new(Buggy {
+        calls: std::sync::atomic::AtomicU32::new(0),
+        inner: http_probe(&api, Duration::from_secs(1)),
+    });
+    scheduler.add(ProbeTarget::new(
+        RegionId(0),
+        VantageId(0),
+        Duration::from_millis(30),
+        Arc::clone(&buggy) as Arc<dyn Probe>,
+    ));
+    let results = collect(&mut rx, Duration::from_millis(400)).await;
+    scheduler.shutdown().await;
+    let calls = buggy.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(calls >= 6, "target stopped after the panic: {calls} calls");
+    assert!(results.len() >= 3 && results.iter().all(|r| r.outcome.is_ok()));
+}

@@ -73,6 +73,12 @@ pub enum ApiMode {
     },
     /// Answers with bytes that are not HTTP at all.
     Garbage,
+    /// Sends a status line and then header lines totalling `bytes` bytes
+    /// (streamed until done or the client hangs up), never ending the head.
+    HugeHead {
+        /// Bytes of header lines to send.
+        bytes: u64,
+    },
 }
 
 /// A TLS identity for the test server: a fresh CA and a server certificate
@@ -196,6 +202,7 @@ impl RegionalApi {
 
     /// Starts an API whose healthy body names `region`, with TLS when `ca` is given.
     pub fn start_named(region: &str, ca: Option<Arc<TestCa>>) -> io::Result<RegionalApi> {
+        in_runtime()?;
         let tls = match ca {
             Some(ca) => {
                 let acceptor = ca.acceptor()?;
@@ -259,8 +266,9 @@ impl RegionalApi {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
-    /// Body bytes of [`ApiMode::Oversized`] responses written to sockets so
-    /// far: shows how much of a huge body a client actually took.
+    /// Body bytes of [`ApiMode::Oversized`] responses (and header bytes of
+    /// [`ApiMode::HugeHead`] ones) written to sockets so far: shows how much
+    /// of a huge response a client actually took.
     pub fn oversized_bytes_sent(&self) -> u64 {
         self.shared.body_bytes.load(Ordering::Relaxed)
     }
@@ -297,6 +305,7 @@ impl RegionalApi {
     /// Listens again on the same port after [`stop`](Self::stop); does
     /// nothing when already serving. Must be called inside a tokio runtime.
     pub fn start(&self) -> io::Result<()> {
+        in_runtime()?;
         if self.is_serving() {
             return Ok(());
         }
@@ -343,6 +352,13 @@ impl Drop for RegionalApi {
             serving.task.abort();
         }
     }
+}
+
+/// Sockets and tasks need a tokio runtime: say so instead of panicking.
+fn in_runtime() -> io::Result<()> {
+    tokio::runtime::Handle::try_current()
+        .map(|_| ())
+        .map_err(|_| io::Error::other("RegionalApi must be started inside a tokio runtime"))
 }
 
 /// Binds with SO_REUSEADDR so a restart on the same port is not blocked by
@@ -535,6 +551,19 @@ async fn respond<S: AsyncWrite + Unpin>(
                     chunk.fill(b'x');
                 }
                 left -= take as u64;
+            }
+            Ok(false)
+        }
+        ApiMode::HugeHead { bytes } => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\n").await?;
+            let line = format!("x-filler: {}\r\n", "f".repeat(1000));
+            let mut sent = 0u64;
+            while sent < bytes {
+                stream.write_all(line.as_bytes()).await?;
+                sent += line.len() as u64;
+                shared
+                    .body_bytes
+                    .fetch_add(line.len() as u64, Ordering::Relaxed);
             }
             Ok(false)
         }
