@@ -82,6 +82,14 @@ pub enum PgError {
         /// The node's name.
         node: String,
     },
+    /// A switchover was asked from a node that is not the primary.
+    #[error(
+        "node {node} is not a primary (it is in recovery); switch over from the current primary"
+    )]
+    NotAPrimary {
+        /// The node's name.
+        node: String,
+    },
     /// The epoch is not above one already recorded: a stale controller.
     #[error("node {node}: {requested} refused, {recorded} is already recorded on node {recorded_on}; resume after the recorded epoch")]
     StaleEpoch {
@@ -162,6 +170,7 @@ impl PgError {
             PgError::Query { .. } | PgError::FenceIncomplete { .. } => PortErrorKind::Unavailable,
             PgError::Malformed { .. } => PortErrorKind::Malformed,
             PgError::NotAReplica { .. }
+            | PgError::NotAPrimary { .. }
             | PgError::StaleEpoch { .. }
             | PgError::LagExceeded { .. }
             | PgError::NotCaughtUp { .. }

@@ -45,21 +45,18 @@ impl PgCluster {
                 node: self.node(to)?.name.clone(),
             });
         }
+        let source = self.status(from).await?;
+        if source.role != crate::NodeRole::Primary {
+            return Err(PgError::NotAPrimary {
+                node: self.node(from)?.name.clone(),
+            });
+        }
         self.check_epoch(&self.node(to)?.name, epoch).await?;
         let fence = self.fence(from, epoch).await?;
         let fence_time = started.elapsed();
-        let final_lsn = match fence.flush_lsn {
-            Some(l) => l,
-            None => {
-                return Err(PgError::NotAReplica {
-                    node: self.node(from)?.name.clone(),
-                })
-                .map_err(|_| PgError::PromotionFailed {
-                    node: self.node(from).map(|n| n.name.clone()).unwrap_or_default(),
-                    reason: "switchover source is not a primary".into(),
-                })
-            }
-        };
+        let final_lsn = fence.flush_lsn.ok_or_else(|| PgError::NotAPrimary {
+            node: self.node(from).map(|n| n.name.clone()).unwrap_or_default(),
+        })?;
         let promoted_lsn = self
             .promote(&PromoteRequest {
                 node: to,
