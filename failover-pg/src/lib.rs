@@ -12,7 +12,7 @@
 //!   durable epoch, write check;
 //! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
 //!   primary's final flush LSN, promote — no acknowledged write is lost;
-//! - [`rejoin`]: agent-side: `pg_rewind` the old primary's data directory
+//! - [`rejoin()`](fn@rejoin) ([`rejoin` module](mod@rejoin)): agent-side: `pg_rewind` the old primary's data directory
 //!   against the new primary and start it as a streaming replica.
 //!
 //! Every call opens fresh connections (no pool to hide a failure) and has a

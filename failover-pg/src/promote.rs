@@ -18,7 +18,8 @@ impl PgCluster {
     ///    unless this very epoch already promoted it (a retried call), which
     ///    returns its LSN again;
     /// 2. refuses a stale epoch ([`PgError::StaleEpoch`], naming both epochs)
-    ///    against every reachable node;
+    ///    against every reachable node (an unreachable one costs at most
+    ///    `timeouts.connect` and is skipped);
     /// 3. checks the gate: `Within` compares the candidate's received WAL with
     ///    `reference` and its replay delay with `max` ([`PgError::LagExceeded`]
     ///    states the lag); `CaughtUp` waits up to `timeouts.catch_up` for

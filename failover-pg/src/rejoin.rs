@@ -155,7 +155,19 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
         let args = ["-D", &data, "-m", "fast", "-w", "-t", "60", "stop"].map(String::from);
         let out = run(plan, "pg_ctl stop", "pg_ctl", &args).await?;
         if !out.status.success() {
-            return Err(rejoin_err(plan, "pg_ctl stop", output_text(&out)));
+            // It may have died between the two calls (a crash): pg_rewind
+            // recovers a crashed target itself, so only a live one is fatal.
+            let again = run(
+                plan,
+                "pg_ctl status",
+                "pg_ctl",
+                &["-D".into(), data.clone(), "status".into()],
+            )
+            .await?;
+            if again.status.success() {
+                return Err(rejoin_err(plan, "pg_ctl stop", output_text(&out)));
+            }
+            tracing::warn!(data_dir = %data, "server died while being stopped; continuing");
         }
     }
 

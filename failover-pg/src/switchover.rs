@@ -28,7 +28,7 @@ impl PgCluster {
     /// 3. promotes `to` with [`RpoGate::CaughtUp`] on that LSN: it waits (up to
     ///    `timeouts.catch_up`) until `to` has replayed it, then promotes.
     ///
-    /// The old primary stays up, fenced; stop it and [`rejoin`](crate::rejoin)
+    /// The old primary stays up, fenced; stop it and [`rejoin`](fn@crate::rejoin)
     /// it as a replica. If step 3 fails, `from` remains fenced and nothing was
     /// promoted: retry, or lift the fence by promoting again elsewhere.
     pub async fn switchover(

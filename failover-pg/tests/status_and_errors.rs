@@ -121,6 +121,16 @@ async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
         Some(PgError::Auth { node, .. }) if node == "wrong-password"
     ));
 
+    // A DSN whose user is not a superuser cannot fence: an Auth error.
+    let app_only = PgCluster::new()
+        .with_node(NodeId(0), "app-user", &tk.node(0).unwrap().app_dsn())
+        .unwrap();
+    let err = app_only
+        .fence(NodeId(0), Epoch(1))
+        .await
+        .expect_err("not a superuser");
+    assert_eq!(err.kind(), PortErrorKind::Auth, "{err}");
+
     // Unknown node id: a configuration error.
     let err = DatabaseAdmin::observe(&bad, NodeId(7))
         .await

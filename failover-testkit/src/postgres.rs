@@ -15,8 +15,13 @@
 //! commit in the OS page cache, so `synchronous_commit` semantics — an
 //! acknowledged commit is on the synchronous standby — hold for these tests.
 //!
-//! Dropping the cluster stops every postmaster (immediate shutdown, then
-//! `kill -9` of it and its children) and removes the temp dir, also when the
+//! Each postmaster is a child of the test process (`runuser … postgres -D`),
+//! so a killed one is reaped at once and never lingers as a zombie that would
+//! look alive to `pg_ctl` and to the next postmaster's lock file check.
+//!
+//! Dropping the cluster `kill -9`s every postmaster and its children (also
+//! ones started by someone else in its data dirs, like a rejoin's `pg_ctl
+//! start`), reaps what it started and removes the temp dir, also when the
 //! test panicked.
 
 use std::fmt;
@@ -24,7 +29,8 @@ use std::fs;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The application role the cluster creates (password authentication).
@@ -248,6 +254,8 @@ impl PgTestNode {
 pub struct PgTestCluster {
     bindir: PathBuf,
     nodes: Vec<PgTestNode>,
+    /// The `runuser`/`postgres` processes this cluster started.
+    children: Mutex<Vec<Child>>,
     // Declared last: removed after `Drop::drop` stopped the servers.
     dir: tempfile::TempDir,
 }
@@ -278,6 +286,7 @@ impl PgTestCluster {
         let mut cluster = PgTestCluster {
             bindir,
             nodes: Vec::new(),
+            children: Mutex::new(Vec::new()),
             dir,
         };
         cluster.init_primary()?;
@@ -382,14 +391,52 @@ impl PgTestCluster {
         Err(last.unwrap_or(PgTestError::NoSuchNode(usize::MAX)))
     }
 
+    /// Starts the postmaster as a child of this process (through `runuser`,
+    /// which reaps it), not through `pg_ctl`: a killed postmaster must not be
+    /// left a zombie that `pg_ctl` and the lock file check take for a live
+    /// server (the init process of some sandboxes never reaps orphans).
     fn pg_ctl_start(&self, node: &PgTestNode) -> Result<(), PgTestError> {
-        let mut c = pg_command(&self.bindir, "pg_ctl");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_file)
+            .map_err(io_err(format!("open {}", node.log_file.display())))?;
+        chown_postgres(&node.log_file)?;
+        let log2 = log.try_clone().map_err(io_err("dup log file"))?;
+        let mut c = pg_command(&self.bindir, "postgres");
         c.arg("-D")
             .arg(&node.data_dir)
-            .arg("-l")
-            .arg(&node.log_file)
-            .args(["-w", "-t", "60", "start"]);
-        run(c).map(|_| ())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let mut child = c.spawn().map_err(io_err("spawn postgres"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = fs::read_to_string(&node.log_file).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(PgTestError::Command {
+                    command: format!("postgres -D {}", node.data_dir.display()),
+                    detail: format!("exited with {status}; log tail: {:?}", tail),
+                });
+            }
+            if is_ready(node, child.id()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(PgTestError::Command {
+                    command: format!("postgres -D {}", node.data_dir.display()),
+                    detail: "not ready after 60 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(mut children) = self.children.lock() {
+            children.push(child);
+        }
+        Ok(())
     }
 
     fn add_replica(&mut self, i: usize) -> Result<(), PgTestError> {
@@ -490,6 +537,10 @@ impl PgTestCluster {
         let node = self.node(i)?;
         if let Some(pid) = node.postmaster_pid() {
             kill_tree(pid);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         Ok(())
     }
@@ -509,14 +560,43 @@ impl PgTestCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while pid_file.exists() && Instant::now() < deadline {
             match node.postmaster_pid() {
-                Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
+                Some(pid) if alive(pid) => std::thread::sleep(Duration::from_millis(50)),
                 _ => break,
             }
         }
         self.pg_ctl_start(node)
     }
+}
+
+/// `/proc/PID/stat` fields after the command name (which may hold spaces):
+/// state, ppid, ...
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|f| f.first().map(String::as_str) != Some("Z"))
+}
+
+/// Whether the postmaster that `launcher` started wrote "ready" (primary) or
+/// "standby" (hot standby) as its status in `postmaster.pid`, as `pg_ctl -w`
+/// checks. A stale file of an earlier postmaster does not count.
+fn is_ready(node: &PgTestNode, launcher: u32) -> bool {
+    let Ok(text) = fs::read_to_string(node.data_dir.join("postmaster.pid")) else {
+        return false;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(pid) = lines.first().and_then(|l| l.trim().parse::<u32>().ok()) else {
+        return false;
+    };
+    let ours = pid == launcher
+        || proc_stat(pid).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
+            == Some(launcher);
+    let status = lines.get(7).map(|l| l.trim()).unwrap_or("");
+    ours && (status == "ready" || status == "standby")
 }
 
 /// Children of `pid`, from `/proc/*/stat`.
@@ -528,13 +608,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|child| {
-            fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| {
-                    // Fields after the command name, which may hold spaces.
-                    let rest = s.rsplit_once(')')?.1;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
+            proc_stat(*child).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
                 == Some(pid)
         })
         .collect()
@@ -553,10 +627,88 @@ impl Drop for PgTestCluster {
     fn drop(&mut self) {
         for node in &self.nodes {
             if let Some(pid) = node.postmaster_pid() {
-                if Path::new(&format!("/proc/{pid}")).exists() {
+                if alive(pid) {
                     kill_tree(pid);
                 }
             }
+        }
+        // Reap the launchers (bounded); they exit once their postmaster died.
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut() {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica_streams(c: &PgTestCluster) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if c.psql(1, "SELECT status FROM pg_stat_wal_receiver")
+                .is_ok_and(|s| s.trim() == "streaming")
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    #[test]
+    fn nodes_can_be_stopped_killed_and_started_again_and_are_gone_after_drop() {
+        let c = PgTestCluster::builder()
+            .replicas(1)
+            .start()
+            .expect("cluster");
+        assert_eq!(c.psql(1, "SELECT pg_is_in_recovery()").unwrap().trim(), "t");
+        c.stop(1).expect("stop replica");
+        assert!(
+            c.psql(1, "SELECT 1").is_err(),
+            "a stopped node does not answer"
+        );
+        c.start_node(1).expect("start replica");
+        assert!(replica_streams(&c), "replica streams again after a restart");
+
+        let pid = c
+            .node(0)
+            .unwrap()
+            .postmaster_pid()
+            .expect("running primary");
+        c.kill(0).expect("kill primary");
+        assert!(
+            c.psql(0, "SELECT 1").is_err(),
+            "a killed node does not answer"
+        );
+        c.start_node(0).expect("restart after crash");
+        assert_ne!(c.node(0).unwrap().postmaster_pid(), Some(pid));
+        assert_eq!(c.psql(0, "SELECT 1").unwrap().trim(), "1");
+
+        let dir = c.dir.path().to_path_buf();
+        let pids: Vec<u32> = c
+            .nodes()
+            .iter()
+            .filter_map(|n| n.postmaster_pid())
+            .collect();
+        drop(c);
+        assert!(!dir.exists(), "temp dir removed on drop");
+        for p in pids {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{p}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                !Path::new(&format!("/proc/{p}")).exists(),
+                "postmaster {p} still runs"
+            );
         }
     }
 }
