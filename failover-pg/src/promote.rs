@@ -30,6 +30,11 @@ impl PgCluster {
     ///
     /// Returns the last WAL position replayed from the old primary: every
     /// transaction up to it survived.
+    ///
+    /// The epoch record is committed with `synchronous_commit = local`: it is
+    /// durable on the new primary's disk even when that node's own
+    /// `synchronous_standby_names` names standbys that are not attached yet
+    /// (application writes would wait for them; configure it accordingly).
     pub async fn promote(&self, request: &PromoteRequest) -> Result<Lsn, PgError> {
         let started = Instant::now();
         let s = self.connect(request.node, OP).await?;
