@@ -9,7 +9,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use failover_core::NodeId;
+use failover_core::{NodeId, Topology};
 use tokio_postgres::{Client, NoTls, Row};
 
 use crate::PgError;
@@ -75,7 +75,40 @@ impl PgCluster {
         PgCluster::default()
     }
 
-    /// Replaces the time limits.
+    /// One node per topology node, each reached with the DSN given for its
+    /// name (`[("pg-east", "host=… user=postgres"), …]`). Every topology node
+    /// needs a DSN and every DSN a topology node, else a typed config error.
+    pub fn from_topology<N, D>(
+        topology: &Topology,
+        dsns: impl IntoIterator<Item = (N, D)>,
+        timeouts: PgTimeouts,
+    ) -> Result<Self, PgError>
+    where
+        N: AsRef<str>,
+        D: AsRef<str>,
+    {
+        let mut cluster = PgCluster::new().with_timeouts(timeouts);
+        for (name, dsn) in dsns {
+            let name = name.as_ref();
+            let id = topology
+                .node_id(name)
+                .ok_or_else(|| PgError::NotInTopology {
+                    name: name.to_owned(),
+                })?;
+            cluster = cluster.with_node(id, name, dsn.as_ref())?;
+        }
+        for id in topology.node_ids() {
+            if cluster.node(id).is_err() {
+                return Err(PgError::MissingDsn {
+                    node: topology.node(id).name.clone(),
+                });
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Replaces the time limits. Call before [`with_node`](Self::with_node):
+    /// the connect timeout is applied to each node's config as it is added.
     pub fn with_timeouts(mut self, timeouts: PgTimeouts) -> Self {
         self.timeouts = timeouts;
         self
@@ -303,5 +336,76 @@ impl Session {
                 .map_err(|e: failover_core::ParseLsnError| self.malformed(operation, e.to_string()))
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_field_is_taken_from_the_parser_message() {
+        assert_eq!(dsn_field("invalid value for option `port`"), "port");
+        assert_eq!(dsn_field("unknown option `foo`"), "foo");
+        assert_eq!(dsn_field("unexpected EOF"), "dsn");
+        assert_eq!(dsn_field("``"), "dsn");
+    }
+
+    #[test]
+    fn with_node_replaces_an_id_and_keeps_order() {
+        let c = PgCluster::new()
+            .with_node(NodeId(1), "b", "host=127.0.0.1")
+            .and_then(|c| c.with_node(NodeId(0), "a", "host=127.0.0.1"))
+            .and_then(|c| c.with_node(NodeId(1), "b2", "host=127.0.0.1"))
+            .expect("valid");
+        assert_eq!(c.node_ids().collect::<Vec<_>>(), vec![NodeId(0), NodeId(1)]);
+        assert_eq!(c.node_name(NodeId(1)), Some("b2"));
+        assert!(matches!(
+            c.node(NodeId(5)),
+            Err(PgError::UnknownNode { .. })
+        ));
+    }
+
+    #[test]
+    fn from_topology_requires_a_dsn_per_node_and_a_node_per_dsn() {
+        let topology = failover_core::TopologyConfig {
+            service: "api.example.com.".into(),
+            regions: vec![
+                failover_core::Region::new("east", failover_core::RegionRole::Active),
+                failover_core::Region::new("west", failover_core::RegionRole::Standby),
+            ],
+            vantages: vec![],
+            nodes: vec![
+                failover_core::Node {
+                    name: "pg-east".into(),
+                    region: "east".into(),
+                    priority: 0,
+                    primary: true,
+                },
+                failover_core::Node {
+                    name: "pg-west".into(),
+                    region: "west".into(),
+                    priority: 0,
+                    primary: false,
+                },
+            ],
+        }
+        .validate()
+        .expect("valid topology");
+        let t = PgTimeouts::default();
+        let ok = PgCluster::from_topology(
+            &topology,
+            [("pg-east", "host=10.0.0.5"), ("pg-west", "host=10.1.0.5")],
+            t,
+        )
+        .expect("complete");
+        assert_eq!(
+            ok.node_name(topology.node_id("pg-west").unwrap()),
+            Some("pg-west")
+        );
+        let missing = PgCluster::from_topology(&topology, [("pg-east", "host=10.0.0.5")], t);
+        assert!(matches!(missing, Err(PgError::MissingDsn { node }) if node == "pg-west"));
+        let extra = PgCluster::from_topology(&topology, [("pg-north", "host=10.2.0.5")], t);
+        assert!(matches!(extra, Err(PgError::NotInTopology { name }) if name == "pg-north"));
     }
 }

@@ -152,3 +152,25 @@ impl PgCluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotion_needs_an_epoch_above_promotions_and_not_below_fences() {
+        let none = Epochs::default();
+        assert_eq!(none.refuses(Epoch(0)), None);
+        let e = Epochs {
+            promoted: Some(Epoch(5)),
+            fenced: Some(Epoch(7)),
+        };
+        assert_eq!(e.highest(), Some(Epoch(7)));
+        assert_eq!(e.refuses(Epoch(5)), Some(Epoch(5)));
+        assert_eq!(e.refuses(Epoch(4)), Some(Epoch(5)));
+        assert_eq!(e.refuses(Epoch(6)), Some(Epoch(7)));
+        // The fence's own epoch is the one its promotion carries.
+        assert_eq!(e.refuses(Epoch(7)), None);
+        assert_eq!(e.refuses(Epoch(8)), None);
+    }
+}

@@ -22,6 +22,20 @@ pub enum PgError {
         /// The parser's message.
         reason: String,
     },
+    /// A DSN was given for a name the topology does not have.
+    #[error(
+        "node {name} has a DSN but is not in the topology; add it as a [[node]] or remove the DSN"
+    )]
+    NotInTopology {
+        /// The name given.
+        name: String,
+    },
+    /// A topology node has no DSN.
+    #[error("node {node} is in the topology but has no DSN; give one")]
+    MissingDsn {
+        /// The node's name.
+        node: String,
+    },
     /// The cluster has no node with this id.
     #[error("{node} is not configured in this PgCluster; add it with PgCluster::with_node")]
     UnknownNode {
@@ -79,6 +93,14 @@ pub enum PgError {
     /// Promotion was asked for a node that is not in recovery.
     #[error("node {node} is not a replica (pg_is_in_recovery() is false); promote a streaming replica instead")]
     NotAReplica {
+        /// The node's name.
+        node: String,
+    },
+    /// A switchover was asked from a node that is not the primary.
+    #[error(
+        "node {node} is not a primary (it is in recovery); switch over from the current primary"
+    )]
+    NotAPrimary {
         /// The node's name.
         node: String,
     },
@@ -155,13 +177,17 @@ impl PgError {
     /// How core's runtime should treat this failure.
     pub fn kind(&self) -> PortErrorKind {
         match self {
-            PgError::Dsn { .. } | PgError::UnknownNode { .. } => PortErrorKind::Config,
+            PgError::Dsn { .. }
+            | PgError::UnknownNode { .. }
+            | PgError::NotInTopology { .. }
+            | PgError::MissingDsn { .. } => PortErrorKind::Config,
             PgError::Unreachable { .. } => PortErrorKind::Unavailable,
             PgError::Timeout { .. } => PortErrorKind::Timeout,
             PgError::Auth { .. } => PortErrorKind::Auth,
             PgError::Query { .. } | PgError::FenceIncomplete { .. } => PortErrorKind::Unavailable,
             PgError::Malformed { .. } => PortErrorKind::Malformed,
             PgError::NotAReplica { .. }
+            | PgError::NotAPrimary { .. }
             | PgError::StaleEpoch { .. }
             | PgError::LagExceeded { .. }
             | PgError::NotCaughtUp { .. }
@@ -182,6 +208,15 @@ impl PgError {
                 return PgError::Auth {
                     node,
                     reason: db.message().to_owned(),
+                };
+            }
+            if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+                return PgError::Auth {
+                    node,
+                    reason: format!(
+                        "{} during {operation}: the DSN's user must be a superuser",
+                        db.message()
+                    ),
                 };
             }
             if *code == SqlState::CANNOT_CONNECT_NOW

@@ -21,6 +21,10 @@
 //! be enough — any client can `SET default_transaction_read_only = off` or
 //! `BEGIN READ WRITE` — so it is only a second layer here.
 //!
+//! Step 3 terminates *every* other client backend, superuser sessions
+//! included (their open transactions roll back too); a monitoring or
+//! controller session on the node simply reconnects.
+//!
 //! # Limits
 //! - Superusers and replication roles keep `LOGIN` (the controller itself and
 //!   the replicas need them). Applications must not write as a superuser.

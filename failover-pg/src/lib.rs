@@ -12,8 +12,17 @@
 //!   durable epoch, write check;
 //! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
 //!   primary's final flush LSN, promote — no acknowledged write is lost;
-//! - [`rejoin`]: agent-side: `pg_rewind` the old primary's data directory
+//! - [`rejoin()`](fn@rejoin) ([`rejoin` module](mod@rejoin)): agent-side: `pg_rewind` the old primary's data directory
 //!   against the new primary and start it as a streaming replica.
+//!
+//! Wiring it into a runtime: build the cluster once with
+//! [`PgCluster::from_topology`] (or [`PgCluster::new`] +
+//! [`with_node`](PgCluster::with_node)) and [`PgTimeouts`], share it (it is
+//! `Clone`, or put it in an `Arc<dyn DatabaseAdmin>`), call
+//! `recorded_epoch()` at start-up to resume after the highest epoch, feed
+//! `observe()` results to the controller and execute its `Fence` / `Promote`
+//! actions with `fence()` / `promote()`. [`PgError::kind`] says whether a
+//! failure is retryable.
 //!
 //! Every call opens fresh connections (no pool to hide a failure) and has a
 //! timeout ([`PgTimeouts`]). Errors are [`PgError`]; as a port they become

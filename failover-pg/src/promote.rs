@@ -18,7 +18,8 @@ impl PgCluster {
     ///    unless this very epoch already promoted it (a retried call), which
     ///    returns its LSN again;
     /// 2. refuses a stale epoch ([`PgError::StaleEpoch`], naming both epochs)
-    ///    against every reachable node;
+    ///    against every reachable node (an unreachable one costs at most
+    ///    `timeouts.connect` and is skipped);
     /// 3. checks the gate: `Within` compares the candidate's received WAL with
     ///    `reference` and its replay delay with `max` ([`PgError::LagExceeded`]
     ///    states the lag); `CaughtUp` waits up to `timeouts.catch_up` for
@@ -29,6 +30,11 @@ impl PgCluster {
     ///
     /// Returns the last WAL position replayed from the old primary: every
     /// transaction up to it survived.
+    ///
+    /// The epoch record is committed with `synchronous_commit = local`: it is
+    /// durable on the new primary's disk even when that node's own
+    /// `synchronous_standby_names` names standbys that are not attached yet
+    /// (application writes would wait for them; configure it accordingly).
     pub async fn promote(&self, request: &PromoteRequest) -> Result<Lsn, PgError> {
         let started = Instant::now();
         let s = self.connect(request.node, OP).await?;

@@ -41,6 +41,8 @@ pub struct RejoinPlan {
     /// as the current user.
     pub os_user: Option<String>,
     /// libpq conninfo of the new primary for `pg_rewind` (a superuser).
+    /// Prefer a passfile (`~/.pgpass`) over a password in the string: the
+    /// string is passed on pg_rewind's command line.
     pub source_conninfo: String,
     /// libpq conninfo the replica streams with (written as `primary_conninfo`).
     pub primary_conninfo: String,
@@ -87,7 +89,8 @@ async fn run(
         None => tokio::process::Command::new(&exe),
     };
     cmd.args(args).kill_on_drop(true);
-    tracing::info!(step, program, ?args, "rejoin step");
+    // Not the arguments: --source-server may carry a password.
+    tracing::info!(step, program, "rejoin step");
     match tokio::time::timeout(plan.step_timeout, cmd.output()).await {
         Err(_) => Err(rejoin_err(
             plan,
@@ -155,7 +158,19 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
         let args = ["-D", &data, "-m", "fast", "-w", "-t", "60", "stop"].map(String::from);
         let out = run(plan, "pg_ctl stop", "pg_ctl", &args).await?;
         if !out.status.success() {
-            return Err(rejoin_err(plan, "pg_ctl stop", output_text(&out)));
+            // It may have died between the two calls (a crash): pg_rewind
+            // recovers a crashed target itself, so only a live one is fatal.
+            let again = run(
+                plan,
+                "pg_ctl status",
+                "pg_ctl",
+                &["-D".into(), data.clone(), "status".into()],
+            )
+            .await?;
+            if again.status.success() {
+                return Err(rejoin_err(plan, "pg_ctl stop", output_text(&out)));
+            }
+            tracing::warn!(data_dir = %data, "server died while being stopped; continuing");
         }
     }
 

@@ -254,6 +254,90 @@ impl PgCluster {
     /// (unlike [`observe`](failover_core::ports::DatabaseAdmin::observe)).
     pub async fn status(&self, node: NodeId) -> Result<NodeStatus, PgError> {
         let s = self.connect(node, OP).await?;
-        read_status(&s).await
+        let st = read_status(&s).await?;
+        let name = s.node.clone();
+        if let Some(d) = st.replay_delay {
+            metrics::gauge!("failover_pg_replay_delay_seconds", "node" => name.clone())
+                .set(d.as_secs_f64());
+        }
+        if let Some(b) = st.replay_backlog_bytes {
+            metrics::gauge!("failover_pg_replay_backlog_bytes", "node" => name).set(b as f64);
+        }
+        Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(receive: Option<u64>, replay: Option<u64>) -> NodeStatus {
+        NodeStatus {
+            node: NodeId(1),
+            role: NodeRole::Replica,
+            timeline: 3,
+            current_lsn: None,
+            flush_lsn: None,
+            receive_lsn: receive.map(Lsn),
+            replay_lsn: replay.map(Lsn),
+            replay_backlog_bytes: None,
+            replay_delay: Some(Duration::from_millis(1500)),
+            replay_paused: false,
+            wal_receiver: None,
+            replicas: Vec::new(),
+            epoch: None,
+            fenced: false,
+        }
+    }
+
+    #[test]
+    fn lag_counts_from_the_most_wal_held() {
+        assert_eq!(
+            replica(Some(100), Some(90)).lag_bytes_behind(Lsn(150)),
+            Some(50)
+        );
+        // Never streamed: replayed WAL is what it holds.
+        assert_eq!(replica(None, Some(90)).lag_bytes_behind(Lsn(150)), Some(60));
+        assert_eq!(
+            replica(Some(200), Some(90)).lag_bytes_behind(Lsn(150)),
+            Some(0)
+        );
+        assert_eq!(replica(None, None).lag_bytes_behind(Lsn(150)), None);
+    }
+
+    #[test]
+    fn observation_carries_role_and_positions() {
+        let r = replica(Some(100), Some(90));
+        assert_eq!(
+            r.observation(),
+            NodeObservation::Replica {
+                timeline: 3,
+                receive_lsn: Some(Lsn(100)),
+                replay_lsn: Some(Lsn(90)),
+                replay_delay: Some(Duration::from_millis(1500)),
+            }
+        );
+        let mut p = replica(None, None);
+        p.role = NodeRole::Primary;
+        p.current_lsn = Some(Lsn(7));
+        p.epoch = Some(Epoch(2));
+        p.fenced = true;
+        assert_eq!(
+            p.observation(),
+            NodeObservation::Primary {
+                timeline: 3,
+                current_lsn: Lsn(7),
+                epoch: Some(Epoch(2)),
+                fenced: true,
+            }
+        );
+    }
+
+    #[test]
+    fn negative_or_invalid_seconds_are_clamped_or_dropped() {
+        assert_eq!(seconds(Some(-3.0)), Some(Duration::ZERO));
+        assert_eq!(seconds(Some(f64::NAN)), Some(Duration::ZERO));
+        assert_eq!(seconds(Some(f64::INFINITY)), None);
+        assert_eq!(seconds(None), None);
     }
 }

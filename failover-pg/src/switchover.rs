@@ -28,7 +28,7 @@ impl PgCluster {
     /// 3. promotes `to` with [`RpoGate::CaughtUp`] on that LSN: it waits (up to
     ///    `timeouts.catch_up`) until `to` has replayed it, then promotes.
     ///
-    /// The old primary stays up, fenced; stop it and [`rejoin`](crate::rejoin)
+    /// The old primary stays up, fenced; stop it and [`rejoin`](fn@crate::rejoin)
     /// it as a replica. If step 3 fails, `from` remains fenced and nothing was
     /// promoted: retry, or lift the fence by promoting again elsewhere.
     pub async fn switchover(
@@ -45,21 +45,18 @@ impl PgCluster {
                 node: self.node(to)?.name.clone(),
             });
         }
+        let source = self.status(from).await?;
+        if source.role != crate::NodeRole::Primary {
+            return Err(PgError::NotAPrimary {
+                node: self.node(from)?.name.clone(),
+            });
+        }
         self.check_epoch(&self.node(to)?.name, epoch).await?;
         let fence = self.fence(from, epoch).await?;
         let fence_time = started.elapsed();
-        let final_lsn = match fence.flush_lsn {
-            Some(l) => l,
-            None => {
-                return Err(PgError::NotAReplica {
-                    node: self.node(from)?.name.clone(),
-                })
-                .map_err(|_| PgError::PromotionFailed {
-                    node: self.node(from).map(|n| n.name.clone()).unwrap_or_default(),
-                    reason: "switchover source is not a primary".into(),
-                })
-            }
-        };
+        let final_lsn = fence.flush_lsn.ok_or_else(|| PgError::NotAPrimary {
+            node: self.node(from).map(|n| n.name.clone()).unwrap_or_default(),
+        })?;
         let promoted_lsn = self
             .promote(&PromoteRequest {
                 node: to,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use failover_core::ports::DatabaseAdmin;
 use failover_core::{Epoch, MaxRpo, NodeId, PortErrorKind, PromoteRequest, RpoGate};
-use failover_pg::{NodeRole, PgError};
+use failover_pg::{rejoin, NodeRole, PgError, RejoinPlan};
 use failover_testkit::postgres::PgTestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +53,23 @@ async fn sync_replication_kill_primary_then_promote_loses_no_acknowledged_row() 
     c.execute("INSERT INTO rows (n) VALUES (-1)", &[])
         .await
         .unwrap();
+
+    // The crashed old primary rejoins: pg_rewind recovers it first.
+    let plan = RejoinPlan {
+        bindir: tk.bindir().to_path_buf(),
+        data_dir: old.data_dir.clone(),
+        os_user: Some("postgres".into()),
+        source_conninfo: format!("{} dbname=postgres", new.replication_conninfo()),
+        primary_conninfo: format!("{} application_name=node0", new.replication_conninfo()),
+        local_dsn: old.admin_dsn(),
+        log_file: Some(old.log_file.clone()),
+        step_timeout: Duration::from_secs(60),
+    };
+    let rj = rejoin(&plan).await.expect("rejoin after crash");
+    assert_eq!(rj.wal_receiver.sender_port, Some(new.port));
+    let back = admin.status(NodeId(0)).await.unwrap();
+    assert_eq!(back.role, NodeRole::Replica);
+    common::assert_all_present(&old.app_dsn(), &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,6 +78,16 @@ async fn async_replica_behind_max_rpo_is_refused_with_its_lag() {
     let admin = common::admin(&tk);
     let primary = tk.node(0).unwrap().clone();
     common::create_table(&primary.app_dsn()).await;
+
+    // The replica replays the table's creation first, so it has a last
+    // replayed commit to measure its delay from.
+    let created = admin.status(NodeId(0)).await.unwrap().current_lsn;
+    for _ in 0..500 {
+        if admin.status(NodeId(1)).await.unwrap().replay_lsn >= created {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Real lag: the replica stops receiving (empty primary_conninfo stops the
     // WAL receiver) and replay is paused, then the primary writes ~1 MB.

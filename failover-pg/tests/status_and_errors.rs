@@ -77,6 +77,41 @@ async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
     );
     assert_eq!(err.kind(), PortErrorKind::Refused);
 
+    // A zero-loss gate the replica cannot reach in time: refused, still a replica.
+    let impatient = common::admin_with_catch_up(&tk, std::time::Duration::from_millis(300));
+    let err = impatient
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::CaughtUp {
+                lsn: failover_core::Lsn(u64::MAX / 2),
+            },
+        })
+        .await
+        .expect_err("cannot catch up");
+    assert!(matches!(err, PgError::NotCaughtUp { .. }), "{err}");
+    assert_eq!(err.kind(), PortErrorKind::Refused);
+    assert_eq!(
+        admin.status(NodeId(1)).await.unwrap().role,
+        NodeRole::Replica
+    );
+
+    // Switchover needs a primary as source and a replica as target.
+    let err = admin
+        .switchover(NodeId(1), NodeId(0), Epoch(1))
+        .await
+        .expect_err("to a primary");
+    assert!(matches!(err, PgError::NotAReplica { .. }), "{err}");
+    let err = admin
+        .switchover(NodeId(1), NodeId(1), Epoch(1))
+        .await
+        .expect_err("from a replica");
+    assert!(matches!(err, PgError::NotAPrimary { .. }), "{err}");
+    assert!(
+        !admin.status(NodeId(0)).await.unwrap().fenced,
+        "nothing was fenced"
+    );
+
     // Unreachable node: observe says Unreachable, the rest are Unavailable errors.
     let port = closed_port();
     let bad = PgCluster::new()
@@ -120,6 +155,16 @@ async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
         err.inner().downcast_ref::<PgError>(),
         Some(PgError::Auth { node, .. }) if node == "wrong-password"
     ));
+
+    // A DSN whose user is not a superuser cannot fence: an Auth error.
+    let app_only = PgCluster::new()
+        .with_node(NodeId(0), "app-user", &tk.node(0).unwrap().app_dsn())
+        .unwrap();
+    let err = app_only
+        .fence(NodeId(0), Epoch(1))
+        .await
+        .expect_err("not a superuser");
+    assert_eq!(err.kind(), PortErrorKind::Auth, "{err}");
 
     // Unknown node id: a configuration error.
     let err = DatabaseAdmin::observe(&bad, NodeId(7))

@@ -15,17 +15,26 @@
 //! commit in the OS page cache, so `synchronous_commit` semantics — an
 //! acknowledged commit is on the synchronous standby — hold for these tests.
 //!
-//! Dropping the cluster stops every postmaster (immediate shutdown, then
-//! `kill -9` of it and its children) and removes the temp dir, also when the
+//! Each postmaster is a child of the test process (`runuser … postgres -D`),
+//! so a killed one is reaped at once and never lingers as a zombie that would
+//! look alive to `pg_ctl` and to the next postmaster's lock file check.
+//!
+//! Dropping the cluster `kill -9`s every postmaster and its children (also
+//! ones started by someone else in its data dirs, like a rejoin's `pg_ctl
+//! start`), reaps what it started and removes the temp dir, also when the
 //! test panicked.
 
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod process;
+
+pub use process::pg_command;
+use process::{alive, append, chown_postgres, free_port, is_ready, kill_tree, run};
 
 /// The application role the cluster creates (password authentication).
 pub const APP_ROLE: &str = "app";
@@ -74,7 +83,7 @@ impl fmt::Display for PgTestError {
 
 impl std::error::Error for PgTestError {}
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgTestError {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgTestError {
     let what = what.into();
     move |error| PgTestError::Io { what, error }
 }
@@ -104,71 +113,6 @@ pub fn find_bindir() -> Result<PathBuf, PgTestError> {
         .pop()
         .map(|(_, bin)| bin)
         .ok_or_else(|| PgTestError::BinariesMissing("no /usr/lib/postgresql/*/bin/initdb".into()))
-}
-
-/// Picks a free loopback TCP port. The port is released before PostgreSQL binds
-/// it, so a start retries on a new port if another test takes it meanwhile.
-fn free_port() -> Result<u16, PgTestError> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err("bind 127.0.0.1:0"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(io_err("local_addr"))
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A command for a PostgreSQL binary run as the `postgres` user.
-pub fn pg_command(bindir: &Path, program: &str) -> Command {
-    let exe = bindir.join(program);
-    if running_as_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(exe);
-        c
-    } else {
-        Command::new(exe)
-    }
-}
-
-fn run(mut cmd: Command) -> Result<Output, PgTestError> {
-    let command = format!("{cmd:?}");
-    let out = cmd.output().map_err(io_err(command.clone()))?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(PgTestError::Command {
-            command,
-            detail: format!(
-                "{}; stderr: {}; stdout: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
-        })
-    }
-}
-
-fn chown_postgres(path: &Path) -> Result<(), PgTestError> {
-    if running_as_root() {
-        let mut c = Command::new("chown");
-        c.args(["-R", "postgres:postgres"]).arg(path);
-        run(c)?;
-    }
-    Ok(())
-}
-
-fn append(path: &Path, text: &str) -> Result<(), PgTestError> {
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io_err(format!("open {}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .map_err(io_err(format!("append to {}", path.display())))
 }
 
 /// How to build a [`PgTestCluster`].
@@ -248,6 +192,8 @@ impl PgTestNode {
 pub struct PgTestCluster {
     bindir: PathBuf,
     nodes: Vec<PgTestNode>,
+    /// The `runuser`/`postgres` processes this cluster started.
+    children: Mutex<Vec<Child>>,
     // Declared last: removed after `Drop::drop` stopped the servers.
     dir: tempfile::TempDir,
 }
@@ -278,6 +224,7 @@ impl PgTestCluster {
         let mut cluster = PgTestCluster {
             bindir,
             nodes: Vec::new(),
+            children: Mutex::new(Vec::new()),
             dir,
         };
         cluster.init_primary()?;
@@ -382,14 +329,52 @@ impl PgTestCluster {
         Err(last.unwrap_or(PgTestError::NoSuchNode(usize::MAX)))
     }
 
+    /// Starts the postmaster as a child of this process (through `runuser`,
+    /// which reaps it), not through `pg_ctl`: a killed postmaster must not be
+    /// left a zombie that `pg_ctl` and the lock file check take for a live
+    /// server (the init process of some sandboxes never reaps orphans).
     fn pg_ctl_start(&self, node: &PgTestNode) -> Result<(), PgTestError> {
-        let mut c = pg_command(&self.bindir, "pg_ctl");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_file)
+            .map_err(io_err(format!("open {}", node.log_file.display())))?;
+        chown_postgres(&node.log_file)?;
+        let log2 = log.try_clone().map_err(io_err("dup log file"))?;
+        let mut c = pg_command(&self.bindir, "postgres");
         c.arg("-D")
             .arg(&node.data_dir)
-            .arg("-l")
-            .arg(&node.log_file)
-            .args(["-w", "-t", "60", "start"]);
-        run(c).map(|_| ())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let mut child = c.spawn().map_err(io_err("spawn postgres"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = fs::read_to_string(&node.log_file).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(PgTestError::Command {
+                    command: format!("postgres -D {}", node.data_dir.display()),
+                    detail: format!("exited with {status}; log tail: {:?}", tail),
+                });
+            }
+            if is_ready(node, child.id()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(PgTestError::Command {
+                    command: format!("postgres -D {}", node.data_dir.display()),
+                    detail: "not ready after 60 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(mut children) = self.children.lock() {
+            children.push(child);
+        }
+        Ok(())
     }
 
     fn add_replica(&mut self, i: usize) -> Result<(), PgTestError> {
@@ -490,6 +475,10 @@ impl PgTestCluster {
         let node = self.node(i)?;
         if let Some(pid) = node.postmaster_pid() {
             kill_tree(pid);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         Ok(())
     }
@@ -509,9 +498,7 @@ impl PgTestCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while pid_file.exists() && Instant::now() < deadline {
             match node.postmaster_pid() {
-                Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
+                Some(pid) if alive(pid) => std::thread::sleep(Duration::from_millis(50)),
                 _ => break,
             }
         }
@@ -519,44 +506,92 @@ impl PgTestCluster {
     }
 }
 
-/// Children of `pid`, from `/proc/*/stat`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|s| {
-                    // Fields after the command name, which may hold spaces.
-                    let rest = s.rsplit_once(')')?.1;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect()
-}
-
-fn kill_tree(pid: u32) {
-    let children = children_of(pid);
-    // The postmaster first, so it cannot restart children we then kill.
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
-    for c in children {
-        let _ = Command::new("kill").args(["-9", &c.to_string()]).output();
-    }
-}
-
 impl Drop for PgTestCluster {
     fn drop(&mut self) {
         for node in &self.nodes {
             if let Some(pid) = node.postmaster_pid() {
-                if Path::new(&format!("/proc/{pid}")).exists() {
+                if alive(pid) {
                     kill_tree(pid);
                 }
             }
+        }
+        // Reap the launchers (bounded); they exit once their postmaster died.
+        if let Ok(mut children) = self.children.lock() {
+            for child in children.iter_mut() {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica_streams(c: &PgTestCluster) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if c.psql(1, "SELECT status FROM pg_stat_wal_receiver")
+                .is_ok_and(|s| s.trim() == "streaming")
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    #[test]
+    fn nodes_can_be_stopped_killed_and_started_again_and_are_gone_after_drop() {
+        let c = PgTestCluster::builder()
+            .replicas(1)
+            .start()
+            .expect("cluster");
+        assert_eq!(c.psql(1, "SELECT pg_is_in_recovery()").unwrap().trim(), "t");
+        c.stop(1).expect("stop replica");
+        assert!(
+            c.psql(1, "SELECT 1").is_err(),
+            "a stopped node does not answer"
+        );
+        c.start_node(1).expect("start replica");
+        assert!(replica_streams(&c), "replica streams again after a restart");
+
+        let pid = c
+            .node(0)
+            .unwrap()
+            .postmaster_pid()
+            .expect("running primary");
+        c.kill(0).expect("kill primary");
+        assert!(
+            c.psql(0, "SELECT 1").is_err(),
+            "a killed node does not answer"
+        );
+        c.start_node(0).expect("restart after crash");
+        assert_ne!(c.node(0).unwrap().postmaster_pid(), Some(pid));
+        assert_eq!(c.psql(0, "SELECT 1").unwrap().trim(), "1");
+
+        let dir = c.dir.path().to_path_buf();
+        let pids: Vec<u32> = c
+            .nodes()
+            .iter()
+            .filter_map(|n| n.postmaster_pid())
+            .collect();
+        drop(c);
+        assert!(!dir.exists(), "temp dir removed on drop");
+        for p in pids {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{p}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                !Path::new(&format!("/proc/{p}")).exists(),
+                "postmaster {p} still runs"
+            );
         }
     }
 }

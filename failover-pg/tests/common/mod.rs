@@ -22,11 +22,16 @@ pub async fn start(builder: PgTestClusterBuilder) -> PgTestCluster {
 
 /// The adapter for every node of `tk`, node i = NodeId(i).
 pub fn admin(tk: &PgTestCluster) -> PgCluster {
+    admin_with_catch_up(tk, Duration::from_secs(60))
+}
+
+/// Like [`admin`] with a given catch-up limit.
+pub fn admin_with_catch_up(tk: &PgTestCluster, catch_up: Duration) -> PgCluster {
     let mut c = PgCluster::new().with_timeouts(PgTimeouts {
         connect: Duration::from_secs(5),
         statement: Duration::from_secs(15),
         promote: Duration::from_secs(60),
-        catch_up: Duration::from_secs(60),
+        catch_up,
     });
     for (i, n) in tk.nodes().iter().enumerate() {
         c = c
