@@ -62,8 +62,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(1);
     let config = Config::from_toml(CONFIG)?;
-    let topology = config.topology.clone();
-    let policy = config.policy.clone();
+    let topology = config.topology().clone();
+    let policy = config.policy().clone();
     let east = topology.region_id("us-east").ok_or("no us-east")?;
 
     let fail_at = Duration::from_secs(120);

@@ -88,7 +88,7 @@ async fn main() -> Result<(), BoxError> {
         }
     );
     let live = LiveRegions::start(policy.clone(), with_database).await?;
-    let topology = live.config.topology.clone();
+    let topology = live.config.topology().clone();
     let handle = live.runtime.handle();
     println!(
         "embedded DNS for {} at {}",

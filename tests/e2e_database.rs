@@ -10,38 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use failover::core::{Config, Health, MaxRpo, Node, NodeId, Region, RegionRole, Topology};
+use failover::core::{Config, Health, MaxRpo, NodeId, VantageId};
 use failover::dns::{EmbeddedConfig, EmbeddedDns};
 use failover::pg::PgCluster;
 use failover::RuntimeBuilder;
-use failover_testkit::http::RegionalApi;
 use failover_testkit::postgres::PgTestCluster;
-
-fn topology_with_database() -> Topology {
-    let mut east = Region::new("us-east", RegionRole::Active);
-    east.records = vec![EAST_IP.parse().expect("literal")];
-    let mut west = Region::new("us-west", RegionRole::Standby);
-    west.capacity = 0.6;
-    west.records = vec![WEST_IP.parse().expect("literal")];
-    Topology::builder(SERVICE)
-        .region(east)
-        .region(west)
-        .vantage("local")
-        .node(Node {
-            name: "pg-east".into(),
-            region: "us-east".into(),
-            priority: 0,
-            primary: true,
-        })
-        .node(Node {
-            name: "pg-west".into(),
-            region: "us-west".into(),
-            priority: 0,
-            primary: false,
-        })
-        .build()
-        .expect("valid topology")
-}
 
 fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -67,7 +40,7 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     let mut policy = fast_policy();
     policy.auto_promote = true;
     policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
-    let config = Config::new(topology_with_database(), policy.clone()).expect("valid config");
+    let config = Config::new(topology_with(true), policy.clone()).expect("valid config");
     let pg = || {
         Arc::new(
             PgCluster::new()
@@ -77,11 +50,10 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
                 .expect("west DSN parses"),
         )
     };
-    let east = RegionalApi::start_named("us-east", None).expect("east API");
-    let west = RegionalApi::start_named("us-west", None).expect("west API");
+    let regions = TwoRegions::start();
     let dns = EmbeddedDns::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        &config.topology,
+        config.topology(),
         &policy,
         EmbeddedConfig::new(ZONE),
     )
@@ -91,23 +63,17 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     let first_log = dir.path().join("first.jsonl");
     let second_log = dir.path().join("second.jsonl");
 
-    let first = with_probes(RuntimeBuilder::new(config.clone()), &east, &west, &policy)
-        .router(Arc::new(dns.router()))
-        .database(pg())
-        .audit_log(&first_log)
-        .start()
-        .await
-        .expect("first runtime starts");
-    wait_status(
-        &first.handle(),
-        Duration::from_secs(15),
-        "us-east up",
-        |s| s.controller.regions[EAST.index()].health == Health::Up,
-    )
-    .await;
+    let first = regions
+        .run(
+            RuntimeBuilder::new(config.clone())
+                .router(Arc::new(dns.router()))
+                .database(pg())
+                .audit_log(&first_log),
+        )
+        .await;
 
     // The region dies whole: its API and its primary.
-    east.stop().await;
+    regions.east.stop().await;
     cluster.kill(0).expect("kill -9 the primary");
     let promoted = wait_status(
         &first.handle(),
@@ -129,10 +95,12 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     // A new controller, from the same configuration (which still names
     // pg-east as the initial primary), must read the epoch back and adopt
     // pg-west, not promote again.
-    let second = with_probes(RuntimeBuilder::new(config), &east, &west, &policy)
+    let second = RuntimeBuilder::new(config)
         .router(Arc::new(dns.router()))
         .database(pg())
         .audit_log(&second_log)
+        .probe(EAST, VantageId(0), http_probe(&regions.east, &policy))
+        .probe(WEST, VantageId(0), http_probe(&regions.west, &policy))
         .start()
         .await
         .expect("second runtime starts");

@@ -13,7 +13,6 @@ use failover::core::Health;
 use failover::dns::{Rfc2136Config, Rfc2136Router};
 use failover::{RetryPolicy, RuntimeBuilder};
 use failover_testkit::bind::{BindServer, BindZone};
-use failover_testkit::http::RegionalApi;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_made_while_dns_is_down_is_retried_until_it_lands() {
@@ -28,8 +27,7 @@ async fn a_plan_made_while_dns_is_down_is_retried_until_it_lands() {
     rfc.timeout = Duration::from_millis(300);
     let router = Rfc2136Router::new(rfc, &topology(), &policy).expect("valid RFC 2136 config");
 
-    let east = RegionalApi::start_named("us-east", None).expect("east API");
-    let west = RegionalApi::start_named("us-west", None).expect("west API");
+    let regions = TwoRegions::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let audit = dir.path().join("audit.jsonl");
     let retry = RetryPolicy {
@@ -37,23 +35,15 @@ async fn a_plan_made_while_dns_is_down_is_retried_until_it_lands() {
         max_backoff: Duration::from_millis(400),
         ..RetryPolicy::default()
     };
-    let runtime = with_probes(
-        RuntimeBuilder::new(config(topology(), policy.clone())),
-        &east,
-        &west,
-        &policy,
-    )
-    .router(Arc::new(router))
-    .retry(retry)
-    .audit_log(&audit)
-    .start()
-    .await
-    .expect("runtime starts");
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config(topology(), policy.clone()))
+                .router(Arc::new(router))
+                .retry(retry)
+                .audit_log(&audit),
+        )
+        .await;
     let handle = runtime.handle();
-    wait_status(&handle, Duration::from_secs(10), "us-east up", |s| {
-        s.controller.regions[EAST.index()].health == Health::Up
-    })
-    .await;
     wait_answer(dns_addr, EAST_IP, Duration::from_secs(5)).await;
 
     // DNS goes down first, then the region.
@@ -64,7 +54,7 @@ async fn a_plan_made_while_dns_is_down_is_retried_until_it_lands() {
     })
     .await
     .expect("stop task");
-    east.stop().await;
+    regions.east.stop().await;
     wait_status(&handle, Duration::from_secs(10), "us-east down", |s| {
         s.controller.regions[EAST.index()].health == Health::Down
     })

@@ -5,14 +5,13 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use failover::core::objectives::Bounds;
-use failover::core::Health;
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
 use failover::RuntimeBuilder;
-use failover_testkit::http::RegionalApi;
 
 async fn embedded_dns(policy: &failover::core::Policy) -> EmbeddedDns {
     let mut dns = EmbeddedConfig::new(ZONE);
@@ -30,29 +29,16 @@ async fn embedded_dns(policy: &failover::core::Policy) -> EmbeddedDns {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_switches_within_the_planners_bounds_when_a_region_dies() {
     let policy = fast_policy();
-    let east = RegionalApi::start_named("us-east", None).expect("east API");
-    let west = RegionalApi::start_named("us-west", None).expect("west API");
+    let regions = TwoRegions::start();
     let dns = embedded_dns(&policy).await;
-    let runtime = with_probes(
-        RuntimeBuilder::new(config(topology(), policy.clone())),
-        &east,
-        &west,
-        &policy,
-    )
-    .router(std::sync::Arc::new(dns.router()))
-    .start()
-    .await
-    .expect("runtime starts");
+    let runtime = regions
+        .run(RuntimeBuilder::new(config(topology(), policy.clone())).router(Arc::new(dns.router())))
+        .await;
     let handle = runtime.handle();
-
-    wait_status(&handle, Duration::from_secs(10), "us-east up", |s| {
-        s.controller.regions[EAST.index()].health == Health::Up
-    })
-    .await;
     wait_answer(dns.local_addr(), EAST_IP, Duration::from_secs(5)).await;
 
     let outage = Instant::now();
-    east.stop().await;
+    regions.east.stop().await;
     let switched = wait_answer(dns.local_addr(), WEST_IP, Duration::from_secs(10)).await;
     let took = switched - outage;
 
@@ -89,24 +75,13 @@ async fn a_flapping_region_fails_over_no_more_often_than_damping_allows() {
     policy.flap_limit = 2;
     policy.flap_window = Duration::from_secs(60);
     policy.hold_down = Duration::from_millis(300);
-    let east = RegionalApi::start_named("us-east", None).expect("east API");
-    let west = RegionalApi::start_named("us-west", None).expect("west API");
+    let regions = TwoRegions::start();
+    let east = &regions.east;
     let dns = embedded_dns(&policy).await;
-    let runtime = with_probes(
-        RuntimeBuilder::new(config(topology(), policy.clone())),
-        &east,
-        &west,
-        &policy,
-    )
-    .router(std::sync::Arc::new(dns.router()))
-    .start()
-    .await
-    .expect("runtime starts");
+    let runtime = regions
+        .run(RuntimeBuilder::new(config(topology(), policy.clone())).router(Arc::new(dns.router())))
+        .await;
     let handle = runtime.handle();
-    wait_status(&handle, Duration::from_secs(10), "us-east up", |s| {
-        s.controller.regions[EAST.index()].health == Health::Up
-    })
-    .await;
 
     // Six outages of ~1.5 s separated by ~2 s of health: each is long enough
     // to be detected, and each recovery long enough to be seen.

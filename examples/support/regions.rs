@@ -86,8 +86,8 @@ impl LiveRegions {
         dns_config.selection = Selection::AllServing;
         let dns = EmbeddedDns::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
-            &config.topology,
-            &config.policy,
+            config.topology(),
+            config.policy(),
             dns_config,
         )
         .await?;

@@ -4,14 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Policy, Topology, TopologyConfig};
 
-/// Topology and policy, validated together.
+/// Topology and policy, validated together. The fields are private so that a
+/// `Config` is always one that passed [`Config::new`]: the
+/// [`Controller`](crate::Controller) relies on it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
-    /// What is deployed where.
     #[serde(flatten)]
-    pub topology: Topology,
-    /// How to decide.
-    pub policy: Policy,
+    topology: Topology,
+    policy: Policy,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +28,21 @@ impl Config {
     pub fn new(topology: Topology, policy: Policy) -> Result<Self, ConfigError> {
         policy.validate(&topology)?;
         Ok(Config { topology, policy })
+    }
+
+    /// What is deployed where.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// How to decide.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Both parts, to change one and validate again with [`Config::new`].
+    pub fn into_parts(self) -> (Topology, Policy) {
+        (self.topology, self.policy)
     }
 
     /// Parses and validates TOML like:

@@ -72,11 +72,11 @@ fn policy_error(edit: impl FnOnce(&mut Policy)) -> (String, String) {
 #[test]
 fn the_seed_file_parses() {
     let config = Config::from_toml(SEED).unwrap();
-    assert_eq!(config.topology.regions().len(), 2);
-    assert_eq!(config.topology.regions()[1].capacity, 0.6);
-    assert_eq!(config.policy.interval, Duration::from_secs(10));
+    assert_eq!(config.topology().regions().len(), 2);
+    assert_eq!(config.topology().regions()[1].capacity, 0.6);
+    assert_eq!(config.policy().interval, Duration::from_secs(10));
     assert_eq!(
-        config.policy.max_rpo,
+        config.policy().max_rpo,
         Some(MaxRpo {
             bytes: Some(16 << 20),
             time: Some(Duration::from_secs(5))
@@ -89,7 +89,7 @@ fn toml_round_trip_is_lossless() {
     let config = Config::from_toml(SEED).unwrap();
     let text = config.to_toml().unwrap();
     assert_eq!(Config::from_toml(&text).unwrap(), config, "{text}");
-    let default = Config::new(config.topology.clone(), Policy::default()).unwrap();
+    let default = Config::new(config.topology().clone(), Policy::default()).unwrap();
     assert_eq!(
         Config::from_toml(&default.to_toml().unwrap()).unwrap(),
         default

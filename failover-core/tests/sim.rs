@@ -13,7 +13,7 @@ const S: fn(u64) -> Duration = Duration::from_secs;
 
 fn seed_scenario(seed: u64) -> Scenario {
     let config = Config::new(seed_topology(&[]), auto_promote(seed_policy(), 16 << 20)).unwrap();
-    let east = config.topology.region_id("us-east").unwrap();
+    let east = config.topology().region_id("us-east").unwrap();
     Scenario::new(config, seed)
         .duration(S(900))
         .replication(2_000_000.0, Duration::from_millis(250))
@@ -36,7 +36,7 @@ fn outage_is_detected_and_cut_over_within_the_planned_bounds() {
     for seed in 1..=5 {
         let scenario = seed_scenario(seed);
         let report = scenario.run();
-        let bounds = Bounds::for_policy(&scenario.config.policy, scenario.actuation);
+        let bounds = Bounds::for_policy(scenario.config.policy(), scenario.actuation);
         let detection = report.detection.expect("detected");
         let cutover = report.cutover.expect("cut over");
         assert!(
@@ -115,7 +115,7 @@ fn flapping_region_is_damped() {
     let mut policy = seed_policy();
     policy.hold_down = S(20);
     let config = Config::new(seed_topology(&[]), policy).unwrap();
-    let east = config.topology.region_id("us-east").unwrap();
+    let east = config.topology().region_id("us-east").unwrap();
     let report = Scenario::new(config, 5)
         .duration(S(1500))
         .flapping(east, S(60), S(600), S(50))
@@ -164,7 +164,7 @@ fn router_outage_during_failover_retries_until_the_plan_lands() {
 #[test]
 fn replication_lag_beyond_max_rpo_means_no_promotion() {
     let config = Config::new(seed_topology(&[]), auto_promote(seed_policy(), 1_000_000)).unwrap();
-    let east = config.topology.region_id("us-east").unwrap();
+    let east = config.topology().region_id("us-east").unwrap();
     let report = Scenario::new(config, 1)
         .duration(S(400))
         .replication(1_000_000.0, S(5)) // 5 MB behind > 1 MB allowed

@@ -117,7 +117,8 @@ impl Driver {
             }
             Action::Notify(event) => {
                 let text = event.display(topology).to_string();
-                tracing::info!(event = %text, "decision");
+                let kind = super::telemetry::event_kind_name(&event);
+                tracing::info!(kind = %kind, event = %text, "decision");
                 self.telemetry.record_event(&event, topology);
                 self.audit.record(
                     "event",

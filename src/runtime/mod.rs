@@ -51,6 +51,22 @@ pub enum RuntimeError {
     /// The configuration names database nodes but no database adapter was given.
     #[error("the topology has database nodes but no database adapter was given: call RuntimeBuilder::database")]
     NoDatabase,
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    ConfigFile {
+        /// The path given to [`RuntimeBuilder::from_config_file`].
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid; the error names the field and the rule.
+    #[error("invalid configuration in {path}: {source}")]
+    Config {
+        /// The file it came from.
+        path: PathBuf,
+        /// What is wrong.
+        source: failover_core::ConfigError,
+    },
     /// The runtime has stopped; the handle can no longer send to it.
     #[error("the failover runtime has stopped")]
     Stopped,
@@ -94,6 +110,26 @@ impl RuntimeBuilder {
         }
     }
 
+    /// Reads and validates a TOML configuration file (see
+    /// [`Config::from_toml`] for its shape).
+    pub fn from_config_file(path: impl AsRef<std::path::Path>) -> Result<Self, RuntimeError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::ConfigFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::from_toml(&text).map_err(|source| RuntimeError::Config {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(RuntimeBuilder::new(config))
+    }
+
+    /// The configuration the runtime will run with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The traffic router that applies weight plans (DNS, a load balancer).
     /// Without one, plans are decided and logged but applied nowhere.
     pub fn router(mut self, router: Arc<dyn TrafficRouter>) -> Self {
@@ -115,7 +151,7 @@ impl RuntimeBuilder {
         vantage: failover_core::VantageId,
         probe: Arc<dyn failover_core::ports::Probe>,
     ) -> Self {
-        let interval = self.config.policy.interval;
+        let interval = self.config.policy().interval;
         self.probes
             .push(ProbeTarget::new(region, vantage, interval, probe));
         self
@@ -148,7 +184,7 @@ impl RuntimeBuilder {
     /// Starts the runtime on the current tokio runtime. Reads the recorded
     /// fencing epoch first, so a restarted controller never reuses one.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
-        if !self.config.topology.nodes().is_empty() && self.database.is_none() {
+        if !self.config.topology().nodes().is_empty() && self.database.is_none() {
             return Err(RuntimeError::NoDatabase);
         }
         let (audit, audit_task) = match &self.audit_log {
@@ -158,9 +194,9 @@ impl RuntimeBuilder {
             }
             None => (audit::AuditLog::disabled(), None),
         };
-        let interval = self.config.policy.interval;
-        let timeout = self.config.policy.timeout;
-        let nodes: Vec<_> = self.config.topology.node_ids().collect();
+        let interval = self.config.policy().interval;
+        let timeout = self.config.policy().timeout;
+        let nodes: Vec<_> = self.config.topology().node_ids().collect();
         let mut controller = Controller::new(self.config, std::time::Instant::now());
         if let Some(database) = &self.database {
             let floor = database
@@ -253,7 +289,7 @@ impl RuntimeBuilder {
                 events: events_tx,
             },
             shutdown: shutdown_tx,
-            driver: driver_task,
+            driver: Some(driver_task),
             scheduler,
             tasks,
             audit_task,
@@ -261,11 +297,45 @@ impl RuntimeBuilder {
     }
 }
 
-/// A running failover controller. Drop it or call [`Runtime::shutdown`] to stop.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_error_names_the_file_and_the_field() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("failover.toml");
+        std::fs::write(
+            &path,
+            "service = \"api.example.com.\"\n[[region]]\nname = \"us-east\"\n[policy]\nfall = 0\n",
+        )
+        .expect("write");
+        let error = RuntimeBuilder::from_config_file(&path)
+            .err()
+            .expect("fall = 0 is rejected");
+        let text = error.to_string();
+        assert!(
+            text.contains("failover.toml") && text.contains("policy.fall"),
+            "{text}"
+        );
+
+        let missing = RuntimeBuilder::from_config_file(dir.path().join("nope.toml"))
+            .err()
+            .expect("a missing file is an error");
+        assert!(
+            matches!(missing, RuntimeError::ConfigFile { .. }),
+            "{missing}"
+        );
+    }
+}
+
+/// A running failover controller. Call [`Runtime::shutdown`] to stop it and
+/// wait for every task; dropping it stops the tasks without waiting (actions
+/// in flight are abandoned, and the audit log may lose its last lines).
 pub struct Runtime {
     handle: RuntimeHandle,
     shutdown: watch::Sender<bool>,
-    driver: JoinHandle<()>,
+    driver: Option<JoinHandle<()>>,
     scheduler: Option<ProbeScheduler>,
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
@@ -277,33 +347,38 @@ impl Runtime {
         self.handle.clone()
     }
 
-    /// Stops every task and waits for them: actions in flight are abandoned
-    /// at their next await point (they are idempotent and the controller that
-    /// starts next re-derives them), and the audit log is flushed.
-    pub async fn shutdown(self) {
-        let Runtime {
-            handle,
-            shutdown,
-            driver,
-            scheduler,
-            tasks,
-            audit_task,
-        } = self;
-        let _ = shutdown.send(true);
-        if let Some(scheduler) = scheduler {
+    /// Stops every task and waits for them: probes stop first, then the
+    /// controller loop and the workers (actions in flight are abandoned at
+    /// their next await point: they are idempotent, and a controller started
+    /// next re-derives them), and the audit log is flushed.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;
         }
-        let _ = driver.await;
-        for task in tasks {
+        if let Some(driver) = self.driver.take() {
+            let _ = driver.await;
+        }
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
-        drop(handle);
-        drop(shutdown);
-        if let Some(task) = audit_task {
+        if let Some(task) = self.audit_task.take() {
             // The writer ends once the last sender (held by the tasks above) is gone.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         tracing::info!("failover runtime stopped");
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // After `shutdown` everything below is already empty.
+        let _ = self.shutdown.send(true);
+        // Dropping the scheduler drops each target's stop signal, which ends it.
+        self.scheduler.take();
+        for task in self.driver.take().into_iter().chain(self.tasks.drain(..)) {
+            task.abort();
+        }
     }
 }
 

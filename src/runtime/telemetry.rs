@@ -16,12 +16,15 @@ impl Telemetry {
     pub(crate) fn record_input(&mut self, input: &Input, topology: &Topology) {
         match input {
             Input::Probe(result) => {
-                let region = topology.region(result.region).name.clone();
-                let vantage = topology
-                    .vantages()
-                    .get(result.vantage.index())
-                    .cloned()
-                    .unwrap_or_default();
+                // Ids come from the caller (`RuntimeHandle::report_probe`); the
+                // controller ignores unknown ones, and so must the metrics.
+                let (Some(region), Some(vantage)) = (
+                    topology.regions().get(result.region.index()),
+                    topology.vantages().get(result.vantage.index()),
+                ) else {
+                    return;
+                };
+                let (region, vantage) = (region.name.clone(), vantage.clone());
                 match result.outcome {
                     ProbeOutcome::Ok { latency } => {
                         metrics::histogram!("failover_probe_latency_seconds", "region" => region, "vantage" => vantage)
@@ -106,7 +109,7 @@ impl Telemetry {
 }
 
 /// The variant name of an event's kind, for a low-cardinality metric label.
-fn event_kind_name(event: &Event) -> String {
+pub(crate) fn event_kind_name(event: &Event) -> String {
     let debug = format!("{:?}", event.kind);
     debug
         .split(|c: char| !c.is_alphanumeric() && c != '_')

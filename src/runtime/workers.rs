@@ -75,15 +75,7 @@ pub(crate) async fn route(
                     break;
                 }
                 Err(error) if error.is_retryable() => {
-                    let wait = retry.backoff(attempt);
-                    tracing::warn!(generation = plan.generation, attempt, %error, retry_in_ms = wait.as_millis() as u64,
-                        "weight plan not applied; retrying");
-                    metrics::counter!("failover_action_retries_total", "action" => "set_weights")
-                        .increment(1);
-                    audit.record(
-                        "action_retry",
-                        json!({"action": id.0, "attempt": attempt, "error": error.to_string()}),
-                    );
+                    let wait = note_retry(&audit, &retry, id, "set_weights", attempt, &error);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         newer = plans.recv() => {
@@ -112,6 +104,27 @@ pub(crate) async fn route(
             }
         }
     }
+}
+
+/// Logs, counts and audits a failed attempt that will be retried; returns
+/// how long to wait first.
+fn note_retry(
+    audit: &AuditLog,
+    retry: &RetryPolicy,
+    id: ActionId,
+    action: &'static str,
+    attempt: u32,
+    error: &PortError,
+) -> Duration {
+    let wait = retry.backoff(attempt);
+    tracing::warn!(action, action_id = id.0, attempt, %error, retry_in_ms = wait.as_millis() as u64,
+        "action failed; retrying");
+    metrics::counter!("failover_action_retries_total", "action" => action).increment(1);
+    audit.record(
+        "action_retry",
+        json!({"action": id.0, "attempt": attempt, "error": error.to_string()}),
+    );
+    wait
 }
 
 async fn supersede(
@@ -161,14 +174,7 @@ pub(crate) async fn administer(
             };
             match result {
                 Err(error) if error.is_retryable() && attempt < attempts.max(1) => {
-                    let wait = retry.backoff(attempt);
-                    tracing::warn!(action = what, attempt, %error, retry_in_ms = wait.as_millis() as u64, "database action failed; retrying");
-                    metrics::counter!("failover_action_retries_total", "action" => what)
-                        .increment(1);
-                    audit.record(
-                        "action_retry",
-                        json!({"action": id.0, "attempt": attempt, "error": error.to_string()}),
-                    );
+                    let wait = note_retry(&audit, &retry, id, what, attempt, &error);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => return,

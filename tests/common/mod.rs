@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use failover::core::{Config, Policy, Region, RegionId, RegionRole, Topology, VantageId};
+use failover::core::{
+    Config, Health, Node, Policy, Region, RegionId, RegionRole, Topology, VantageId,
+};
 use failover::probe::{HttpProbe, HttpProbeConfig};
-use failover::{RuntimeBuilder, RuntimeHandle, RuntimeStatus};
+use failover::{Runtime, RuntimeBuilder, RuntimeHandle, RuntimeStatus};
 use failover_testkit::http::RegionalApi;
 
 pub const SERVICE: &str = "api.failover.test.";
@@ -22,17 +24,33 @@ pub const WEST: RegionId = RegionId(1);
 /// us-east active (record 127.0.0.11) and us-west standby at 60 % of peak
 /// (record 127.0.0.12), one vantage.
 pub fn topology() -> Topology {
+    topology_with(false)
+}
+
+/// [`topology`], plus PostgreSQL nodes pg-east (primary) and pg-west when
+/// `database` is set.
+pub fn topology_with(database: bool) -> Topology {
     let mut east = Region::new("us-east", RegionRole::Active);
     east.records = vec![EAST_IP.parse().expect("literal")];
     let mut west = Region::new("us-west", RegionRole::Standby);
     west.capacity = 0.6;
     west.records = vec![WEST_IP.parse().expect("literal")];
-    Topology::builder(SERVICE)
+    let mut builder = Topology::builder(SERVICE)
         .region(east)
         .region(west)
-        .vantage("local")
-        .build()
-        .expect("valid topology")
+        .vantage("local");
+    if database {
+        for (name, region, primary) in [("pg-east", "us-east", true), ("pg-west", "us-west", false)]
+        {
+            builder = builder.node(Node {
+                name: name.into(),
+                region: region.into(),
+                priority: 0,
+                primary,
+            });
+        }
+    }
+    builder.build().expect("valid topology")
 }
 
 /// Fast probes: every 300 ms, 150 ms timeout, fall 3, rise 2, TTL 1 s.
@@ -66,16 +84,39 @@ pub fn http_probe(api: &RegionalApi, policy: &Policy) -> Arc<HttpProbe> {
     Arc::new(HttpProbe::new(probe).expect("valid probe config"))
 }
 
-/// Adds an HTTP probe per region, from the single vantage.
-pub fn with_probes(
-    builder: RuntimeBuilder,
-    east: &RegionalApi,
-    west: &RegionalApi,
-    policy: &Policy,
-) -> RuntimeBuilder {
-    builder
-        .probe(EAST, VantageId(0), http_probe(east, policy))
-        .probe(WEST, VantageId(0), http_probe(west, policy))
+/// The two regional APIs, healthy.
+pub struct TwoRegions {
+    pub east: RegionalApi,
+    pub west: RegionalApi,
+}
+
+impl TwoRegions {
+    pub fn start() -> TwoRegions {
+        TwoRegions {
+            east: RegionalApi::start_named("us-east", None).expect("east API"),
+            west: RegionalApi::start_named("us-west", None).expect("west API"),
+        }
+    }
+
+    /// Adds an HTTP probe per region (from the single vantage), starts the
+    /// runtime and waits until us-east is up.
+    pub async fn run(&self, builder: RuntimeBuilder) -> Runtime {
+        let policy = builder.config().policy().clone();
+        let runtime = builder
+            .probe(EAST, VantageId(0), http_probe(&self.east, &policy))
+            .probe(WEST, VantageId(0), http_probe(&self.west, &policy))
+            .start()
+            .await
+            .expect("runtime starts");
+        wait_status(
+            &runtime.handle(),
+            Duration::from_secs(15),
+            "us-east up",
+            |s| s.controller.regions[EAST.index()].health == Health::Up,
+        )
+        .await;
+        runtime
+    }
 }
 
 /// Waits (at most `limit`) until `check` holds for the runtime's status.

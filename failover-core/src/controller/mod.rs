@@ -96,7 +96,7 @@ impl Controller {
     /// Builds a controller for a validated configuration and queues the
     /// initial weight plan. `now` is the driver's clock.
     pub fn new(config: Config, now: Instant) -> Controller {
-        let Config { topology, policy } = config;
+        let (topology, policy) = config.into_parts();
         let vantage_count = topology.vantages().len().max(1);
         let quorum = policy.effective_quorum(vantage_count).max(1);
         let initial = match policy.initial_health {

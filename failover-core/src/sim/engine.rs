@@ -69,7 +69,7 @@ struct Engine<'a> {
 
 pub(super) fn run(s: &Scenario) -> Report {
     let t0 = s.start;
-    let topology = &s.config.topology;
+    let topology = s.config.topology();
     let nodes: Vec<SimNode> = topology
         .node_ids()
         .map(|n| SimNode {
@@ -126,10 +126,10 @@ impl Engine<'_> {
     }
 
     fn schedule_start(&mut self) {
-        let topology = &self.s.config.topology;
+        let topology = self.s.config.topology();
         let (regions, vantages) = (topology.regions().len(), topology.vantages().len());
         let slots = (regions * vantages).max(1) as u32;
-        let interval = self.s.config.policy.interval;
+        let interval = self.s.config.policy().interval;
         for r in 0..regions {
             for v in 0..vantages {
                 let k = (r * vantages + v) as u32;
@@ -224,7 +224,7 @@ impl Engine<'_> {
         if ok {
             self.s.probe_latency
         } else {
-            self.s.config.policy.timeout
+            self.s.config.policy().timeout
         }
     }
 
@@ -277,7 +277,7 @@ impl Engine<'_> {
                 self.report.probes += 1;
                 let took = self.probe_duration(ok);
                 let started = self.now.saturating_sub(took);
-                let policy = &self.s.config.policy;
+                let policy = self.s.config.policy();
                 let next = started + policy.interval + self.rng.duration_up_to(policy.jitter);
                 self.start_probe(region, vantage, next);
                 let outcome = if ok {
@@ -305,7 +305,7 @@ impl Engine<'_> {
                 let every = self
                     .s
                     .observe_every
-                    .unwrap_or(self.s.config.policy.interval);
+                    .unwrap_or(self.s.config.policy().interval);
                 if !self.nodes.is_empty() && !every.is_zero() {
                     self.push(self.now + every, Step::Observe);
                 }
@@ -454,7 +454,7 @@ impl Engine<'_> {
     }
 
     fn failure_message(&self, action: &Action, kind: PortErrorKind) -> String {
-        let topology = &self.s.config.topology;
+        let topology = self.s.config.topology();
         let node = |n: NodeId| {
             topology
                 .nodes()

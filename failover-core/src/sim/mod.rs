@@ -21,7 +21,7 @@
 //!     [policy]
 //!     jitter = "0s"
 //! "#).unwrap();
-//! let east = config.topology.region_id("us-east").unwrap();
+//! let east = config.topology().region_id("us-east").unwrap();
 //! let report = Scenario::new(config, 42)
 //!     .duration(Duration::from_secs(600))
 //!     .outage(east, Duration::from_secs(60), Some(Duration::from_secs(300)))
