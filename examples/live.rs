@@ -5,6 +5,7 @@
 //! cargo run --example live                      # with PostgreSQL if found
 //! cargo run --example live -- --no-database     # traffic only
 //! cargo run --example live -- --metrics 127.0.0.1:9464   # Prometheus endpoint
+//! RUST_LOG=failover=info cargo run --example live        # the runtime's tracing events too
 //! ```
 //!
 //! It starts two regional HTTP APIs (us-east active, us-west standby), the
@@ -66,6 +67,11 @@ async fn main() -> Result<(), BoxError> {
                 .into())
             }
         }
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
     }
     if let Some(addr) = metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new()
