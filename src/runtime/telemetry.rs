@@ -1,5 +1,23 @@
 //! Metrics through the `metrics` facade. Names are prefixed `failover_`;
 //! labels carry region, vantage and node names.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `failover_region_health` (1 up, 0 down, -1 unknown) | gauge | region |
+//! | `failover_region_weight` | gauge | region |
+//! | `failover_epoch` | gauge | |
+//! | `failover_region_probe_latency_seconds` | histogram | region, vantage |
+//! | `failover_region_probe_failures_total` | counter | region, vantage, reason |
+//! | `failover_failovers_total` (region marked down) | counter | region |
+//! | `failover_promotions_total` | counter | node |
+//! | `failover_promotion_refusals_total` | counter | node |
+//! | `failover_replication_lag_bytes`, `failover_replication_delay_seconds` | gauge | node |
+//! | `failover_database_unreachable_total` | counter | node |
+//! | `failover_events_total` | counter | kind |
+//! | `failover_action_retries_total` | counter | action |
+//! | `failover_weight_plans_applied_total` | counter | |
+//!
+//! The adapters add their own (`failover_probe_*`, `failover_dns_*`, `failover_pg_*`).
 
 use failover_core::{
     Event, EventKind, Health, Input, Lsn, NodeObservation, ProbeOutcome, Status, Topology,
@@ -27,11 +45,11 @@ impl Telemetry {
                 let (region, vantage) = (region.name.clone(), vantage.clone());
                 match result.outcome {
                     ProbeOutcome::Ok { latency } => {
-                        metrics::histogram!("failover_probe_latency_seconds", "region" => region, "vantage" => vantage)
+                        metrics::histogram!("failover_region_probe_latency_seconds", "region" => region, "vantage" => vantage)
                             .record(latency.as_secs_f64());
                     }
                     ProbeOutcome::Failed(failure) => {
-                        metrics::counter!("failover_probe_failures_total", "region" => region, "vantage" => vantage,
+                        metrics::counter!("failover_region_probe_failures_total", "region" => region, "vantage" => vantage,
                             "reason" => failure.to_string())
                         .increment(1);
                     }
