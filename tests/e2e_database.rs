@@ -128,3 +128,88 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     assert_eq!(promotions(&records), 0, "no second promotion: {records:#?}");
     dns.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() {
+    use failover::core::{Command, EventKind};
+    use failover_testkit::postgres::writer::{create_rows_table, missing_rows, RowWriter};
+
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let nodes = cluster.nodes();
+    let mut policy = fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    let config = Config::new(topology_with(true), policy.clone()).expect("valid config");
+    let pg = PgCluster::new()
+        .with_node(NodeId(0), "pg-east", &nodes[0].admin_dsn())
+        .expect("east DSN parses")
+        .with_node(NodeId(1), "pg-west", &nodes[1].admin_dsn())
+        .expect("west DSN parses");
+    let regions = TwoRegions::start();
+    let runtime = regions
+        .run(RuntimeBuilder::new(config).database(Arc::new(pg)))
+        .await;
+    let handle = runtime.handle();
+    let mut events = handle.subscribe_events();
+
+    create_rows_table(&nodes[0].app_dsn())
+        .await
+        .expect("rows table");
+    let writer = RowWriter::start(nodes[0].app_dsn());
+    writer
+        .wait_acked(200, Duration::from_secs(30))
+        .await
+        .expect("writes flow");
+
+    handle
+        .command(Command::Switchover { to: NodeId(1) })
+        .await
+        .expect("runtime takes commands");
+    let switched = wait_status(
+        &handle,
+        Duration::from_secs(30),
+        "pg-west is the writer",
+        |s| s.controller.writer == Some(NodeId(1)),
+    )
+    .await;
+    // Fencing cut the writer off the old primary; everything it was told
+    // was committed must be on the new one.
+    let (acked, ended) = writer.finish().await;
+    assert!(
+        ended.is_some(),
+        "the fence stopped the writer on the old primary"
+    );
+    assert!(acked.len() >= 200);
+    let lost = missing_rows(&nodes[1].app_dsn(), &acked)
+        .await
+        .expect("read the new primary");
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged rows lost",
+        lost.len(),
+        acked.len()
+    );
+    assert!(switched.controller.epoch.0 >= 1);
+
+    let mut fenced_before_promoted = (false, false);
+    while let Ok(event) = events.try_recv() {
+        match event.kind {
+            EventKind::FencingRequested { .. } => fenced_before_promoted.0 = true,
+            EventKind::Promoted { .. } => fenced_before_promoted.1 = fenced_before_promoted.0,
+            _ => {}
+        }
+    }
+    assert!(
+        fenced_before_promoted.1,
+        "the old primary was fenced before the promotion"
+    );
+    // Traffic stays where it was: a planned database switchover moves the writer, not the regions.
+    assert_eq!(
+        handle.status().controller.regions[EAST.index()].health,
+        Health::Up
+    );
+    runtime.shutdown().await;
+}

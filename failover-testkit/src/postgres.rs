@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod process;
+pub mod writer;
 
 pub use process::pg_command;
 use process::{alive, append, chown_postgres, free_port, is_ready, kill_tree, run};

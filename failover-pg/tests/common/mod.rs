@@ -2,15 +2,11 @@
 //! task that records which rows were acknowledged.
 #![allow(dead_code)]
 
-use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use failover_core::NodeId;
 use failover_pg::{PgCluster, PgTimeouts};
 use failover_testkit::postgres::{PgTestCluster, PgTestClusterBuilder};
-use tokio_postgres::NoTls;
 
 /// Starts a testkit cluster off the async runtime's worker.
 pub async fn start(builder: PgTestClusterBuilder) -> PgTestCluster {
@@ -41,103 +37,46 @@ pub fn admin_with_catch_up(tk: &PgTestCluster, catch_up: Duration) -> PgCluster 
     c
 }
 
-/// Connects with a DSN, spawning the connection task.
-pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut cfg = tokio_postgres::Config::from_str(dsn)?;
-    cfg.connect_timeout(Duration::from_secs(5));
-    let (client, conn) = cfg.connect(NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
+#[allow(unused_imports)] // not every test binary connects by hand
+pub use failover_testkit::postgres::writer::connect;
 
 /// Creates the writer's table as the app role on `dsn`.
 pub async fn create_table(dsn: &str) {
-    let c = connect(dsn).await.expect("connect app");
-    c.batch_execute("CREATE TABLE IF NOT EXISTS rows (n bigint PRIMARY KEY)")
+    failover_testkit::postgres::writer::create_rows_table(dsn)
         .await
         .expect("create table");
 }
 
-/// A task inserting 1, 2, 3, … into `rows` as fast as acknowledged.
-pub struct Writer {
-    pub acked: Arc<Mutex<Vec<i64>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Option<String>>,
-}
+/// The testkit's writer, with the bounded wait these tests use.
+pub struct Writer(failover_testkit::postgres::writer::RowWriter);
 
 impl Writer {
-    /// Starts writing through `dsn`; stops at the first error (recorded) or
-    /// when told, and after 60 s at most.
     pub fn start(dsn: String) -> Writer {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (acked.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let client = match connect(&dsn).await {
-                Ok(c) => c,
-                Err(e) => return Some(e.to_string()),
-            };
-            let started = Instant::now();
-            let mut n = 0i64;
-            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
-                n += 1;
-                let r = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    client.execute("INSERT INTO rows (n) VALUES ($1)", &[&n]),
-                )
-                .await;
-                match r {
-                    Ok(Ok(_)) => a.lock().unwrap().push(n),
-                    Ok(Err(e)) => return Some(e.to_string()),
-                    Err(_) => return Some("insert timed out".into()),
-                }
-            }
-            None
-        });
-        Writer { acked, stop, task }
+        Writer(failover_testkit::postgres::writer::RowWriter::start(dsn))
     }
 
     pub fn acked_count(&self) -> usize {
-        self.acked.lock().unwrap().len()
+        self.0.acked_count()
     }
 
-    /// Waits until at least `n` rows are acknowledged (bounded).
+    /// Waits until at least `n` rows are acknowledged (at most 30 s).
     pub async fn wait_acked(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.acked_count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "writer stalled at {}",
-                self.acked_count()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Err(e) = self.0.wait_acked(n, Duration::from_secs(30)).await {
+            panic!("{e}");
         }
     }
 
     /// Stops and returns (acknowledged rows, the error that ended it).
     pub async fn finish(self) -> (Vec<i64>, Option<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let err = tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("writer ends")
-            .expect("writer join");
-        let acked = self.acked.lock().unwrap().clone();
-        (acked, err)
+        self.0.finish().await
     }
 }
 
 /// Asserts every row in `acked` is present through `dsn`.
 pub async fn assert_all_present(dsn: &str, acked: &[i64]) {
-    let c = connect(dsn).await.expect("connect to new primary");
-    let rows = c.query("SELECT n FROM rows", &[]).await.expect("read rows");
-    let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-    let lost: Vec<i64> = acked
-        .iter()
-        .copied()
-        .filter(|n| !present.contains(n))
-        .collect();
+    let lost = failover_testkit::postgres::writer::missing_rows(dsn, acked)
+        .await
+        .expect("read rows from the new primary");
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged rows lost: {:?}",
