@@ -1,6 +1,6 @@
 //! A real PostgreSQL primary with streaming replicas, on loopback, in a temp dir.
 //!
-//! [`PgTestCluster::start`] runs `initdb` for the primary, starts it on a free
+//! [`PgTestClusterBuilder::start`] runs `initdb` for the primary, starts it on a free
 //! `127.0.0.1` port, takes `pg_basebackup -R` copies for the replicas and starts
 //! them streaming, synchronously (`synchronous_standby_names = '*'`) or not.
 //! Every server process runs as the `postgres` system user (initdb and postgres
