@@ -227,23 +227,31 @@ pub(crate) async fn observe(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        for &node in &nodes {
-            let observation = match tokio::time::timeout(timeout, database.observe(node)).await {
-                Ok(Ok(observation)) => observation,
-                Ok(Err(error)) => {
-                    tracing::warn!(%node, %error, "database observation failed; treating node as unreachable");
-                    failover_core::NodeObservation::Unreachable
+        // All nodes at once: one slow or black-holed node must not delay
+        // what the controller learns about the others.
+        let observed = futures::future::join_all(nodes.iter().map(|&node| {
+            let database = database.clone();
+            async move {
+                let observation = match tokio::time::timeout(timeout, database.observe(node)).await {
+                    Ok(Ok(observation)) => observation,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%node, %error, "database observation failed; treating node as unreachable");
+                        failover_core::NodeObservation::Unreachable
+                    }
+                    Err(_) => {
+                        tracing::warn!(%node, timeout_ms = timeout.as_millis() as u64, "database observation timed out");
+                        failover_core::NodeObservation::Unreachable
+                    }
+                };
+                failover_core::ReplicationStatus {
+                    node,
+                    at: std::time::Instant::now(),
+                    observation,
                 }
-                Err(_) => {
-                    tracing::warn!(%node, timeout_ms = timeout.as_millis() as u64, "database observation timed out");
-                    failover_core::NodeObservation::Unreachable
-                }
-            };
-            let status = failover_core::ReplicationStatus {
-                node,
-                at: std::time::Instant::now(),
-                observation,
-            };
+            }
+        }))
+        .await;
+        for status in observed {
             if inputs.send(Input::Replication(status)).await.is_err() {
                 return;
             }
