@@ -229,3 +229,28 @@ fn unknown_keys_and_unitless_durations_are_rejected() {
     let err = Config::from_toml(&SEED.replace("fall = 3", "fall = 0")).unwrap_err();
     assert_eq!(err.field(), Some("policy.fall"));
 }
+
+/// README.md shows a configuration file; it must stay one that loads.
+#[test]
+fn the_readme_configuration_loads() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```toml\n").expect("README has a TOML example") + "```toml\n".len();
+    let len = readme[start..].find("```").expect("the TOML block ends");
+    let config = failover_core::Config::from_toml(&readme[start..start + len])
+        .unwrap_or_else(|e| panic!("README's TOML does not load: {e}"));
+    assert_eq!(config.topology().regions().len(), 2);
+    assert_eq!(config.topology().nodes().len(), 2);
+    assert!(config.policy().auto_promote);
+    let bounds =
+        failover_core::objectives::Bounds::for_policy(config.policy(), std::time::Duration::ZERO);
+    assert_eq!(
+        bounds.best_detection.as_secs(),
+        20,
+        "README says detection 20–33 s"
+    );
+    assert_eq!(
+        bounds.worst_detection.as_secs(),
+        33,
+        "README says detection 20–33 s"
+    );
+}
