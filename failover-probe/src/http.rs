@@ -7,6 +7,9 @@
 //! connection-level API is used directly, so no pool can retry or hide a
 //! failure behind our back.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,9 +22,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::connect::{self, Host};
+use crate::connect::{self, Failure, Host};
 use crate::tls::{TlsClient, TlsSettings};
 use crate::ProbeError;
 
@@ -168,8 +171,6 @@ enum Exchange {
     Partial,
 }
 
-type Failure = (ProbeFailure, String);
-
 impl HttpProbe {
     /// Validates `config` and prepares the TLS client once.
     pub fn new(config: HttpProbeConfig) -> Result<HttpProbe, ProbeError> {
@@ -300,31 +301,51 @@ impl HttpProbe {
     }
 
     /// One probe over a fresh connection, driven in this task so that
-    /// nothing outlives the probe.
-    async fn check_fresh<S>(&self, io: S, deadline: Instant) -> Result<(), Failure>
+    /// nothing outlives the probe. `timer` is already armed for the
+    /// response deadline.
+    ///
+    /// `graceful`: let hyper shut the stream down when the exchange is over.
+    /// TLS wants that (the server gets its `close_notify`); on plain TCP it is
+    /// a `shutdown(2)` right before the `close(2)` that sends the same FIN,
+    /// so it is skipped there.
+    async fn check_fresh<S>(
+        &self,
+        io: S,
+        mut timer: Pin<&mut Sleep>,
+        graceful: bool,
+    ) -> Result<(), Failure>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let run = async {
-            let (mut sender, conn) = http1_builder()
-                .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-                .await
-                .map_err(|e| hyper_failure(&e))?;
-            let exchange = self.exchange(&mut sender);
-            tokio::pin!(conn, exchange);
-            let mut conn_done = false;
-            loop {
-                tokio::select! {
-                    result = &mut exchange => return result.map(|_| ()),
-                    // The connection ending first (cleanly or not) is not the
-                    // verdict: the exchange then sees the data or the error.
-                    _ = &mut conn, if !conn_done => conn_done = true,
-                }
+        let (mut sender, mut conn) = http1_builder()
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| hyper_failure(&e))?;
+        let exchange = self.exchange(&mut sender);
+        tokio::pin!(exchange);
+        let mut conn_done = false;
+        let run = std::future::poll_fn(|cx| {
+            // The connection ending first (cleanly or not) is not the
+            // verdict: the exchange then sees the data or the error. It is
+            // polled before and after the connection so that a response the
+            // connection has just read is taken in the same wakeup.
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(result);
             }
-        };
-        match tokio::time::timeout_at(deadline, run).await {
-            Ok(result) => result,
-            Err(_) => Err((ProbeFailure::ResponseTimeout, "response timed out".into())),
+            if !conn_done {
+                let polled = if graceful {
+                    Pin::new(&mut conn).poll(cx)
+                } else {
+                    conn.poll_without_shutdown(cx)
+                };
+                conn_done = polled.is_ready();
+            }
+            exchange.as_mut().poll(cx)
+        });
+        tokio::select! {
+            biased;
+            result = run => result.map(|_| ()),
+            () = timer.as_mut() => Err((ProbeFailure::ResponseTimeout, "response timed out".into())),
         }
     }
 
@@ -355,11 +376,12 @@ impl HttpProbe {
                 Ok(Err(_)) => {}
             }
         }
-        let connect_deadline = Instant::now() + self.config.connect_timeout;
-        let tcp = connect::connect_tcp(&self.host, self.config.port, connect_deadline).await?;
+        let timer = tokio::time::sleep_until(Instant::now() + self.config.connect_timeout);
+        tokio::pin!(timer);
+        let tcp = connect::connect_tcp(&self.host, self.config.port, timer.as_mut()).await?;
         let mut sender = match &self.tls {
             Some(tls) => {
-                let stream = connect::handshake(tls, tcp, connect_deadline).await?;
+                let stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
                 spawn_connection(stream).await?
             }
             None => spawn_connection(tcp).await?,
@@ -385,19 +407,29 @@ impl HttpProbe {
 
     async fn check_inner(&self, start: Instant) -> Result<(), Failure> {
         if self.config.keep_alive {
-            return self.check_keep_alive(start).await;
+            // Boxed: the kept-alive path's state would otherwise enlarge
+            // every fresh probe's future, which the `Probe` trait boxes and
+            // copies on each check.
+            return Box::pin(self.check_keep_alive(start)).await;
         }
-        let connect_deadline = start + self.config.connect_timeout;
-        let tcp = connect::connect_tcp(&self.host, self.config.port, connect_deadline).await?;
+        // One timer for both phases: armed for the connect deadline, then
+        // moved (without re-registering) to the response deadline.
+        let timer = tokio::time::sleep_until(start + self.config.connect_timeout);
+        tokio::pin!(timer);
+        let tcp = connect::connect_tcp(&self.host, self.config.port, timer.as_mut()).await?;
         match &self.tls {
             Some(tls) => {
-                let stream = connect::handshake(tls, tcp, connect_deadline).await?;
-                let deadline = Instant::now() + self.config.response_timeout;
-                self.check_fresh(stream, deadline).await
+                let stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + self.config.response_timeout);
+                self.check_fresh(stream, timer, true).await
             }
             None => {
-                let deadline = Instant::now() + self.config.response_timeout;
-                self.check_fresh(tcp, deadline).await
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + self.config.response_timeout);
+                self.check_fresh(tcp, timer, false).await
             }
         }
     }
