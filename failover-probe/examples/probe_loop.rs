@@ -89,6 +89,18 @@ fn main() {
     if std::env::var_os("PROBE_SIZES").is_some() {
         let fut = probe.check();
         eprintln!("check future: {} bytes", std::mem::size_of_val(&*fut));
+        type Io = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+        type B = http_body_util::Empty<bytes::Bytes>;
+        eprintln!(
+            "conn {} sender {} sleep {} resp {} respfut {} req {} tcp {}",
+            std::mem::size_of::<hyper::client::conn::http1::Connection<Io, B>>(),
+            std::mem::size_of::<hyper::client::conn::http1::SendRequest<B>>(),
+            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<http::Response<hyper::body::Incoming>>(),
+            0,
+            std::mem::size_of::<http::Request<B>>(),
+            std::mem::size_of::<tokio::net::TcpStream>(),
+        );
     }
     let request: Arc<[u8]> =
         format!("GET / HTTP/1.1\r\nhost: {addr}\r\nuser-agent: bare\r\nconnection: close\r\n\r\n")

@@ -418,12 +418,17 @@ impl HttpProbe {
         tokio::pin!(timer);
         let tcp = connect::connect_tcp(&self.host, self.config.port, timer.as_mut()).await?;
         match &self.tls {
+            // Boxed, like the kept-alive path: a TLS connection's state is
+            // several times the size of a plain one.
             Some(tls) => {
-                let stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
-                timer
-                    .as_mut()
-                    .reset(Instant::now() + self.config.response_timeout);
-                self.check_fresh(stream, timer, true).await
+                Box::pin(async move {
+                    let stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
+                    timer
+                        .as_mut()
+                        .reset(Instant::now() + self.config.response_timeout);
+                    self.check_fresh(stream, timer, true).await
+                })
+                .await
             }
             None => {
                 timer
