@@ -155,9 +155,13 @@ impl HttpProbeConfig {
 pub struct HttpProbe {
     config: HttpProbeConfig,
     host: Host,
-    host_header: HeaderValue,
+    /// The request headers, built once: cloning them per probe skips
+    /// hashing and validating each name again.
+    headers: HeaderMap,
     /// The request target, parsed once.
     uri: Uri,
+    /// Connection settings for hyper, built once.
+    http1: http1::Builder,
     tls: Option<TlsClient>,
     /// The idle kept-alive connection, when `keep_alive` is on.
     idle: std::sync::Mutex<Option<SendRequest<Empty<Bytes>>>>,
@@ -218,11 +222,23 @@ impl HttpProbe {
             Some(settings) => Some(settings.client(config.host.trim_matches(['[', ']']), true)?),
             None => None,
         };
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, host_header);
+        headers.insert(USER_AGENT, HeaderValue::from_static("failover-probe/0.1"));
+        if !config.keep_alive {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        for (name, value) in &config.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let mut http1 = http1::Builder::new();
+        http1.max_buf_size(MAX_RESPONSE_HEAD);
         Ok(HttpProbe {
             config,
             host,
-            host_header,
+            headers,
             uri,
+            http1,
             tls,
             idle: std::sync::Mutex::new(None),
         })
@@ -237,15 +253,7 @@ impl HttpProbe {
         let mut req = Request::new(Empty::new());
         *req.method_mut() = self.config.method.clone();
         *req.uri_mut() = self.uri.clone();
-        let headers = req.headers_mut();
-        headers.insert(HOST, self.host_header.clone());
-        headers.insert(USER_AGENT, HeaderValue::from_static("failover-probe/0.1"));
-        if !self.config.keep_alive {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        for (name, value) in &self.config.headers {
-            headers.insert(name.clone(), value.clone());
-        }
+        *req.headers_mut() = self.headers.clone();
         req
     }
 
@@ -317,7 +325,8 @@ impl HttpProbe {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let (mut sender, mut conn) = http1_builder()
+        let (mut sender, mut conn) = self
+            .http1
             .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
             .await
             .map_err(|e| hyper_failure(&e))?;
@@ -382,9 +391,9 @@ impl HttpProbe {
         let mut sender = match &self.tls {
             Some(tls) => {
                 let stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
-                spawn_connection(stream).await?
+                spawn_connection(&self.http1, stream).await?
             }
-            None => spawn_connection(tcp).await?,
+            None => spawn_connection(&self.http1, tcp).await?,
         };
         let deadline = Instant::now() + self.config.response_timeout;
         match tokio::time::timeout_at(deadline, self.exchange(&mut sender)).await {
@@ -463,19 +472,16 @@ impl Probe for HttpProbe {
     }
 }
 
-fn http1_builder() -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder.max_buf_size(MAX_RESPONSE_HEAD);
-    builder
-}
-
 /// Handshakes and spawns the connection driver, for kept-alive connections
 /// that outlive one probe. The driver ends when the sender is dropped.
-async fn spawn_connection<S>(io: S) -> Result<SendRequest<Empty<Bytes>>, Failure>
+async fn spawn_connection<S>(
+    http1: &http1::Builder,
+    io: S,
+) -> Result<SendRequest<Empty<Bytes>>, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = http1_builder()
+    let (sender, conn) = http1
         .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
         .await
         .map_err(|e| hyper_failure(&e))?;
