@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Arguments: `serve`, or `probe|bare PORT CHECKS IN_FLIGHT`. The client
-//! runs on a current-thread runtime, so no work-stealing noise. With
+//! runs on a current-thread runtime, so no work-stealing noise. PORT 0
+//! starts the server inside the client's process instead, on one runtime of
+//! two workers, as the bench does. With
 //! `PROBE_SIZES=1` it also prints the size of one check's future, which the
 //! `Probe` trait boxes (allocates and copies) on every check.
 
@@ -70,13 +72,30 @@ fn main() {
     let Ok(port) = u16::try_from(port) else {
         usage()
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        usage()
+    // PORT 0: the bench's own setup instead, the server in the client's
+    // runtime of two workers.
+    let in_process = port == 0;
+    let built = if in_process {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
+    let Ok(rt) = built else { usage() };
+    let api = if in_process {
+        match rt.block_on(async { RegionalApi::start_http() }) {
+            Ok(api) => Some(api),
+            Err(_) => usage(),
+        }
+    } else {
+        None
+    };
+    let port = api.as_ref().map_or(port, |api| api.addr().port());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let bare = match mode.as_str() {
         "bare" => true,
         "probe" => false,
@@ -92,14 +111,10 @@ fn main() {
         type Io = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
         type B = http_body_util::Empty<bytes::Bytes>;
         eprintln!(
-            "conn {} sender {} sleep {} resp {} respfut {} req {} tcp {}",
+            "hyper connection {} bytes, request {} bytes, tokio Sleep {} bytes",
             std::mem::size_of::<hyper::client::conn::http1::Connection<Io, B>>(),
-            std::mem::size_of::<hyper::client::conn::http1::SendRequest<B>>(),
-            std::mem::size_of::<tokio::time::Sleep>(),
-            std::mem::size_of::<http::Response<hyper::body::Incoming>>(),
-            0,
             std::mem::size_of::<http::Request<B>>(),
-            std::mem::size_of::<tokio::net::TcpStream>(),
+            std::mem::size_of::<tokio::time::Sleep>(),
         );
     }
     let request: Arc<[u8]> =

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::connect::{self, Failure, Host};
+use crate::drive::SelfWakeFilter;
 use crate::tls::{TlsClient, TlsSettings};
 use crate::ProbeError;
 
@@ -233,6 +234,11 @@ impl HttpProbe {
         }
         let mut http1 = http1::Builder::new();
         http1.max_buf_size(MAX_RESPONSE_HEAD);
+        if config.tls.is_none() {
+            // The request is one buffer (the body is empty): hyper's
+            // vectored-write queue only adds work. TLS keeps hyper's default.
+            http1.writev(false);
+        }
         Ok(HttpProbe {
             config,
             host,
@@ -260,14 +266,18 @@ impl HttpProbe {
     /// Sends the request and checks status and body, reading at most
     /// `body_limit` body bytes.
     async fn exchange(&self, sender: &mut SendRequest<Empty<Bytes>>) -> Result<Exchange, Failure> {
-        let response = sender
-            .send_request(self.request())
-            .await
-            .map_err(|e| hyper_failure(&e))?;
-        let status = response.status().as_u16();
-        if !self.config.expected_status.contains(&status) {
-            return Err((ProbeFailure::Status(status), format!("status {status}")));
-        }
+        // In a block of its own so the response head is not kept in this
+        // future's state while the body is read.
+        let mut body = {
+            let response = Box::pin(sender.send_request(self.request()))
+                .await
+                .map_err(|e| hyper_failure(&e))?;
+            let status = response.status().as_u16();
+            if !self.config.expected_status.contains(&status) {
+                return Err((ProbeFailure::Status(status), format!("status {status}")));
+            }
+            response.into_body()
+        };
         let needle = self
             .config
             .body_contains
@@ -275,7 +285,6 @@ impl HttpProbe {
             .map(str::as_bytes)
             .filter(|n| !n.is_empty());
         let limit = self.config.body_limit;
-        let mut body = response.into_body();
         let mut seen: Vec<u8> = Vec::new();
         let mut read = 0usize;
         let mut found = false;
@@ -333,29 +342,37 @@ impl HttpProbe {
         let exchange = self.exchange(&mut sender);
         tokio::pin!(exchange);
         let mut conn_done = false;
-        let run = std::future::poll_fn(|cx| {
-            // The connection ending first (cleanly or not) is not the
-            // verdict: the exchange then sees the data or the error. It is
-            // polled before and after the connection so that a response the
-            // connection has just read is taken in the same wakeup.
-            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
-                return Poll::Ready(result);
+        // The connection ending first (cleanly or not) is not the verdict:
+        // the exchange then sees the data or the error.
+        let filter = SelfWakeFilter::new();
+        // One poll_fn rather than select!: the future is smaller, and every
+        // probe's future is boxed and copied by the `Probe` trait.
+        std::future::poll_fn(|cx| {
+            let exchanged = filter.poll(cx, |cx| {
+                if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(result);
+                }
+                if !conn_done {
+                    let polled = if graceful {
+                        Pin::new(&mut conn).poll(cx)
+                    } else {
+                        conn.poll_without_shutdown(cx)
+                    };
+                    conn_done = polled.is_ready();
+                }
+                Poll::Pending
+            });
+            if let Poll::Ready(result) = exchanged {
+                return Poll::Ready(result.map(|_| ()));
             }
-            if !conn_done {
-                let polled = if graceful {
-                    Pin::new(&mut conn).poll(cx)
-                } else {
-                    conn.poll_without_shutdown(cx)
-                };
-                conn_done = polled.is_ready();
-            }
-            exchange.as_mut().poll(cx)
-        });
-        tokio::select! {
-            biased;
-            result = run => result.map(|_| ()),
-            () = timer.as_mut() => Err((ProbeFailure::ResponseTimeout, "response timed out".into())),
-        }
+            // Polled after the exchange, as tokio's `timeout` does: a
+            // response that is complete when the timer fires still counts.
+            timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err((ProbeFailure::ResponseTimeout, "response timed out".into())))
+        })
+        .await
     }
 
     /// One probe reusing the idle connection when there is a live one.

@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 mod connect;
+mod drive;
 mod error;
 mod http;
 mod scheduler;
