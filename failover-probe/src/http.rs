@@ -25,7 +25,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::connect::{self, Failure, Host};
-use crate::drive::SelfWakeFilter;
 use crate::tls::{TlsClient, TlsSettings};
 use crate::ProbeError;
 
@@ -269,7 +268,8 @@ impl HttpProbe {
         // In a block of its own so the response head is not kept in this
         // future's state while the body is read.
         let mut body = {
-            let response = Box::pin(sender.send_request(self.request()))
+            let response = sender
+                .send_request(self.request())
                 .await
                 .map_err(|e| hyper_failure(&e))?;
             let status = response.status().as_u16();
@@ -342,28 +342,25 @@ impl HttpProbe {
         let exchange = self.exchange(&mut sender);
         tokio::pin!(exchange);
         let mut conn_done = false;
-        // The connection ending first (cleanly or not) is not the verdict:
-        // the exchange then sees the data or the error.
-        let filter = SelfWakeFilter::new();
-        // One poll_fn rather than select!: the future is smaller, and every
-        // probe's future is boxed and copied by the `Probe` trait.
+        // One poll_fn rather than select!: the future is smaller (every
+        // probe's future is boxed and copied by the `Probe` trait), and the
+        // order is fixed. Measured at 16 in flight, polling the exchange
+        // once before the connection beat both the reverse order and a
+        // second exchange poll after the connection, and a waker that
+        // suppressed the two halves' wakeups of each other was slower still.
         std::future::poll_fn(|cx| {
-            let exchanged = filter.poll(cx, |cx| {
-                if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
-                    return Poll::Ready(result);
-                }
-                if !conn_done {
-                    let polled = if graceful {
-                        Pin::new(&mut conn).poll(cx)
-                    } else {
-                        conn.poll_without_shutdown(cx)
-                    };
-                    conn_done = polled.is_ready();
-                }
-                Poll::Pending
-            });
-            if let Poll::Ready(result) = exchanged {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result.map(|_| ()));
+            }
+            // The connection ending first (cleanly or not) is not the
+            // verdict: the exchange then sees the data or the error.
+            if !conn_done {
+                let polled = if graceful {
+                    Pin::new(&mut conn).poll(cx)
+                } else {
+                    conn.poll_without_shutdown(cx)
+                };
+                conn_done = polled.is_ready();
             }
             // Polled after the exchange, as tokio's `timeout` does: a
             // response that is complete when the timer fires still counts.

@@ -42,7 +42,6 @@
 #![warn(missing_docs)]
 
 mod connect;
-mod drive;
 mod error;
 mod http;
 mod scheduler;
