@@ -7,6 +7,9 @@
 //! connection-level API is used directly, so no pool can retry or hide a
 //! failure behind our back.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,9 +22,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::connect::{self, Host};
+use crate::connect::{self, Failure, Host};
 use crate::tls::{TlsClient, TlsSettings};
 use crate::ProbeError;
 
@@ -152,9 +155,13 @@ impl HttpProbeConfig {
 pub struct HttpProbe {
     config: HttpProbeConfig,
     host: Host,
-    host_header: HeaderValue,
+    /// The request headers, built once: cloning them per probe skips
+    /// hashing and validating each name again.
+    headers: HeaderMap,
     /// The request target, parsed once.
     uri: Uri,
+    /// Connection settings for hyper, built once.
+    http1: http1::Builder,
     tls: Option<TlsClient>,
     /// The idle kept-alive connection, when `keep_alive` is on.
     idle: std::sync::Mutex<Option<SendRequest<Empty<Bytes>>>>,
@@ -167,8 +174,6 @@ enum Exchange {
     /// Reading stopped early (limit or match): the connection must be closed.
     Partial,
 }
-
-type Failure = (ProbeFailure, String);
 
 impl HttpProbe {
     /// Validates `config` and prepares the TLS client once.
@@ -217,11 +222,30 @@ impl HttpProbe {
             Some(settings) => Some(settings.client(config.host.trim_matches(['[', ']']), true)?),
             None => None,
         };
+        // Sized to fit: the map is kept for the probe's lifetime (one per
+        // target) and cloned per probe.
+        let mut headers = HeaderMap::with_capacity(3 + config.headers.len());
+        headers.insert(HOST, host_header);
+        headers.insert(USER_AGENT, HeaderValue::from_static("failover-probe/0.1"));
+        if !config.keep_alive {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        for (name, value) in &config.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let mut http1 = http1::Builder::new();
+        http1.max_buf_size(MAX_RESPONSE_HEAD);
+        if config.tls.is_none() {
+            // The request is one buffer (the body is empty): hyper's
+            // vectored-write queue only adds work. TLS keeps hyper's default.
+            http1.writev(false);
+        }
         Ok(HttpProbe {
             config,
             host,
-            host_header,
+            headers,
             uri,
+            http1,
             tls,
             idle: std::sync::Mutex::new(None),
         })
@@ -236,29 +260,26 @@ impl HttpProbe {
         let mut req = Request::new(Empty::new());
         *req.method_mut() = self.config.method.clone();
         *req.uri_mut() = self.uri.clone();
-        let headers = req.headers_mut();
-        headers.insert(HOST, self.host_header.clone());
-        headers.insert(USER_AGENT, HeaderValue::from_static("failover-probe/0.1"));
-        if !self.config.keep_alive {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        for (name, value) in &self.config.headers {
-            headers.insert(name.clone(), value.clone());
-        }
+        *req.headers_mut() = self.headers.clone();
         req
     }
 
     /// Sends the request and checks status and body, reading at most
     /// `body_limit` body bytes.
     async fn exchange(&self, sender: &mut SendRequest<Empty<Bytes>>) -> Result<Exchange, Failure> {
-        let response = sender
-            .send_request(self.request())
-            .await
-            .map_err(|e| hyper_failure(&e))?;
-        let status = response.status().as_u16();
-        if !self.config.expected_status.contains(&status) {
-            return Err((ProbeFailure::Status(status), format!("status {status}")));
-        }
+        // In a block of its own so the response head is not kept in this
+        // future's state while the body is read.
+        let mut body = {
+            let response = sender
+                .send_request(self.request())
+                .await
+                .map_err(|e| hyper_failure(&e))?;
+            let status = response.status().as_u16();
+            if !self.config.expected_status.contains(&status) {
+                return Err((ProbeFailure::Status(status), format!("status {status}")));
+            }
+            response.into_body()
+        };
         let needle = self
             .config
             .body_contains
@@ -266,7 +287,6 @@ impl HttpProbe {
             .map(str::as_bytes)
             .filter(|n| !n.is_empty());
         let limit = self.config.body_limit;
-        let mut body = response.into_body();
         let mut seen: Vec<u8> = Vec::new();
         let mut read = 0usize;
         let mut found = false;
@@ -300,32 +320,62 @@ impl HttpProbe {
     }
 
     /// One probe over a fresh connection, driven in this task so that
-    /// nothing outlives the probe.
-    async fn check_fresh<S>(&self, io: S, deadline: Instant) -> Result<(), Failure>
+    /// nothing outlives the probe. `timer` is already armed for the
+    /// response deadline.
+    ///
+    /// `graceful`: let hyper shut the stream down when the exchange is over.
+    /// TLS wants that (the server gets its `close_notify`); on plain TCP it is
+    /// a `shutdown(2)` right before the `close(2)` that sends the same FIN,
+    /// so it is skipped there.
+    async fn check_fresh<S>(
+        &self,
+        io: S,
+        mut timer: Pin<&mut Sleep>,
+        graceful: bool,
+    ) -> Result<(), Failure>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let run = async {
-            let (mut sender, conn) = http1_builder()
-                .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-                .await
-                .map_err(|e| hyper_failure(&e))?;
-            let exchange = self.exchange(&mut sender);
-            tokio::pin!(conn, exchange);
-            let mut conn_done = false;
-            loop {
-                tokio::select! {
-                    result = &mut exchange => return result.map(|_| ()),
-                    // The connection ending first (cleanly or not) is not the
-                    // verdict: the exchange then sees the data or the error.
-                    _ = &mut conn, if !conn_done => conn_done = true,
+        let (mut sender, mut conn) = self
+            .http1
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| hyper_failure(&e))?;
+        let exchange = self.exchange(&mut sender);
+        tokio::pin!(exchange);
+        let mut conn_done = false;
+        // One poll_fn rather than select!: the future is smaller (every
+        // probe's future is boxed and copied by the `Probe` trait), and the
+        // order is fixed: exchange, connection, exchange again, so that a
+        // response the connection has just read is taken in the same poll.
+        // Without the second poll the task wakes itself and waits for its
+        // turn again: at one probe in flight that cost a third of the
+        // throughput (68 % of the bare loop instead of 85-87 %).
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(result.map(|_| ()));
+            }
+            // The connection ending first (cleanly or not) is not the
+            // verdict: the exchange then sees the data or the error.
+            if !conn_done {
+                let polled = if graceful {
+                    Pin::new(&mut conn).poll(cx)
+                } else {
+                    conn.poll_without_shutdown(cx)
+                };
+                conn_done = polled.is_ready();
+                if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(result.map(|_| ()));
                 }
             }
-        };
-        match tokio::time::timeout_at(deadline, run).await {
-            Ok(result) => result,
-            Err(_) => Err((ProbeFailure::ResponseTimeout, "response timed out".into())),
-        }
+            // Polled after the exchange, as tokio's `timeout` does: a
+            // response that is complete when the timer fires still counts.
+            timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err((ProbeFailure::ResponseTimeout, "response timed out".into())))
+        })
+        .await
     }
 
     /// One probe reusing the idle connection when there is a live one.
@@ -355,14 +405,15 @@ impl HttpProbe {
                 Ok(Err(_)) => {}
             }
         }
-        let connect_deadline = Instant::now() + self.config.connect_timeout;
-        let tcp = connect::connect_tcp(&self.host, self.config.port, connect_deadline).await?;
+        let timer = tokio::time::sleep_until(Instant::now() + self.config.connect_timeout);
+        tokio::pin!(timer);
+        let tcp = connect::connect_tcp(&self.host, self.config.port, timer.as_mut()).await?;
         let mut sender = match &self.tls {
             Some(tls) => {
-                let stream = connect::handshake(tls, tcp, connect_deadline).await?;
-                spawn_connection(stream).await?
+                let stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
+                spawn_connection(&self.http1, stream).await?
             }
-            None => spawn_connection(tcp).await?,
+            None => spawn_connection(&self.http1, tcp).await?,
         };
         let deadline = Instant::now() + self.config.response_timeout;
         match tokio::time::timeout_at(deadline, self.exchange(&mut sender)).await {
@@ -385,19 +436,34 @@ impl HttpProbe {
 
     async fn check_inner(&self, start: Instant) -> Result<(), Failure> {
         if self.config.keep_alive {
-            return self.check_keep_alive(start).await;
+            // Boxed: the kept-alive path's state would otherwise enlarge
+            // every fresh probe's future, which the `Probe` trait boxes and
+            // copies on each check.
+            return Box::pin(self.check_keep_alive(start)).await;
         }
-        let connect_deadline = start + self.config.connect_timeout;
-        let tcp = connect::connect_tcp(&self.host, self.config.port, connect_deadline).await?;
+        // One timer for both phases: armed for the connect deadline, then
+        // moved (without re-registering) to the response deadline.
+        let timer = tokio::time::sleep_until(start + self.config.connect_timeout);
+        tokio::pin!(timer);
+        let tcp = connect::connect_tcp(&self.host, self.config.port, timer.as_mut()).await?;
         match &self.tls {
+            // Boxed, like the kept-alive path: a TLS connection's state is
+            // several times the size of a plain one.
             Some(tls) => {
-                let stream = connect::handshake(tls, tcp, connect_deadline).await?;
-                let deadline = Instant::now() + self.config.response_timeout;
-                self.check_fresh(stream, deadline).await
+                Box::pin(async move {
+                    let stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
+                    timer
+                        .as_mut()
+                        .reset(Instant::now() + self.config.response_timeout);
+                    self.check_fresh(stream, timer, true).await
+                })
+                .await
             }
             None => {
-                let deadline = Instant::now() + self.config.response_timeout;
-                self.check_fresh(tcp, deadline).await
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + self.config.response_timeout);
+                self.check_fresh(tcp, timer, false).await
             }
         }
     }
@@ -426,19 +492,16 @@ impl Probe for HttpProbe {
     }
 }
 
-fn http1_builder() -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder.max_buf_size(MAX_RESPONSE_HEAD);
-    builder
-}
-
 /// Handshakes and spawns the connection driver, for kept-alive connections
 /// that outlive one probe. The driver ends when the sender is dropped.
-async fn spawn_connection<S>(io: S) -> Result<SendRequest<Empty<Bytes>>, Failure>
+async fn spawn_connection<S>(
+    http1: &http1::Builder,
+    io: S,
+) -> Result<SendRequest<Empty<Bytes>>, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = http1_builder()
+    let (sender, conn) = http1
         .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
         .await
         .map_err(|e| hyper_failure(&e))?;

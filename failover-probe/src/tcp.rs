@@ -90,14 +90,19 @@ impl TcpProbe {
 impl Probe for TcpProbe {
     async fn check(&self) -> ProbeOutcome {
         let start = Instant::now();
-        let deadline = start + self.config.connect_timeout;
+        let timer = tokio::time::sleep_until(start + self.config.connect_timeout);
+        tokio::pin!(timer);
         let result = async {
-            let tcp = connect::connect_tcp(&self.host, self.config.port, deadline).await?;
+            let tcp = connect::connect_tcp(&self.host, self.config.port, timer.as_mut()).await?;
             if let Some(tls) = &self.tls {
-                let mut stream = connect::handshake(tls, tcp, deadline).await?;
+                let mut stream = connect::handshake(tls, tcp, timer.as_mut()).await?;
                 // Say goodbye properly so the server logs no handshake error;
                 // its outcome does not change the verdict.
-                let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+                tokio::select! {
+                    biased;
+                    _ = stream.shutdown() => {}
+                    () = timer.as_mut() => {}
+                }
             }
             Ok(())
         }
