@@ -1,6 +1,6 @@
 //! What the driver tells the controller.
 
-use crate::{ActionId, NodeId, PortErrorKind, ProbeResult, RegionId, ReplicationStatus};
+use crate::{ActionId, Lsn, NodeId, PortErrorKind, ProbeResult, RegionId, ReplicationStatus};
 
 /// One input to [`Controller::handle`](crate::Controller::handle).
 #[derive(Clone, Debug, PartialEq)]
@@ -14,6 +14,18 @@ pub enum Input {
     ActionDone {
         /// The action's id.
         id: ActionId,
+    },
+    /// A fence completed and the adapter knows the node's final WAL flush
+    /// position (every write it ever acknowledged is at or before it).
+    /// Report fences this way when possible: a planned switchover then
+    /// promotes as soon as the target has replayed exactly that much, and
+    /// otherwise waits for an observation of the fenced node started after
+    /// the fence completed.
+    FenceDone {
+        /// The fence action's id.
+        id: ActionId,
+        /// `pg_current_wal_flush_lsn()` (or equivalent) after the fence.
+        final_lsn: Lsn,
     },
     /// An action failed for good (the driver has stopped retrying it).
     ActionFailed {

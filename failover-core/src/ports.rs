@@ -33,8 +33,11 @@ pub trait DatabaseAdmin: Send + Sync {
     /// Role and WAL positions of one node. An unreachable node is
     /// `Ok(NodeObservation::Unreachable)`, not an error.
     async fn observe(&self, node: NodeId) -> Result<NodeObservation, PortError>;
-    /// Makes `node` stop accepting writes and records `epoch` on it.
-    async fn fence(&self, node: NodeId, epoch: Epoch) -> Result<(), PortError>;
+    /// Makes `node` stop accepting writes and records `epoch` on it. Returns
+    /// the node's final WAL flush position when it can tell (every write the
+    /// node acknowledged is at or before it); the driver reports it with
+    /// [`Input::FenceDone`](crate::Input::FenceDone).
+    async fn fence(&self, node: NodeId, epoch: Epoch) -> Result<Option<Lsn>, PortError>;
     /// Checks the request's gate, promotes, records the epoch durably and
     /// verifies the node accepts writes. Returns the LSN it was promoted at.
     /// Refuses (kind [`PortErrorKind::Refused`]) an epoch not above the

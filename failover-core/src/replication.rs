@@ -70,7 +70,10 @@ impl fmt::Display for Epoch {
 pub struct ReplicationStatus {
     /// The node observed.
     pub node: NodeId,
-    /// When it was observed (the driver's clock).
+    /// When the observation was started (the driver's clock): everything
+    /// committed before `at` is reflected in it. (A switchover trusts a
+    /// fenced primary's position only from an observation started after the
+    /// fence completed.)
     pub at: Instant,
     /// What was seen.
     pub observation: NodeObservation,

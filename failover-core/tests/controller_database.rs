@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use failover_core::{
-    Command, Config, Epoch, EventKind, NodeId, PortErrorKind, PromotionPhase, Region, RegionRole,
-    RpoGate, Topology,
+    Command, Config, Epoch, EventKind, Input, Lsn, NodeId, NodeObservation, PortErrorKind,
+    PromotionPhase, Region, RegionRole, RpoGate, Topology,
 };
 
 fn auto_config(max_bytes: u64) -> Config {
@@ -194,17 +194,12 @@ fn planned_switchover_waits_for_zero_lag() {
     d.command(Command::Switchover { to: west });
     let (fence_id, fenced, epoch) = d.last_fence();
     assert_eq!((fenced, epoch), (node(&d, "pg-east"), Epoch(1)));
-    // The fenced primary flushed a little more before it stopped.
-    d.observe(
-        "pg-east",
-        failover_core::NodeObservation::Primary {
-            timeline: 1,
-            current_lsn: failover_core::Lsn(1010),
-            epoch: None,
-            fenced: true,
-        },
-    );
-    d.done(fence_id);
+    // The fenced primary flushed a little more before it stopped; the fence
+    // reports its final position.
+    d.input(Input::FenceDone {
+        id: fence_id,
+        final_lsn: Lsn(1010),
+    });
     assert!(d
         .last_events()
         .iter()
@@ -213,12 +208,48 @@ fn planned_switchover_waits_for_zero_lag() {
     assert_eq!(d.promotes(), 0, "1000 < 1010: still waiting");
     d.replica("pg-west", 1010);
     let (_, request) = d.last_promote();
-    assert_eq!(
-        request.gate,
-        RpoGate::CaughtUp {
-            lsn: failover_core::Lsn(1010)
-        }
+    assert_eq!(request.gate, RpoGate::CaughtUp { lsn: Lsn(1010) });
+}
+
+#[test]
+fn a_switchover_never_promotes_at_a_position_seen_before_the_fence() {
+    let mut d = Drill::new(auto_config(100));
+    steady(&mut d, 900);
+    let west = node(&d, "pg-west");
+    d.command(Command::Switchover { to: west });
+    let (fence_id, _, _) = d.last_fence();
+    // An observation taken while the fence was under way: not final.
+    d.observe(
+        "pg-east",
+        NodeObservation::Primary {
+            timeline: 1,
+            current_lsn: Lsn(950),
+            epoch: None,
+            fenced: false,
+        },
     );
+    // The adapter could not say where the fenced node stopped.
+    d.done(fence_id);
+    d.replica("pg-west", 950);
+    assert_eq!(
+        d.promotes(),
+        0,
+        "950 is only the last position seen; the old primary may have committed more"
+    );
+    // The first observation started after the fence shows where it stopped.
+    d.observe(
+        "pg-east",
+        NodeObservation::Primary {
+            timeline: 1,
+            current_lsn: Lsn(1030),
+            epoch: Some(Epoch(1)),
+            fenced: true,
+        },
+    );
+    assert_eq!(d.promotes(), 0, "950 < 1030: still waiting");
+    d.replica("pg-west", 1030);
+    let (_, request) = d.last_promote();
+    assert_eq!(request.gate, RpoGate::CaughtUp { lsn: Lsn(1030) });
 }
 
 #[test]
@@ -291,7 +322,7 @@ fn paused_automation_never_promotes() {
 fn lag_seen_while_the_writer_lived_still_counts_after_it_is_gone() {
     let mut d = Drill::new(auto_config(100));
     steady(&mut d, 500); // 500 bytes behind a live writer
-    d.observe("pg-east", failover_core::NodeObservation::Unreachable);
+    d.observe("pg-east", NodeObservation::Unreachable);
     // The replica received more after the writer's last observation, but
     // the writer was writing too: it is still taken as 500 bytes behind.
     d.replica("pg-west", 1200);

@@ -22,10 +22,10 @@ impl DatabaseAdmin for PgCluster {
         }
     }
 
-    async fn fence(&self, node: NodeId, epoch: Epoch) -> Result<(), PortError> {
+    async fn fence(&self, node: NodeId, epoch: Epoch) -> Result<Option<Lsn>, PortError> {
         PgCluster::fence(self, node, epoch)
             .await
-            .map(|_| ())
+            .map(|report| report.flush_lsn)
             .map_err(Into::into)
     }
 

@@ -167,9 +167,7 @@ pub(crate) async fn administer(
         let outcome = loop {
             attempt += 1;
             let result = match job {
-                DatabaseJob::Fence { node, epoch, .. } => {
-                    database.fence(node, epoch).await.map(|()| None)
-                }
+                DatabaseJob::Fence { node, epoch, .. } => database.fence(node, epoch).await,
                 DatabaseJob::Promote { request, .. } => database.promote(&request).await.map(Some),
             };
             match result {
@@ -190,7 +188,13 @@ pub(crate) async fn administer(
                     "action_done",
                     json!({"action": id.0, "attempts": attempt, "lsn": lsn.map(|l| l.to_string())}),
                 );
-                Input::ActionDone { id }
+                match (job, lsn) {
+                    // The fenced node's final position: a switchover promotes at exactly it.
+                    (DatabaseJob::Fence { .. }, Some(final_lsn)) => {
+                        Input::FenceDone { id, final_lsn }
+                    }
+                    _ => Input::ActionDone { id },
+                }
             }
             Err(error) => {
                 tracing::error!(action = what, attempt, %error, "database action failed");
@@ -232,6 +236,8 @@ pub(crate) async fn observe(
         let observed = futures::future::join_all(nodes.iter().map(|&node| {
             let database = database.clone();
             async move {
+                // Stamped when it starts: everything committed before is in it.
+                let started = std::time::Instant::now();
                 let observation = match tokio::time::timeout(timeout, database.observe(node)).await {
                     Ok(Ok(observation)) => observation,
                     Ok(Err(error)) => {
@@ -245,7 +251,7 @@ pub(crate) async fn observe(
                 };
                 failover_core::ReplicationStatus {
                     node,
-                    at: std::time::Instant::now(),
+                    at: started,
                     observation,
                 }
             }

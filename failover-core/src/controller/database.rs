@@ -39,6 +39,13 @@ enum Phase {
         epoch: Epoch,
         lsn: Lsn,
         reported: bool,
+        /// Whether `lsn` is the fenced primary's final position: from the
+        /// fence's own report, or from an observation started after the
+        /// fence completed. Until then `lsn` may be stale, and promoting at
+        /// it could lose what the old primary committed since.
+        final_known: bool,
+        /// When the fence was reported done.
+        fenced_at: Instant,
     },
     Promoting {
         id: ActionId,
@@ -130,7 +137,7 @@ impl Controller {
                 epoch,
                 fenced,
                 ..
-            } => self.on_primary_seen(now, node, current_lsn, epoch, fenced),
+            } => self.on_primary_seen(now, status.at, node, current_lsn, epoch, fenced),
             NodeObservation::Replica { .. } => {
                 self.db.nodes[node.index()].fence = None;
                 let writer_reachable = self.db.writer.is_some_and(|w| {
@@ -161,6 +168,7 @@ impl Controller {
     fn on_primary_seen(
         &mut self,
         now: Instant,
+        observed_at: Instant,
         node: NodeId,
         current_lsn: Lsn,
         epoch: Option<Epoch>,
@@ -172,8 +180,22 @@ impl Controller {
                     .primary_lsn
                     .map_or(current_lsn, |l| l.max(current_lsn)),
             );
-            if let Phase::CatchingUp { lsn, .. } = &mut self.db.phase {
+            if let Phase::CatchingUp {
+                lsn,
+                final_known,
+                fenced_at,
+                ..
+            } = &mut self.db.phase
+            {
                 *lsn = (*lsn).max(current_lsn);
+                // `at` is when the observation started: one that started
+                // after the fence completed sees the final position.
+                if fenced && observed_at >= *fenced_at {
+                    *final_known = true;
+                }
+            }
+            if matches!(self.db.phase, Phase::CatchingUp { .. }) {
+                self.check_catch_up(now);
             }
             return;
         }
@@ -364,6 +386,8 @@ impl Controller {
             epoch,
             lsn,
             reported,
+            final_known,
+            fenced_at,
         } = self.db.phase
         else {
             return;
@@ -372,7 +396,7 @@ impl Controller {
             Some(NodeObservation::Replica { replay_lsn, .. }) => replay_lsn.unwrap_or_default(),
             _ => Lsn(0),
         };
-        if replayed >= lsn {
+        if final_known && replayed >= lsn {
             self.issue_promote(now, node, epoch, RpoGate::CaughtUp { lsn }, 0);
         } else if !reported {
             self.db.phase = Phase::CatchingUp {
@@ -380,6 +404,8 @@ impl Controller {
                 epoch,
                 lsn,
                 reported: true,
+                final_known,
+                fenced_at,
             };
             self.notify(
                 now,
@@ -391,7 +417,9 @@ impl Controller {
         }
     }
 
-    pub(super) fn on_database_done(&mut self, now: Instant, id: ActionId) {
+    /// A fence or promotion completed. `final_lsn` is a fenced node's final
+    /// WAL flush position, when the adapter reported it.
+    pub(super) fn on_database_done(&mut self, now: Instant, id: ActionId, final_lsn: Option<Lsn>) {
         match self.db.phase {
             Phase::Fencing {
                 id: fence,
@@ -403,11 +431,14 @@ impl Controller {
                 ..
             } if fence == id => {
                 if switchover {
+                    let last_seen = self.db.primary_lsn.unwrap_or_default();
                     self.db.phase = Phase::CatchingUp {
                         node: candidate,
                         epoch,
-                        lsn: self.db.primary_lsn.unwrap_or_default(),
+                        lsn: final_lsn.map_or(last_seen, |f| f.max(last_seen)),
                         reported: false,
+                        final_known: final_lsn.is_some(),
+                        fenced_at: now,
                     };
                     self.check_catch_up(now);
                 } else {

@@ -198,7 +198,8 @@ impl Controller {
         match input {
             Input::Probe(probe) => self.on_probe(now, probe),
             Input::Replication(status) => self.on_replication(now, status),
-            Input::ActionDone { id } => self.on_action_done(now, id),
+            Input::ActionDone { id } => self.on_action_done(now, id, None),
+            Input::FenceDone { id, final_lsn } => self.on_action_done(now, id, Some(final_lsn)),
             Input::ActionFailed { id, failure } => self.on_action_failed(now, id, failure),
             Input::Command(command) => self.on_command(now, command),
         }
@@ -278,13 +279,13 @@ impl Controller {
         id
     }
 
-    fn on_action_done(&mut self, now: Instant, id: ActionId) {
+    fn on_action_done(&mut self, now: Instant, id: ActionId, final_lsn: Option<crate::Lsn>) {
         if self.plan_action == Some(id) {
             self.plan_action = None;
             self.weights_backoff = Duration::ZERO;
             return;
         }
-        self.on_database_done(now, id);
+        self.on_database_done(now, id, final_lsn);
     }
 
     fn on_action_failed(&mut self, now: Instant, id: ActionId, failure: crate::ActionFailure) {

@@ -427,21 +427,24 @@ impl Engine<'_> {
         let Some((action, result)) = self.pending.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        // A fence reports the fenced node's final WAL position, as a real
+        // adapter does; everything else just completes.
         let result = result.and_then(|()| match &action {
             Action::SetWeights { plan, .. } => {
                 self.apply_plan(plan);
-                Ok(())
+                Ok(None)
             }
-            Action::Fence { node, epoch, .. } => self.fence(*node, *epoch),
-            Action::Promote { request, .. } => {
-                self.promote(request.node, request.epoch, request.gate)
-            }
-            _ => Ok(()),
+            Action::Fence { node, epoch, .. } => self.fence(*node, *epoch).map(Some),
+            Action::Promote { request, .. } => self
+                .promote(request.node, request.epoch, request.gate)
+                .map(|()| None),
+            _ => Ok(None),
         });
         let Some(id) = action.id() else { return };
         let now = self.instant();
         let input = match result {
-            Ok(()) => Input::ActionDone { id },
+            Ok(Some(final_lsn)) => Input::FenceDone { id, final_lsn },
+            Ok(None) => Input::ActionDone { id },
             Err(kind) => Input::ActionFailed {
                 id,
                 failure: ActionFailure {
@@ -504,7 +507,7 @@ impl Engine<'_> {
         }
     }
 
-    fn fence(&mut self, node: NodeId, epoch: Epoch) -> Result<(), PortErrorKind> {
+    fn fence(&mut self, node: NodeId, epoch: Epoch) -> Result<Lsn, PortErrorKind> {
         let n = *self.nodes.get(node.index()).ok_or(PortErrorKind::Config)?;
         if self.region_down[n.region.index()] {
             return Err(PortErrorKind::Unavailable);
@@ -513,8 +516,9 @@ impl Engine<'_> {
         let n = &mut self.nodes[node.index()];
         n.fenced = true;
         n.epoch = Some(n.epoch.map_or(epoch, |e| e.max(epoch)));
+        let final_lsn = Lsn(n.lsn);
         self.refresh_writer_alive();
-        Ok(())
+        Ok(final_lsn)
     }
 
     fn promote(&mut self, node: NodeId, epoch: Epoch, gate: RpoGate) -> Result<(), PortErrorKind> {
