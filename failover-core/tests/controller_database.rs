@@ -333,3 +333,25 @@ fn lag_seen_while_the_writer_lived_still_counts_after_it_is_gone() {
         .iter()
         .any(|e| matches!(e, EventKind::PromotionRefused { lag_bytes: 500, .. })));
 }
+
+#[test]
+fn commands_naming_unknown_regions_or_nodes_are_refused_out_loud() {
+    let mut d = Drill::new(auto_config(100));
+    steady(&mut d, 900);
+    let plans = d.plans().len();
+    for command in [
+        Command::Drain(failover_core::RegionId(7)),
+        Command::Undrain(failover_core::RegionId(7)),
+        Command::Switchover { to: NodeId(9) },
+        Command::ForcePromote { node: NodeId(9) },
+    ] {
+        d.command(command);
+        assert!(
+            matches!(d.last_events()[..], [EventKind::CommandRefused { .. }]),
+            "{command:?} is refused with a reason: {:?}",
+            d.last_events()
+        );
+    }
+    assert_eq!(d.plans().len(), plans, "nothing changed");
+    assert_eq!(d.promotes(), 0);
+}

@@ -229,6 +229,21 @@ impl Controller {
     }
 
     fn on_command(&mut self, now: Instant, command: Command) {
+        // Ids come from the operator's tooling: one from another topology is
+        // refused out loud rather than ignored.
+        let unknown = match command {
+            Command::Drain(region) | Command::Undrain(region) => {
+                (region.index() >= self.regions.len()).then_some("no such region in the topology")
+            }
+            Command::Switchover { to: node } | Command::ForcePromote { node } => (node.index()
+                >= self.topology.nodes().len())
+            .then_some("no such database node in the topology"),
+            _ => None,
+        };
+        if let Some(reason) = unknown {
+            self.notify(now, EventKind::CommandRefused { reason });
+            return;
+        }
         match command {
             Command::Drain(region) => self.drain(now, region),
             Command::Undrain(region) => self.undrain(now, region),
