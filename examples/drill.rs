@@ -14,42 +14,8 @@ use failover::core::objectives::{self, Bounds, PlanTarget};
 use failover::core::sim::{Happening, Scenario};
 use failover::core::{Config, EventKind};
 
-const CONFIG: &str = r#"
-service = "api.example.com."
-vantages = ["local"]
-
-[[region]]
-name = "us-east"
-records = ["192.0.2.10"]
-
-[[region]]
-name = "us-west"
-role = "standby"
-capacity = 0.6
-records = ["198.51.100.10"]
-
-[[node]]
-name = "pg-east"
-region = "us-east"
-primary = true
-
-[[node]]
-name = "pg-west"
-region = "us-west"
-
-[policy]
-interval = "10s"
-timeout = "2s"
-jitter = "1s"
-fall = 3
-rise = 2
-ttl = "60s"
-hold_down = "60s"
-ramp_steps = [10, 25, 50, 100]
-ramp_interval = "30s"
-auto_promote = true
-max_rpo = { bytes = 16777216 }
-"#;
+/// The seed deployment; a file so it can be copied as a starting point.
+const CONFIG: &str = include_str!("drill.toml");
 
 const ACTUATION: Duration = Duration::from_secs(1);
 const WRITE_RATE: f64 = 2_000_000.0; // bytes/s

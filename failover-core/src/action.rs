@@ -31,6 +31,27 @@ pub struct WeightPlan {
 }
 
 impl WeightPlan {
+    /// A plan from one weight per region, in topology order (the first
+    /// weight is `RegionId(0)`'s).
+    pub fn in_region_order(
+        generation: u64,
+        ttl: Duration,
+        weights: impl IntoIterator<Item = u32>,
+    ) -> WeightPlan {
+        WeightPlan {
+            generation,
+            ttl,
+            weights: weights
+                .into_iter()
+                .enumerate()
+                .map(|(i, weight)| RegionWeight {
+                    region: RegionId(i as u32),
+                    weight,
+                })
+                .collect(),
+        }
+    }
+
     /// The weight of a region (0 when absent).
     pub fn weight(&self, region: RegionId) -> u32 {
         self.weights

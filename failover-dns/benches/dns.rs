@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failover_core::ports::TrafficRouter;
-use failover_core::{Policy, Region, RegionId, RegionRole, RegionWeight, Topology, WeightPlan};
+use failover_core::{Policy, Region, RegionRole, Topology, WeightPlan};
 use failover_dns::{EmbeddedConfig, EmbeddedDns, Rfc2136Config, Rfc2136Router, Selection};
 use failover_testkit::bind::{BindServer, BindZone};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -40,20 +40,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn plan(generation: u64, east: u32, west: u32) -> WeightPlan {
-    WeightPlan {
-        generation,
-        ttl: Duration::from_secs(30),
-        weights: vec![
-            RegionWeight {
-                region: RegionId(0),
-                weight: east,
-            },
-            RegionWeight {
-                region: RegionId(1),
-                weight: west,
-            },
-        ],
-    }
+    WeightPlan::in_region_order(generation, Duration::from_secs(30), [east, west])
 }
 
 fn main() {

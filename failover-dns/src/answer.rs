@@ -217,8 +217,6 @@ impl QueryRng {
 mod tests {
     use std::time::Duration;
 
-    use failover_core::RegionId;
-
     use super::*;
 
     fn facts(all_down: AllDownPolicy) -> ZoneFacts {
@@ -246,20 +244,7 @@ mod tests {
     }
 
     fn plan(east: u32, west: u32) -> WeightPlan {
-        WeightPlan {
-            generation: 1,
-            ttl: Duration::from_secs(30),
-            weights: vec![
-                RegionWeight {
-                    region: RegionId(0),
-                    weight: east,
-                },
-                RegionWeight {
-                    region: RegionId(1),
-                    weight: west,
-                },
-            ],
-        }
+        WeightPlan::in_region_order(1, Duration::from_secs(30), [east, west])
     }
 
     fn addrs(records: &[Record]) -> Vec<IpAddr> {

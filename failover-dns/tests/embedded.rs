@@ -41,20 +41,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn plan(generation: u64, ttl_secs: u64, east: u32, west: u32) -> WeightPlan {
-    WeightPlan {
-        generation,
-        ttl: Duration::from_secs(ttl_secs),
-        weights: vec![
-            RegionWeight {
-                region: RegionId(0),
-                weight: east,
-            },
-            RegionWeight {
-                region: RegionId(1),
-                weight: west,
-            },
-        ],
-    }
+    WeightPlan::in_region_order(generation, Duration::from_secs(ttl_secs), [east, west])
 }
 
 async fn start(selection: Selection, all_down: AllDownPolicy) -> EmbeddedDns {

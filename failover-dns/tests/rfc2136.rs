@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use failover_core::ports::TrafficRouter;
 use failover_core::{
-    AllDownPolicy, Policy, PortErrorKind, Region, RegionId, RegionRole, RegionWeight, Topology,
-    WeightPlan,
+    AllDownPolicy, Policy, PortErrorKind, Region, RegionRole, Topology, WeightPlan,
 };
 use failover_dns::{DnsError, Rfc2136Config, Rfc2136Router};
 use failover_testkit::bind::{dig, dig_raw, BindServer, BindZone};
@@ -35,20 +34,7 @@ fn topology() -> Topology {
 }
 
 fn plan(generation: u64, ttl_secs: u64, east: u32, west: u32) -> WeightPlan {
-    WeightPlan {
-        generation,
-        ttl: Duration::from_secs(ttl_secs),
-        weights: vec![
-            RegionWeight {
-                region: RegionId(0),
-                weight: east,
-            },
-            RegionWeight {
-                region: RegionId(1),
-                weight: west,
-            },
-        ],
-    }
+    WeightPlan::in_region_order(generation, Duration::from_secs(ttl_secs), [east, west])
 }
 
 /// BIND serving `example.test.` with east's records only.

@@ -5,9 +5,7 @@ use std::time::Instant;
 
 use super::timers::{Timer, TimerReason};
 use super::{later, Controller};
-use crate::{
-    Action, AllDownPolicy, EventKind, Health, RegionId, RegionRole, RegionWeight, WeightPlan,
-};
+use crate::{Action, AllDownPolicy, EventKind, Health, RegionId, RegionRole, WeightPlan};
 
 impl Controller {
     /// Whether region `i` may take traffic at `now`, health and holds permitting.
@@ -159,19 +157,8 @@ impl Controller {
     /// Issues `self.scratch` as a new plan generation.
     fn issue_plan(&mut self, now: Instant) {
         let generation = self.plan.as_ref().map_or(1, |p| p.generation + 1);
-        let weights = self
-            .topology
-            .region_ids()
-            .map(|region| RegionWeight {
-                region,
-                weight: self.scratch[region.index()],
-            })
-            .collect();
-        let plan = WeightPlan {
-            generation,
-            ttl: self.policy.ttl,
-            weights,
-        };
+        let plan =
+            WeightPlan::in_region_order(generation, self.policy.ttl, self.scratch.iter().copied());
         self.plan = Some(plan);
         self.timers.stop(Timer::RetryWeights);
         self.weights_backoff = std::time::Duration::ZERO;
