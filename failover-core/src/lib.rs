@@ -16,6 +16,8 @@
 //!   deadline. Every decision is one [`Event`] with its reason.
 //! - [`objectives`]: the RTO/RPO arithmetic and a planner for interval/fall.
 //! - [`sim`]: a seeded, deterministic simulator driving the real controller.
+//! - [`coordination`]: what controllers and node guards share through the
+//!   coordination store (leader token, writer record, guard leases).
 //! - [`ports`]: the small async traits the adapters implement.
 //!
 //! # The driver loop
@@ -87,6 +89,7 @@
 mod action;
 mod config;
 mod controller;
+pub mod coordination;
 pub mod duration_serde;
 mod error;
 mod event;
@@ -104,6 +107,7 @@ mod topology;
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
 pub use config::Config;
 pub use controller::Controller;
+pub use coordination::{CoordinationEvent, FencingToken, Intent, Verdict, WriterRecord};
 pub use error::ConfigError;
 pub use event::{ActionKind, Event, EventDisplay, EventKind};
 pub use id::{NodeId, RegionId, VantageId};

@@ -2,11 +2,13 @@
 //! runtime types; the runtime in the `failover` crate drives them.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::{
-    Epoch, Lsn, NodeId, NodeObservation, ProbeOutcome, PromoteRequest, RegionWeight, WeightPlan,
+    CoordinationEvent, Epoch, FencingToken, Intent, Lsn, NodeId, NodeObservation, ProbeOutcome,
+    PromoteRequest, RegionWeight, Verdict, WeightPlan, WriterRecord,
 };
 
 /// Checks one target once. Implementations enforce their own timeouts and
@@ -46,6 +48,70 @@ pub trait DatabaseAdmin: Send + Sync {
     /// The highest epoch durably recorded on any reachable node (`None` if
     /// none was ever recorded), so a restarted controller resumes after it.
     async fn recorded_epoch(&self) -> Result<Option<Epoch>, PortError>;
+}
+
+/// One controller's membership in the coordination store: its leader
+/// campaign, its watches and its writes (see [`crate::coordination`]).
+///
+/// Contract, for every implementation:
+/// - The leader lease and this controller's verdicts live under a lease of
+///   this controller; when it cannot renew, the store drops both.
+/// - [`next_event`](Self::next_event) reports `Leadership(None)` no later
+///   than the leader lease could have expired at the store (measured from
+///   the last renewal this side *sent*), so a paused or partitioned leader
+///   learns it is deposed before a successor can act.
+/// - Every write is conditional: [`set_writer`](Self::set_writer) and
+///   [`set_intent`](Self::set_intent) succeed only while `token` is the
+///   current leader's; otherwise they fail with kind
+///   [`PortErrorKind::Refused`] and change nothing.
+/// - An unreachable store is an error of kind `Unavailable` or `Timeout`,
+///   never a silent success.
+#[async_trait]
+pub trait Coordinator: Send + Sync {
+    /// Joins: creates this controller's lease, starts campaigning and
+    /// watching, and returns the current state (writer record, guard leases,
+    /// peer verdicts, intent, leadership) as events to feed in order.
+    async fn join(&self) -> Result<Vec<CoordinationEvent>, PortError>;
+    /// Waits for the next change. Cancel-safe: dropping the future loses
+    /// no event.
+    async fn next_event(&self) -> Result<CoordinationEvent, PortError>;
+    /// Compare-and-set of the writer record under leadership `token`: writes
+    /// `new` only if the store still holds `expected` and `token` still
+    /// leads. Refused otherwise.
+    async fn set_writer(
+        &self,
+        token: FencingToken,
+        expected: Option<WriterRecord>,
+        new: WriterRecord,
+    ) -> Result<(), PortError>;
+    /// Replaces this controller's published verdicts (under its own lease).
+    async fn publish_verdicts(&self, verdicts: &[Verdict]) -> Result<(), PortError>;
+    /// Stores operator intent under leadership `token`. Refused if `token`
+    /// no longer leads.
+    async fn set_intent(&self, token: FencingToken, intent: &Intent) -> Result<(), PortError>;
+    /// Leaves: gives up leadership and revokes this controller's lease, so a
+    /// successor need not wait for it to expire.
+    async fn resign(&self) -> Result<(), PortError>;
+}
+
+/// A node guard's lease at the coordination store: the guard's promise that
+/// its node takes writes only while the lease is held.
+///
+/// The guard calls [`renew`](Self::renew) well within `ttl` and, if no renewal
+/// succeeded for `ttl − margin` after it *sent* the last successful one,
+/// fences its own node; the store lets the lease expire `ttl` after it
+/// *received* that renewal. So an expired lease proves the node was fenced by
+/// its guard (or that guard and node are down), and the controllers may
+/// promote another node without hearing from it.
+#[async_trait]
+pub trait GuardLease: Send + Sync {
+    /// Grants or renews `node`'s guard lease for `ttl` and returns the writer
+    /// record the store holds now. An unreachable store is an error of kind
+    /// `Unavailable` or `Timeout`; the guard then keeps counting down.
+    async fn renew(&self, node: NodeId, ttl: Duration) -> Result<Option<WriterRecord>, PortError>;
+    /// Releases the lease at once (a guard that has fenced its node and
+    /// stops), so the controllers need not wait for it to expire.
+    async fn release(&self, node: NodeId) -> Result<(), PortError>;
 }
 
 /// How an adapter call failed, which decides whether the runtime retries.

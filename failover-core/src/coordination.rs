@@ -1,0 +1,116 @@
+//! What controllers and node guards share through the coordination store
+//! (etcd, or the in-process store of the single-controller default).
+//!
+//! The store holds, and only it decides:
+//! - the controllers' **leader lease**; its [`FencingToken`] (etcd: the
+//!   leader key's create revision) grows with every new term and travels
+//!   with every side effect, so a deposed leader's late writes are refused;
+//! - the **writer record** ([`WriterRecord`]): which node takes writes at
+//!   which epoch, changed only by compare-and-set under the leader's token;
+//! - one **guard lease** per database node: the node's guard promises to
+//!   fence its node before the lease can expire, so an expired lease proves
+//!   the node stopped taking writes (or is dead);
+//! - each controller's published [`Verdict`]s, under its own lease, so a dead
+//!   controller's votes vanish with it;
+//! - operator [`Intent`] (drains, pause), which survives restarts and leader
+//!   changes.
+//!
+//! The driver feeds what the store reports to the controller as
+//! [`CoordinationEvent`]s; the traits that implement it are
+//! [`Coordinator`](crate::ports::Coordinator) (controllers) and
+//! [`GuardLease`](crate::ports::GuardLease) (node guards).
+
+use std::fmt;
+
+use crate::{Epoch, Health, NodeId, RegionId, VantageId};
+
+/// The fencing token of one leadership term. Strictly greater for every new
+/// term, so the receiving side of a side effect can refuse a stale leader.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct FencingToken(pub u64);
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "token {}", self.0)
+    }
+}
+
+/// Which node takes writes, and the fencing epoch it was promoted at. The
+/// store's copy is the truth: a guard unfences its node only when this
+/// record names the node at the epoch the node itself has recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WriterRecord {
+    /// The writer.
+    pub node: NodeId,
+    /// The epoch of its promotion (0 for the configured primary).
+    pub epoch: Epoch,
+}
+
+/// One controller's view of one region, published for the others: the
+/// vantage quorum counts controllers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Verdict {
+    /// The controller (its vantage) that published it.
+    pub vantage: VantageId,
+    /// The region judged.
+    pub region: RegionId,
+    /// What the vantage's fall/rise thresholds say.
+    pub health: Health,
+}
+
+/// Operator intent kept in the store, so it survives restarts and leader
+/// changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Intent {
+    /// Regions an operator drained.
+    pub drained: Vec<RegionId>,
+    /// Whether automation is paused.
+    pub paused: bool,
+}
+
+/// A change in the coordination store, as the driver reports it to the
+/// controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CoordinationEvent {
+    /// This controller now leads with `token` (`Some`), or has lost or never
+    /// had leadership (`None`). Leadership must be reported lost no later than
+    /// the leader lease could expire at the store.
+    Leadership(Option<FencingToken>),
+    /// The writer record as the store holds it (`None`: never written).
+    Writer(Option<WriterRecord>),
+    /// A node's guard lease: `held` while the store has it, `false` once it
+    /// expired or was released (then the node's guard has fenced it, or the
+    /// guard and its node are down).
+    GuardLease {
+        /// The node whose guard holds the lease.
+        node: NodeId,
+        /// Whether the lease is held now.
+        held: bool,
+    },
+    /// A peer controller's verdict on a region; `health: None` when the
+    /// verdict was withdrawn or its publisher's lease expired.
+    Verdict {
+        /// The publishing controller's vantage.
+        vantage: VantageId,
+        /// The region judged.
+        region: RegionId,
+        /// The verdict, or `None` when it vanished.
+        health: Option<Health>,
+    },
+    /// Operator intent as stored.
+    Intent(Intent),
+}
