@@ -252,3 +252,103 @@ async fn a_second_promotion_with_the_same_or_an_older_epoch_is_refused() {
     admin.promote(&req(2, 6)).await.expect("newer epoch");
     assert_eq!(admin.recorded_epoch().await.unwrap(), Some(Epoch(6)));
 }
+
+/// Issue 10 item 2: `pg_promote` took effect but the call failed before the
+/// epoch was recorded (here: recording the epoch outlives the client's
+/// statement timeout). The retry of the same request used to get "not a
+/// replica"; it must finish the job and return the same LSN, and another
+/// epoch must never be recorded on the node this one promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_retried_after_pg_promote_took_effect_records_its_epoch() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let full = common::admin(&tk);
+    // The old primary is fenced at 1, the epoch its replica is promoted at.
+    let fence = full.fence(NodeId(0), Epoch(1)).await.expect("fence");
+    // Recording the epoch is slow for a while: 3 s inside the insert, longer
+    // than the client waits for one statement.
+    tk.psql(
+        0,
+        "BEGIN READ WRITE; \
+         CREATE FUNCTION failover.slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON failover.epoch \
+         FOR EACH ROW EXECUTE FUNCTION failover.slow(); COMMIT",
+    )
+    .unwrap();
+    let replayed = |tk: &PgTestCluster| {
+        tk.psql(1, "SELECT count(*) FROM pg_trigger WHERE tgname = 'slow'")
+            .is_ok_and(|s| s.trim() == "1")
+    };
+    for _ in 0..500 {
+        if replayed(&tk) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(replayed(&tk), "the trigger reached the replica");
+
+    let node1 = tk.node(1).unwrap().clone();
+    let short = failover_pg::PgCluster::new()
+        .with_timeouts(failover_pg::PgTimeouts {
+            connect: Duration::from_secs(5),
+            statement: Duration::from_secs(1),
+            promote: Duration::from_secs(60),
+            catch_up: Duration::from_secs(30),
+        })
+        .with_node(NodeId(0), "node0", &tk.node(0).unwrap().admin_dsn())
+        .unwrap()
+        .with_node(NodeId(1), "node1", &node1.admin_dsn())
+        .unwrap();
+    let request = PromoteRequest {
+        node: NodeId(1),
+        epoch: Epoch(1),
+        gate: RpoGate::CaughtUp {
+            lsn: fence.flush_lsn.unwrap(),
+        },
+    };
+    let err = short
+        .promote(&request)
+        .await
+        .expect_err("the epoch is not recorded in time");
+    assert_eq!(err.kind(), PortErrorKind::Timeout, "{err}");
+    assert_eq!(
+        full.status(NodeId(1)).await.unwrap().role,
+        NodeRole::Primary,
+        "pg_promote took effect"
+    );
+    // The stuck insert ends on its own; then the retry can record.
+    tk.psql(
+        1,
+        "BEGIN READ WRITE; DROP TRIGGER slow ON failover.epoch; COMMIT",
+    )
+    .unwrap();
+
+    let lsn = DatabaseAdmin::promote(&full, &request)
+        .await
+        .expect("the retry of the same request completes the promotion");
+    assert!(lsn >= fence.flush_lsn.unwrap());
+    assert_eq!(full.status(NodeId(1)).await.unwrap().epoch, Some(Epoch(1)));
+    assert_eq!(full.recorded_epoch().await.unwrap(), Some(Epoch(1)));
+    // Once more: already recorded, same LSN.
+    assert_eq!(full.promote(&request).await.expect("idempotent"), lsn);
+    // The application role's LOGIN, revoked by the fence, is back.
+    let c = common::connect(&node1.app_dsn())
+        .await
+        .expect("app logs in");
+    c.batch_execute("CREATE TABLE after_retry (n int); INSERT INTO after_retry VALUES (1)")
+        .await
+        .expect("app writes");
+
+    // A different, higher epoch on the node this one promoted: refused,
+    // and nothing is recorded for it.
+    let err = full
+        .promote(&PromoteRequest {
+            epoch: Epoch(2),
+            ..request
+        })
+        .await
+        .expect_err("node1 belongs to epoch 1");
+    assert!(matches!(err, PgError::NotAReplica { .. }), "{err}");
+    assert_eq!(err.kind(), PortErrorKind::Refused);
+    assert_eq!(full.recorded_epoch().await.unwrap(), Some(Epoch(1)));
+}
