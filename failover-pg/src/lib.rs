@@ -56,6 +56,7 @@
 
 mod admin;
 mod cluster;
+pub mod conninfo;
 mod epoch;
 mod error;
 pub mod fence;
@@ -68,7 +69,7 @@ pub mod unfence;
 pub use cluster::{PgCluster, PgTimeouts};
 pub use error::{sqlstate_kind, PgError};
 pub use fence::FenceReport;
-pub use rejoin::{rejoin, RejoinPlan, RejoinReport};
+pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
 pub use switchover::SwitchoverReport;
 pub use unfence::UnfenceReport;
