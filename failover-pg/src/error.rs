@@ -138,7 +138,7 @@ pub enum PgError {
         recorded_on: String,
     },
     /// The candidate is further behind than the RPO gate allows.
-    #[error("node {node}: promotion refused, lag {lag_bytes:?} bytes (received {received:?}, reference {reference:?}) and replay delay {delay:?} exceed max_rpo {max:?}; force the promotion to accept the loss")]
+    #[error("node {node}: promotion refused, lag {lag_bytes:?} bytes (received {received:?}, reference {reference:?} from {reference_from}) and replay delay {delay:?} exceed max_rpo {max:?}; force the promotion to accept the loss")]
     LagExceeded {
         /// The node's name.
         node: String,
@@ -146,10 +146,25 @@ pub enum PgError {
         lag_bytes: Option<u64>,
         /// What the candidate received.
         received: Option<Lsn>,
-        /// The old primary's last known position.
+        /// The old primary's last known position: the controller's, or with
+        /// none given the best position a reachable node reports.
         reference: Option<Lsn>,
+        /// Where `reference` came from (`the controller`, `node1 (received)`).
+        reference_from: String,
         /// `now() - pg_last_xact_replay_timestamp()` on the candidate.
         delay: Option<Duration>,
+        /// The limit.
+        max: MaxRpo,
+    },
+    /// The RPO gate has a byte limit but no position to measure the loss
+    /// from: no reference was given and no reachable node, the candidate
+    /// included, reports a WAL position.
+    #[error("node {node}: promotion refused, the loss cannot be bounded by max_rpo {max:?}: missing {missing}; give the old primary's position, or force the promotion to accept an unknown loss")]
+    RpoUnknown {
+        /// The candidate's name.
+        node: String,
+        /// What is missing.
+        missing: String,
         /// The limit.
         max: MaxRpo,
     },
@@ -230,6 +245,7 @@ impl PgError {
             | PgError::NotAPrimary { .. }
             | PgError::StaleEpoch { .. }
             | PgError::LagExceeded { .. }
+            | PgError::RpoUnknown { .. }
             | PgError::NotCaughtUp { .. }
             | PgError::PromotionFailed { .. }
             | PgError::Rejoin { .. } => PortErrorKind::Refused,

@@ -8,7 +8,7 @@ use crate::cluster::Session;
 use crate::epoch::{epoch_sql, read_epochs, SCHEMA_SQL};
 use crate::fence::quote_ident;
 use crate::status::read_status;
-use crate::{NodeRole, PgCluster, PgError};
+use crate::{NodeRole, NodeStatus, PgCluster, PgError};
 
 const OP: &str = "promote";
 
@@ -22,8 +22,21 @@ impl PgCluster {
     ///    `timeouts.connect` and is skipped);
     /// 3. checks the gate: `Within` compares the candidate's received WAL with
     ///    `reference` and its replay delay with `max` ([`PgError::LagExceeded`]
-    ///    states the lag); `CaughtUp` waits up to `timeouts.catch_up` for
-    ///    replay to reach the LSN ([`PgError::NotCaughtUp`]); `Forced` skips;
+    ///    states the lag and where the reference came from); `CaughtUp` waits
+    ///    up to `timeouts.catch_up` for replay to reach the LSN
+    ///    ([`PgError::NotCaughtUp`]); `Forced` skips;
+    ///
+    ///    With `reference: None` (a restarted controller that never saw the
+    ///    old primary) the reference is the best position a reachable node
+    ///    reports: a reachable primary's flushed WAL, else the most WAL a
+    ///    reachable replica received, the candidate included. This is
+    ///    failover-core's rule too (its controller measures the lag against
+    ///    the best replica when it has no primary position), so the two gates
+    ///    admit the same candidates and a restart does not loop on refusals.
+    ///    It bounds the loss against what survives, not against what the
+    ///    dead primary may have written after its last report: keep a time
+    ///    limit in `max` for that. With a byte limit and no position at all,
+    ///    the gate refuses with [`PgError::RpoUnknown`] naming what is missing;
     /// 4. writes the intent `failover.promoting = 'EPOCH:TIMELINE'` to the
     ///    node's `postgresql.auto.conf` (`ALTER SYSTEM`, which a replica
     ///    accepts: it is a file, not WAL);
@@ -159,30 +172,82 @@ impl PgCluster {
             }
             RpoGate::Within { max, reference } => {
                 let st = read_status(s).await?;
-                let lag_bytes = reference.and_then(|r| st.lag_bytes_behind(r));
-                let bytes_ok = match (max.bytes, lag_bytes) {
-                    (None, _) => true,
-                    (Some(limit), Some(lag)) => lag <= limit,
-                    // A byte limit with no reference or no WAL position: the
-                    // loss cannot be bounded, so refuse.
-                    (Some(_), None) => false,
+                let (reference, reference_from) = match reference {
+                    Some(r) => (Some(r), "the controller".to_owned()),
+                    None => match self.best_known_position(&st).await {
+                        Some((r, from)) => (Some(r), from),
+                        None => (None, "nowhere".to_owned()),
+                    },
                 };
-                if bytes_ok && max.admits(0, st.replay_delay) {
+                let lag_bytes = reference.and_then(|r| st.lag_bytes_behind(r));
+                if max.bytes.is_some() && lag_bytes.is_none() {
+                    tracing::warn!(node = %s.node, ?max, "promotion refused: loss cannot be measured");
+                    metrics::counter!("failover_pg_rpo_refused_total").increment(1);
+                    return Err(PgError::RpoUnknown {
+                        node: s.node.clone(),
+                        missing: "a WAL position: no reference was given and no reachable node \
+                                  (the candidate included) reports one"
+                            .to_owned(),
+                        max,
+                    });
+                }
+                if max.admits(lag_bytes.unwrap_or(0), st.replay_delay) {
+                    tracing::info!(node = %s.node, ?lag_bytes, ?reference, reference_from, delay = ?st.replay_delay, ?max, "RPO gate passed");
                     return Ok(());
                 }
-                tracing::warn!(node = %s.node, ?lag_bytes, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
+                tracing::warn!(node = %s.node, ?lag_bytes, ?reference, reference_from, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
                 metrics::counter!("failover_pg_rpo_refused_total").increment(1);
                 Err(PgError::LagExceeded {
                     node: s.node.clone(),
                     lag_bytes,
                     received: st.received(),
                     reference,
+                    reference_from,
                     delay: st.replay_delay,
                     max,
                 })
             }
             RpoGate::CaughtUp { lsn } => self.wait_replayed(s, lsn).await,
         }
+    }
+
+    /// The most WAL any reachable node reports, and where: a primary's
+    /// flushed position, a replica's received one (`candidate` is the
+    /// candidate's status, already read). Unreachable nodes are skipped.
+    async fn best_known_position(&self, candidate: &NodeStatus) -> Option<(Lsn, String)> {
+        let reads = self
+            .all_nodes()
+            .iter()
+            .filter(|n| n.id != candidate.node)
+            .map(|n| async move { (n.name.clone(), self.status(n.id).await) });
+        let mut best: Option<(Lsn, String)> = None;
+        let own = self
+            .node(candidate.node)
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
+        let statuses = futures::future::join_all(reads).await;
+        let known = statuses
+            .into_iter()
+            .filter_map(|(name, r)| match r {
+                Ok(st) => Some((name, st)),
+                Err(e) => {
+                    tracing::debug!(on = %name, error = %e, "RPO reference: node skipped");
+                    None
+                }
+            })
+            .chain(std::iter::once((own, candidate.clone())));
+        for (name, st) in known {
+            let position = match st.role {
+                NodeRole::Primary => st.flush_lsn.or(st.current_lsn).map(|l| (l, "flushed")),
+                NodeRole::Replica => st.received().map(|l| (l, "received")),
+            };
+            if let Some((lsn, what)) = position {
+                if best.as_ref().is_none_or(|(b, _)| lsn > *b) {
+                    best = Some((lsn, format!("{name} ({what})")));
+                }
+            }
+        }
+        best
     }
 
     /// Waits (bounded by `timeouts.catch_up`) until the replica behind `s`

@@ -352,3 +352,96 @@ async fn a_promotion_retried_after_pg_promote_took_effect_records_its_epoch() {
     assert_eq!(err.kind(), PortErrorKind::Refused);
     assert_eq!(full.recorded_epoch().await.unwrap(), Some(Epoch(1)));
 }
+
+/// Issue 10 item 7: a controller restarted after the primary died has no
+/// reference position. The byte gate used to refuse every candidate then,
+/// for ever. Now it measures against the best position a reachable node
+/// reports (failover-core's rule too): the best replica passes, one that
+/// lags it by more than max_rpo is refused, naming where the reference came
+/// from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_reference_the_gate_measures_against_the_best_reachable_node() {
+    let tk = common::start(PgTestCluster::builder().replicas(2)).await;
+    let admin = common::admin(&tk);
+    let primary = tk.node(0).unwrap().clone();
+    common::create_table(&primary.app_dsn()).await;
+    let created = admin.status(NodeId(0)).await.unwrap().current_lsn;
+    for n in [1, 2] {
+        for _ in 0..500 {
+            if admin.status(NodeId(n)).await.unwrap().replay_lsn >= created {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // node2 stops receiving; node1 keeps streaming ~1 MB more.
+    tk.psql(2, "ALTER SYSTEM SET primary_conninfo = ''")
+        .unwrap();
+    tk.psql(2, "SELECT pg_reload_conf()").unwrap();
+    for _ in 0..200 {
+        if admin
+            .status(NodeId(2))
+            .await
+            .unwrap()
+            .wal_receiver
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = common::connect(&primary.app_dsn()).await.unwrap();
+    c.execute(
+        "INSERT INTO rows SELECT g FROM generate_series(1, 20000) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    let written = admin.status(NodeId(0)).await.unwrap().current_lsn.unwrap();
+    for _ in 0..500 {
+        if admin.status(NodeId(1)).await.unwrap().received() >= Some(written) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admin.status(NodeId(1)).await.unwrap().received() >= Some(written));
+    tk.kill(0).unwrap();
+
+    let gate = RpoGate::Within {
+        max: MaxRpo::bytes(64 * 1024),
+        reference: None,
+    };
+    let err = admin
+        .promote(&PromoteRequest {
+            node: NodeId(2),
+            epoch: Epoch(1),
+            gate,
+        })
+        .await
+        .expect_err("node2 lags node1 by ~1 MB");
+    match &err {
+        PgError::LagExceeded {
+            lag_bytes: Some(lag),
+            reference_from,
+            ..
+        } => {
+            assert!(*lag > 64 * 1024, "{err}");
+            assert!(reference_from.contains("node1"), "{err}");
+        }
+        other => panic!("expected LagExceeded, got {other:?}"),
+    }
+    assert!(err.to_string().contains("node1 (received)"), "{err}");
+    assert_eq!(err.kind(), PortErrorKind::Refused);
+
+    let lsn = DatabaseAdmin::promote(
+        &admin,
+        &PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate,
+        },
+    )
+    .await
+    .expect("the best reachable replica passes the gate without a reference");
+    assert!(lsn >= written);
+}
