@@ -138,7 +138,7 @@ pub enum PgError {
         recorded_on: String,
     },
     /// The candidate is further behind than the RPO gate allows.
-    #[error("node {node}: promotion refused, lag {lag_bytes:?} bytes (received {received:?}, reference {reference:?} from {reference_from}) and replay delay {delay:?} exceed max_rpo {max:?}; force the promotion to accept the loss")]
+    #[error("node {node}: promotion refused, lag {lag_bytes:?} bytes (received {received:?}, reference {reference}) and replay delay {delay:?} exceed max_rpo {max:?}; force the promotion to accept the loss")]
     LagExceeded {
         /// The node's name.
         node: String,
@@ -148,9 +148,7 @@ pub enum PgError {
         received: Option<Lsn>,
         /// The old primary's last known position: the controller's, or with
         /// none given the best position a reachable node reports.
-        reference: Option<Lsn>,
-        /// Where `reference` came from (`the controller`, `node1 (received)`).
-        reference_from: String,
+        reference: RpoReference,
         /// `now() - pg_last_xact_replay_timestamp()` on the candidate.
         delay: Option<Duration>,
         /// The limit.
@@ -218,6 +216,53 @@ pub enum PgError {
         /// Exit status and output, or the I/O error.
         reason: String,
     },
+}
+
+/// An RPO gate's reference position and where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RpoReference {
+    /// The controller's last observation of the old primary.
+    Controller(Lsn),
+    /// A reachable primary's flushed WAL (the controller gave none).
+    Flushed {
+        /// The node it was read on.
+        node: NodeId,
+        /// The position.
+        lsn: Lsn,
+    },
+    /// The most WAL a reachable replica received (the controller gave none).
+    Received {
+        /// The node it was read on.
+        node: NodeId,
+        /// The position.
+        lsn: Lsn,
+    },
+    /// No position was known anywhere.
+    Nowhere,
+}
+
+impl RpoReference {
+    /// The position, if one was known.
+    pub fn lsn(self) -> Option<Lsn> {
+        match self {
+            RpoReference::Controller(l)
+            | RpoReference::Flushed { lsn: l, .. }
+            | RpoReference::Received { lsn: l, .. } => Some(l),
+            RpoReference::Nowhere => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RpoReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RpoReference::Controller(l) => write!(f, "{l} (the controller's)"),
+            RpoReference::Flushed { node, lsn } => write!(f, "{lsn} (flushed on {node:?})"),
+            RpoReference::Received { node, lsn } => write!(f, "{lsn} (received by {node:?})"),
+            RpoReference::Nowhere => f.write_str("unknown"),
+        }
+    }
 }
 
 impl PgError {

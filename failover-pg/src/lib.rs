@@ -67,7 +67,7 @@ mod switchover;
 pub mod unfence;
 
 pub use cluster::{PgCluster, PgTimeouts};
-pub use error::{sqlstate_kind, PgError};
+pub use error::{sqlstate_kind, PgError, RpoReference};
 pub use fence::FenceReport;
 pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};

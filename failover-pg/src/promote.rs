@@ -8,7 +8,7 @@ use crate::cluster::Session;
 use crate::epoch::{epoch_sql, read_epochs, SCHEMA_SQL};
 use crate::fence::quote_ident;
 use crate::status::read_status;
-use crate::{NodeRole, NodeStatus, PgCluster, PgError};
+use crate::{NodeRole, NodeStatus, PgCluster, PgError, RpoReference};
 
 const OP: &str = "promote";
 
@@ -172,14 +172,11 @@ impl PgCluster {
             }
             RpoGate::Within { max, reference } => {
                 let st = read_status(s).await?;
-                let (reference, reference_from) = match reference {
-                    Some(r) => (Some(r), "the controller".to_owned()),
-                    None => match self.best_known_position(&st).await {
-                        Some((r, from)) => (Some(r), from),
-                        None => (None, "nowhere".to_owned()),
-                    },
+                let reference = match reference {
+                    Some(r) => RpoReference::Controller(r),
+                    None => self.best_known_position(&st).await,
                 };
-                let lag_bytes = reference.and_then(|r| st.lag_bytes_behind(r));
+                let lag_bytes = reference.lsn().and_then(|r| st.lag_bytes_behind(r));
                 if max.bytes.is_some() && lag_bytes.is_none() {
                     tracing::warn!(node = %s.node, ?max, "promotion refused: loss cannot be measured");
                     metrics::counter!("failover_pg_rpo_refused_total").increment(1);
@@ -192,17 +189,16 @@ impl PgCluster {
                     });
                 }
                 if max.admits(lag_bytes.unwrap_or(0), st.replay_delay) {
-                    tracing::info!(node = %s.node, ?lag_bytes, ?reference, reference_from, delay = ?st.replay_delay, ?max, "RPO gate passed");
+                    tracing::info!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "RPO gate passed");
                     return Ok(());
                 }
-                tracing::warn!(node = %s.node, ?lag_bytes, ?reference, reference_from, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
+                tracing::warn!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
                 metrics::counter!("failover_pg_rpo_refused_total").increment(1);
                 Err(PgError::LagExceeded {
                     node: s.node.clone(),
                     lag_bytes,
                     received: st.received(),
                     reference,
-                    reference_from,
                     delay: st.replay_delay,
                     max,
                 })
@@ -214,36 +210,37 @@ impl PgCluster {
     /// The most WAL any reachable node reports, and where: a primary's
     /// flushed position, a replica's received one (`candidate` is the
     /// candidate's status, already read). Unreachable nodes are skipped.
-    async fn best_known_position(&self, candidate: &NodeStatus) -> Option<(Lsn, String)> {
+    async fn best_known_position(&self, candidate: &NodeStatus) -> RpoReference {
         let reads = self
             .all_nodes()
             .iter()
             .filter(|n| n.id != candidate.node)
             .map(|n| async move { (n.name.clone(), self.status(n.id).await) });
-        let mut best: Option<(Lsn, String)> = None;
-        let own = self
-            .node(candidate.node)
-            .map(|n| n.name.clone())
-            .unwrap_or_default();
         let statuses = futures::future::join_all(reads).await;
         let known = statuses
             .into_iter()
             .filter_map(|(name, r)| match r {
-                Ok(st) => Some((name, st)),
+                Ok(st) => Some(st),
                 Err(e) => {
                     tracing::debug!(on = %name, error = %e, "RPO reference: node skipped");
                     None
                 }
             })
-            .chain(std::iter::once((own, candidate.clone())));
-        for (name, st) in known {
+            .chain(std::iter::once(candidate.clone()));
+        let mut best = RpoReference::Nowhere;
+        for st in known {
             let position = match st.role {
-                NodeRole::Primary => st.flush_lsn.or(st.current_lsn).map(|l| (l, "flushed")),
-                NodeRole::Replica => st.received().map(|l| (l, "received")),
+                NodeRole::Primary => st
+                    .flush_lsn
+                    .or(st.current_lsn)
+                    .map(|lsn| RpoReference::Flushed { node: st.node, lsn }),
+                NodeRole::Replica => st
+                    .received()
+                    .map(|lsn| RpoReference::Received { node: st.node, lsn }),
             };
-            if let Some((lsn, what)) = position {
-                if best.as_ref().is_none_or(|(b, _)| lsn > *b) {
-                    best = Some((lsn, format!("{name} ({what})")));
+            if let Some(p) = position {
+                if best.lsn() < p.lsn() {
+                    best = p;
                 }
             }
         }

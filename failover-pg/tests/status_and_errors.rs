@@ -5,9 +5,7 @@ mod common;
 use std::net::TcpListener;
 
 use failover_core::ports::DatabaseAdmin;
-use failover_core::{
-    Epoch, MaxRpo, NodeId, NodeObservation, PortErrorKind, PromoteRequest, RpoGate,
-};
+use failover_core::{Epoch, NodeId, NodeObservation, PortErrorKind, PromoteRequest, RpoGate};
 use failover_pg::{NodeRole, PgCluster, PgError};
 use failover_testkit::postgres::{PgTestCluster, APP_DATABASE, APP_ROLE};
 
