@@ -68,7 +68,6 @@ pub fn conf_value(value: &str) -> String {
 /// libpq's rules: whitespace separates pairs and may surround `=`; a value
 /// is a run of non-space characters or a single-quoted string; `\x` stands
 /// for `x` in both. The error says what is wrong and where.
-#[allow(dead_code)] // read by the TLS options of the node DSN
 pub(crate) fn parse_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     let mut chars = text.char_indices().peekable();

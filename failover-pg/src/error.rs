@@ -87,6 +87,17 @@ pub enum PgError {
         /// The server's message.
         reason: String,
     },
+    /// The TLS handshake with the node failed: its certificate is not
+    /// trusted under the DSN's `sslmode` and `sslrootcert` (wrong root,
+    /// wrong host name, expired), or it does not offer TLS where
+    /// `sslmode=require` or stricter asks for it. Kind `Auth`.
+    #[error("node {node}: TLS handshake failed: {reason}; check the DSN's sslmode and sslrootcert and the server's certificate")]
+    Tls {
+        /// The node's name.
+        node: String,
+        /// What rustls or the server said.
+        reason: String,
+    },
     /// A query failed on the server. Its kind follows its SQLSTATE
     /// ([`sqlstate_kind`]).
     #[error("node {node}: {operation} failed: {reason}")]
@@ -275,7 +286,7 @@ impl PgError {
             | PgError::MissingDsn { .. } => PortErrorKind::Config,
             PgError::Unreachable { .. } => PortErrorKind::Unavailable,
             PgError::Timeout { .. } => PortErrorKind::Timeout,
-            PgError::Auth { .. } => PortErrorKind::Auth,
+            PgError::Auth { .. } | PgError::Tls { .. } => PortErrorKind::Auth,
             PgError::Query { sqlstate, .. } => match sqlstate {
                 Some(code) => sqlstate_kind(code),
                 None => PortErrorKind::Refused,
@@ -338,6 +349,9 @@ impl PgError {
                 sqlstate: Some(code.to_owned()),
                 reason: format!("{} (SQLSTATE {code})", db.message()),
             };
+        }
+        if let Some(reason) = crate::tls::tls_failure(&e) {
+            return PgError::Tls { node, reason };
         }
         let text = e.to_string();
         if text.contains("password missing") || text.contains("authentication") {

@@ -27,7 +27,8 @@
 //! failure is retryable.
 //!
 //! Every call opens fresh connections (no pool to hide a failure) and has a
-//! timeout ([`PgTimeouts`]). Errors are [`PgError`]; as a port they become
+//! timeout ([`PgTimeouts`]). Connections use TLS as the node's DSN says
+//! (`sslmode`, `sslrootcert`: see [`tls`]). Errors are [`PgError`]; as a port they become
 //! [`PortError`](failover_core::PortError)s of the matching kind.
 //!
 //! ```no_run
@@ -64,6 +65,7 @@ mod promote;
 pub mod rejoin;
 mod status;
 mod switchover;
+pub mod tls;
 pub mod unfence;
 
 pub use cluster::{PgCluster, PgTimeouts};
@@ -72,4 +74,5 @@ pub use fence::FenceReport;
 pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
 pub use switchover::SwitchoverReport;
+pub use tls::SslMode;
 pub use unfence::UnfenceReport;

@@ -25,11 +25,9 @@
 //! `runuser -u USER --` (they refuse root).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::NoTls;
-
+use crate::cluster::{open, parse_dsn};
 use crate::{PgError, WalReceiver};
 
 /// Where the old primary lives and whom it should follow.
@@ -168,11 +166,7 @@ pub fn standby_auto_conf(old: &str, primary_conninfo: &str) -> String {
 pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
     let started = Instant::now();
     let data = plan.data_dir.display().to_string();
-    let local = tokio_postgres::Config::from_str(&plan.local_dsn).map_err(|e| PgError::Dsn {
-        node: data.clone(),
-        field: "local_dsn".into(),
-        reason: e.to_string(),
-    })?;
+    let local = parse_dsn(&format!("{data} (local_dsn)"), &plan.local_dsn)?;
 
     // 1. Stop cleanly if running (pg_ctl status exits 0 only when it runs).
     let status = run(
@@ -263,20 +257,15 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
 /// until its first checkpoint, and pg_rewind would then see "no rewind
 /// required". A CHECKPOINT on the source updates it.
 async fn checkpoint_source(plan: &RejoinPlan) -> Result<(), PgError> {
-    let cfg =
-        tokio_postgres::Config::from_str(&plan.source_conninfo).map_err(|e| PgError::Dsn {
-            node: plan.data_dir.display().to_string(),
-            field: "source_conninfo".into(),
-            reason: e.to_string(),
-        })?;
+    let (cfg, tls) = parse_dsn(
+        &format!("{} (source_conninfo)", plan.data_dir.display()),
+        &plan.source_conninfo,
+    )?;
     let step = "CHECKPOINT on the new primary";
-    let (client, conn) = tokio::time::timeout(plan.step_timeout, cfg.connect(NoTls))
+    let (client, task) = tokio::time::timeout(plan.step_timeout, open(&cfg, &tls))
         .await
         .map_err(|_| rejoin_err(plan, step, "connect timed out"))?
         .map_err(|e| rejoin_err(plan, step, e.to_string()))?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let r = tokio::time::timeout(plan.step_timeout, client.batch_execute("CHECKPOINT")).await;
     task.abort();
     r.map_err(|_| rejoin_err(plan, step, "timed out"))?
@@ -285,7 +274,7 @@ async fn checkpoint_source(plan: &RejoinPlan) -> Result<(), PgError> {
 
 async fn wait_streaming(
     plan: &RejoinPlan,
-    local: &tokio_postgres::Config,
+    local: &(tokio_postgres::Config, Option<crate::tls::RustlsConnect>),
 ) -> Result<WalReceiver, PgError> {
     let deadline = Instant::now() + plan.step_timeout;
     let mut last = String::from("not checked");
@@ -300,14 +289,13 @@ async fn wait_streaming(
     Err(rejoin_err(plan, "verify streaming", last))
 }
 
-async fn check_streaming(local: &tokio_postgres::Config) -> Result<Option<WalReceiver>, String> {
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(5), local.connect(NoTls))
+async fn check_streaming(
+    local: &(tokio_postgres::Config, Option<crate::tls::RustlsConnect>),
+) -> Result<Option<WalReceiver>, String> {
+    let (client, task) = tokio::time::timeout(Duration::from_secs(5), open(&local.0, &local.1))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let result = tokio::time::timeout(
         Duration::from_secs(5),
         client.query(
