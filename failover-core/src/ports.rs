@@ -41,7 +41,10 @@ pub trait DatabaseAdmin: Send + Sync {
     /// Checks the request's gate, promotes, records the epoch durably and
     /// verifies the node accepts writes. Returns the LSN it was promoted at.
     /// Refuses (kind [`PortErrorKind::Refused`]) an epoch not above the
-    /// highest one recorded.
+    /// highest one recorded. Idempotent for the same request: a retry after
+    /// the node was promoted by this epoch (also when the first call failed
+    /// after the promotion took effect) returns `Ok` with the same LSN; a
+    /// node promoted by another epoch is refused.
     async fn promote(&self, request: &PromoteRequest) -> Result<Lsn, PortError>;
     /// Lifts a fence placed at `epoch` on `node`, which is still the writer
     /// at that epoch: the promotion the fence was for did not happen, and

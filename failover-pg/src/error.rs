@@ -1,21 +1,4 @@
 //! The crate's one error type and its mapping onto core's [`PortError`].
-//!
-//! # Which kind a failure is
-//! The controller acts on [`PortErrorKind`]: `Unavailable` and `Timeout` mean
-//! "the node could not be reached", `Conflict` means "retry after
-//! re-reading", `Refused`/`Auth`/`Config`/`Malformed` stop the retries. A
-//! failure is `Unavailable` only when the node really could not be talked
-//! to — never when it answered and the step failed:
-//! - a fence that did not complete ([`PgError::FenceIncomplete`]) is
-//!   `Conflict`: the node answered, so it is not unreachable, and it is not
-//!   fenced either, so the fence proves nothing; trying again may finish it;
-//! - a server error ([`PgError::Query`]) is classified by its SQLSTATE with
-//!   [`sqlstate_kind`] (connection class `08`, shutdown `57P01..57P03`, I/O
-//!   error `58030` and too many connections `53300` are `Unavailable`;
-//!   serialization failure, deadlock and lock timeout are `Conflict`;
-//!   a cancelled statement is `Timeout`; missing privilege is `Auth`; SQL
-//!   this crate wrote that the server does not understand is `Malformed`;
-//!   every other refusal, read-only transactions included, is `Refused`).
 
 use std::time::Duration;
 
@@ -278,6 +261,22 @@ impl std::fmt::Display for RpoReference {
 
 impl PgError {
     /// How core's runtime should treat this failure.
+    ///
+    /// The controller acts on [`PortErrorKind`]: `Unavailable` and `Timeout` mean
+    /// "the node could not be reached", `Conflict` means "retry after
+    /// re-reading", `Refused`/`Auth`/`Config`/`Malformed` stop the retries. A
+    /// failure is `Unavailable` only when the node really could not be talked
+    /// to — never when it answered and the step failed:
+    /// - a fence that did not complete ([`PgError::FenceIncomplete`]) is
+    ///   `Conflict`: the node answered, so it is not unreachable, and it is not
+    ///   fenced either, so the fence proves nothing; trying again may finish it;
+    /// - a server error ([`PgError::Query`]) is classified by its SQLSTATE with
+    ///   [`sqlstate_kind`] (connection class `08`, shutdown `57P01..57P03`, I/O
+    ///   error `58030` and too many connections `53300` are `Unavailable`;
+    ///   serialization failure, deadlock and lock timeout are `Conflict`;
+    ///   a cancelled statement is `Timeout`; missing privilege is `Auth`; SQL
+    ///   this crate wrote that the server does not understand is `Malformed`;
+    ///   every other refusal, read-only transactions included, is `Refused`).
     pub fn kind(&self) -> PortErrorKind {
         match self {
             PgError::Dsn { .. }
@@ -366,7 +365,7 @@ impl PgError {
 }
 
 /// The [`PortErrorKind`] of a server error, by its SQLSTATE (see the
-/// [module docs](self) for why):
+/// [`PgError::kind`] for why):
 ///
 /// | SQLSTATE | meaning | kind |
 /// |---|---|---|
