@@ -12,6 +12,7 @@ use std::time::Duration;
 use failover_core::{NodeId, Topology};
 use tokio_postgres::{Client, NoTls, Row};
 
+use crate::tls::{connector, split_tls_options, RustlsConnect, SslMode};
 use crate::PgError;
 
 /// Time limits of the adapter. All are wall-clock durations.
@@ -44,6 +45,8 @@ pub(crate) struct PgNode {
     pub(crate) id: NodeId,
     pub(crate) name: String,
     pub(crate) config: tokio_postgres::Config,
+    /// The TLS connector, `None` for `sslmode=disable`.
+    pub(crate) tls: Option<RustlsConnect>,
 }
 
 /// The PostgreSQL nodes of a topology with the superuser DSN of each: the
@@ -119,18 +122,12 @@ impl PgCluster {
     /// or URL (`postgresql://postgres@10.0.0.5/postgres`). A DSN that does not
     /// parse is [`PgError::Dsn`] naming the node and the field. Re-adding an id
     /// replaces it.
+    ///
+    /// `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`) and `sslrootcert` (a PEM file, read now) choose TLS:
+    /// see the [`tls`](crate::tls) module.
     pub fn with_node(mut self, id: NodeId, name: &str, dsn: &str) -> Result<Self, PgError> {
-        let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
-            let reason = match std::error::Error::source(&e) {
-                Some(inner) => inner.to_string(),
-                None => e.to_string(),
-            };
-            PgError::Dsn {
-                node: name.to_owned(),
-                field: dsn_field(&reason),
-                reason,
-            }
-        })?;
+        let (mut config, tls) = parse_dsn(name, dsn)?;
         if config.get_hosts().is_empty() {
             return Err(PgError::Dsn {
                 node: name.to_owned(),
@@ -147,6 +144,7 @@ impl PgCluster {
             id,
             name: name.to_owned(),
             config,
+            tls,
         });
         self.nodes.sort_by_key(|n| n.id);
         Ok(self)
@@ -189,23 +187,18 @@ impl PgCluster {
     ) -> Result<Session, PgError> {
         let node = self.node(id)?;
         let limit = self.timeouts.connect;
-        let (client, connection) =
-            match tokio::time::timeout(limit + limit / 2, node.config.connect(NoTls)).await {
-                Err(_) => {
-                    return Err(PgError::Timeout {
-                        node: node.name.clone(),
-                        operation,
-                        after: limit,
-                    })
-                }
-                Ok(Err(e)) => return Err(PgError::from_pg(&node.name, operation, e)),
-                Ok(Ok(pair)) => pair,
-            };
-        let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
+        let connecting = open(&node.config, &node.tls);
+        let (client, task) = match tokio::time::timeout(limit + limit / 2, connecting).await {
+            Err(_) => {
+                return Err(PgError::Timeout {
+                    node: node.name.clone(),
+                    operation,
+                    after: limit,
+                })
             }
-        });
+            Ok(Err(e)) => return Err(PgError::from_pg(&node.name, operation, e)),
+            Ok(Ok(pair)) => pair,
+        };
         Ok(Session {
             client,
             node: node.name.clone(),
@@ -214,6 +207,64 @@ impl PgCluster {
             task,
         })
     }
+}
+
+/// A tokio-postgres config and TLS connector (`None`: plain TCP) for a
+/// libpq DSN or URL that may carry `sslmode` and `sslrootcert`; `name` is
+/// what errors call it.
+pub(crate) fn parse_dsn(
+    name: &str,
+    dsn: &str,
+) -> Result<(tokio_postgres::Config, Option<RustlsConnect>), PgError> {
+    let (dsn, tls) = split_tls_options(name, dsn)?;
+    let connector = connector(name, &tls)?;
+    let mut config = tokio_postgres::Config::from_str(&dsn).map_err(|e| {
+        let reason = match std::error::Error::source(&e) {
+            Some(inner) => inner.to_string(),
+            None => e.to_string(),
+        };
+        PgError::Dsn {
+            node: name.to_owned(),
+            field: dsn_field(&reason),
+            reason,
+        }
+    })?;
+    config.ssl_mode(match tls.mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    Ok((config, connector))
+}
+
+/// Connects with `config` over `tls` and spawns the connection's I/O task
+/// (abort it to close the connection).
+pub(crate) async fn open(
+    config: &tokio_postgres::Config,
+    tls: &Option<RustlsConnect>,
+) -> Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    match tls {
+        None => config
+            .connect(NoTls)
+            .await
+            .map(|(client, conn)| (client, drive(conn))),
+        Some(tls) => config
+            .connect(tls.clone())
+            .await
+            .map(|(client, conn)| (client, drive(conn))),
+    }
+}
+
+/// Runs a connection's I/O until it ends.
+fn drive<F>(connection: F) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    })
 }
 
 /// One connection to one node, closed on drop.
@@ -247,6 +298,24 @@ impl Session {
             Ok(Err(e)) => Err(PgError::from_pg(&self.node, operation, e)),
             Ok(Ok(v)) => Ok(v),
         }
+    }
+
+    /// The admin session's own settings: it must write even on a fenced node,
+    /// must not wait for a synchronous standby that may be gone, and must not
+    /// queue for a lock past half its statement timeout: a lock held by
+    /// someone else fails as SQLSTATE `55P03` (kind `Conflict`, retry after
+    /// re-reading) rather than as a client-side timeout that would look like
+    /// an unreachable node.
+    pub(crate) async fn admin_session(&self, operation: &'static str) -> Result<(), PgError> {
+        let lock_ms = (self.statement / 2).as_millis().clamp(1, i32::MAX as u128);
+        self.batch(
+            operation,
+            &format!(
+                "SET default_transaction_read_only = off; SET synchronous_commit = local; \
+                 SET lock_timeout = {lock_ms}"
+            ),
+        )
+        .await
     }
 
     /// Runs `sql` (no parameters) and returns its rows.

@@ -33,10 +33,16 @@
 //!   `LOGIN` for the roles recorded in `failover.fence` on the node it promotes.
 //!   `ALTER SYSTEM` is a file, not WAL: replicas do not inherit it.
 //! - An unreachable node cannot be fenced: the call fails with
-//!   [`PgError::Unreachable`] (`Unavailable`). Then the epoch recorded on the
-//!   new primary and the runtime's DNS move are the fence: clients are sent to
-//!   the new primary, and a controller resuming with an older epoch is refused.
-//!   Powering the old machine off (STONITH) is out of scope of this crate.
+//!   [`PgError::Unreachable`] (`Unavailable`). That is no proof that the node
+//!   stopped writing (in a partition it keeps serving its own region), so
+//!   a caller must not promote on it alone. Powering the old machine off
+//!   (STONITH) is out of scope of this crate.
+//! - A node that answered but could not be fenced is never `Unavailable`: a
+//!   surviving application session is [`PgError::FenceIncomplete`] and a lock
+//!   held by someone else is SQLSTATE `55P03` (the admin session's
+//!   `lock_timeout` is half the statement timeout), both `Conflict`: retry.
+//! - A fence whose promotion did not happen is lifted with
+//!   [`PgCluster::unfence`](crate::PgCluster::unfence).
 //! - A commit whose record was flushed before the fence is committed on the
 //!   old primary; whether the new primary has it is the RPO question
 //!   (synchronous replication or a zero-loss switchover make it zero).
@@ -72,18 +78,13 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The admin session's own settings: it must write even on a fenced node and
-/// must not wait for a synchronous standby that may be gone.
-pub(crate) const ADMIN_SESSION_SQL: &str =
-    "SET default_transaction_read_only = off; SET synchronous_commit = local";
-
 impl PgCluster {
     /// Fences `node` with `epoch`: see the [module docs](crate::fence) for the
     /// mechanism and its limits. Idempotent: fencing again with the same
     /// epoch succeeds. A replica is already read-only and is left as is.
     pub async fn fence(&self, node: NodeId, epoch: Epoch) -> Result<FenceReport, PgError> {
         let s = self.connect(node, OP).await?;
-        s.batch(OP, ADMIN_SESSION_SQL).await?;
+        s.admin_session(OP).await?;
         let row = s.query_one(OP, "SELECT pg_is_in_recovery()").await?;
         let in_recovery: bool = s.get(OP, &row, 0)?;
         if in_recovery {

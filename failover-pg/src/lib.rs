@@ -9,7 +9,14 @@
 //! - [`PgCluster::fence`]: stops writes on an old primary (see [`fence`] for
 //!   the mechanism and its limits);
 //! - [`PgCluster::promote`]: RPO gate, epoch check, `pg_promote(wait => true)`,
-//!   durable epoch, write check;
+//!   durable epoch, write check. A retry of the same request after
+//!   `pg_promote` took effect but the epoch was not recorded (a client
+//!   timeout) finishes the job and returns `Ok`; a node another epoch
+//!   promoted is refused. Without a reference position the RPO gate
+//!   measures against the best position a reachable node reports, as the
+//!   core's controller does;
+//! - [`PgCluster::unfence`]: gives writes back to a fenced primary whose
+//!   promotion did not happen (see [`unfence`](mod@unfence) for the rule);
 //! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
 //!   primary's final flush LSN, promote — no acknowledged write is lost;
 //! - [`rejoin()`](fn@rejoin) ([`rejoin` module](mod@rejoin)): agent-side: `pg_rewind` the old primary's data directory
@@ -21,11 +28,17 @@
 //! `Clone`, or put it in an `Arc<dyn DatabaseAdmin>`), call
 //! `recorded_epoch()` at start-up to resume after the highest epoch, feed
 //! `observe()` results to the controller and execute its `Fence` / `Promote`
-//! actions with `fence()` / `promote()`. [`PgError::kind`] says whether a
-//! failure is retryable.
+//! actions with `fence()` / `promote()` / `unfence()`. [`PgError::kind`]
+//! says whether a failure is retryable; only a node that could not be talked
+//! to is `Unavailable` (a fence that did not complete is `Conflict`, server
+//! errors are classified by SQLSTATE: see [`sqlstate_kind`]).
+//!
+//! [`conninfo`] quotes libpq connection strings and `postgresql.conf` values
+//! (both layers of a `primary_conninfo`).
 //!
 //! Every call opens fresh connections (no pool to hide a failure) and has a
-//! timeout ([`PgTimeouts`]). Errors are [`PgError`]; as a port they become
+//! timeout ([`PgTimeouts`]). Connections use TLS as the node's DSN says
+//! (`sslmode`, `sslrootcert`: see [`tls`]). Errors are [`PgError`]; as a port they become
 //! [`PortError`](failover_core::PortError)s of the matching kind.
 //!
 //! ```no_run
@@ -54,6 +67,7 @@
 
 mod admin;
 mod cluster;
+pub mod conninfo;
 mod epoch;
 mod error;
 pub mod fence;
@@ -61,10 +75,14 @@ mod promote;
 pub mod rejoin;
 mod status;
 mod switchover;
+pub mod tls;
+pub mod unfence;
 
 pub use cluster::{PgCluster, PgTimeouts};
-pub use error::PgError;
+pub use error::{sqlstate_kind, PgError, RpoReference};
 pub use fence::FenceReport;
-pub use rejoin::{rejoin, RejoinPlan, RejoinReport};
+pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
 pub use switchover::SwitchoverReport;
+pub use tls::SslMode;
+pub use unfence::UnfenceReport;

@@ -14,8 +14,10 @@
 //! 3. keep the node's own `postgresql.conf`, `pg_hba.conf` and `pg_ident.conf`
 //!    (pg_rewind copies the source's, which carry the source's port and
 //!    addresses), drop `primary_conninfo` and `default_transaction_read_only`
-//!    from `postgresql.auto.conf`, set `primary_conninfo` to the new primary
-//!    and write `standby.signal`;
+//!    and any `failover.*` setting from `postgresql.auto.conf`, set
+//!    `primary_conninfo` to the new primary ([`standby_auto_conf`]: quotes,
+//!    backslashes and newlines are escaped for the configuration file, so
+//!    libpq reads the string exactly as given) and write `standby.signal`;
 //! 4. start it (`pg_ctl start`) and wait until `pg_stat_wal_receiver` says
 //!    `streaming`.
 //!
@@ -23,11 +25,9 @@
 //! `runuser -u USER --` (they refuse root).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::NoTls;
-
+use crate::cluster::{open, parse_dsn};
 use crate::{PgError, WalReceiver};
 
 /// Where the old primary lives and whom it should follow.
@@ -136,15 +136,37 @@ async fn write_owned(plan: &RejoinPlan, path: &Path, text: &str) -> Result<(), P
 
 const KEPT_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
 
+/// The `postgresql.auto.conf` of a node that becomes a standby of the
+/// primary reached with `primary_conninfo` (a libpq string; build one with
+/// [`conninfo`](crate::conninfo::conninfo)): `old` without its
+/// `primary_conninfo`, its fence (`default_transaction_read_only`) and any
+/// `failover.*` setting (a promotion intent copied from the source by
+/// pg_rewind), plus `primary_conninfo` quoted with
+/// [`conf_value`](crate::conninfo::conf_value) so that quotes,
+/// backslashes and newlines reach libpq unchanged.
+pub fn standby_auto_conf(old: &str, primary_conninfo: &str) -> String {
+    let mut conf: String = old
+        .lines()
+        .filter(|l| {
+            let key = l.trim_start();
+            !key.starts_with("primary_conninfo")
+                && !key.starts_with("default_transaction_read_only")
+                && !key.starts_with("failover.")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    conf.push_str(&format!(
+        "primary_conninfo = {}\n",
+        crate::conninfo::conf_value(primary_conninfo)
+    ));
+    conf
+}
+
 /// Runs the whole rejoin; see the [module docs](self).
 pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
     let started = Instant::now();
     let data = plan.data_dir.display().to_string();
-    let local = tokio_postgres::Config::from_str(&plan.local_dsn).map_err(|e| PgError::Dsn {
-        node: data.clone(),
-        field: "local_dsn".into(),
-        reason: e.to_string(),
-    })?;
+    let local = parse_dsn(&format!("{data} (local_dsn)"), &plan.local_dsn)?;
 
     // 1. Stop cleanly if running (pg_ctl status exits 0 only when it runs).
     let status = run(
@@ -200,19 +222,7 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
     }
     let auto = plan.data_dir.join("postgresql.auto.conf");
     let old = tokio::fs::read_to_string(&auto).await.unwrap_or_default();
-    let mut conf: String = old
-        .lines()
-        .filter(|l| {
-            let key = l.trim_start();
-            !key.starts_with("primary_conninfo")
-                && !key.starts_with("default_transaction_read_only")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    conf.push_str(&format!(
-        "primary_conninfo = '{}'\n",
-        plan.primary_conninfo.replace('\'', "''")
-    ));
+    let conf = standby_auto_conf(&old, &plan.primary_conninfo);
     write_owned(plan, &auto, &conf).await?;
     write_owned(plan, &plan.data_dir.join("standby.signal"), "").await?;
 
@@ -247,20 +257,15 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
 /// until its first checkpoint, and pg_rewind would then see "no rewind
 /// required". A CHECKPOINT on the source updates it.
 async fn checkpoint_source(plan: &RejoinPlan) -> Result<(), PgError> {
-    let cfg =
-        tokio_postgres::Config::from_str(&plan.source_conninfo).map_err(|e| PgError::Dsn {
-            node: plan.data_dir.display().to_string(),
-            field: "source_conninfo".into(),
-            reason: e.to_string(),
-        })?;
+    let (cfg, tls) = parse_dsn(
+        &format!("{} (source_conninfo)", plan.data_dir.display()),
+        &plan.source_conninfo,
+    )?;
     let step = "CHECKPOINT on the new primary";
-    let (client, conn) = tokio::time::timeout(plan.step_timeout, cfg.connect(NoTls))
+    let (client, task) = tokio::time::timeout(plan.step_timeout, open(&cfg, &tls))
         .await
         .map_err(|_| rejoin_err(plan, step, "connect timed out"))?
         .map_err(|e| rejoin_err(plan, step, e.to_string()))?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let r = tokio::time::timeout(plan.step_timeout, client.batch_execute("CHECKPOINT")).await;
     task.abort();
     r.map_err(|_| rejoin_err(plan, step, "timed out"))?
@@ -269,7 +274,7 @@ async fn checkpoint_source(plan: &RejoinPlan) -> Result<(), PgError> {
 
 async fn wait_streaming(
     plan: &RejoinPlan,
-    local: &tokio_postgres::Config,
+    local: &(tokio_postgres::Config, Option<crate::tls::RustlsConnect>),
 ) -> Result<WalReceiver, PgError> {
     let deadline = Instant::now() + plan.step_timeout;
     let mut last = String::from("not checked");
@@ -284,14 +289,13 @@ async fn wait_streaming(
     Err(rejoin_err(plan, "verify streaming", last))
 }
 
-async fn check_streaming(local: &tokio_postgres::Config) -> Result<Option<WalReceiver>, String> {
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(5), local.connect(NoTls))
+async fn check_streaming(
+    local: &(tokio_postgres::Config, Option<crate::tls::RustlsConnect>),
+) -> Result<Option<WalReceiver>, String> {
+    let (client, task) = tokio::time::timeout(Duration::from_secs(5), open(&local.0, &local.1))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let result = tokio::time::timeout(
         Duration::from_secs(5),
         client.query(

@@ -121,6 +121,7 @@ pub fn find_bindir() -> Result<PathBuf, PgTestError> {
 pub struct PgTestClusterBuilder {
     replicas: usize,
     synchronous: bool,
+    tls: bool,
 }
 
 impl Default for PgTestClusterBuilder {
@@ -128,6 +129,7 @@ impl Default for PgTestClusterBuilder {
         PgTestClusterBuilder {
             replicas: 1,
             synchronous: false,
+            tls: false,
         }
     }
 }
@@ -142,6 +144,15 @@ impl PgTestClusterBuilder {
     /// (`synchronous_standby_names = '*'`, default false).
     pub fn synchronous(mut self, yes: bool) -> Self {
         self.synchronous = yes;
+        self
+    }
+    /// Whether every node serves TLS only (default false): a throw-away CA
+    /// made by rcgen signs a server certificate for `127.0.0.1` and
+    /// `localhost`, the nodes run with `ssl = on`, and `pg_hba.conf` rejects
+    /// plain TCP connections, so a client that gets in used TLS. The CA is
+    /// [`PgTestCluster::tls_root_cert`]. Unix-socket `psql` is unaffected.
+    pub fn tls(mut self, yes: bool) -> Self {
+        self.tls = yes;
         self
     }
     /// Creates and starts the cluster; blocks for a few seconds.
@@ -195,6 +206,8 @@ pub struct PgTestCluster {
     nodes: Vec<PgTestNode>,
     /// The `runuser`/`postgres` processes this cluster started.
     children: Mutex<Vec<Child>>,
+    /// The CA file when the cluster serves TLS.
+    tls_root: Option<PathBuf>,
     // Declared last: removed after `Drop::drop` stopped the servers.
     dir: tempfile::TempDir,
 }
@@ -226,9 +239,10 @@ impl PgTestCluster {
             bindir,
             nodes: Vec::new(),
             children: Mutex::new(Vec::new()),
+            tls_root: None,
             dir,
         };
-        cluster.init_primary()?;
+        cluster.init_primary(b.tls)?;
         for i in 1..=b.replicas {
             cluster.add_replica(i)?;
         }
@@ -262,7 +276,7 @@ impl PgTestCluster {
         )
     }
 
-    fn init_primary(&mut self) -> Result<(), PgTestError> {
+    fn init_primary(&mut self, tls: bool) -> Result<(), PgTestError> {
         let name = "node0".to_string();
         let (data_dir, log_file) = self.node_dirs(&name);
         let mut c = pg_command(&self.bindir, "initdb");
@@ -284,15 +298,19 @@ impl PgTestCluster {
              fsync = off\nfull_page_writes = on\nwal_receiver_status_interval = 1s\n\
              wal_retrieve_retry_interval = 500ms\nwal_keep_size = 128MB\nlog_line_prefix = '%m [%p] %a '\n",
         )?;
+        let tcp = if tls { "hostssl" } else { "host" };
         fs::write(
             data_dir.join("pg_hba.conf"),
             format!(
                 "local all all trust\nlocal replication all trust\n\
-                 host all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n\
-                 host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
+                 {tcp} all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n\
+                 {tcp} all all 127.0.0.1/32 trust\n{tcp} replication all 127.0.0.1/32 trust\n"
             ),
         )
         .map_err(io_err("write pg_hba.conf"))?;
+        if tls {
+            self.tls_root = Some(self.write_tls_files(&data_dir)?);
+        }
         let mut node = PgTestNode {
             name: name.clone(),
             port: 0,
@@ -310,6 +328,51 @@ impl PgTestCluster {
             &format!("CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}"),
         )?;
         Ok(())
+    }
+
+    /// Makes a CA and a server certificate, installs the certificate and its
+    /// key in `data_dir` with `ssl = on`, and returns the CA's PEM file.
+    fn write_tls_files(&self, data_dir: &Path) -> Result<PathBuf, PgTestError> {
+        let tls_err = |what: &str| {
+            let what = what.to_owned();
+            move |e: rcgen::Error| PgTestError::Command {
+                command: format!("rcgen: {what}"),
+                detail: e.to_string(),
+            }
+        };
+        let ca_key = rcgen::KeyPair::generate().map_err(tls_err("CA key"))?;
+        let mut ca_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA params"))?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "failover-testkit PostgreSQL CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)
+            .map_err(tls_err("CA certificate"))?;
+        let key = rcgen::KeyPair::generate().map_err(tls_err("server key"))?;
+        let cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .map_err(tls_err("server params"))?
+                .signed_by(&key, &ca)
+                .map_err(tls_err("server certificate"))?;
+        let crt = data_dir.join("server.crt");
+        let pem_key = data_dir.join("server.key");
+        fs::write(&crt, cert.pem()).map_err(io_err("write server.crt"))?;
+        fs::write(&pem_key, key.serialize_pem()).map_err(io_err("write server.key"))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&pem_key, fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod server.key"))?;
+        }
+        chown_postgres(&crt)?;
+        chown_postgres(&pem_key)?;
+        append(
+            &data_dir.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )?;
+        let root = self.dir.path().join("root.crt");
+        fs::write(&root, ca.pem()).map_err(io_err("write root.crt"))?;
+        Ok(root)
     }
 
     /// Starts `node` on a fresh free port, retrying when another process took
@@ -430,6 +493,12 @@ impl PgTestCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The PEM file of the CA that signed the nodes' certificates, when the
+    /// cluster was built with [`tls(true)`](PgTestClusterBuilder::tls).
+    pub fn tls_root_cert(&self) -> Option<&Path> {
+        self.tls_root.as_deref()
     }
 
     /// The directory holding PostgreSQL's binaries.
