@@ -479,3 +479,56 @@ fn claims_carry_the_leaders_token_and_a_newer_record_from_a_successor_is_adopted
     assert_eq!(d.c.epoch(), Epoch(3));
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn peer_verdicts_count_as_votes_and_vanish_with_their_publisher() {
+    use failover_core::Health;
+    let config = Config::new(seed_topology(&["local", "peer-b", "peer-c"]), seed_policy()).unwrap();
+    let mut d = Drill::new(config);
+    let east = d.c.topology().region_id("us-east").unwrap();
+    let b = d.c.topology().vantage_id("peer-b").unwrap();
+    let c = d.c.topology().vantage_id("peer-c").unwrap();
+    let verdict = |d: &mut Drill, vantage, health| {
+        d.input(Input::Coordination(CoordinationEvent::Verdict {
+            vantage,
+            region: east,
+            health,
+        }))
+    };
+    verdict(&mut d, b, Some(Health::Up));
+    verdict(&mut d, c, Some(Health::Up));
+    d.rounds(0, 2, "us-east", true);
+    assert_eq!(d.health("us-east"), Health::Up);
+    // One peer alone saying down is not a quorum of three.
+    verdict(&mut d, b, Some(Health::Down));
+    assert_eq!(d.health("us-east"), Health::Up);
+    // A second controller agrees: down.
+    verdict(&mut d, c, Some(Health::Down));
+    assert_eq!(d.health("us-east"), Health::Down);
+    // Both peers' leases end: their votes vanish; local still sees it up.
+    verdict(&mut d, b, None);
+    verdict(&mut d, c, None);
+    d.round(30, "us-east", true);
+    assert_eq!(d.health("us-east"), Health::Up);
+}
+
+#[test]
+fn stored_intent_converges_drains_and_pause() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    let west = d.c.topology().region_id("us-west").unwrap();
+    d.input(Input::Coordination(CoordinationEvent::Intent(
+        failover_core::Intent {
+            drained: vec![west],
+            paused: true,
+        },
+    )));
+    assert!(d.c.status().paused);
+    assert!(d.c.status().regions[west.index()].drained);
+    assert_eq!(d.c.intent().drained, vec![west]);
+    d.input(Input::Coordination(CoordinationEvent::Intent(
+        failover_core::Intent::default(),
+    )));
+    assert!(!d.c.status().paused);
+    assert!(!d.c.status().regions[west.index()].drained);
+}

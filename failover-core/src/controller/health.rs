@@ -14,8 +14,12 @@ pub(super) struct VantageTrack {
     pub(super) state: Health,
     fails: u32,
     oks: u32,
-    /// When the newest result was taken (its `ProbeResult::at`).
+    /// When the newest result was taken (its `ProbeResult::at`), or a peer
+    /// controller's verdict arrived.
     last: Option<Instant>,
+    /// A peer's verdict that was withdrawn (its publisher's lease ended):
+    /// it counts neither way until the peer publishes again.
+    withdrawn: bool,
 }
 
 impl VantageTrack {
@@ -25,6 +29,7 @@ impl VantageTrack {
             fails: 0,
             oks: 0,
             last: None,
+            withdrawn: false,
         }
     }
 }
@@ -100,6 +105,7 @@ impl Controller {
             return;
         }
         track.last = Some(probe.at);
+        track.withdrawn = false;
         let kind = match probe.outcome {
             ProbeOutcome::Ok { .. } => {
                 track.fails = 0;
@@ -155,6 +161,34 @@ impl Controller {
         };
         self.notify(now, kind);
         self.evaluate_region(now, probe.region);
+    }
+
+    /// A peer controller's verdict on a region (published through the
+    /// coordination store): it is that vantage's vote, as fresh as its
+    /// arrival; `None` withdraws it (the peer's lease ended).
+    pub(super) fn on_verdict(
+        &mut self,
+        now: Instant,
+        vantage: crate::VantageId,
+        region: RegionId,
+        health: Option<Health>,
+    ) {
+        if region.index() >= self.regions.len() || vantage.index() >= self.vantage_count {
+            return;
+        }
+        let track = &mut self.vantages[region.index() * self.vantage_count + vantage.index()];
+        let before = (track.state, track.withdrawn);
+        match health {
+            Some(h) => {
+                track.state = h;
+                track.withdrawn = false;
+                track.last = Some(now);
+            }
+            None => track.withdrawn = true,
+        }
+        if (track.state, track.withdrawn) != before {
+            self.evaluate_region(now, region);
+        }
     }
 
     /// Applies the vantage quorum after a vantage changed its vote.

@@ -385,9 +385,46 @@ impl Controller {
             }
             CoordinationEvent::Writer(record) => self.on_writer_record(now, record),
             CoordinationEvent::GuardLease { node, held } => self.on_guard_lease(now, node, held),
-            // Peer verdicts and stored intent are applied by later work
-            // (issue 9, controllers in every region); ignored here.
-            CoordinationEvent::Verdict { .. } | CoordinationEvent::Intent(_) => {}
+            CoordinationEvent::Verdict {
+                vantage,
+                region,
+                health,
+            } => self.on_verdict(now, vantage, region, health),
+            CoordinationEvent::Intent(intent) => self.on_intent(now, intent),
+        }
+    }
+
+    /// Operator intent from the store (written by whichever controller took
+    /// the command): drains and pause converge on every controller.
+    fn on_intent(&mut self, now: Instant, intent: crate::Intent) {
+        for i in 0..self.regions.len() {
+            let want = intent.drained.iter().any(|r| r.index() == i);
+            if want && !self.regions[i].drained {
+                self.drain(now, RegionId(i as u32));
+            } else if !want && self.regions[i].drained {
+                self.undrain(now, RegionId(i as u32));
+            }
+        }
+        if intent.paused != self.paused {
+            let command = if intent.paused {
+                Command::Pause
+            } else {
+                Command::Resume
+            };
+            self.on_command(now, command);
+        }
+    }
+
+    /// The operator intent this controller holds (drains and pause), to
+    /// store so it survives restarts and leader changes.
+    pub fn intent(&self) -> crate::Intent {
+        crate::Intent {
+            drained: self
+                .topology
+                .region_ids()
+                .filter(|r| self.regions[r.index()].drained)
+                .collect(),
+            paused: self.paused,
         }
     }
 
