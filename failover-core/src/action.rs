@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Epoch, Event, Lsn, MaxRpo, NodeId, RegionId};
+use crate::{Epoch, Event, FencingToken, Lsn, MaxRpo, NodeId, RegionId, WriterRecord};
 
 /// Identifies one action so its completion or failure can be reported back
 /// with [`Input::ActionDone`](crate::Input::ActionDone) / [`Input::ActionFailed`](crate::Input::ActionFailed).
@@ -135,6 +135,31 @@ pub enum Action {
         /// What to promote and what to check first.
         request: PromoteRequest,
     },
+    /// Lift the fence placed on `node` at `epoch` (it is still the writer at
+    /// that epoch: the promotion that fenced it did not happen).
+    Unfence {
+        /// Report completion with this id.
+        id: ActionId,
+        /// The node.
+        node: NodeId,
+        /// The epoch of the fence to lift.
+        epoch: Epoch,
+    },
+    /// Compare-and-set the writer record in the coordination store, under
+    /// leadership `token` (`None` for a controller without a coordinator,
+    /// whose in-process store needs no token). Sent before the promotion it
+    /// announces, so the new writer's guard finds its node named and the old
+    /// writer's guard fences its node.
+    SetWriter {
+        /// Report completion with this id.
+        id: ActionId,
+        /// The leadership term it is written under.
+        token: Option<FencingToken>,
+        /// What the store must hold for the write to succeed.
+        expected: Option<WriterRecord>,
+        /// The record to write.
+        new: WriterRecord,
+    },
     /// Something happened that an operator should know; log it, count it.
     Notify(Event),
 }
@@ -145,7 +170,9 @@ impl Action {
         match self {
             Action::SetWeights { id, .. }
             | Action::Fence { id, .. }
-            | Action::Promote { id, .. } => Some(*id),
+            | Action::Promote { id, .. }
+            | Action::Unfence { id, .. }
+            | Action::SetWriter { id, .. } => Some(*id),
             Action::Notify(_) => None,
         }
     }

@@ -8,8 +8,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::{
-    duration_serde, ActionId, AllDownPolicy, Epoch, MaxRpo, NodeId, PortErrorKind, ProbeFailure,
-    RegionId, Topology, VantageId,
+    duration_serde, ActionId, AllDownPolicy, Epoch, FencingToken, MaxRpo, NodeId, PortErrorKind,
+    ProbeFailure, RegionId, Topology, VantageId,
 };
 
 /// One decision or observation worth telling an operator, with its reason.
@@ -41,6 +41,22 @@ pub enum ActionKind {
     Fence,
     /// [`Action::Promote`](crate::Action::Promote).
     Promote,
+    /// [`Action::Unfence`](crate::Action::Unfence).
+    Unfence,
+    /// [`Action::SetWriter`](crate::Action::SetWriter).
+    SetWriter,
+}
+
+/// What proved that an old writer stopped taking writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopProof {
+    /// Its fence was confirmed by the node itself.
+    FenceConfirmed,
+    /// Its guard lease expired at the coordination store: its guard fenced
+    /// it before that, or guard and node are down.
+    GuardLeaseExpired,
+    /// An operator forced the promotion: no proof (split-brain risk accepted).
+    Forced,
 }
 
 /// The kinds of [`Event`]. Each is emitted once per decision, at the moment the
@@ -175,8 +191,9 @@ pub enum EventKind {
         node: NodeId,
         /// Its new epoch.
         epoch: Epoch,
-        /// WAL bytes it is behind the last known primary position.
-        lag_bytes: u64,
+        /// WAL bytes it is behind the last known primary position, when
+        /// known (a forced promotion may not know).
+        lag_bytes: Option<u64>,
         /// Whether an operator forced it (no RPO gate).
         forced: bool,
     },
@@ -263,6 +280,76 @@ pub enum EventKind {
     CommandRefused {
         /// Why, in words.
         reason: &'static str,
+    },
+    /// The old writer is proven stopped; the promotion may proceed.
+    StopProven {
+        /// The old writer.
+        node: NodeId,
+        /// The proof.
+        proof: StopProof,
+    },
+    /// No proof that the old writer stopped arrived within
+    /// `policy.proof_timeout`: nothing is promoted (an unreachable writer may
+    /// still be taking writes in its own region).
+    PromotionUnproven {
+        /// The old writer.
+        node: NodeId,
+        /// The replica that would have been promoted.
+        candidate: NodeId,
+        /// How long the controller waited.
+        waited: Duration,
+        /// Whether guards are configured (`policy.guard_ttl`).
+        guards: bool,
+        /// When the controller tries again, unless an operator acts first.
+        retry_in: Option<Duration>,
+    },
+    /// A promotion step did not finish within `policy.step_timeout`.
+    StepTimedOut {
+        /// The step: "claim", "catch-up" or "promote".
+        step: &'static str,
+        /// The node it concerned.
+        node: NodeId,
+    },
+    /// A promotion in progress was abandoned.
+    PromotionAborted {
+        /// The replica it would have promoted.
+        node: NodeId,
+        /// Why: "operator abort", "paused", "leadership lost", ...
+        reason: &'static str,
+    },
+    /// `policy.max_attempts` promotions failed in a row: automation stops
+    /// retrying until an operator acts or the writer's region recovers.
+    NeedsOperator {
+        /// The writer that is lost.
+        writer: NodeId,
+        /// Failed attempts.
+        attempts: u32,
+    },
+    /// The fence on a node that is still the writer is being lifted.
+    UnfenceRequested {
+        /// The node.
+        node: NodeId,
+        /// The fence's epoch.
+        epoch: Epoch,
+    },
+    /// The new writer is being claimed in the coordination store.
+    WriterClaimRequested {
+        /// The replica promoted next.
+        node: NodeId,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+    /// This controller gained (`Some`) or lost (`None`) leadership.
+    LeadershipChanged {
+        /// The token of the term, if leading.
+        token: Option<FencingToken>,
+    },
+    /// A node guard's lease appeared or expired at the coordination store.
+    GuardLeaseChanged {
+        /// The node.
+        node: NodeId,
+        /// Whether it is held now.
+        held: bool,
     },
 }
 
@@ -409,8 +496,9 @@ impl fmt::Display for EventDisplay<'_> {
                 forced,
             } => write!(
                 f,
-                "promoting {} ({epoch}, {lag_bytes} bytes behind the old primary{})",
+                "promoting {} ({epoch}, {} behind the old primary{})",
                 self.node(*node),
+                lag_bytes.map_or_else(|| "unknown bytes".to_owned(), |b| format!("{b} bytes")),
                 if *forced { ", forced" } else { "" }
             ),
             EventKind::PromotionRefused {
@@ -491,6 +579,84 @@ impl fmt::Display for EventDisplay<'_> {
                 write!(f, "{} undrained by operator", self.region(*region))
             }
             EventKind::CommandRefused { reason } => write!(f, "command refused: {reason}"),
+            EventKind::StopProven { node, proof } => match proof {
+                StopProof::FenceConfirmed => {
+                    write!(f, "{} proven stopped: fence confirmed", self.node(*node))
+                }
+                StopProof::GuardLeaseExpired => write!(
+                    f,
+                    "{} proven stopped: its guard lease expired",
+                    self.node(*node)
+                ),
+                StopProof::Forced => write!(
+                    f,
+                    "{} NOT proven stopped: promotion forced by operator (split-brain risk accepted)",
+                    self.node(*node)
+                ),
+            },
+            EventKind::PromotionUnproven {
+                node,
+                candidate,
+                waited,
+                guards,
+                retry_in,
+            } => {
+                write!(
+                    f,
+                    "not promoting {}: {} is not proven stopped after {} (fence not confirmed{}); it may still take writes in its region",
+                    self.node(*candidate),
+                    self.node(*node),
+                    secs(*waited),
+                    if *guards {
+                        ", guard lease still held"
+                    } else {
+                        ", and no node guards are configured (policy.guard_ttl)"
+                    }
+                )?;
+                if let Some(d) = retry_in {
+                    write!(f, "; trying again in {}", secs(*d))?;
+                }
+                write!(
+                    f,
+                    "; an operator who has confirmed {} is down can force-promote",
+                    self.node(*node)
+                )
+            }
+            EventKind::StepTimedOut { step, node } => write!(
+                f,
+                "promotion step {step} for {} timed out",
+                self.node(*node)
+            ),
+            EventKind::PromotionAborted { node, reason } => write!(
+                f,
+                "promotion of {} abandoned: {reason}",
+                self.node(*node)
+            ),
+            EventKind::NeedsOperator { writer, attempts } => write!(
+                f,
+                "NEEDS OPERATOR: writer {} lost and {attempts} promotion attempts failed; automation stopped retrying",
+                self.node(*writer)
+            ),
+            EventKind::UnfenceRequested { node, epoch } => write!(
+                f,
+                "unfencing {} ({epoch}): it is still the writer",
+                self.node(*node)
+            ),
+            EventKind::WriterClaimRequested { node, epoch } => write!(
+                f,
+                "claiming the writer record for {} ({epoch})",
+                self.node(*node)
+            ),
+            EventKind::LeadershipChanged { token } => match token {
+                Some(t) => write!(f, "this controller leads ({t})"),
+                None => f.write_str("this controller does not lead: it acts on nothing"),
+            },
+            EventKind::GuardLeaseChanged { node, held } => write!(
+                f,
+                "guard lease of {} {}",
+                self.node(*node),
+                if *held { "held" } else { "EXPIRED" }
+            ),
         }
     }
 }

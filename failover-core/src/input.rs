@@ -1,6 +1,9 @@
 //! What the driver tells the controller.
 
-use crate::{ActionId, Lsn, NodeId, PortErrorKind, ProbeResult, RegionId, ReplicationStatus};
+use crate::{
+    ActionId, CoordinationEvent, Lsn, NodeId, PortErrorKind, ProbeResult, RegionId,
+    ReplicationStatus,
+};
 
 /// One input to [`Controller::handle`](crate::Controller::handle).
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +39,9 @@ pub enum Input {
     },
     /// An operator command.
     Command(Command),
+    /// A change in the coordination store: leadership, the writer record, a
+    /// node guard's lease, a peer's verdict, operator intent.
+    Coordination(CoordinationEvent),
 }
 
 /// Why an action failed, as reported by the driver.
@@ -61,15 +67,26 @@ pub enum Command {
         /// The replica that becomes primary.
         to: NodeId,
     },
-    /// Promote `node` now, whatever its lag (the old primary is still fenced first
-    /// when it is reachable).
+    /// Promote `node` now, whatever its lag and **without proof that the old
+    /// writer stopped**: the old writer is still fenced first, but if the
+    /// fence fails the promotion goes ahead. This accepts the split-brain
+    /// risk: use it only after confirming the old writer is powered off or
+    /// cut off from every client.
     ForcePromote {
         /// The replica to promote.
         node: NodeId,
     },
     /// Stop automatic decisions: health is still tracked and reported, but no
-    /// weights change and nothing is promoted except by command.
+    /// weights change and nothing is promoted except by command. An automatic
+    /// promotion that has not reached the database yet is abandoned (as by
+    /// [`Command::Abort`]), and stale primaries are not fenced.
     Pause,
+    /// Abandon the promotion or switchover in progress, whatever its step:
+    /// nothing further is sent for it, and an old writer it fenced is
+    /// unfenced when it is still the writer. A `Promote` already sent may
+    /// still take effect; the controller then adopts the promoted node from
+    /// its next observation, never promoting a second one for that epoch.
+    Abort,
     /// Resume automatic decisions, acting at once on the current health.
     Resume,
 }

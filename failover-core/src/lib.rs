@@ -106,10 +106,10 @@ mod topology;
 
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
 pub use config::Config;
-pub use controller::Controller;
+pub use controller::{Controller, Restored};
 pub use coordination::{CoordinationEvent, FencingToken, Intent, Verdict, WriterRecord};
 pub use error::ConfigError;
-pub use event::{ActionKind, Event, EventDisplay, EventKind};
+pub use event::{ActionKind, Event, EventDisplay, EventKind, StopProof};
 pub use id::{NodeId, RegionId, VantageId};
 pub use input::{ActionFailure, Command, Input};
 pub use policy::{AllDownPolicy, InitialHealth, MaxRpo, Policy};

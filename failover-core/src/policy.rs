@@ -112,13 +112,39 @@ pub struct Policy {
     pub auto_promote: bool,
     /// Most data an automatic promotion may lose. Required when `auto_promote`.
     pub max_rpo: Option<MaxRpo>,
+    /// TTL of the node guards' leases (see `failover_pg::NodeGuard`), when every
+    /// database node runs a guard. An expired guard lease proves its node
+    /// stopped taking writes, so a writer that cannot be reached can still be
+    /// replaced — after this TTL. `None`: no guards; only a confirmed fence
+    /// proves the old writer stopped, and an unreachable writer is never
+    /// replaced automatically.
+    #[serde(with = "duration_serde::option")]
+    pub guard_ttl: Option<Duration>,
+    /// How long a promotion waits for proof that the old writer stopped (its
+    /// fence confirmed, or its guard lease expired) before it is refused.
+    /// Must exceed `guard_ttl`.
+    #[serde(with = "duration_serde")]
+    pub proof_timeout: Duration,
+    /// Deadline of each other promotion step: claiming the writer record,
+    /// a switchover's catch-up, the promotion itself.
+    #[serde(with = "duration_serde")]
+    pub step_timeout: Duration,
+    /// Failed promotion attempts in a row after which the controller stops
+    /// retrying on its own and says an operator is needed.
+    pub max_attempts: u32,
+    /// A vantage's vote expires when it has reported nothing for this many
+    /// intervals; expired votes count neither up nor down, so a dead vantage
+    /// cannot pin a region up. 0 = votes never expire.
+    pub vote_expiry: u32,
 }
 
 impl Default for Policy {
     /// 10 s interval, 2 s timeout, 1 s jitter, fall 3, rise 2, majority quorum,
     /// unknown initial health, ramp 10/25/50/100 % every 30 s, 60 s hold-down,
     /// 3 flaps per 10 min, fail-open, min 1 serving region, TTL 60 s, no automatic
-    /// promotion.
+    /// promotion, no guards, 30 s to prove the old writer stopped, 60 s per
+    /// other promotion step, 3 attempts before an operator is needed, votes
+    /// expire after 3 silent intervals.
     fn default() -> Self {
         Policy {
             interval: Duration::from_secs(10),
@@ -138,6 +164,11 @@ impl Default for Policy {
             ttl: Duration::from_secs(60),
             auto_promote: false,
             max_rpo: None,
+            guard_ttl: None,
+            proof_timeout: Duration::from_secs(30),
+            step_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            vote_expiry: 3,
         }
     }
 }
@@ -268,6 +299,46 @@ impl Policy {
                 }
                 Some(_) => {}
             }
+        }
+        if let Some(ttl) = self.guard_ttl {
+            if ttl <= self.interval {
+                return Err(ConfigError::invalid(
+                    "policy.guard_ttl",
+                    format!(
+                        "must be longer than policy.interval ({} ≤ {}): a guard renews several times per lease",
+                        duration_serde::format(ttl),
+                        duration_serde::format(self.interval)
+                    ),
+                ));
+            }
+            if self.proof_timeout <= ttl {
+                return Err(ConfigError::invalid(
+                    "policy.proof_timeout",
+                    format!(
+                        "must be longer than policy.guard_ttl ({} ≤ {}), or an expired guard lease could never prove anything",
+                        duration_serde::format(self.proof_timeout),
+                        duration_serde::format(ttl)
+                    ),
+                ));
+            }
+        }
+        if self.proof_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "policy.proof_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.step_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "policy.step_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "policy.max_attempts",
+                "must be at least 1, got 0",
+            ));
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::{Epoch, NodeId, RegionId, WeightPlan};
+use crate::{Epoch, FencingToken, NodeId, RegionId, WeightPlan};
 
 /// A region's health as the controller's vantage quorum sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,12 +39,18 @@ pub struct RegionStatus {
 pub enum PromotionPhase {
     /// Nothing in progress.
     Idle,
-    /// Waiting for the old primary to be fenced.
+    /// Waiting for proof that the old writer stopped: its fence confirmed,
+    /// or its guard lease expired.
     Fencing {
         /// The node being fenced.
         node: NodeId,
         /// The replica promoted next.
         candidate: NodeId,
+    },
+    /// Writing the new writer record to the coordination store.
+    Claiming {
+        /// The replica promoted next.
+        node: NodeId,
     },
     /// Waiting for a planned switchover's target to replay everything.
     CatchingUp {
@@ -60,6 +66,21 @@ pub enum PromotionPhase {
     Refused {
         /// The candidate.
         node: NodeId,
+    },
+    /// No proof that the old writer stopped arrived within
+    /// `policy.proof_timeout`: nothing is promoted. Retried after a backoff.
+    Unproven {
+        /// The old writer.
+        node: NodeId,
+        /// The replica that would be promoted.
+        candidate: NodeId,
+    },
+    /// `policy.max_attempts` promotions failed in a row: the controller no
+    /// longer retries on its own. An operator acts (force-promote,
+    /// switchover, resume after repair).
+    NeedsOperator {
+        /// The writer that is lost.
+        writer: NodeId,
     },
 }
 
@@ -78,6 +99,10 @@ pub struct Status {
     pub promotion: PromotionPhase,
     /// Whether automation is paused.
     pub paused: bool,
+    /// Leadership: `Some(token)` while this controller leads (always
+    /// `Some(FencingToken(0))` without a coordinator), `None` while another
+    /// controller does or nobody is known to.
+    pub leader: Option<FencingToken>,
 }
 
 impl Status {

@@ -47,7 +47,7 @@ fn writer_region_down_fences_then_promotes_and_moves_the_writer_only_when_done()
     assert!(d.last_events().iter().any(|e| matches!(
         e,
         EventKind::PromotionRequested {
-            lag_bytes: 100,
+            lag_bytes: Some(100),
             forced: false,
             ..
         }
@@ -70,18 +70,17 @@ fn writer_region_down_fences_then_promotes_and_moves_the_writer_only_when_done()
 }
 
 #[test]
-fn unreachable_old_primary_does_not_block_promotion() {
+fn an_unreachable_old_primary_is_not_proof_and_nothing_is_promoted() {
     let mut d = Drill::new(auto_config(16 * 1024));
     steady(&mut d, 1000);
     lose_east(&mut d);
     let (fence_id, _, _) = d.last_fence();
     d.fail(fence_id, PortErrorKind::Unavailable);
-    let (_, request) = d.last_promote();
-    assert_eq!(
-        request.epoch,
-        Epoch(1),
-        "the epoch fences it when it returns"
-    );
+    assert_eq!(d.promotes(), 0, "unreachable is not stopped: no promotion");
+    assert!(matches!(
+        d.c.status().promotion,
+        PromotionPhase::Fencing { .. }
+    ));
 }
 
 #[test]
@@ -125,7 +124,7 @@ fn force_promote_skips_the_rpo_gate() {
         e,
         EventKind::PromotionRequested {
             forced: true,
-            lag_bytes: 500,
+            lag_bytes: Some(500),
             ..
         }
     )));
@@ -290,19 +289,26 @@ fn epoch_floor_makes_the_next_promotion_greater() {
 }
 
 #[test]
-fn a_failed_promotion_retries_with_a_new_epoch() {
+fn a_failed_promotion_retries_after_its_backoff_at_the_same_epoch() {
     let mut d = Drill::new(auto_config(16 * 1024));
     steady(&mut d, 1000);
     lose_east(&mut d);
     let (fence, _, _) = d.last_fence();
     d.done(fence);
     let (promote, first) = d.last_promote();
-    d.fail(promote, PortErrorKind::Timeout);
+    d.fail(promote, PortErrorKind::Refused);
+    assert_eq!(
+        d.c.status().epoch,
+        Epoch(0),
+        "a failed attempt spends no epoch"
+    );
+    // A replica observation does not bypass the backoff.
+    d.replica("pg-west", 1000);
+    assert_eq!(d.promotes(), 1);
     d.advance_to(d.secs() + 11);
-    let (fence, _, epoch) = d.last_fence();
-    assert!(epoch > first.epoch);
-    d.done(fence);
-    assert!(d.last_promote().1.epoch > first.epoch);
+    let (_, again) = d.last_promote();
+    assert_eq!(d.promotes(), 2, "retried once the backoff passed");
+    assert_eq!(again.epoch, first.epoch, "the same epoch: none was spent");
 }
 
 #[test]

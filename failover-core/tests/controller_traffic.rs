@@ -458,3 +458,62 @@ fn an_unknown_region_never_counts_for_promotion_but_keeps_its_weight() {
     assert_eq!(status.plan.as_ref().map(|p| p.generation), Some(1));
     assert!(!status.paused);
 }
+
+#[test]
+fn a_dead_vantage_cannot_pin_a_region_up_its_vote_expires() {
+    // Two vantages: the default quorum is both. One dies (reports nothing
+    // from t=20); the other sees us-east fail from t=30.
+    let config = Config::new(seed_topology(&["a", "b"]), seed_policy()).unwrap();
+    let mut d = Drill::new(config);
+    for t in [0, 10] {
+        d.probe("us-east", "a", true);
+        d.probe("us-east", "b", true);
+        d.probe("us-west", "a", true);
+        d.probe("us-west", "b", true);
+        d.advance_to(t + 10);
+    }
+    for t in (30..=120).step_by(10) {
+        d.advance_to(t);
+        d.probe("us-east", "a", false);
+        d.probe("us-west", "a", true);
+    }
+    assert_eq!(
+        d.health("us-east"),
+        Health::Down,
+        "b has been silent for more than 3 intervals: its vote no longer counts"
+    );
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::RegionDown {
+            vantages: 1,
+            quorum: 1,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_result_taken_before_the_newest_one_is_ignored() {
+    let config = Config::new(seed_topology(&[]), seed_policy()).unwrap();
+    let mut d = Drill::new(config);
+    d.rounds(0, 2, "us-east", true);
+    let region = d.c.topology().region_id("us-east").unwrap();
+    let vantage = d.c.topology().vantage_id("local").unwrap();
+    let newest = d.now;
+    // Three failures that were taken before the newest success arrive late.
+    for back in [3, 2, 1] {
+        d.input(failover_core::Input::Probe(failover_core::ProbeResult {
+            region,
+            vantage,
+            at: newest - Duration::from_secs(back),
+            outcome: failover_core::ProbeOutcome::Failed(
+                failover_core::ProbeFailure::ConnectTimeout,
+            ),
+        }));
+    }
+    assert_eq!(d.health("us-east"), Health::Up);
+    assert!(d
+        .events()
+        .iter()
+        .all(|e| !matches!(e, EventKind::ProbeFailed { .. })));
+}

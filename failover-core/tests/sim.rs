@@ -59,10 +59,28 @@ fn outage_is_detected_and_cut_over_within_the_planned_bounds() {
         assert!(events
             .iter()
             .any(|e| matches!(e, EventKind::CapacityWarning { load_percent: 167 })));
-        // Recovery: the old primary is fenced as stale, us-east ramps back to 100 %.
-        assert!(events
+        // The old primary's guard lease expired (its guard fenced it) before
+        // anything was promoted, and nothing unfenced it on recovery.
+        let expired = events.iter().position(|e| {
+            matches!(
+                e,
+                EventKind::StopProven {
+                    proof: failover_core::StopProof::GuardLeaseExpired,
+                    ..
+                }
+            )
+        });
+        let promoted = events
             .iter()
-            .any(|e| matches!(e, EventKind::StalePrimary { .. })));
+            .position(|e| matches!(e, EventKind::Promoted { .. }));
+        assert!(
+            expired < promoted && expired.is_some(),
+            "seed {seed}: {events:#?}"
+        );
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, EventKind::UnfenceRequested { .. })));
+        // Recovery: us-east ramps back to 100 %.
         let ramp: Vec<u8> = events
             .iter()
             .filter_map(|e| match e {
@@ -181,4 +199,31 @@ fn replication_lag_beyond_max_rpo_means_no_promotion() {
             .any(|e| matches!(e, EventKind::PromotionRefused { .. })),
         "{events:#?}"
     );
+}
+
+#[test]
+fn without_guards_a_lost_region_is_never_promoted_and_the_controller_says_why() {
+    let mut policy = auto_promote(seed_policy(), 16 << 20);
+    policy.guard_ttl = None;
+    let config = Config::new(seed_topology(&[]), policy).unwrap();
+    let east = config.topology().region_id("us-east").unwrap();
+    let report = Scenario::new(config, 7)
+        .duration(S(600))
+        .replication(2_000_000.0, Duration::from_millis(250))
+        .outage(east, S(120), None)
+        .run();
+    let events = controller_events(&report);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, EventKind::PromotionRequested { .. })),
+        "an unreachable writer is not proof that it stopped: {events:#?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventKind::PromotionUnproven { guards: false, .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventKind::NeedsOperator { .. })));
+    assert!(report.data_loss.is_none());
 }

@@ -80,7 +80,9 @@ pub struct NodeStatus {
     pub wal_receiver: Option<WalReceiver>,
     /// Primary only: its replicas.
     pub replicas: Vec<ReplicaLag>,
-    /// Highest epoch recorded on the node (promotion or fence).
+    /// The node's own promotion epoch: the highest one recorded in
+    /// `failover.epoch` (a fence's epoch never counts, or a node fenced at
+    /// a higher epoch could pass for a newer writer).
     pub epoch: Option<Epoch>,
     /// Whether the node is fenced (`default_transaction_read_only` is on).
     pub fenced: bool,
@@ -153,7 +155,7 @@ pub(crate) async fn read_status(s: &Session) -> Result<NodeStatus, PgError> {
         replay_paused: false,
         wal_receiver: None,
         replicas: Vec::new(),
-        epoch: epochs.highest(),
+        epoch: epochs.promoted,
         fenced: fenced && !in_recovery,
     };
     if in_recovery {

@@ -85,7 +85,10 @@ async fn no_application_write_commits_after_fence() {
     match admin.observe(NodeId(0)).await.unwrap() {
         NodeObservation::Primary { fenced, epoch, .. } => {
             assert!(fenced);
-            assert_eq!(epoch, Some(Epoch(1)));
+            assert_eq!(
+                epoch, None,
+                "a fence's epoch is not a promotion: never reported as the node's epoch"
+            );
         }
         other => panic!("expected a fenced primary, got {other:?}"),
     }
@@ -115,6 +118,13 @@ async fn no_application_write_commits_after_fence() {
     c.execute("INSERT INTO rows (n) VALUES (-1)", &[])
         .await
         .unwrap();
+    match admin.observe(NodeId(1)).await.unwrap() {
+        NodeObservation::Primary { epoch, fenced, .. } => {
+            assert!(!fenced);
+            assert_eq!(epoch, Some(Epoch(1)), "the promotion's epoch is reported");
+        }
+        other => panic!("expected the promoted primary, got {other:?}"),
+    }
 }
 
 /// Issue 9: a fence that meets a lock held by someone else failed as a

@@ -14,6 +14,12 @@ pub(super) struct VantageTrack {
     pub(super) state: Health,
     fails: u32,
     oks: u32,
+    /// When the newest result was taken (its `ProbeResult::at`), or a peer
+    /// controller's verdict arrived.
+    last: Option<Instant>,
+    /// A peer's verdict that was withdrawn (its publisher's lease ended):
+    /// it counts neither way until the peer publishes again.
+    withdrawn: bool,
 }
 
 impl VantageTrack {
@@ -22,6 +28,8 @@ impl VantageTrack {
             state,
             fails: 0,
             oks: 0,
+            last: None,
+            withdrawn: false,
         }
     }
 }
@@ -88,11 +96,25 @@ impl Controller {
             return;
         }
         let (fall, rise) = (self.policy.fall, self.policy.rise);
+        let expiring = self.policy.vote_expiry > 0;
+        let region_health = self.regions[region].health;
         let track = &mut self.vantages[region * self.vantage_count + vantage];
+        // A result taken before the newest one we hold arrived late: it says
+        // nothing about now.
+        if track.last.is_some_and(|last| probe.at < last) {
+            return;
+        }
+        track.last = Some(probe.at);
+        track.withdrawn = false;
         let kind = match probe.outcome {
             ProbeOutcome::Ok { .. } => {
                 track.fails = 0;
                 track.oks = track.oks.saturating_add(1);
+                if track.state == Health::Up && expiring && region_health != Health::Up {
+                    // Another vantage's vote may have expired meanwhile.
+                    self.evaluate_region(now, probe.region);
+                    return;
+                }
                 if track.state == Health::Up || track.oks < rise {
                     return;
                 }
@@ -107,6 +129,9 @@ impl Controller {
                 track.oks = 0;
                 track.fails = track.fails.saturating_add(1);
                 if track.state == Health::Down {
+                    if expiring && region_health != Health::Down {
+                        self.evaluate_region(now, probe.region);
+                    }
                     return;
                 }
                 if track.fails < fall {
@@ -138,17 +163,75 @@ impl Controller {
         self.evaluate_region(now, probe.region);
     }
 
+    /// A peer controller's verdict on a region (published through the
+    /// coordination store): it is that vantage's vote, as fresh as its
+    /// arrival; `None` withdraws it (the peer's lease ended).
+    pub(super) fn on_verdict(
+        &mut self,
+        now: Instant,
+        vantage: crate::VantageId,
+        region: RegionId,
+        health: Option<Health>,
+    ) {
+        if region.index() >= self.regions.len() || vantage.index() >= self.vantage_count {
+            return;
+        }
+        let track = &mut self.vantages[region.index() * self.vantage_count + vantage.index()];
+        let before = (track.state, track.withdrawn);
+        match health {
+            Some(h) => {
+                track.state = h;
+                track.withdrawn = false;
+                track.last = Some(now);
+            }
+            None => track.withdrawn = true,
+        }
+        if (track.state, track.withdrawn) != before {
+            self.evaluate_region(now, region);
+        }
+    }
+
     /// Applies the vantage quorum after a vantage changed its vote.
+    ///
+    /// Votes older than `vote_expiry` intervals (by their results' `at`)
+    /// have expired: they count neither way, and the quorum is taken among
+    /// the vantages still reporting (a majority of them, or the configured
+    /// quorum when that many remain). So a dead vantage cannot pin a region
+    /// up, and with no vantage reporting the region keeps its state.
     fn evaluate_region(&mut self, now: Instant, id: RegionId) {
         let base = id.index() * self.vantage_count;
+        let expiry = self.policy.interval.saturating_mul(self.policy.vote_expiry);
+        let fresh = |v: &&VantageTrack| {
+            expiry.is_zero()
+                || v.last
+                    .is_none_or(|at| now.saturating_duration_since(at) <= expiry)
+        };
         let votes = &self.vantages[base..base + self.vantage_count];
-        let down = votes.iter().filter(|v| v.state == Health::Down).count() as u32;
-        let up = votes.iter().filter(|v| v.state == Health::Up).count() as u32;
+        let live = votes.iter().filter(fresh).count() as u32;
+        let down = votes
+            .iter()
+            .filter(fresh)
+            .filter(|v| v.state == Health::Down)
+            .count() as u32;
+        let up = votes
+            .iter()
+            .filter(fresh)
+            .filter(|v| v.state == Health::Up)
+            .count() as u32;
         let total = self.vantage_count as u32;
+        let quorum = if live == total {
+            self.quorum
+        } else {
+            self.quorum
+                .min(self.policy.effective_quorum(live as usize))
+                .max(1)
+        };
         let region = &self.regions[id.index()];
-        let next = if down >= self.quorum {
+        let next = if live == 0 {
+            region.health
+        } else if down >= quorum {
             Health::Down
-        } else if up > total - self.quorum {
+        } else if up > live - quorum.min(live) {
             Health::Up
         } else {
             region.health
@@ -164,8 +247,8 @@ impl Controller {
                     EventKind::RegionDown {
                         region: id,
                         down_votes: down,
-                        vantages: total,
-                        quorum: self.quorum,
+                        vantages: live,
+                        quorum,
                     },
                 );
                 self.record_down(now, id);
@@ -176,7 +259,7 @@ impl Controller {
                     EventKind::RegionUp {
                         region: id,
                         up_votes: up,
-                        vantages: total,
+                        vantages: live,
                     },
                 );
                 let region = &self.regions[id.index()];

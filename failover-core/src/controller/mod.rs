@@ -9,9 +9,30 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Action, ActionId, Command, Config, Epoch, Event, EventKind, Health, Input, Policy,
-    RegionStatus, Status, Topology, WeightPlan,
+    Action, ActionId, Command, Config, CoordinationEvent, Epoch, Event, EventKind, FencingToken,
+    Health, Input, Policy, RegionId, RegionStatus, Status, Topology, WeightPlan, WriterRecord,
 };
+
+/// State a controller resumes from, all in one step: what the durable
+/// stores say (the coordination store's intent and writer record, the
+/// database's recorded epochs). [`Controller::restore`] takes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// The highest promotion epoch recorded durably
+    /// (`DatabaseAdmin::recorded_epoch`): the next promotion uses a greater one.
+    pub epoch_floor: Epoch,
+    /// The writer and its epoch, when known (from the store's writer record);
+    /// otherwise the topology's configured primary at epoch 0.
+    pub writer: Option<WriterRecord>,
+    /// Regions an operator drained.
+    pub drained: Vec<RegionId>,
+    /// Whether automation was paused.
+    pub paused: bool,
+    /// Whether the controller runs with a coordinator (several controllers
+    /// and a store): it then acts only while it leads, which it learns from
+    /// [`CoordinationEvent::Leadership`]. Without one it always leads.
+    pub coordinated: bool,
+}
 
 use database::Database;
 use health::{RegionTrack, VantageTrack};
@@ -64,11 +85,17 @@ use timers::{Timer, TimerTable};
 /// - When nothing can serve, `all_down` decides (fail-open serves every
 ///   undrained region at base weight). Probe evidence alone never brings the
 ///   serving regions below `min_serving_regions`: regions that served are kept.
-/// - When the writer's region goes down (and `auto_promote` is on), the
-///   replica with the most WAL in a serving region (ties by priority) is
-///   promoted if within `max_rpo`: the old primary is fenced first, then the
-///   replica is promoted with a strictly greater epoch; the writer moves only
-///   once the promotion is reported done.
+/// - When the writer is lost — its region down, or its guard lease expired —
+///   and `auto_promote` is on, the replica with the most WAL in a serving
+///   region (ties by priority) is promoted if within `max_rpo`, but only
+///   once the old writer is **proven stopped**: its fence confirmed, or its
+///   guard lease expired at the store. An unreachable writer is not proof;
+///   without proof by `proof_timeout` the promotion is refused, and retried
+///   after a backoff. Then the new writer record is claimed (compare-and-set
+///   under the leader's token), then the replica is promoted with the next
+///   epoch; the writer moves only once the promotion is reported done.
+/// - With a coordinator, only the leader acts: a controller that does not
+///   lead tracks health and reports status but sends no action.
 pub struct Controller {
     topology: Topology,
     policy: Policy,
@@ -88,14 +115,26 @@ pub struct Controller {
     timers: TimerTable,
     actions: VecDeque<Action>,
     next_action: u64,
+    /// Whether a coordinator decides leadership.
+    coordinated: bool,
+    /// This controller's leadership term, if it leads.
+    leader: Option<FencingToken>,
 }
 
 impl Controller {
     // ---------------------------------------------------------------- creation
 
     /// Builds a controller for a validated configuration and queues the
-    /// initial weight plan. `now` is the driver's clock.
+    /// initial weight plan. `now` is the driver's clock. The same as
+    /// [`restore`](Self::restore) with nothing restored.
     pub fn new(config: Config, now: Instant) -> Controller {
+        Controller::restore(config, now, Restored::default())
+    }
+
+    /// Builds a controller that resumes from `restored` — epoch floor,
+    /// writer, drains, pause, coordination — in one step, then queues the
+    /// weight plan those imply (unless it must wait for leadership).
+    pub fn restore(config: Config, now: Instant, restored: Restored) -> Controller {
         let (topology, policy) = config.into_parts();
         let vantage_count = topology.vantages().len().max(1);
         let quorum = policy.effective_quorum(vantage_count).max(1);
@@ -128,9 +167,26 @@ impl Controller {
             // Room for a burst of decisions so queuing never allocates in steady state.
             actions: VecDeque::with_capacity(64 + 8 * region_count),
             next_action: 1,
+            coordinated: restored.coordinated,
+            leader: (!restored.coordinated).then_some(FencingToken(0)),
             topology,
             policy,
         };
+        controller.db.epoch = restored.epoch_floor;
+        if let Some(w) = restored
+            .writer
+            .filter(|w| w.node.index() < controller.db.nodes.len())
+        {
+            controller.db.writer = Some(w.node);
+            controller.db.writer_epoch = w.epoch;
+            controller.db.epoch = controller.db.epoch.max(w.epoch);
+        }
+        for region in restored.drained {
+            if let Some(r) = controller.regions.get_mut(region.index()) {
+                r.drained = true;
+            }
+        }
+        controller.paused = restored.paused;
         controller.init_eligibility(now);
         controller.recompute(now);
         controller
@@ -162,6 +218,7 @@ impl Controller {
             epoch: self.db.epoch,
             promotion: self.db.phase(),
             paused: self.paused,
+            leader: self.leader,
         }
     }
 
@@ -202,6 +259,7 @@ impl Controller {
             Input::FenceDone { id, final_lsn } => self.on_action_done(now, id, Some(final_lsn)),
             Input::ActionFailed { id, failure } => self.on_action_failed(now, id, failure),
             Input::Command(command) => self.on_command(now, command),
+            Input::Coordination(event) => self.on_coordination(now, event),
         }
     }
 
@@ -215,7 +273,15 @@ impl Controller {
                 Timer::Ramp => self.on_ramp_timer(now),
                 Timer::Release => self.recompute(now),
                 Timer::RetryWeights => self.resend_plan(now),
-                Timer::RetryDatabase => self.evaluate_writer(now),
+                Timer::RetryDatabase => {
+                    if matches!(self.db.phase, database::Phase::Unproven { .. }) {
+                        self.db.phase = database::Phase::Idle;
+                    }
+                    self.evaluate_writer(now);
+                    self.unfence_writer(now);
+                }
+                Timer::DatabaseStep => self.on_step_deadline(now),
+                Timer::RetryFence => self.on_retry_fence(now),
             }
         }
     }
@@ -253,6 +319,27 @@ impl Controller {
                 if !self.paused {
                     self.paused = true;
                     self.notify(now, EventKind::Paused);
+                    // Only automatic attempts stop; an operator's own
+                    // switchover or forced promotion goes on.
+                    if self
+                        .db
+                        .attempt()
+                        .is_some_and(|a| a.intent == database::Intent::Failover)
+                    {
+                        self.abandon(now, "automation paused");
+                    }
+                }
+            }
+            Command::Abort => {
+                if self.db.busy() {
+                    self.abandon(now, "aborted by operator");
+                } else {
+                    self.notify(
+                        now,
+                        EventKind::CommandRefused {
+                            reason: "no promotion in progress to abort",
+                        },
+                    );
                 }
             }
             Command::Resume => {
@@ -263,10 +350,88 @@ impl Controller {
                         r.routed = r.health;
                     }
                     self.recompute(now);
+                    if matches!(self.db.phase, database::Phase::NeedsOperator { .. }) {
+                        self.db.phase = database::Phase::Idle;
+                        self.db.attempts = 0;
+                    }
                     self.evaluate_writer(now);
                 }
             }
         }
+    }
+
+    fn on_coordination(&mut self, now: Instant, event: CoordinationEvent) {
+        match event {
+            CoordinationEvent::Leadership(token) => {
+                if !self.coordinated || token == self.leader {
+                    return;
+                }
+                let was = self.leader;
+                self.leader = token;
+                self.notify(now, EventKind::LeadershipChanged { token });
+                if token.is_none() {
+                    // A deposed leader sends nothing more for what it started.
+                    self.abandon(now, "leadership lost");
+                    self.plan_action = None;
+                    return;
+                }
+                if was.is_none() {
+                    // A new term: make the desired state live again.
+                    self.plan_action = None;
+                    self.resend_plan(now);
+                    self.seed_writer_record(now);
+                    self.evaluate_writer(now);
+                }
+            }
+            CoordinationEvent::Writer(record) => self.on_writer_record(now, record),
+            CoordinationEvent::GuardLease { node, held } => self.on_guard_lease(now, node, held),
+            CoordinationEvent::Verdict {
+                vantage,
+                region,
+                health,
+            } => self.on_verdict(now, vantage, region, health),
+            CoordinationEvent::Intent(intent) => self.on_intent(now, intent),
+        }
+    }
+
+    /// Operator intent from the store (written by whichever controller took
+    /// the command): drains and pause converge on every controller.
+    fn on_intent(&mut self, now: Instant, intent: crate::Intent) {
+        for i in 0..self.regions.len() {
+            let want = intent.drained.iter().any(|r| r.index() == i);
+            if want && !self.regions[i].drained {
+                self.drain(now, RegionId(i as u32));
+            } else if !want && self.regions[i].drained {
+                self.undrain(now, RegionId(i as u32));
+            }
+        }
+        if intent.paused != self.paused {
+            let command = if intent.paused {
+                Command::Pause
+            } else {
+                Command::Resume
+            };
+            self.on_command(now, command);
+        }
+    }
+
+    /// The operator intent this controller holds (drains and pause), to
+    /// store so it survives restarts and leader changes.
+    pub fn intent(&self) -> crate::Intent {
+        crate::Intent {
+            drained: self
+                .topology
+                .region_ids()
+                .filter(|r| self.regions[r.index()].drained)
+                .collect(),
+            paused: self.paused,
+        }
+    }
+
+    /// Whether this controller may act: always without a coordinator, and
+    /// while it holds the leader lease with one.
+    pub fn leading(&self) -> bool {
+        self.leader.is_some()
     }
 
     // ----------------------------------------------------------------- outputs
@@ -336,6 +501,8 @@ impl Controller {
             Timer::Release,
             Timer::RetryWeights,
             Timer::RetryDatabase,
+            Timer::DatabaseStep,
+            Timer::RetryFence,
         ]
         .into_iter()
         .filter_map(|t| {
@@ -345,6 +512,13 @@ impl Controller {
                     timers::TimerReason::HoldDown => "hold-down or damping ends",
                     timers::TimerReason::WeightsFailed => "re-send failed weight plan",
                     timers::TimerReason::DatabaseFailed => "retry promotion",
+                    timers::TimerReason::AwaitingProof => {
+                        "give up waiting for proof the old writer stopped"
+                    }
+                    timers::TimerReason::CatchUp => "switchover catch-up deadline",
+                    timers::TimerReason::Claim => "writer record claim deadline",
+                    timers::TimerReason::Promote => "promotion deadline",
+                    timers::TimerReason::RetryFence => "re-send the old writer's fence",
                 };
                 (d.at, why)
             })

@@ -168,6 +168,11 @@ impl Controller {
 
     /// Queues the desired plan as a `SetWeights` with a fresh id.
     fn send_plan(&mut self, now: Instant, retry: bool) {
+        // A controller that does not lead decides but changes nothing; the
+        // plan is sent when it gains leadership.
+        if !self.leading() {
+            return;
+        }
         let Some(plan) = self.plan.clone() else {
             return;
         };

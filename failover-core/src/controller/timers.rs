@@ -14,15 +14,21 @@ pub enum Timer {
     RetryWeights = 2,
     /// Re-evaluate the database after a failed promotion step.
     RetryDatabase = 3,
+    /// The deadline of the promotion step in progress.
+    DatabaseStep = 4,
+    /// Re-send the old writer's fence while waiting for proof it stopped.
+    RetryFence = 5,
 }
 
 impl Timer {
-    const COUNT: usize = 4;
-    const ALL: [Timer; Self::COUNT] = [
+    const COUNT: usize = 6;
+    pub(crate) const ALL: [Timer; Self::COUNT] = [
         Timer::Ramp,
         Timer::Release,
         Timer::RetryWeights,
         Timer::RetryDatabase,
+        Timer::DatabaseStep,
+        Timer::RetryFence,
     ];
 }
 
@@ -37,6 +43,16 @@ pub enum TimerReason {
     WeightsFailed,
     /// A fence or promotion failed.
     DatabaseFailed,
+    /// Waiting for proof that the old writer stopped.
+    AwaitingProof,
+    /// A switchover's target is catching up.
+    CatchUp,
+    /// The writer record is being claimed.
+    Claim,
+    /// A promotion was sent.
+    Promote,
+    /// The old writer's fence failed and is re-sent.
+    RetryFence,
 }
 
 /// One armed deadline.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use super::{Fault, Happening, Report, Scenario, SimRng, TimelineEntry};
 use crate::objectives::{rpo_from_lag, RpoEstimate};
 use crate::{
-    Action, ActionFailure, Controller, Epoch, EventKind, Input, Lsn, NodeId, NodeObservation,
-    PortErrorKind, ProbeFailure, ProbeOutcome, ProbeResult, RegionId, ReplicationStatus, RpoGate,
-    VantageId, WeightPlan,
+    Action, ActionFailure, Controller, CoordinationEvent, Epoch, EventKind, Input, Lsn, NodeId,
+    NodeObservation, PortErrorKind, ProbeFailure, ProbeOutcome, ProbeResult, RegionId,
+    ReplicationStatus, RpoGate, VantageId, WeightPlan,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,6 +34,11 @@ enum Step {
     },
     CutOver {
         generation: u64,
+    },
+    /// A node guard's lease ends at the store: its region has been cut off
+    /// for a whole `guard_ttl`, so the guard has fenced its node.
+    GuardExpiry {
+        node: u32,
     },
 }
 
@@ -114,6 +119,17 @@ pub(super) fn run(s: &Scenario) -> Report {
         },
     };
     e.schedule_start();
+    if e.s.config.policy().guard_ttl.is_some() {
+        for i in 0..e.nodes.len() {
+            e.c.handle(
+                t0,
+                Input::Coordination(CoordinationEvent::GuardLease {
+                    node: NodeId(i as u32),
+                    held: true,
+                }),
+            );
+        }
+    }
     e.drain();
     e.run_loop();
     e.report
@@ -262,6 +278,7 @@ impl Engine<'_> {
                     self.advance_wal();
                     self.region_down[region as usize] = down;
                     self.refresh_writer_alive();
+                    self.guards_follow(id, down);
                     self.note(if down {
                         Happening::RegionFailed(id)
                     } else {
@@ -311,6 +328,25 @@ impl Engine<'_> {
                 }
             }
             Step::Complete { slot } => self.complete(slot as usize),
+            Step::GuardExpiry { node } => {
+                let Some(n) = self.nodes.get(node as usize).copied() else {
+                    return;
+                };
+                if self.region_down[n.region.index()] {
+                    // The guard fenced its node before the lease could expire.
+                    self.advance_wal();
+                    self.nodes[node as usize].fenced = true;
+                    self.refresh_writer_alive();
+                    let now = self.instant();
+                    self.c.handle(
+                        now,
+                        Input::Coordination(CoordinationEvent::GuardLease {
+                            node: NodeId(node),
+                            held: false,
+                        }),
+                    );
+                }
+            }
             Step::CutOver { generation } => {
                 if generation == self.applied {
                     self.note(Happening::ClientsCutOver { generation });
@@ -326,6 +362,33 @@ impl Engine<'_> {
     }
 
     // ------------------------------------------------------------ database world
+
+    /// Node guards (when `policy.guard_ttl` is set): a guard in a region cut
+    /// off from the store stops renewing at the fault, so its lease ends one
+    /// TTL later (the store is outside the failed region); a guard whose
+    /// region recovers renews at once.
+    fn guards_follow(&mut self, region: RegionId, down: bool) {
+        let Some(ttl) = self.s.config.policy().guard_ttl else {
+            return;
+        };
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].region != region {
+                continue;
+            }
+            if down {
+                self.push(self.now + ttl, Step::GuardExpiry { node: i as u32 });
+            } else {
+                let now = self.instant();
+                self.c.handle(
+                    now,
+                    Input::Coordination(CoordinationEvent::GuardLease {
+                        node: NodeId(i as u32),
+                        held: true,
+                    }),
+                );
+            }
+        }
+    }
 
     fn refresh_writer_alive(&mut self) {
         self.writer_alive = self.writer.is_some_and(|w| {
@@ -438,6 +501,7 @@ impl Engine<'_> {
             Action::Promote { request, .. } => self
                 .promote(request.node, request.epoch, request.gate)
                 .map(|()| None),
+            Action::Unfence { node, .. } => self.unfence(*node).map(|()| None),
             _ => Ok(None),
         });
         let Some(id) = action.id() else { return };
@@ -505,6 +569,17 @@ impl Engine<'_> {
                 self.cutover_generation = Some(plan.generation);
             }
         }
+    }
+
+    fn unfence(&mut self, node: NodeId) -> Result<(), PortErrorKind> {
+        let n = *self.nodes.get(node.index()).ok_or(PortErrorKind::Config)?;
+        if self.region_down[n.region.index()] {
+            return Err(PortErrorKind::Unavailable);
+        }
+        self.advance_wal();
+        self.nodes[node.index()].fenced = false;
+        self.refresh_writer_alive();
+        Ok(())
     }
 
     fn fence(&mut self, node: NodeId, epoch: Epoch) -> Result<Lsn, PortErrorKind> {

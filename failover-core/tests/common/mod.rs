@@ -51,6 +51,10 @@ pub fn seed_config() -> Config {
 pub fn auto_promote(mut policy: Policy, max_bytes: u64) -> Policy {
     policy.auto_promote = true;
     policy.max_rpo = Some(MaxRpo::bytes(max_bytes));
+    // Every node runs a guard with a 30 s lease; a writer that is not proven
+    // stopped within 60 s is not replaced.
+    policy.guard_ttl = Some(Duration::from_secs(30));
+    policy.proof_timeout = Duration::from_secs(60);
     policy
 }
 
@@ -62,6 +66,8 @@ pub struct Drill {
     pub log: Vec<(u64, Action)>,
     /// Acknowledge `SetWeights` automatically.
     pub ack_weights: bool,
+    /// Acknowledge `SetWriter` (the in-process store's compare-and-set) automatically.
+    pub ack_claims: bool,
     /// Where this drill's log was before the last step.
     mark: usize,
 }
@@ -76,6 +82,7 @@ impl Drill {
             now: t0,
             log: Vec::new(),
             ack_weights: true,
+            ack_claims: true,
             mark: 0,
         };
         drill.drain();
@@ -92,6 +99,7 @@ impl Drill {
             let at = self.secs();
             let ack = match &action {
                 Action::SetWeights { id, .. } if self.ack_weights => Some(*id),
+                Action::SetWriter { id, .. } if self.ack_claims => Some(*id),
                 _ => None,
             };
             self.log.push((at, action));

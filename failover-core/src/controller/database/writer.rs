@@ -1,0 +1,297 @@
+//! Who the writer is: node observations, adopting a promotion made elsewhere,
+//! fencing stale primaries, the store's writer record and guard leases.
+
+use std::time::Instant;
+
+use super::{FenceInFlight, FencePurpose, GuardLease, Phase};
+use crate::controller::Controller;
+use crate::{
+    Action, Epoch, EventKind, Health, Lsn, NodeId, NodeObservation, ReplicationStatus, StopProof,
+    WriterRecord,
+};
+
+impl Controller {
+    pub(in crate::controller) fn on_replication(
+        &mut self,
+        now: Instant,
+        status: ReplicationStatus,
+    ) {
+        let node = status.node;
+        let Some(track) = self.db.nodes.get_mut(node.index()) else {
+            return;
+        };
+        // An observation older than the one we hold says nothing new.
+        if track.seen_at.is_some_and(|seen| status.at < seen) {
+            return;
+        }
+        track.last = Some(status.observation);
+        track.seen_at = Some(status.at);
+        match status.observation {
+            NodeObservation::Primary {
+                current_lsn,
+                epoch,
+                fenced,
+                ..
+            } => self.on_primary_seen(now, status.at, node, current_lsn, epoch, fenced),
+            NodeObservation::Replica { .. } => {
+                if self.db.nodes[node.index()]
+                    .fence
+                    .is_some_and(|f| f.purpose == FencePurpose::Stale)
+                {
+                    // A stale primary that rejoined as a replica needs no fence.
+                    self.db.nodes[node.index()].fence = None;
+                }
+                let writer_reachable = self.db.writer.is_some_and(|w| {
+                    matches!(
+                        self.db.nodes[w.index()].last,
+                        Some(NodeObservation::Primary { fenced: false, .. })
+                    )
+                });
+                if let (true, Some((primary, _)), Some(lsn)) = (
+                    writer_reachable,
+                    self.db.primary_lsn,
+                    self.db.replica_lsn(node),
+                ) {
+                    self.db.nodes[node.index()].lag = Some(primary.bytes_after(lsn));
+                }
+                if let Phase::CatchingUp { attempt, .. } = self.db.phase {
+                    if attempt.candidate == node {
+                        self.check_catch_up(now);
+                    }
+                } else if self.writer_lost() {
+                    self.evaluate_writer(now);
+                }
+            }
+            NodeObservation::Unreachable => {}
+        }
+    }
+
+    fn on_primary_seen(
+        &mut self,
+        now: Instant,
+        observed_at: Instant,
+        node: NodeId,
+        current_lsn: Lsn,
+        epoch: Option<Epoch>,
+        fenced: bool,
+    ) {
+        if self.db.writer == Some(node) {
+            let lsn = self
+                .db
+                .primary_lsn
+                .map_or(current_lsn, |(l, _)| l.max(current_lsn));
+            self.db.primary_lsn = Some((lsn, observed_at));
+            if let Phase::CatchingUp {
+                lsn,
+                final_known,
+                fenced_at,
+                ..
+            } = &mut self.db.phase
+            {
+                *lsn = (*lsn).max(current_lsn);
+                // `at` is when the observation started: one that started
+                // after the fence completed sees the final position.
+                if fenced && observed_at >= *fenced_at {
+                    *final_known = true;
+                }
+            }
+            if matches!(self.db.phase, Phase::CatchingUp { .. }) {
+                self.check_catch_up(now);
+            }
+            return;
+        }
+        // Our own promotion, whose outcome we did not learn: finish it (the
+        // promotion is idempotent for its epoch), never fence it.
+        if let Some(attempt) = self.db.uncertain {
+            if attempt.candidate == node {
+                if epoch == Some(attempt.epoch) && !fenced {
+                    self.db.uncertain = None;
+                    self.adopt(now, node, attempt.epoch, current_lsn, observed_at);
+                } else if !self.db.busy() && self.leading() {
+                    self.resume_uncertain(now, attempt);
+                }
+                return;
+            }
+        }
+        // `epoch` is the node's own promotion epoch (a fence epoch never
+        // counts): a greater one than we know is a promotion made before
+        // our restart or by another controller. Adopt it, never promote a
+        // second node for it.
+        if let Some(e) =
+            epoch.filter(|e| !fenced && *e > self.db.writer_epoch && *e >= self.db.epoch)
+        {
+            self.adopt(now, node, e, current_lsn, observed_at);
+            return;
+        }
+        if fenced || self.db.nodes[node.index()].fence.is_some() {
+            return;
+        }
+        if self.db.attempt().is_some_and(|a| a.candidate == node) {
+            return;
+        }
+        // A stale primary. Fencing it is automation: not while paused, and
+        // only by the leader.
+        if self.paused || !self.leading() {
+            return;
+        }
+        let current = self.db.epoch;
+        let id = self.next_id();
+        self.db.nodes[node.index()].fence = Some(FenceInFlight {
+            id,
+            epoch: current,
+            purpose: FencePurpose::Stale,
+        });
+        self.notify(
+            now,
+            EventKind::StalePrimary {
+                node,
+                epoch,
+                current,
+            },
+        );
+        self.actions.push_back(Action::Fence {
+            id,
+            node,
+            epoch: current,
+        });
+    }
+
+    /// `node` is the writer at `epoch`, promoted elsewhere or by an attempt
+    /// whose report we lost.
+    fn adopt(&mut self, now: Instant, node: NodeId, epoch: Epoch, lsn: Lsn, at: Instant) {
+        let from = self.db.writer;
+        self.db.writer = Some(node);
+        self.db.writer_epoch = epoch;
+        self.db.epoch = self.db.epoch.max(epoch);
+        self.db.primary_lsn = Some((lsn, at));
+        self.db.phase = super::Phase::Idle;
+        self.db.reported = None;
+        self.db.attempts = 0;
+        self.db.fenced_writer = None;
+        self.timers
+            .stop(crate::controller::timers::Timer::DatabaseStep);
+        self.notify(
+            now,
+            EventKind::WriterMoved {
+                from,
+                to: node,
+                epoch,
+            },
+        );
+    }
+
+    /// The writer is lost: its region is down, or its guard lease expired.
+    pub(in crate::controller) fn writer_lost(&self) -> bool {
+        self.db.writer.is_some_and(|w| {
+            self.regions[self.topology.node_region(w).index()].routed == Health::Down
+                || self.db.nodes[w.index()].guard == GuardLease::Expired
+        })
+    }
+
+    /// The store reports the writer record.
+    pub(in crate::controller) fn on_writer_record(
+        &mut self,
+        now: Instant,
+        record: Option<WriterRecord>,
+    ) {
+        if record.is_some_and(|r| r.node.index() >= self.db.nodes.len()) {
+            return;
+        }
+        self.db.record = record;
+        match record {
+            Some(r) => {
+                let ours = self.db.attempt().is_some_and(|a| a.candidate == r.node)
+                    && matches!(
+                        self.db.phase,
+                        Phase::Claiming { .. } | Phase::Promoting { .. }
+                    );
+                if !ours && r.epoch >= self.db.writer_epoch && Some(r) != self.db.believed_record()
+                {
+                    // Another controller claimed a writer at this epoch or later.
+                    self.db.epoch = self.db.epoch.max(r.epoch);
+                    let from = self.db.writer;
+                    self.db.writer = Some(r.node);
+                    self.db.writer_epoch = r.epoch;
+                    self.db.primary_lsn = None;
+                    if self.db.busy() {
+                        self.abandon(now, "another controller claimed the writer");
+                    }
+                    self.notify(
+                        now,
+                        EventKind::WriterMoved {
+                            from,
+                            to: r.node,
+                            epoch: r.epoch,
+                        },
+                    );
+                }
+            }
+            None => self.seed_writer_record(now),
+        }
+    }
+
+    /// A leader that finds no writer record writes its belief (once known).
+    pub(in crate::controller) fn seed_writer_record(&mut self, now: Instant) {
+        if !self.coordinated
+            || !self.leading()
+            || self.db.record.is_some()
+            || self.db.seeding.is_some()
+            || self.db.busy()
+        {
+            return;
+        }
+        let Some(new) = self.db.believed_record() else {
+            return;
+        };
+        let id = self.next_id();
+        let token = self.leader;
+        self.db.seeding = Some(id);
+        self.notify(
+            now,
+            EventKind::WriterClaimRequested {
+                node: new.node,
+                epoch: new.epoch,
+            },
+        );
+        self.actions.push_back(Action::SetWriter {
+            id,
+            token,
+            expected: None,
+            new,
+        });
+    }
+
+    /// The store reports a node guard's lease.
+    pub(in crate::controller) fn on_guard_lease(&mut self, now: Instant, node: NodeId, held: bool) {
+        let Some(track) = self.db.nodes.get_mut(node.index()) else {
+            return;
+        };
+        let state = if held {
+            GuardLease::Held
+        } else {
+            GuardLease::Expired
+        };
+        if track.guard == state {
+            return;
+        }
+        track.guard = state;
+        self.notify(now, EventKind::GuardLeaseChanged { node, held });
+        if held {
+            return;
+        }
+        match self.db.phase {
+            Phase::Fencing { attempt, .. } if attempt.old == Some(node) => {
+                self.notify(
+                    now,
+                    EventKind::StopProven {
+                        node,
+                        proof: StopProof::GuardLeaseExpired,
+                    },
+                );
+                self.proven(now, None);
+            }
+            _ if self.db.writer == Some(node) => self.evaluate_writer(now),
+            _ => {}
+        }
+    }
+}

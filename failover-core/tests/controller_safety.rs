@@ -1,0 +1,534 @@
+//! One writer, always: the promotion rule (proof, never "unreachable"),
+//! leadership, the writer record, deadlines, abort, pause, unfence, retries
+//! and restored state — each a drill on the real Controller.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use failover_core::{
+    Action, Command, Config, CoordinationEvent, Epoch, EventKind, FencingToken, Input, NodeId,
+    NodeObservation, PortErrorKind, PromotionPhase, RegionId, Restored, StopProof, WriterRecord,
+};
+
+fn config() -> Config {
+    Config::new(seed_topology(&[]), auto_promote(seed_policy(), 16 * 1024)).unwrap()
+}
+
+fn node(d: &Drill, name: &str) -> NodeId {
+    d.c.topology().node_id(name).unwrap()
+}
+
+fn steady(d: &mut Drill) {
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west", 1000);
+}
+
+fn lose_east(d: &mut Drill) {
+    d.rounds(30, 3, "us-east", false);
+}
+
+fn lease(d: &mut Drill, name: &str, held: bool) {
+    let node = node(d, name);
+    d.input(Input::Coordination(CoordinationEvent::GuardLease {
+        node,
+        held,
+    }));
+}
+
+fn actions(d: &Drill) -> Vec<Action> {
+    d.log
+        .iter()
+        .filter(|(_, a)| !matches!(a, Action::Notify(_)))
+        .map(|(_, a)| a.clone())
+        .collect()
+}
+
+fn unfences(d: &Drill) -> Vec<NodeId> {
+    actions(d)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Unfence { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_expired_guard_lease_proves_the_old_writer_stopped_and_the_replica_is_promoted() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lease(&mut d, "pg-east", true);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.fail(fence, PortErrorKind::Unavailable);
+    assert_eq!(d.promotes(), 0, "an unreachable writer is not proof");
+    // The fence is re-sent while waiting.
+    let fences = actions(&d)
+        .iter()
+        .filter(|a| matches!(a, Action::Fence { .. }))
+        .count();
+    d.advance_to(d.secs() + 11);
+    assert!(
+        actions(&d)
+            .iter()
+            .filter(|a| matches!(a, Action::Fence { .. }))
+            .count()
+            > fences
+    );
+    lease(&mut d, "pg-east", false);
+    assert!(d.last_events().iter().any(|e| matches!(
+        e,
+        EventKind::StopProven {
+            proof: StopProof::GuardLeaseExpired,
+            ..
+        }
+    )));
+    // The writer record is claimed before the promotion is sent.
+    let claim = actions(&d)
+        .iter()
+        .position(|a| matches!(a, Action::SetWriter { .. }))
+        .expect("claimed");
+    let promote = actions(&d)
+        .iter()
+        .position(|a| matches!(a, Action::Promote { .. }))
+        .expect("promoted");
+    assert!(claim < promote);
+    let (id, request) = d.last_promote();
+    assert_eq!(request.node, node(&d, "pg-west"));
+    d.done(id);
+    assert_eq!(d.c.writer(), Some(node(&d, "pg-west")));
+}
+
+#[test]
+fn without_proof_by_the_deadline_nothing_is_promoted_and_an_operator_is_called() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.fail(fence, PortErrorKind::Timeout);
+    // Fences keep failing: the guard lease never expires (pg-east is alive
+    // in its own region, and its guard still reaches the store).
+    for _ in 0..200 {
+        let t = d.secs() + 10;
+        d.advance_to(t);
+        if let Some(Action::Fence { id, .. }) = d
+            .last_actions()
+            .into_iter()
+            .find(|a| matches!(a, Action::Fence { .. }))
+        {
+            d.fail(id, PortErrorKind::Unavailable);
+        }
+        if matches!(d.c.status().promotion, PromotionPhase::NeedsOperator { .. }) {
+            break;
+        }
+    }
+    assert_eq!(d.promotes(), 0);
+    let events = d.events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventKind::PromotionUnproven { guards: true, .. })));
+    assert!(matches!(
+        d.c.status().promotion,
+        PromotionPhase::NeedsOperator { .. }
+    ));
+    let rendered = d
+        .log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Notify(e) if matches!(e.kind, EventKind::PromotionUnproven { .. }) => {
+                Some(e.display(d.c.topology()).to_string())
+            }
+            _ => None,
+        })
+        .next()
+        .unwrap();
+    assert!(
+        rendered.contains("pg-east is not proven stopped") && rendered.contains("force-promote"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn a_forced_promotion_goes_ahead_without_proof_and_says_so() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lose_east(&mut d);
+    let west = node(&d, "pg-west");
+    d.command(Command::ForcePromote { node: west });
+    let (fence, _, _) = d.last_fence();
+    d.fail(fence, PortErrorKind::Unavailable);
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::StopProven {
+            proof: StopProof::Forced,
+            ..
+        }
+    )));
+    assert_eq!(d.last_promote().1.node, west);
+}
+
+#[test]
+fn a_promotion_that_timed_out_is_finished_at_its_epoch_never_fenced() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    let (promote, first) = d.last_promote();
+    d.fail(promote, PortErrorKind::Timeout);
+    // pg_promote took effect, the epoch was not recorded.
+    d.primary("pg-west", 2000, None);
+    assert!(
+        !d.last_actions()
+            .iter()
+            .any(|a| matches!(a, Action::Fence { node, .. } if *node == first.node)),
+        "the node we just promoted is never fenced as stale"
+    );
+    let (_, again) = d.last_promote();
+    assert_eq!(again.node, first.node);
+    assert_eq!(
+        again.epoch, first.epoch,
+        "the same epoch: promotion is idempotent"
+    );
+    // Its epoch shows up: adopted.
+    d.primary("pg-west", 2100, Some(first.epoch.0));
+    assert_eq!(d.c.writer(), Some(first.node));
+    assert_eq!(d.c.epoch(), first.epoch);
+}
+
+#[test]
+fn abort_stops_a_switchover_and_unfences_the_writer() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    let west = node(&d, "pg-west");
+    d.replica("pg-west", 900);
+    d.command(Command::Switchover { to: west });
+    let (fence, east, epoch) = d.last_fence();
+    d.done(fence);
+    assert!(matches!(
+        d.c.status().promotion,
+        PromotionPhase::CatchingUp { .. }
+    ));
+    d.command(Command::Abort);
+    assert!(d
+        .last_events()
+        .iter()
+        .any(|e| matches!(e, EventKind::PromotionAborted { .. })));
+    assert!(d.last_actions().iter().any(
+        |a| matches!(a, Action::Unfence { node, epoch: e, .. } if *node == east && *e == epoch)
+    ));
+    assert_eq!(d.promotes(), 0);
+    assert_eq!(d.c.status().promotion, PromotionPhase::Idle);
+}
+
+#[test]
+fn a_catch_up_that_never_ends_times_out_and_unfences_the_writer() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    let west = node(&d, "pg-west");
+    d.replica("pg-west", 900);
+    d.command(Command::Switchover { to: west });
+    let (fence, east, _) = d.last_fence();
+    d.done(fence);
+    let step = d.c.policy().step_timeout.as_secs();
+    d.advance_to(d.secs() + step + 1);
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::StepTimedOut {
+            step: "catch-up",
+            ..
+        }
+    )));
+    assert_eq!(unfences(&d), vec![east]);
+    assert_eq!(d.promotes(), 0);
+}
+
+#[test]
+fn a_promotion_that_never_answers_times_out() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    d.last_promote();
+    let step = d.c.policy().step_timeout.as_secs();
+    d.advance_to(d.secs() + step + 1);
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::StepTimedOut {
+            step: "promote",
+            ..
+        }
+    )));
+}
+
+#[test]
+fn pause_abandons_an_automatic_promotion_and_fences_no_stale_primary() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lose_east(&mut d);
+    assert!(matches!(
+        d.c.status().promotion,
+        PromotionPhase::Fencing { .. }
+    ));
+    d.command(Command::Pause);
+    assert_eq!(d.c.status().promotion, PromotionPhase::Idle);
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    assert_eq!(d.promotes(), 0, "nothing promoted while paused");
+    // A stale primary shows up: not fenced while paused.
+    let before = actions(&d).len();
+    d.primary("pg-west", 5000, None);
+    assert_eq!(actions(&d).len(), before, "{:?}", d.last_actions());
+}
+
+#[test]
+fn a_failed_promotion_unfences_the_writer_when_its_region_returns() {
+    let mut policy = auto_promote(seed_policy(), 16 * 1024);
+    policy.max_attempts = 1;
+    let mut d = Drill::new(Config::new(seed_topology(&[]), policy).unwrap());
+    steady(&mut d);
+    lose_east(&mut d);
+    let (fence, east, _) = d.last_fence();
+    d.done(fence);
+    let (promote, _) = d.last_promote();
+    d.fail(promote, PortErrorKind::Refused);
+    assert!(unfences(&d).is_empty(), "not while its region is down");
+    d.rounds(60, 3, "us-east", true);
+    d.advance_to(300); // past the hold-down
+    assert_eq!(unfences(&d), vec![east], "writes come back with the region");
+    assert_eq!(d.c.writer(), Some(east));
+}
+
+#[test]
+fn repeated_failures_stop_at_max_attempts_and_ask_for_an_operator() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    for _ in 0..10 {
+        if let Some(Action::Promote { id, .. }) = d
+            .last_actions()
+            .into_iter()
+            .find(|a| matches!(a, Action::Promote { .. }))
+        {
+            d.fail(id, PortErrorKind::Refused);
+        }
+        let t = d.secs() + 90;
+        d.advance_to(t);
+    }
+    assert_eq!(d.promotes(), d.c.policy().max_attempts as usize);
+    assert!(matches!(
+        d.c.status().promotion,
+        PromotionPhase::NeedsOperator { .. }
+    ));
+    assert_eq!(
+        d.events()
+            .iter()
+            .filter(|e| matches!(e, EventKind::NeedsOperator { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn force_promote_reports_the_lag_it_does_not_know_as_unknown() {
+    let mut d = Drill::new(config());
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    // No observation of either node: the lag is unknown, not "0 bytes".
+    d.observe(
+        "pg-west",
+        NodeObservation::Replica {
+            timeline: 1,
+            receive_lsn: None,
+            replay_lsn: None,
+            replay_delay: None,
+        },
+    );
+    let west = node(&d, "pg-west");
+    d.command(Command::ForcePromote { node: west });
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::PromotionRequested {
+            lag_bytes: None,
+            forced: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn restore_takes_epoch_writer_drains_and_pause_in_one_step() {
+    let config = config();
+    let west = config.topology().node_id("pg-west").unwrap();
+    let east_region = config.topology().region_id("us-east").unwrap();
+    let c = failover_core::Controller::restore(
+        config,
+        std::time::Instant::now(),
+        Restored {
+            epoch_floor: Epoch(7),
+            writer: Some(WriterRecord {
+                node: west,
+                epoch: Epoch(5),
+            }),
+            drained: vec![east_region, RegionId(99)],
+            paused: true,
+            coordinated: false,
+        },
+    );
+    let status = c.status();
+    assert_eq!(status.writer, Some(west));
+    assert_eq!(status.epoch, Epoch(7));
+    assert!(status.paused);
+    assert!(status.regions[east_region.index()].drained);
+    assert_eq!(status.plan.unwrap().weight(east_region), 0);
+}
+
+#[test]
+fn a_controller_that_does_not_lead_sends_nothing_until_it_does() {
+    let mut config_policy = auto_promote(seed_policy(), 16 * 1024);
+    config_policy.initial_health = failover_core::InitialHealth::Up;
+    let config = Config::new(seed_topology(&[]), config_policy).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut d = Drill::new(config.clone());
+    d.c = failover_core::Controller::restore(
+        config,
+        t0,
+        Restored {
+            coordinated: true,
+            ..Restored::default()
+        },
+    );
+    d.log.clear();
+    d.drain();
+    steady(&mut d);
+    lose_east(&mut d);
+    assert!(
+        actions(&d).is_empty(),
+        "a follower decides but acts on nothing: {:?}",
+        actions(&d)
+    );
+    assert_eq!(d.c.status().leader, None);
+    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
+        FencingToken(42),
+    ))));
+    let sent = d.last_actions();
+    assert!(sent.iter().any(|a| matches!(a, Action::SetWeights { .. })));
+    assert!(sent.iter().any(|a| matches!(a, Action::Fence { .. })));
+    // Deposed mid-promotion: the attempt is abandoned, nothing more is sent.
+    d.input(Input::Coordination(CoordinationEvent::Leadership(None)));
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    assert_eq!(d.promotes(), 0);
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::PromotionAborted {
+            reason: "leadership lost",
+            ..
+        }
+    )));
+}
+
+#[test]
+fn claims_carry_the_leaders_token_and_a_newer_record_from_a_successor_is_adopted() {
+    let config = config();
+    let t0 = std::time::Instant::now();
+    let mut d = Drill::new(config.clone());
+    d.c = failover_core::Controller::restore(
+        config,
+        t0,
+        Restored {
+            coordinated: true,
+            ..Restored::default()
+        },
+    );
+    d.drain();
+    let east = node(&d, "pg-east");
+    let west = node(&d, "pg-west");
+    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
+        FencingToken(9),
+    ))));
+    d.input(Input::Coordination(CoordinationEvent::Writer(None)));
+    assert!(d.last_actions().iter().any(|a| matches!(
+        a,
+        Action::SetWriter {
+            token: Some(FencingToken(9)),
+            expected: None,
+            new: WriterRecord { node, epoch: Epoch(0) },
+            ..
+        } if *node == east
+    )));
+    // A successor claimed pg-west at epoch 3: adopted as the writer.
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord {
+            node: west,
+            epoch: Epoch(3),
+        },
+    ))));
+    assert_eq!(d.c.writer(), Some(west));
+    assert_eq!(d.c.epoch(), Epoch(3));
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn peer_verdicts_count_as_votes_and_vanish_with_their_publisher() {
+    use failover_core::Health;
+    let config = Config::new(seed_topology(&["local", "peer-b", "peer-c"]), seed_policy()).unwrap();
+    let mut d = Drill::new(config);
+    let east = d.c.topology().region_id("us-east").unwrap();
+    let b = d.c.topology().vantage_id("peer-b").unwrap();
+    let c = d.c.topology().vantage_id("peer-c").unwrap();
+    let verdict = |d: &mut Drill, vantage, health| {
+        d.input(Input::Coordination(CoordinationEvent::Verdict {
+            vantage,
+            region: east,
+            health,
+        }))
+    };
+    verdict(&mut d, b, Some(Health::Up));
+    verdict(&mut d, c, Some(Health::Up));
+    d.rounds(0, 2, "us-east", true);
+    assert_eq!(d.health("us-east"), Health::Up);
+    // One peer alone saying down is not a quorum of three.
+    verdict(&mut d, b, Some(Health::Down));
+    assert_eq!(d.health("us-east"), Health::Up);
+    // A second controller agrees: down.
+    verdict(&mut d, c, Some(Health::Down));
+    assert_eq!(d.health("us-east"), Health::Down);
+    // Both peers' leases end: their votes vanish; local still sees it up.
+    verdict(&mut d, b, None);
+    verdict(&mut d, c, None);
+    d.round(30, "us-east", true);
+    assert_eq!(d.health("us-east"), Health::Up);
+}
+
+#[test]
+fn stored_intent_converges_drains_and_pause() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    let west = d.c.topology().region_id("us-west").unwrap();
+    d.input(Input::Coordination(CoordinationEvent::Intent(
+        failover_core::Intent {
+            drained: vec![west],
+            paused: true,
+        },
+    )));
+    assert!(d.c.status().paused);
+    assert!(d.c.status().regions[west.index()].drained);
+    assert_eq!(d.c.intent().drained, vec![west]);
+    d.input(Input::Coordination(CoordinationEvent::Intent(
+        failover_core::Intent::default(),
+    )));
+    assert!(!d.c.status().paused);
+    assert!(!d.c.status().regions[west.index()].drained);
+}
