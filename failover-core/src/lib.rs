@@ -104,7 +104,7 @@ mod topology;
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
 pub use config::Config;
 pub use controller::Controller;
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigLocation};
 pub use event::{ActionKind, Event, EventDisplay, EventKind};
 pub use id::{NodeId, RegionId, VantageId};
 pub use input::{ActionFailure, Command, Input};
