@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use failover::core::objectives::{self, Bounds, PlanTarget};
-use failover::core::sim::{Happening, Scenario};
-use failover::core::{Config, EventKind};
+use failover::decision::objectives::{self, Bounds, PlanTarget};
+use failover::decision::sim::{Happening, Scenario};
+use failover::decision::{Config, EventKind};
 
 /// The seed deployment; a file so it can be copied as a starting point.
 const CONFIG: &str = include_str!("drill.toml");

@@ -16,7 +16,10 @@
 //!   deadline. Every decision is one [`Event`] with its reason.
 //! - [`objectives`]: the RTO/RPO arithmetic and a planner for interval/fall.
 //! - [`sim`]: a seeded, deterministic simulator driving the real controller.
-//! - [`ports`]: the small async traits the adapters implement.
+//! - [`ports`]: the small async traits the adapters implement, with the
+//!   [`async_trait`] attribute they are written with re-exported, so an
+//!   implementation needs nothing but this crate (the types a port takes and
+//!   returns, [`ProbeOutcome`], [`WeightPlan`], [`PortError`]…, are at its root).
 //!
 //! # The driver loop
 //!
@@ -100,6 +103,12 @@ mod replication;
 pub mod sim;
 mod status;
 mod topology;
+
+/// The attribute the [`ports`] traits are written with: put
+/// `#[failover_core::async_trait]` on your `impl Probe for …` (or
+/// `#[failover::async_trait]` through the facade) without depending on
+/// `async-trait` yourself.
+pub use async_trait::async_trait;
 
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
 pub use config::Config;
