@@ -9,7 +9,7 @@
 //!
 //! - [`Topology`], [`Policy`] and [`Config`]: what is deployed and how to
 //!   decide, built in code or read from TOML, validated with errors that name
-//!   the field ([`ConfigError`]).
+//!   the field in the file's terms and its line and column ([`ConfigError`]).
 //! - [`Controller`]: the state machine. Inputs are probe results, replication
 //!   observations, action outcomes and operator [`Command`]s; outputs are
 //!   [`Action`]s (complete weight plans, fence, promote, notify) and the next
