@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use failover::core::sim::Scenario;
-use failover::core::{
+use failover::decision::sim::Scenario;
+use failover::decision::{
     Config, Controller, Input, Policy, ProbeOutcome, ProbeResult, Region, RegionId, RegionRole,
     Topology, VantageId,
 };

@@ -17,7 +17,7 @@ mod regions;
 
 use std::time::{Duration, Instant};
 
-use failover::core::{EventKind, Health, Policy};
+use failover::decision::{EventKind, Health, Policy};
 use regions::{BoxError, LiveRegions, EAST, WEST_IP};
 
 struct Run {

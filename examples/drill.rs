@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use failover::core::objectives::{self, Bounds, PlanTarget};
-use failover::core::sim::{Happening, Scenario};
-use failover::core::{Config, EventKind};
+use failover::decision::objectives::{self, Bounds, PlanTarget};
+use failover::decision::sim::{Happening, Scenario};
+use failover::decision::{Config, EventKind};
 
 /// The seed deployment; a file so it can be copied as a starting point.
 const CONFIG: &str = include_str!("drill.toml");
@@ -183,21 +183,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let target = PlanTarget {
-        rto: Duration::from_secs(90),
         ttl: policy.ttl,
         timeout: policy.timeout,
         jitter: policy.jitter,
         actuation: ACTUATION,
-        false_failure: 0.001,
+        ..PlanTarget::default()
     };
     println!(
-        "\nplanner: to keep worst cutover ≤ {}s with TTL {}s (0.1 % false probe failures):",
+        "\nplanner: worst cutover ≤ {}s less a {:.0} % margin, TTL {}s, {:.1} % false probe failures, \
+         {} loss bursts of {}s a year:",
         target.rto.as_secs(),
-        target.ttl.as_secs()
+        target.margin * 100.0,
+        target.ttl.as_secs(),
+        target.false_failure * 100.0,
+        target.burst.per_year,
+        target.burst.duration.as_secs()
     );
     println!(
-        "  {:>8}  {:>4}  {:>15}  {:>13}  {:>22}",
-        "interval", "fall", "worst detection", "worst cutover", "false failovers / year"
+        "  {:>8}  {:>4}  {:>15}  {:>13}  {:>22}  {:>13}",
+        "interval",
+        "fall",
+        "worst detection",
+        "worst cutover",
+        "false failovers / year",
+        "probes / year"
     );
     for c in objectives::plan(&target).iter().take(4) {
         let rate = c.false_failovers_per_year;
@@ -207,13 +216,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("{rate:.3}")
         };
         println!(
-            "  {:>7}s  {:>4}  {:>15}  {:>13}  {:>22}",
+            "  {:>7}s  {:>4}  {:>15}  {:>13}  {:>22}  {:>13}",
             c.interval.as_secs(),
             c.fall,
             secs(c.worst_detection),
             secs(c.worst_cutover),
-            rate
+            rate,
+            c.probes_per_year
         );
+        if let Some(warning) = c.warning {
+            println!("            warning: {warning}");
+        }
     }
     println!(
         "\n{} probe results and {} actions simulated.",

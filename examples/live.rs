@@ -22,8 +22,8 @@ mod regions;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use failover::core::objectives::{load_after_losing, Bounds};
-use failover::core::{EventKind, Health, Policy};
+use failover::decision::objectives::{load_after_losing, Bounds};
+use failover::decision::{EventKind, Health, Policy};
 use regions::{BoxError, LiveRegions, EAST, WEST_IP};
 use tokio::sync::broadcast;
 
@@ -242,8 +242,8 @@ async fn main() -> Result<(), BoxError> {
 
 /// Prints every event received so far and notes the ones measured.
 fn drain(
-    events: &mut broadcast::Receiver<failover::core::Event>,
-    topology: &failover::core::Topology,
+    events: &mut broadcast::Receiver<failover::decision::Event>,
+    topology: &failover::decision::Topology,
     outage: Instant,
     detected: &mut Option<Duration>,
     promoted: &mut Option<Duration>,

@@ -5,10 +5,14 @@
 //!
 //! | module | crate | what |
 //! |---|---|---|
-//! | [`core`] | `failover-core` | the sans-IO Controller, policy, RTO/RPO arithmetic, simulator, port traits |
+//! | [`decision`] | `failover-core` | the sans-IO Controller, policy, RTO/RPO arithmetic, simulator, port traits |
 //! | [`probe`] | `failover-probe` | HTTP(S)/TCP probes and their scheduler |
 //! | [`dns`] | `failover-dns` | embedded authoritative DNS; RFC 2136 + TSIG |
 //! | [`pg`] | `failover-pg` | PostgreSQL status, fencing, promotion, switchover, rejoin |
+//!
+//! (The decision core is re-exported as `decision`, not `core`: a module
+//! named `core` would shadow Rust's own `core` crate for anyone who writes
+//! `use failover::core`.)
 //!
 //! A controller service of your own, in a few lines:
 //!
@@ -24,7 +28,8 @@
 //! let config = builder.config().clone();
 //! let topology = config.topology();
 //!
-//! // Serve the service's name from the current plan.
+//! // Serve the service's name from the current plan. Keep `dns` alive as
+//! // long as the runtime runs: once it is dropped, its router refuses plans.
 //! let dns = EmbeddedDns::bind("0.0.0.0:53".parse()?, topology, config.policy(),
 //!     EmbeddedConfig::new("example.com.")).await?;
 //! // One HTTP probe per region, from this vantage.
@@ -44,15 +49,113 @@
 //! println!("{:?}", handle.status().controller.regions);
 //! tokio::signal::ctrl_c().await?;
 //! runtime.shutdown().await;
+//! dns.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Your own probe and traffic router
+//!
+//! The adapters are plain traits in [`decision::ports`]; implement them with
+//! [`macro@async_trait`] (re-exported here, so you need no dependency on
+//! `async-trait`) and hand them to the [`RuntimeBuilder`]. Below, a probe
+//! that checks a health flag file your deploy tooling maintains, and a router
+//! standing in for your load balancer's API; the runtime drains the region
+//! whose flag disappears.
+//!
+//! ```
+//! use std::path::PathBuf;
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//!
+//! use failover::async_trait;
+//! use failover::decision::ports::{Probe, TrafficRouter};
+//! use failover::decision::{
+//!     Config, PortError, ProbeFailure, ProbeOutcome, RegionWeight, WeightPlan,
+//! };
+//! use failover::RuntimeBuilder;
+//! use tokio::sync::watch;
+//!
+//! /// Healthy while the region's flag file exists.
+//! struct FlagFile(PathBuf);
+//!
+//! #[async_trait]
+//! impl Probe for FlagFile {
+//!     async fn check(&self) -> ProbeOutcome {
+//!         let start = Instant::now();
+//!         match tokio::fs::try_exists(&self.0).await {
+//!             Ok(true) => ProbeOutcome::Ok { latency: start.elapsed() },
+//!             Ok(false) | Err(_) => ProbeOutcome::Failed(ProbeFailure::Io),
+//!         }
+//!     }
+//! }
+//!
+//! /// Your load balancer. A real one calls its provider's API in `apply`
+//! /// (idempotently: the live plan applied again changes nothing) and maps
+//! /// failures to a `PortErrorKind`, which decides whether the runtime retries.
+//! struct LoadBalancer {
+//!     live: watch::Sender<Vec<RegionWeight>>,
+//! }
+//!
+//! #[async_trait]
+//! impl TrafficRouter for LoadBalancer {
+//!     async fn apply(&self, plan: &WeightPlan) -> Result<(), PortError> {
+//!         self.live.send_replace(plan.weights.clone());
+//!         Ok(())
+//!     }
+//!     async fn read_back(&self) -> Result<Vec<RegionWeight>, PortError> {
+//!         Ok(self.live.borrow().clone())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_toml(r#"
+//!     service = "api.example.com."
+//!     [[region]]
+//!     name = "us-east"
+//!     [[region]]
+//!     name = "us-west"
+//!     [policy]
+//!     interval = "50ms"
+//!     timeout = "20ms"
+//!     jitter = "0ms"
+//!     fall = 2
+//!     rise = 1
+//! "#)?;
+//! let topology = config.topology().clone();
+//! let local = topology.vantage_id("local").ok_or("no vantage")?;
+//! let flags = tempfile::tempdir()?; // your deploy tooling's directory
+//! let (live, mut seen) = watch::channel(Vec::new());
+//! let mut builder = RuntimeBuilder::new(config).router(Arc::new(LoadBalancer { live }));
+//! for region in topology.region_ids() {
+//!     let flag = flags.path().join(&topology.region(region).name);
+//!     std::fs::write(&flag, "ok")?;
+//!     builder = builder.probe(region, local, Arc::new(FlagFile(flag)));
+//! }
+//! let runtime = builder.start().await?;
+//!
+//! let east = topology.region_id("us-east").ok_or("no us-east")?;
+//! let weight = |w: &Vec<RegionWeight>| w.iter().find(|w| w.region == east).map(|w| w.weight);
+//! // Both flags up: us-east serves. Then its flag goes, and after `fall`
+//! // failed probes the load balancer gets a plan that drains it.
+//! tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|w| weight(w) > Some(0))).await??;
+//! std::fs::remove_file(flags.path().join("us-east"))?;
+//! tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|w| weight(w) == Some(0))).await??;
+//!
+//! runtime.shutdown().await;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use failover_core as core;
+pub use failover_core as decision;
 pub use failover_dns as dns;
 pub use failover_pg as pg;
 pub use failover_probe as probe;
+
+/// The attribute the port traits ([`decision::ports`]) are written with, for
+/// your own `impl Probe for …` / `impl TrafficRouter for …`.
+pub use failover_core::async_trait;
 
 pub mod runtime;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use failover::core::{Config, Health, MaxRpo, NodeId, VantageId};
+use failover::decision::{Config, Health, MaxRpo, NodeId, VantageId};
 use failover::dns::{EmbeddedConfig, EmbeddedDns};
 use failover::pg::PgCluster;
 use failover::RuntimeBuilder;
@@ -131,7 +131,7 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() {
-    use failover::core::{Command, EventKind};
+    use failover::decision::{Command, EventKind};
     use failover_testkit::postgres::writer::{create_rows_table, missing_rows, RowWriter};
 
     let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())

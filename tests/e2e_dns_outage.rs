@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use failover::core::Health;
+use failover::decision::Health;
 use failover::dns::{Rfc2136Config, Rfc2136Router};
 use failover::{RetryPolicy, RuntimeBuilder};
 use failover_testkit::bind::{BindServer, BindZone};

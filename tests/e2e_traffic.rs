@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use failover::core::objectives::Bounds;
+use failover::decision::objectives::Bounds;
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
 use failover::RuntimeBuilder;
 
-async fn embedded_dns(policy: &failover::core::Policy) -> EmbeddedDns {
+async fn embedded_dns(policy: &failover::decision::Policy) -> EmbeddedDns {
     let mut dns = EmbeddedConfig::new(ZONE);
     dns.selection = Selection::AllServing;
     EmbeddedDns::bind(

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use failover::core::{
+use failover::decision::{
     Config, MaxRpo, Node, NodeId, Policy, Region, RegionId, RegionRole, Topology, VantageId,
 };
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};

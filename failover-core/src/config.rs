@@ -1,8 +1,10 @@
 //! A complete configuration file: topology plus policy.
 
+mod place;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, Policy, Topology, TopologyConfig};
+use crate::{ConfigError, Node, Policy, Region, Topology, TopologyConfig};
 
 /// Topology and policy, validated together. The fields are private so that a
 /// `Config` is always one that passed [`Config::new`]: the
@@ -14,11 +16,19 @@ pub struct Config {
     policy: Policy,
 }
 
+/// The file's shape. The topology's fields are spelled out rather than
+/// `#[serde(flatten)]`ed: flattening buffers the document and loses every
+/// key's span, so errors could not say where they are.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(flatten)]
-    topology: TopologyConfig,
+    service: String,
+    #[serde(default)]
+    region: Vec<Region>,
+    #[serde(default)]
+    vantages: Vec<String>,
+    #[serde(default)]
+    node: Vec<Node>,
     #[serde(default)]
     policy: Policy,
 }
@@ -66,14 +76,34 @@ impl Config {
     /// fall = 3
     /// ttl = "60s"
     /// ```
+    ///
+    /// Every error names the field in the file's own terms (`service`,
+    /// `region[1].capacity`, `node[0].region`, `policy.fall`) and, through
+    /// [`ConfigError::location`], the line and column where it is written
+    /// (for a key left out: where the table that lacks it starts).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let topology = raw.topology.validate()?;
-        Config::new(topology, raw.policy)
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(error) => return Err(place::Document::new(text).place_toml_error(&error)),
+        };
+        let topology = TopologyConfig {
+            service: raw.service,
+            regions: raw.region,
+            vantages: raw.vantages,
+            nodes: raw.node,
+        };
+        topology
+            .validate()
+            .and_then(|topology| Config::new(topology, raw.policy))
+            .map_err(|error| place::Document::new(text).place_invalid(error))
     }
 
     /// Writes the configuration as TOML that [`from_toml`](Self::from_toml) reads back.
     pub fn to_toml(&self) -> Result<String, ConfigError> {
-        toml::to_string(self).map_err(|e| ConfigError::Parse(e.to_string()))
+        toml::to_string(self).map_err(|e| ConfigError::Parse {
+            field: None,
+            message: e.to_string(),
+            at: None,
+        })
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! - [`Topology`], [`Policy`] and [`Config`]: what is deployed and how to
 //!   decide, built in code or read from TOML, validated with errors that name
-//!   the field ([`ConfigError`]).
+//!   the field in the file's terms and its line and column ([`ConfigError`]).
 //! - [`Controller`]: the state machine. Inputs are probe results, replication
 //!   observations, action outcomes and operator [`Command`]s; outputs are
 //!   [`Action`]s (complete weight plans, fence, promote, notify) and the next
@@ -18,7 +18,10 @@
 //! - [`sim`]: a seeded, deterministic simulator driving the real controller.
 //! - [`coordination`]: what controllers and node guards share through the
 //!   coordination store (leader token, writer record, guard leases).
-//! - [`ports`]: the small async traits the adapters implement.
+//! - [`ports`]: the small async traits the adapters implement, with the
+//!   [`async_trait`] attribute they are written with re-exported, so an
+//!   implementation needs nothing but this crate (the types a port takes and
+//!   returns, [`ProbeOutcome`], [`WeightPlan`], [`PortError`]…, are at its root).
 //!
 //! # The driver loop
 //!
@@ -104,11 +107,17 @@ pub mod sim;
 mod status;
 mod topology;
 
+/// The attribute the [`ports`] traits are written with: put
+/// `#[failover_core::async_trait]` on your `impl Probe for …` (or
+/// `#[failover::async_trait]` through the facade) without depending on
+/// `async-trait` yourself.
+pub use async_trait::async_trait;
+
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
 pub use config::Config;
 pub use controller::{Controller, Restored};
 pub use coordination::{CoordinationEvent, FencingToken, Intent, Verdict, WriterRecord};
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigLocation};
 pub use event::{ActionKind, Event, EventDisplay, EventKind, StopProof};
 pub use id::{NodeId, RegionId, VantageId};
 pub use input::{ActionFailure, Command, Input};

@@ -1,7 +1,8 @@
-//! RTO/RPO arithmetic as pure functions: how long detection and client
-//! cutover take, how much data a promotion loses, how loaded the survivors
-//! are, how often probes fail over by mistake, and which interval/fall meet a
-//! target RTO.
+//! RTO/RPO arithmetic as pure functions: how long detection, client cutover
+//! and database cutover take, how much data a promotion loses, how loaded the
+//! survivors are, how often probes fail over by mistake (single failures and
+//! loss bursts), and which interval/fall meet a target RTO with a margin, at
+//! what cost in probes.
 //!
 //! The worked example: interval 10 s, fall 3, timeout 2 s, TTL 60 s gives a
 //! worst detection of 32 s (~30 s) and a worst client cutover of ~90 s; a
@@ -199,11 +200,89 @@ pub fn false_failovers_per_year(p: f64, fall: u32, interval: Duration) -> f64 {
     probes * (1.0 - p) * p.powi(fall)
 }
 
-/// What [`plan`] must meet.
+/// Probe runs over one probe interval at this many seconds a year.
+pub fn probes_per_year(interval: Duration) -> f64 {
+    if interval.is_zero() {
+        f64::INFINITY
+    } else {
+        SECONDS_PER_YEAR / interval.as_secs_f64()
+    }
+}
+
+/// Correlated probe failures: episodes in which *every* probe of a healthy
+/// region fails for a while (a transit provider's brownout, a BGP
+/// reconvergence, a flapping link near the vantage), so failures come in
+/// runs, not one by one. During a burst of `duration`, probes every
+/// `interval` see about `duration / interval` consecutive failures, however
+/// small the independent per-probe rate is; a `fall × interval` shorter than
+/// the burst fails the region over.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossBurst {
+    /// How many bursts a year one (region, vantage) pair sees.
+    pub per_year: f64,
+    /// How long each burst lasts.
+    pub duration: Duration,
+}
+
+impl LossBurst {
+    /// No correlated failures: the independent model alone.
+    pub const NONE: LossBurst = LossBurst {
+        per_year: 0.0,
+        duration: Duration::ZERO,
+    };
+}
+
+impl Default for LossBurst {
+    /// One 30 s burst a month (12 a year). An assumption to replace with
+    /// your own history: count the runs of consecutive probe failures
+    /// against regions that were in fact healthy, and their lengths.
+    fn default() -> Self {
+        LossBurst {
+            per_year: 12.0,
+            duration: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Probability that a burst of `duration` holds at least `fall` probe starts
+/// of a target probed every `interval`, the burst starting at a uniformly
+/// random phase of the probe schedule: `clamp((duration − (fall − 1) ×
+/// interval) / interval, 0, 1)`. (A probe that starts just before the burst
+/// and is still waiting when it begins is not counted: the bound is for
+/// probes that start inside it.)
+pub fn burst_covers(duration: Duration, fall: u32, interval: Duration) -> f64 {
+    if interval.is_zero() {
+        return 1.0;
+    }
+    let needed = f64::from(fall.saturating_sub(1)) * interval.as_secs_f64();
+    ((duration.as_secs_f64() - needed) / interval.as_secs_f64()).clamp(0.0, 1.0)
+}
+
+/// Expected false failovers per year caused by loss bursts, for one region
+/// probed from one vantage: `bursts a year × burst_covers(duration, fall,
+/// interval)`. It depends on the detection window `fall × interval`, not on
+/// how often one probes, so probing faster with a larger `fall` does not
+/// lower it: only a window longer than the bursts does.
+pub fn burst_false_failovers_per_year(burst: &LossBurst, fall: u32, interval: Duration) -> f64 {
+    if !(burst.per_year.is_finite() && burst.per_year >= 0.0) {
+        return f64::NAN;
+    }
+    burst.per_year * burst_covers(burst.duration, fall, interval)
+}
+
+/// False failovers a year below which two choices count as equally safe
+/// (one per thousand years); the planner then prefers the cheaper one.
+pub const NEGLIGIBLE_FALSE_FAILOVERS_PER_YEAR: f64 = 0.001;
+
+/// What [`plan`] must meet, and what it assumes about the probes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PlanTarget {
     /// Worst client cutover allowed (the RTO of traffic).
     pub rto: Duration,
+    /// Share of the RTO kept free (0.1 = plans use at most 90 % of it), for
+    /// what the arithmetic leaves out: a slow DNS provider, a resolver that
+    /// stretches the TTL, a scheduler running late. In `0.0..1.0`.
+    pub margin: f64,
     /// DNS TTL.
     pub ttl: Duration,
     /// Probe timeout (intervals must exceed it).
@@ -212,8 +291,60 @@ pub struct PlanTarget {
     pub jitter: Duration,
     /// Time to apply a plan (DNS update).
     pub actuation: Duration,
-    /// Probability that one probe of a healthy region fails anyway.
+    /// Probability that one probe of a healthy region fails anyway, each
+    /// probe independently of the others.
     pub false_failure: f64,
+    /// Correlated failures: runs of failed probes against a healthy region.
+    pub burst: LossBurst,
+}
+
+impl Default for PlanTarget {
+    /// RTO 120 s with a 10 % margin; TTL 60 s, timeout 2 s and jitter 1 s
+    /// as [`Policy::default`]; 1 s to apply a plan; a false-failure rate of
+    /// **0.001** (one probe in a thousand fails against a healthy region: a
+    /// probe over the public internet with a 2 s timeout sees about that
+    /// from packet loss, overloaded hops and the target's own slow tails);
+    /// and [`LossBurst::default`] (one 30 s burst a month). The policy
+    /// defaults (10 s × fall 3) meet it: worst cutover 94 s ≤ 108 s.
+    fn default() -> Self {
+        PlanTarget {
+            rto: Duration::from_secs(120),
+            margin: 0.1,
+            ttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+            jitter: Duration::from_secs(1),
+            actuation: Duration::from_secs(1),
+            false_failure: 0.001,
+            burst: LossBurst::default(),
+        }
+    }
+}
+
+impl PlanTarget {
+    /// The RTO less the margin: the most a plan's worst cutover may take.
+    pub fn budget(&self) -> Duration {
+        let keep = (1.0 - self.margin).clamp(0.0, 1.0);
+        self.rto.mul_f64(keep)
+    }
+}
+
+/// Something an operator should know before choosing a [`PlanChoice`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanWarning {
+    /// `fall = 1`: a single lost probe fails the region over.
+    SingleProbeFallsOver,
+}
+
+impl std::fmt::Display for PlanWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanWarning::SingleProbeFallsOver => f.write_str(
+                "fall = 1: a single lost probe fails the region over; \
+                 raise the RTO or lower the TTL to afford fall ≥ 2",
+            ),
+        }
+    }
 }
 
 /// One interval/fall choice that meets a [`PlanTarget`].
@@ -225,21 +356,42 @@ pub struct PlanChoice {
     pub fall: u32,
     /// Worst detection with this choice.
     pub worst_detection: Duration,
-    /// Worst client cutover with this choice (≤ the target RTO).
+    /// Worst client cutover with this choice (≤ the target's
+    /// [`budget`](PlanTarget::budget)).
     pub worst_cutover: Duration,
-    /// Expected false failovers per year with this choice.
+    /// Time left below the target RTO: `rto − worst_cutover`, at least the
+    /// target's margin.
+    pub headroom: Duration,
+    /// Expected false failovers per year, independent failures and loss
+    /// bursts together, for one region from one vantage.
     pub false_failovers_per_year: f64,
+    /// The part of [`false_failovers_per_year`](Self::false_failovers_per_year)
+    /// that loss bursts cause.
+    pub burst_false_failovers_per_year: f64,
+    /// The cost: probes a year for one region from one vantage (multiply by
+    /// regions × vantages for the whole deployment).
+    pub probes_per_year: u64,
+    /// What to know before choosing it.
+    pub warning: Option<PlanWarning>,
 }
 
 /// Intervals the planner considers, in seconds.
 pub const PLAN_INTERVALS: [u64; 10] = [1, 2, 3, 5, 10, 15, 20, 30, 45, 60];
 
-/// Interval/fall choices whose worst cutover meets the target: for each
-/// candidate interval above the timeout, the largest `fall` (1..=10) that
-/// fits (more falls, fewer false failovers). Sorted by false failovers per
-/// year, then cutover. Empty when even fall 1 at 1 s cannot meet it (the TTL
-/// alone may exceed the RTO).
+/// Interval/fall choices whose worst cutover fits the target's budget (the
+/// RTO less its margin): for each candidate interval above the timeout, the
+/// largest `fall` (1..=10) that fits (more falls, fewer false failovers).
+///
+/// Sorted safest first: by expected false failovers per year (independent
+/// failures plus loss bursts; rates below
+/// [`NEGLIGIBLE_FALSE_FAILOVERS_PER_YEAR`] count as equal), then by cost in
+/// probes a year, then by cutover. Because bursts fail every probe for a
+/// while, a short interval with a large `fall` is no safer than a long one
+/// with the same window, and costs more: the planner does not push to the
+/// shortest interval. Empty when even fall 1 at 1 s cannot meet the budget
+/// (the TTL alone may exceed it).
 pub fn plan(target: &PlanTarget) -> Vec<PlanChoice> {
+    let budget = target.budget();
     let mut choices: Vec<PlanChoice> = PLAN_INTERVALS
         .iter()
         .map(|s| Duration::from_secs(*s))
@@ -247,39 +399,93 @@ pub fn plan(target: &PlanTarget) -> Vec<PlanChoice> {
         .filter_map(|interval| {
             (1..=10u32)
                 .rev()
-                .map(|fall| {
-                    let timing = ProbeTiming {
-                        interval,
-                        timeout: target.timeout,
-                        jitter: target.jitter,
-                        fall,
-                    };
-                    let worst_detection = worst_detection(&timing);
-                    PlanChoice {
-                        interval,
-                        fall,
-                        worst_detection,
-                        worst_cutover: client_cutover(
-                            worst_detection,
-                            target.actuation,
-                            target.ttl,
-                        ),
-                        false_failovers_per_year: false_failovers_per_year(
-                            target.false_failure,
-                            fall,
-                            interval,
-                        ),
-                    }
-                })
-                .find(|c| c.worst_cutover <= target.rto)
+                .map(|fall| choice(target, interval, fall))
+                .find(|c| c.worst_cutover <= budget)
         })
         .collect();
+    let rank = |c: &PlanChoice| {
+        if c.false_failovers_per_year < NEGLIGIBLE_FALSE_FAILOVERS_PER_YEAR {
+            0.0
+        } else {
+            c.false_failovers_per_year
+        }
+    };
     choices.sort_by(|a, b| {
-        a.false_failovers_per_year
-            .total_cmp(&b.false_failovers_per_year)
+        rank(a)
+            .total_cmp(&rank(b))
+            .then(a.probes_per_year.cmp(&b.probes_per_year))
             .then(a.worst_cutover.cmp(&b.worst_cutover))
     });
     choices
+}
+
+fn choice(target: &PlanTarget, interval: Duration, fall: u32) -> PlanChoice {
+    let timing = ProbeTiming {
+        interval,
+        timeout: target.timeout,
+        jitter: target.jitter,
+        fall,
+    };
+    let worst_detection = worst_detection(&timing);
+    let worst_cutover = client_cutover(worst_detection, target.actuation, target.ttl);
+    let independent = false_failovers_per_year(target.false_failure, fall, interval);
+    let bursts = burst_false_failovers_per_year(&target.burst, fall, interval);
+    PlanChoice {
+        interval,
+        fall,
+        worst_detection,
+        worst_cutover,
+        headroom: target.rto.saturating_sub(worst_cutover),
+        false_failovers_per_year: independent + bursts,
+        burst_false_failovers_per_year: bursts,
+        probes_per_year: probes_per_year(interval).round() as u64,
+        warning: (fall == 1).then_some(PlanWarning::SingleProbeFallsOver),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Database cutover
+// ---------------------------------------------------------------------------
+
+/// Time from the start of an outage of the writer's region until a replica
+/// accepts writes, when the old writer **confirmed its fence**: `detection
+/// + fence + promote`.
+///
+/// `fence` is how long the old writer takes to confirm it stopped taking
+/// writes (read-only, sessions ended); `promote` is the promotion of the
+/// candidate with its epoch recorded (`pg_promote(wait => true)` took about
+/// 0.13 s on a test machine). The confirmed fence is the proof that no two
+/// nodes take writes, so the promotion may start as soon as it arrives.
+pub fn database_cutover_fenced(
+    detection: Duration,
+    fence: Duration,
+    promote: Duration,
+) -> Duration {
+    detection.saturating_add(fence).saturating_add(promote)
+}
+
+/// Time from the start of an outage of the writer's region until a replica
+/// accepts writes, when the old writer **cannot confirm a fence** (it is
+/// unreachable, or the fence times out): `detection + guard_ttl + promote`.
+///
+/// "Unreachable" is not proof that the old writer stopped: in a partition it
+/// may still serve its own region's clients. The proof is its guard's lease
+/// expiring in the coordination store: a guard that cannot renew fences its
+/// own node before `ttl − margin`, so once the lease has expired the node
+/// takes no writes (or is dead). Its last renewal may come as late as the
+/// moment the controller decides (the guard may still reach the store while
+/// the region's API looks down), so the wait after detection is up to one
+/// whole `guard_ttl`; the fence attempt runs during that wait, so its own
+/// timeout adds nothing while it is below `guard_ttl`. This is the price of
+/// never promoting on "unreachable" alone, and a short guard TTL is what
+/// lowers it (at the cost of fencing a healthy writer during a brief store
+/// outage).
+pub fn database_cutover_unconfirmed(
+    detection: Duration,
+    guard_ttl: Duration,
+    promote: Duration,
+) -> Duration {
+    detection.saturating_add(guard_ttl).saturating_add(promote)
 }
 
 #[cfg(test)]
@@ -342,18 +548,22 @@ mod tests {
     fn planner_meets_the_target_and_prefers_fewer_false_failovers() {
         let target = PlanTarget {
             rto: Duration::from_secs(95),
+            margin: 0.0,
             ttl: Duration::from_secs(60),
             timeout: Duration::from_secs(2),
             jitter: Duration::ZERO,
             actuation: Duration::from_secs(1),
             false_failure: 0.01,
+            burst: LossBurst::NONE,
         };
         let choices = plan(&target);
         assert!(!choices.is_empty());
         assert!(choices.iter().all(|c| c.worst_cutover <= target.rto));
-        assert!(choices
-            .windows(2)
-            .all(|w| w[0].false_failovers_per_year <= w[1].false_failovers_per_year));
+        let rank = |c: &PlanChoice| {
+            c.false_failovers_per_year
+                .max(NEGLIGIBLE_FALSE_FAILOVERS_PER_YEAR)
+        };
+        assert!(choices.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
         let ten = choices
             .iter()
             .find(|c| c.interval == Duration::from_secs(10))

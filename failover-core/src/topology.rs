@@ -29,7 +29,9 @@ pub struct Region {
     #[serde(default = "Region::default_weight")]
     pub base_weight: u32,
     /// Load the region can carry, as a fraction of the whole service's peak
-    /// (1.0 = can take all of peak traffic alone; 0.6 = 60 % of peak).
+    /// (1.0 = can take all of peak traffic alone; 0.6 = 60 % of peak). At most
+    /// [`Region::MAX_CAPACITY`], so that a percentage written by mistake
+    /// (`capacity = 60`) is refused rather than read as 60 times peak.
     #[serde(default = "Region::default_capacity")]
     pub capacity: f64,
     /// The addresses the service name resolves to when this region serves.
@@ -38,6 +40,10 @@ pub struct Region {
 }
 
 impl Region {
+    /// The largest capacity accepted (10 times peak): anything above is far
+    /// more likely a percentage than a fraction.
+    pub const MAX_CAPACITY: f64 = 10.0;
+
     /// A region with base weight 100, capacity 1.0 and no records.
     pub fn new(name: impl Into<String>, role: RegionRole) -> Self {
         Region {
@@ -115,42 +121,54 @@ impl TopologyConfig {
         }
         if self.regions.is_empty() {
             return Err(ConfigError::invalid(
-                "regions",
+                "region",
                 "at least one region is required",
             ));
         }
         for (i, region) in self.regions.iter().enumerate() {
             if region.name.trim().is_empty() {
                 return Err(ConfigError::invalid(
-                    format!("regions[{i}].name"),
+                    format!("region[{i}].name"),
                     "must not be empty",
                 ));
             }
             if let Some(j) = self.regions[..i].iter().position(|r| r.name == region.name) {
                 return Err(ConfigError::invalid(
-                    format!("regions[{i}].name"),
-                    format!("duplicate region id {:?} (also regions[{j}])", region.name),
+                    format!("region[{i}].name"),
+                    format!("duplicate region id {:?} (also region[{j}])", region.name),
                 ));
             }
             if !(region.capacity.is_finite() && region.capacity >= 0.0) {
                 return Err(ConfigError::invalid(
-                    format!("regions[{i}].capacity"),
+                    format!("region[{i}].capacity"),
                     format!(
                         "must be a finite fraction of peak ≥ 0, got {}",
                         region.capacity
                     ),
                 ));
             }
+            if region.capacity > Region::MAX_CAPACITY {
+                let c = region.capacity;
+                return Err(ConfigError::invalid(
+                    format!("region[{i}].capacity"),
+                    format!(
+                        "{c} would be {c} times peak, more than the limit of {}: capacity is a \
+                         fraction of peak: 0.6 means 60 %; write {} if you meant {c} %",
+                        Region::MAX_CAPACITY,
+                        c / 100.0
+                    ),
+                ));
+            }
         }
         if self.regions.iter().all(|r| r.base_weight == 0) {
             return Err(ConfigError::invalid(
-                "regions[].base_weight",
+                "region[].base_weight",
                 "all base weights are zero: at least one region must carry traffic",
             ));
         }
         if !self.regions.iter().any(|r| r.role == RegionRole::Active) {
             return Err(ConfigError::invalid(
-                "regions[].role",
+                "region[].role",
                 "standby regions need at least one active region",
             ));
         }
@@ -160,7 +178,7 @@ impl TopologyConfig {
             .any(|r| r.role == RegionRole::Active && r.base_weight > 0)
         {
             return Err(ConfigError::invalid(
-                "regions[].base_weight",
+                "region[].base_weight",
                 "every active region has base weight 0: nothing would serve in normal operation",
             ));
         }
@@ -186,19 +204,19 @@ impl TopologyConfig {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.name.trim().is_empty() {
                 return Err(ConfigError::invalid(
-                    format!("nodes[{i}].name"),
+                    format!("node[{i}].name"),
                     "must not be empty",
                 ));
             }
             if let Some(j) = self.nodes[..i].iter().position(|n| n.name == node.name) {
                 return Err(ConfigError::invalid(
-                    format!("nodes[{i}].name"),
-                    format!("duplicate node {:?} (also nodes[{j}])", node.name),
+                    format!("node[{i}].name"),
+                    format!("duplicate node {:?} (also node[{j}])", node.name),
                 ));
             }
             let Some(r) = self.regions.iter().position(|r| r.name == node.region) else {
                 return Err(ConfigError::invalid(
-                    format!("nodes[{i}].region"),
+                    format!("node[{i}].region"),
                     format!("names unknown region {:?}", node.region),
                 ));
             };
@@ -207,7 +225,7 @@ impl TopologyConfig {
         let primaries = self.nodes.iter().filter(|n| n.primary).count();
         if !self.nodes.is_empty() && primaries != 1 {
             return Err(ConfigError::invalid(
-                "nodes[].primary",
+                "node[].primary",
                 format!("exactly one node must be the initial primary, found {primaries}"),
             ));
         }

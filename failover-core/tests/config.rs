@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use failover_core::{Config, ConfigError, MaxRpo, Node, Policy, Region, RegionRole, Topology};
+use failover_core::{
+    Config, ConfigError, ConfigLocation, MaxRpo, Node, Policy, Region, RegionRole, Topology,
+};
 
 const SEED: &str = r#"
 service = "api.example.com."
@@ -98,14 +100,14 @@ fn toml_round_trip_is_lossless() {
 
 #[test]
 fn no_regions() {
-    assert_eq!(topology_error(|r| r.clear()), "regions");
+    assert_eq!(topology_error(|r| r.clear()), "region");
 }
 
 #[test]
 fn duplicate_region_ids() {
     assert_eq!(
         topology_error(|r| r[1].name = "us-east".into()),
-        "regions[1].name"
+        "region[1].name"
     );
 }
 
@@ -113,7 +115,7 @@ fn duplicate_region_ids() {
 fn all_base_weights_zero() {
     assert_eq!(
         topology_error(|r| r.iter_mut().for_each(|r| r.base_weight = 0)),
-        "regions[].base_weight"
+        "region[].base_weight"
     );
 }
 
@@ -121,7 +123,7 @@ fn all_base_weights_zero() {
 fn standby_regions_with_no_active_region() {
     assert_eq!(
         topology_error(|r| r[0].role = RegionRole::Standby),
-        "regions[].role"
+        "region[].role"
     );
 }
 
@@ -129,7 +131,7 @@ fn standby_regions_with_no_active_region() {
 fn negative_capacity() {
     assert_eq!(
         topology_error(|r| r[1].capacity = -1.0),
-        "regions[1].capacity"
+        "region[1].capacity"
     );
 }
 
@@ -144,13 +146,13 @@ fn node_in_unknown_region_and_two_primaries() {
         primary,
     };
     let err = base().node(node("pg", "mars", true)).build().unwrap_err();
-    assert_eq!(field(err), "nodes[0].region");
+    assert_eq!(field(err), "node[0].region");
     let err = base()
         .node(node("a", "us-east", true))
         .node(node("b", "us-east", true))
         .build()
         .unwrap_err();
-    assert_eq!(field(err), "nodes[].primary");
+    assert_eq!(field(err), "node[].primary");
 }
 
 #[test]
@@ -253,4 +255,207 @@ fn the_readme_configuration_loads() {
         33,
         "README says detection 20–33 s"
     );
+}
+
+/// The 1-based line and column of the first `needle` in `text`.
+fn place_of(text: &str, needle: &str) -> ConfigLocation {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the test's TOML"));
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    ConfigLocation {
+        line: before.matches('\n').count() as u32 + 1,
+        column: before[line_start..].chars().count() as u32 + 1,
+    }
+}
+
+/// Issue 10, item 14: each error of a file names the field in the file's own
+/// terms and the line and column it is written at, at the top level, in a
+/// `[[region]]`, in a `[[node]]` and in `[policy]`, whether the TOML reader or
+/// a validation rule found it.
+#[test]
+fn every_file_error_names_its_field_and_place() {
+    struct Case {
+        what: &'static str,
+        replace: &'static str,
+        with: &'static str,
+        field: &'static str,
+        /// The text the location must point at (first occurrence after the edit).
+        at: &'static str,
+        says: &'static str,
+    }
+    let cases = [
+        Case {
+            what: "negative base weight in the second region",
+            replace: "role = \"standby\"",
+            with: "role = \"standby\"\nbase_weight = -5",
+            field: "region[1].base_weight",
+            at: "-5",
+            says: "-5",
+        },
+        Case {
+            what: "misspelt key in a region",
+            replace: "records = [\"192.0.2.10\"]",
+            with: "records = [\"192.0.2.10\"]\nwieght = 5",
+            field: "region[0].wieght",
+            at: "wieght",
+            says: "unknown field `wieght`",
+        },
+        Case {
+            what: "not an IP address in a region's records",
+            replace: "records = [\"198.51.100.10\"]",
+            with: "records = [\"198.51.100.10\", \"not-an-ip\"]",
+            field: "region[1].records[1]",
+            at: "\"not-an-ip\"",
+            says: "not an IPv4 or IPv6 address",
+        },
+        Case {
+            what: "missing service at the top level",
+            replace: "service = \"api.example.com.\"\n",
+            with: "",
+            field: "service",
+            // The top-level table, which lacks it, starts the file.
+            at: "",
+            says: "missing field `service`",
+        },
+        Case {
+            what: "misspelt key at the top level",
+            replace: "vantages = [\"local\"]",
+            with: "vantage = [\"local\"]",
+            field: "vantage",
+            at: "vantage =",
+            says: "unknown field `vantage`",
+        },
+        Case {
+            what: "misspelt key in a node",
+            replace: "priority = 1",
+            with: "priorty = 1",
+            field: "node[1].priorty",
+            at: "priorty",
+            says: "unknown field `priorty`",
+        },
+        Case {
+            what: "a node without its region",
+            replace: "region = \"us-west\"\n",
+            with: "",
+            field: "node[1].region",
+            // The `[[node]]` header of the table that lacks it.
+            at: "[[node]]\nname = \"pg-west\"",
+            says: "missing field `region`",
+        },
+        Case {
+            what: "wrong type in a node",
+            replace: "primary = true",
+            with: "primary = \"yes\"",
+            field: "node[0].primary",
+            at: "\"yes\"",
+            says: "bool",
+        },
+        Case {
+            what: "misspelt key in the policy",
+            replace: "fall = 3",
+            with: "fal = 3",
+            field: "policy.fal",
+            at: "fal =",
+            says: "unknown field `fal`",
+        },
+        Case {
+            what: "capacity written as a percentage",
+            replace: "capacity = 0.6",
+            with: "capacity = 60",
+            field: "region[1].capacity",
+            at: "capacity = 60",
+            says: "capacity is a fraction of peak: 0.6 means 60 %; write 0.6 if you meant 60 %",
+        },
+        Case {
+            what: "duplicate region name (a validation rule)",
+            replace: "name = \"us-west\"",
+            with: "name = \"us-east\"",
+            field: "region[1].name",
+            at: "name = \"us-east\"\nrole",
+            says: "duplicate region",
+        },
+        Case {
+            what: "node in an unknown region (a validation rule)",
+            replace: "region = \"us-west\"",
+            with: "region = \"mars\"",
+            field: "node[1].region",
+            at: "region = \"mars\"",
+            says: "mars",
+        },
+        Case {
+            what: "a duration without its unit",
+            replace: "interval = \"10s\"",
+            with: "interval = \"10\"",
+            field: "policy.interval",
+            at: "\"10\"",
+            says: "no unit",
+        },
+        Case {
+            what: "negative bytes in an inline table",
+            replace: "bytes = 16777216",
+            with: "bytes = -1",
+            field: "policy.max_rpo.bytes",
+            at: "-1",
+            says: "-1",
+        },
+        Case {
+            what: "an empty vantage (a validation rule on a list item)",
+            replace: "vantages = [\"local\"]",
+            with: "vantages = [\"local\", \"\"]",
+            field: "vantages[1]",
+            at: "\"\"]",
+            says: "must not be empty",
+        },
+        Case {
+            what: "fall of zero (a policy rule)",
+            replace: "fall = 3",
+            with: "fall = 0",
+            field: "policy.fall",
+            at: "fall = 0",
+            says: "at least 1",
+        },
+    ];
+    for case in cases {
+        assert!(SEED.contains(case.replace), "{}: bad test edit", case.what);
+        let text = SEED.replacen(case.replace, case.with, 1);
+        let err = Config::from_toml(&text).expect_err(case.what);
+        let shown = err.to_string();
+        assert_eq!(err.field(), Some(case.field), "{}: {shown}", case.what);
+        let expected = place_of(&text, case.at);
+        assert_eq!(err.location(), Some(expected), "{}: {shown}", case.what);
+        assert!(
+            shown.contains(case.field) && shown.contains(&expected.to_string()),
+            "{}: the message names the field and its place: {shown}",
+            case.what
+        );
+        assert!(shown.contains(case.says), "{}: {shown}", case.what);
+    }
+}
+
+/// A capacity above ten times peak is refused in code too, with the hint.
+#[test]
+fn capacity_as_a_percentage_is_refused_with_a_hint() {
+    let topology = Topology::builder("api.example.com.")
+        .region(Region {
+            capacity: 60.0,
+            ..Region::new("us-east", RegionRole::Active)
+        })
+        .build()
+        .expect_err("60 is a percentage");
+    assert_eq!(topology.field(), Some("region[0].capacity"));
+    assert_eq!(topology.location(), None, "built in code: no file");
+    assert!(
+        topology.to_string().contains("0.6 means 60 %"),
+        "{topology}"
+    );
+    // Overprovisioned but plausible capacities still pass.
+    Topology::builder("api.example.com.")
+        .region(Region {
+            capacity: 2.5,
+            ..Region::new("us-east", RegionRole::Active)
+        })
+        .build()
+        .unwrap();
 }

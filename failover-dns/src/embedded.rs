@@ -2,7 +2,7 @@
 //! needs no DNS provider because the library itself answers for the service name.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -52,7 +52,11 @@ impl EmbeddedConfig {
 }
 
 /// The running server. Dropping it stops serving (its tasks are aborted);
-/// [`shutdown`](EmbeddedDns::shutdown) stops it gracefully.
+/// [`shutdown`](EmbeddedDns::shutdown) stops it gracefully. Either way its
+/// [`EmbeddedRouter`]s then refuse plans with [`DnsError::Stopped`] (a
+/// [`PortError`] of kind `Unavailable` through [`TrafficRouter`]), so a
+/// runtime whose server went away reports failed plans instead of applying
+/// them to nothing; a drop while a router is still held is also logged.
 ///
 /// Must be created inside a tokio runtime.
 ///
@@ -84,11 +88,12 @@ impl EmbeddedDns {
         policy: &Policy,
         config: EmbeddedConfig,
     ) -> Result<Self, DnsError> {
-        let router = EmbeddedRouter::new(topology, policy, &config)?;
+        let mut router = EmbeddedRouter::new(topology, policy, &config)?;
         let (udp, tcp) = bind_pair(addr).await?;
         let local_addr = udp
             .local_addr()
             .map_err(|source| DnsError::Bind { addr, source })?;
+        router.server_addr = local_addr;
         let mut server = Server::new(AuthoritativeZone(router.state.clone()));
         server.register_socket(udp);
         server.register_listener(tcp, config.tcp_idle_timeout, 64);
@@ -116,10 +121,30 @@ impl EmbeddedDns {
         self.router.state.queries.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting queries and waits for the server tasks to end.
+    /// Stops accepting queries and waits for the server tasks to end. Its
+    /// routers refuse plans from now on.
     pub async fn shutdown(mut self) {
+        self.router.serving.store(false, Ordering::SeqCst);
         if let Err(error) = self.server.shutdown_gracefully().await {
             tracing::warn!(%error, "embedded DNS server ended with an error");
+        }
+        tracing::info!(local_addr = %self.local_addr, "embedded DNS server shut down");
+    }
+}
+
+impl Drop for EmbeddedDns {
+    fn drop(&mut self) {
+        // `swap` tells a drop after `shutdown` (already stopped) from a
+        // silent one.
+        let was_serving = self.router.serving.swap(false, Ordering::SeqCst);
+        let routers_held = Arc::strong_count(&self.router.serving) > 1;
+        if was_serving && routers_held {
+            tracing::warn!(
+                local_addr = %self.local_addr,
+                "embedded DNS server dropped while its router is still held: it no longer \
+                 answers, and plans applied through the router now fail (Unavailable); \
+                 keep the EmbeddedDns alive as long as the runtime uses its router"
+            );
         }
     }
 }
@@ -133,6 +158,10 @@ pub struct EmbeddedRouter {
     /// `apply` calls cannot lose one another's SOA serial increment.
     writer: Arc<Mutex<()>>,
     applied: Arc<AtomicU64>,
+    /// False once the server was shut down or dropped.
+    serving: Arc<AtomicBool>,
+    /// Where the server answers, for the error once it stopped.
+    server_addr: SocketAddr,
 }
 
 impl EmbeddedRouter {
@@ -186,12 +215,31 @@ impl EmbeddedRouter {
             facts: Arc::new(facts),
             writer: Arc::new(Mutex::new(())),
             applied: Arc::new(AtomicU64::new(0)),
+            serving: Arc::new(AtomicBool::new(true)),
+            server_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         })
     }
 
+    /// Whether the server still answers; plans are refused once it does not.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
+    fn check_serving(&self) -> Result<(), DnsError> {
+        if self.is_serving() {
+            Ok(())
+        } else {
+            Err(DnsError::Stopped {
+                addr: self.server_addr,
+            })
+        }
+    }
+
     /// Makes `plan` live for the next query. Applying the live plan again
-    /// changes nothing (not even the SOA serial).
+    /// changes nothing (not even the SOA serial). Fails with
+    /// [`DnsError::Stopped`] once the server was shut down or dropped.
     pub fn set_plan(&self, plan: &WeightPlan) -> Result<(), DnsError> {
+        self.check_serving()?;
         let regions = self.facts.regions.len();
         if let Some(w) = plan.weights.iter().find(|w| w.region.index() >= regions) {
             return Err(DnsError::UnknownRegion {
@@ -242,7 +290,10 @@ impl TrafficRouter for EmbeddedRouter {
         self.set_plan(plan).map_err(PortError::from)
     }
 
+    /// The weights being served; `Unavailable` once the server stopped, since
+    /// nothing is served then.
     async fn read_back(&self) -> Result<Vec<RegionWeight>, PortError> {
+        self.check_serving()?;
         Ok(self.live_weights())
     }
 }

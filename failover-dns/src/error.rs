@@ -118,6 +118,15 @@ pub enum DnsError {
         /// The response code.
         rcode: String,
     },
+    /// The embedded server this router belongs to was shut down or dropped:
+    /// a plan applied now would be served by nobody. Keep the
+    /// [`EmbeddedDns`](crate::EmbeddedDns) alive as long as its router is in
+    /// use. Retryable only in the sense that a new server may be started.
+    #[error("embedded DNS server {addr} stopped: it no longer answers, so plans cannot be served; keep the EmbeddedDns alive while its router is in use")]
+    Stopped {
+        /// The address the server answered on.
+        addr: SocketAddr,
+    },
     /// Encoding or signing a message failed (a bug or an unusable key).
     #[error("cannot encode the {what}: {reason}")]
     Encode {
@@ -136,7 +145,9 @@ impl DnsError {
                 PortErrorKind::Config
             }
             DnsError::Timeout { .. } => PortErrorKind::Timeout,
-            DnsError::Io { .. } | DnsError::ServerFailure { .. } => PortErrorKind::Unavailable,
+            DnsError::Io { .. } | DnsError::ServerFailure { .. } | DnsError::Stopped { .. } => {
+                PortErrorKind::Unavailable
+            }
             DnsError::Auth { .. } => PortErrorKind::Auth,
             DnsError::Conflict { .. } | DnsError::VerifyMismatch { .. } => PortErrorKind::Conflict,
             DnsError::Malformed { .. } | DnsError::Encode { .. } => PortErrorKind::Malformed,

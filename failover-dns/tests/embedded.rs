@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use failover_core::ports::TrafficRouter;
 use failover_core::{
-    AllDownPolicy, Policy, Region, RegionId, RegionRole, RegionWeight, Topology, WeightPlan,
+    AllDownPolicy, Policy, PortErrorKind, Region, RegionId, RegionRole, RegionWeight, Topology,
+    WeightPlan,
 };
 use failover_dns::{DnsError, EmbeddedConfig, EmbeddedDns, Selection};
 use failover_testkit::bind::{dig, dig_raw};
@@ -451,4 +452,49 @@ async fn shutting_down_stops_answering() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "TCP closed too"
     );
+}
+
+/// Issue 10 item 15: a router whose server was dropped (or shut down) must
+/// not accept plans as if they were served: `apply` fails with an
+/// `Unavailable` error that says the server stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_refuses_plans_once_its_server_is_dropped_or_shut_down() {
+    for graceful in [false, true] {
+        let server = start(Selection::AllServing, AllDownPolicy::FailOpen).await;
+        let addr = server.local_addr();
+        let router = server.router();
+        router
+            .apply(&plan(1, 30, 0, 100))
+            .await
+            .expect("the running server takes plans");
+        assert!(router.is_serving());
+        if graceful {
+            server.shutdown().await;
+        } else {
+            drop(server);
+        }
+        assert!(!router.is_serving(), "graceful: {graceful}");
+        let err = router
+            .apply(&plan(2, 30, 100, 0))
+            .await
+            .expect_err("no server answers any more");
+        assert_eq!(err.kind(), PortErrorKind::Unavailable, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("embedded DNS server") && text.contains("stopped"),
+            "{text}"
+        );
+        assert!(text.contains(&addr.to_string()), "names the server: {text}");
+        let err = router.read_back().await.expect_err("nothing is served");
+        assert_eq!(err.kind(), PortErrorKind::Unavailable);
+        assert!(matches!(
+            router.set_plan(&plan(3, 30, 100, 0)),
+            Err(DnsError::Stopped { .. })
+        ));
+        assert_eq!(
+            router.plans_applied(),
+            1,
+            "the refused plans changed nothing"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use failover::core::{
+use failover::decision::{
     Config, Health, Node, Policy, Region, RegionId, RegionRole, Topology, VantageId,
 };
 use failover::probe::{HttpProbe, HttpProbeConfig};
