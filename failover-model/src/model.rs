@@ -416,7 +416,12 @@ impl Model for OneWriter {
                 let node = &mut s.nodes[n as usize];
                 node.up = false;
                 node.deadline = 0;
-                node.hold = 0;
+                // A failsafe hold is a promise about wall-clock time: it
+                // outlives a restart of the guard (kept on disk, or the guard
+                // waits a guard TTL after starting before it unfences).
+                if self.config.failsafe == Failsafe::HoldUntilStoreBack {
+                    node.hold = 0;
+                }
             }
             Action::RestartNode(n) => {
                 let node = &mut s.nodes[n as usize];
