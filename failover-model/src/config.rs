@@ -112,6 +112,11 @@ pub enum PromotionRule {
     /// The rule issue 9 removes: a failed fence (timeout, unreachable) also
     /// counts. The checker must find a split brain.
     PromoteOnUnreachable,
+    /// The proof rule with the lease check split off: the controller reads
+    /// that the old writer's guard lease expired, and moves the writer in a
+    /// later request without the guard-key condition. The guard can renew
+    /// and unfence in between, so the checker must find a split brain.
+    LeaseReadBeforeMove,
 }
 
 /// Whether the receiving side of a side effect checks the fencing token.

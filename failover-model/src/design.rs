@@ -33,7 +33,8 @@
 //!   revision == token, writer == {old, e}, guard key of old absent)
 //!   Then(put writer {new, e+1})`). Checking the lease and then writing in a
 //!   second request would let the guard renew, see itself named, and
-//!   unfence in between. The fence-confirmed move is the same transaction
+//!   unfence in between: [`PromotionRule::LeaseReadBeforeMove`] does that,
+//!   and the checker finds the split brain in 10 steps. The fence-confirmed move is the same transaction
 //!   without the guard-key condition.
 //! - **Promote.** The leader asks the node its view names to promote at that
 //!   epoch. The node's guard accepts only if the store says the token is the
@@ -125,3 +126,4 @@
 //! must be is what the model answers; see the failsafe tests.
 //!
 //! [`ModelConfig`]: crate::ModelConfig
+//! [`PromotionRule::LeaseReadBeforeMove`]: crate::PromotionRule::LeaseReadBeforeMove

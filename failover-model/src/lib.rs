@@ -16,8 +16,8 @@
 //!   writer and DNS points at it, so the model is not vacuous.
 //!
 //! [`ModelConfig`] picks sizes and the variant: the safe protocol, the old
-//! "promote on unreachable" rule, receivers without token checks, and
-//! Patroni-style failsafe mode. The [`design`] module says what is modelled,
+//! "promote on unreachable" rule, a lease check split from the writer move,
+//! receivers without token checks, and Patroni-style failsafe mode. The [`design`] module says what is modelled,
 //! what is abstracted, and how it maps onto the real code.
 //!
 //! ```

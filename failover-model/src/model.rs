@@ -25,8 +25,10 @@ pub enum Delivery {
 /// What a store transaction moving the writer relies on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proof {
-    /// The controller holds the old writer's fence confirmation.
-    Fenced,
+    /// The controller holds proof from an earlier step: the old writer's
+    /// fence confirmation (or, in the broken variants, a fence that merely
+    /// failed, or a guard lease it saw expired in an earlier read).
+    Held,
     /// The transaction itself requires the old writer's guard lease to be
     /// gone.
     LeaseExpired,
@@ -48,6 +50,9 @@ pub enum Action {
     ReadWriter(u8),
     /// Controller `c` fences the node its view names, with the next epoch.
     Fence(u8, Delivery),
+    /// Controller `c` reads the guard lease of the node its view names and
+    /// finds it expired ([`PromotionRule::LeaseReadBeforeMove`] only).
+    SeeLeaseExpired(u8),
     /// Controller `c` moves the writer record to the other node at the next
     /// epoch by compare-and-set.
     MoveWriter(u8, Proof, Delivery),
@@ -167,6 +172,13 @@ impl OneWriter {
                 actions.push(Action::Fence(cu, d));
             }
         }
+        if self.config.promotion == PromotionRule::LeaseReadBeforeMove
+            && !ctl.proof
+            && to_store
+            && state.store.guard_lease[target] == 0
+        {
+            actions.push(Action::SeeLeaseExpired(cu));
+        }
         if to_store
             && view.epoch < self.config.max_epoch
             && state.store.writer == view
@@ -174,9 +186,11 @@ impl OneWriter {
         {
             let mut proofs = Vec::new();
             if ctl.proof {
-                proofs.push(Proof::Fenced);
+                proofs.push(Proof::Held);
             }
-            if state.store.guard_lease[target] == 0 {
+            if self.config.promotion != PromotionRule::LeaseReadBeforeMove
+                && state.store.guard_lease[target] == 0
+            {
                 proofs.push(Proof::LeaseExpired);
             }
             for p in proofs {
@@ -364,6 +378,7 @@ impl Model for OneWriter {
                 };
                 s.controllers[c as usize].proof = proven;
             }
+            Action::SeeLeaseExpired(c) => s.controllers[c as usize].proof = true,
             Action::MoveWriter(c, _proof, delivery) => {
                 let ctl = s.controllers[c as usize];
                 let (view, lead) = (ctl.view?, ctl.lead?);

@@ -24,9 +24,12 @@ pub fn describe_action(action: &Action) -> String {
         Action::KeepAlive(c) => format!("c{c} sends a keep-alive"),
         Action::ReadWriter(c) => format!("c{c} reads the writer record"),
         Action::Fence(c, d) => format!("c{c} fences its view's writer: {}", delivery(d)),
+        Action::SeeLeaseExpired(c) => {
+            format!("c{c} reads the old writer's guard lease: expired")
+        }
         Action::MoveWriter(c, p, d) => {
             let why = match p {
-                Proof::Fenced => "on its fence result",
+                Proof::Held => "on the proof it holds",
                 Proof::LeaseExpired => "on the old writer's expired guard lease",
             };
             format!("c{c} moves the writer record {why}: {}", delivery(d))

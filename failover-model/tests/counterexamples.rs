@@ -63,3 +63,19 @@ fn receivers_without_token_checks_apply_a_deposed_leaders_update() {
         "the stale side effect must come from a paused leader that resumed: {actions:?}"
     );
 }
+
+#[test]
+fn reading_the_expired_lease_before_the_move_makes_two_writers() {
+    let config = ModelConfig::small().with_promotion(PromotionRule::LeaseReadBeforeMove);
+    let path = find(config, "S1 one writer");
+    assert_eq!(path.last_state().writable_nodes(), vec![0, 1]);
+    let actions = path.into_actions();
+    let seen = actions
+        .iter()
+        .position(|a| matches!(a, Action::SeeLeaseExpired(_)));
+    let renewed = actions.iter().rposition(|a| matches!(a, Action::Renew(0)));
+    assert!(
+        matches!((seen, renewed), (Some(s), Some(r)) if s < r),
+        "the old writer's guard must renew after the lease was seen expired: {actions:?}"
+    );
+}
