@@ -14,10 +14,16 @@ pub struct ModelConfig {
     /// A guard lease's TTL at the store, in ticks.
     pub guard_ttl: u8,
     /// How many ticks before the store would expire a lease its holder gives
-    /// it up: a leader steps down, a guard fences its node. Stands for the
-    /// real margin against clock drift and scheduling delay (the model's
-    /// clocks are perfect), so it must be at least 1.
+    /// it up, by the holder's own clock: a leader steps down, a guard fences
+    /// its node. The real margin covers clock drift and scheduling pauses;
+    /// here it must cover `guard_drift`. Between two renewals a holder
+    /// counts from the request, so `ttl - margin` must be at least 2 for a
+    /// holder that renews every tick to keep its lease.
     pub margin: u8,
+    /// How many ticks a guard's clock may fall behind the store's between
+    /// two renewals (drift, or the guard paused). Safety needs
+    /// `margin >= guard_drift`.
+    pub guard_drift: u8,
     /// Leadership terms the store may grant (fencing tokens 1..=this).
     pub max_terms: u8,
     /// Highest writer epoch (the initial writer has epoch 1), so
@@ -44,6 +50,7 @@ impl ModelConfig {
             leader_ttl: 3,
             guard_ttl: 3,
             margin: 1,
+            guard_drift: 0,
             max_terms: 2,
             max_epoch: 2,
             network: Network::Lossy,
@@ -74,6 +81,14 @@ impl ModelConfig {
     /// The same model with a failsafe mode.
     pub const fn with_failsafe(mut self, failsafe: Failsafe) -> Self {
         self.failsafe = failsafe;
+        self
+    }
+
+    /// The same model with another margin (leaders and guards) and guard
+    /// clock drift, in ticks.
+    pub const fn with_guard_clock(mut self, margin: u8, guard_drift: u8) -> Self {
+        self.margin = margin;
+        self.guard_drift = guard_drift;
         self
     }
 

@@ -102,11 +102,14 @@
 //! - **Consensus inside the store**: etcd is one linearizable object. An
 //!   etcd minority down is invisible; a majority down is "every request to
 //!   the store is lost", which the lossy network already includes.
-//! - **Clock drift**: clocks are perfect and time is discrete; the margin of
-//!   one tick stands for the real margin, which must cover the drift between
-//!   a guard's clock and the store's over one TTL plus the longest
-//!   scheduling pause of the guard. A guard paused past its margin is outside
-//!   the model, like a guard that dies while its node runs.
+//! - **Clock drift**: the store's and controllers' clocks are perfect and
+//!   time is discrete. A guard's clock may lag: with `guard_drift` set, a
+//!   tick may pass uncounted by a guard, up to `guard_drift` ticks between
+//!   two renewals (drift, or the guard paused). The checks show that a
+//!   margin equal to the drift keeps one writer and a margin below it does
+//!   not (`tests/guard_clock.rs`). The real margin must therefore cover the
+//!   drift between a guard's clock and the store's over one TTL plus the
+//!   guard's longest pause. A leader's lag is the pause fault above.
 //! - **Health probes and verdicts**: a leader may decide at any moment that
 //!   the writer is lost (the worst case for safety). Quorum of vantages,
 //!   RPO gates and replication lag do not affect S1 or S3 and are left out.

@@ -39,8 +39,10 @@ pub enum Proof {
 pub enum Action {
     /// One tick of time passes: leases count down, the store expires what
     /// ran out, running controllers step down and guards fence at their
-    /// deadlines.
-    Tick,
+    /// deadlines. The argument is a bit set of guards whose clocks lag and
+    /// do not count this tick (at most `guard_drift` ticks per lease; 0 when
+    /// every clock keeps time).
+    Tick(u8),
     /// Controller `c` creates the leader key (it had none) and leads with
     /// the new revision as its token.
     Campaign(u8),
@@ -278,6 +280,7 @@ impl Model for OneWriter {
             fenced: !primary,
             deadline: guard_deadline,
             hold: 0,
+            lag: 0,
         };
         vec![State {
             store: Store {
@@ -296,7 +299,20 @@ impl Model for OneWriter {
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
-        actions.push(Action::Tick);
+        let lagging: Vec<u8> = (0..NODES as u8)
+            .filter(|&n| {
+                let node = &state.nodes[n as usize];
+                node.up && node.lag < self.config.guard_drift
+            })
+            .collect();
+        for mask in 0..(1u8 << lagging.len()) {
+            let slow = lagging
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .fold(0u8, |acc, (_, &n)| acc | 1 << n);
+            actions.push(Action::Tick(slow));
+        }
         for c in 0..CONTROLLERS {
             self.controller_actions(state, c, actions);
         }
@@ -321,7 +337,7 @@ impl Model for OneWriter {
         let cfg = &self.config;
         let mut s = last.clone();
         match action {
-            Action::Tick => self.tick(&mut s),
+            Action::Tick(slow) => self.tick(&mut s, slow),
             Action::Campaign(c) => {
                 let token = s.store.last_token + 1;
                 s.store.last_token = token;
@@ -415,6 +431,7 @@ impl Model for OneWriter {
                 s.store.guard_lease[n as usize] = cfg.guard_ttl;
                 let node = &mut s.nodes[n as usize];
                 node.deadline = cfg.guard_ttl - cfg.margin;
+                node.lag = 0;
                 if cfg.failsafe == Failsafe::HoldUntilStoreBack {
                     node.hold = 0;
                 }
@@ -425,6 +442,7 @@ impl Model for OneWriter {
             }
             Action::FailsafeRenew(n) => {
                 s.nodes[n as usize].deadline = cfg.guard_ttl - cfg.margin;
+                s.nodes[n as usize].lag = 0;
                 s.nodes[1 - n as usize].hold = cfg.guard_ttl;
             }
             Action::CrashNode(n) => {
@@ -463,7 +481,7 @@ impl Model for OneWriter {
 }
 
 impl OneWriter {
-    fn tick(&self, s: &mut State) {
+    fn tick(&self, s: &mut State, slow: u8) {
         if let Some(key) = s.store.leader.as_mut() {
             key.ticks_left -= 1;
             if key.ticks_left == 0 {
@@ -483,7 +501,13 @@ impl OneWriter {
                 }
             }
         }
-        for node in s.nodes.iter_mut() {
+        for (n, node) in s.nodes.iter_mut().enumerate() {
+            if slow & (1 << n) != 0 {
+                // This guard's clock lags: it counts neither its deadline
+                // nor its hold this tick.
+                node.lag += 1;
+                continue;
+            }
             if self.config.failsafe == Failsafe::HoldForGrantedTtl {
                 node.hold = node.hold.saturating_sub(1);
             }

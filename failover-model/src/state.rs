@@ -90,6 +90,9 @@ pub struct Node {
     /// "non-zero") during which this guard refuses promotion and unfencing,
     /// because it confirmed to the writer's guard that it is fenced.
     pub hold: u8,
+    /// Ticks the guard's clock has fallen behind since it last renewed
+    /// (clock drift, or the guard paused), at most `guard_drift`.
+    pub lag: u8,
 }
 
 impl Controller {

@@ -19,7 +19,17 @@ pub fn describe_action(action: &Action) -> String {
         Link::GuardGuard => "guard0–guard1".to_string(),
     };
     match action {
-        Action::Tick => "one tick passes".to_string(),
+        Action::Tick(0) => "one tick passes".to_string(),
+        Action::Tick(slow) => {
+            let guards: Vec<String> = (0..8)
+                .filter(|n| slow & (1 << n) != 0)
+                .map(|n| format!("guard{n}"))
+                .collect();
+            format!(
+                "one tick passes; the clock of {} lags and does not count it",
+                guards.join(" and ")
+            )
+        }
         Action::Campaign(c) => format!("c{c} takes the leader key"),
         Action::KeepAlive(c) => format!("c{c} sends a keep-alive"),
         Action::ReadWriter(c) => format!("c{c} reads the writer record"),
