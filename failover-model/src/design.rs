@@ -76,7 +76,11 @@
 //!   request be lost, or applied with its reply lost, at any time. A lost
 //!   request that changes no state is simply a step not taken; it is listed
 //!   as an action only where the sender reacts to the timeout (the fence
-//!   under the old rule).
+//!   under the old rule). Lost replies are modelled for fences and writer
+//!   moves. For renewals and keep-alives a lost reply only makes the holder
+//!   give up earlier, and a lost campaign reply only blocks other
+//!   controllers until the key expires: neither can break S1 or S3, so they
+//!   are left out to keep the state space small.
 //! - **Partitions:** [`Network::Links`](crate::Network::Links) makes each
 //!   link (controller–store, controller–node, guard–store, guard–guard) a
 //!   state the checker cuts and heals in any combination. Every behaviour
@@ -92,8 +96,13 @@
 //!   DNS, each node's promotion — no side effect is applied with a token
 //!   older than one a successor already used on that receiver. Per
 //!   receiver is what a token check at the receiver can give: a receiver
-//!   cannot know of a newer term until someone tells it, so the new leader
-//!   raises the DNS TXT token before it relies on DNS refusing the old one.
+//!   cannot know of a newer term until someone tells it. Across receivers
+//!   it does not hold: a resumed leader's DNS update is accepted after its
+//!   successor moved the writer but before the successor touched DNS
+//!   (pointing DNS at the fenced old writer until the successor's own
+//!   update). Closing that needs the new leader to raise the `_failover`
+//!   TXT token before its first other side effect, or DNS served from the
+//!   store.
 //! - **a failover happens** (sometimes): `n1` becomes the writable writer and
 //!   DNS points at it.
 //!
