@@ -1,0 +1,163 @@
+//! What a run of the model checks: the sizes, the bounds that keep the state
+//! space finite, and the protocol variant (the safe one, or one rule taken
+//! out to show that the checker finds what it guards against).
+
+/// The protocol variant and the bounds of one model.
+///
+/// Times are in ticks of the model's discrete clock. Lease times are kept
+/// relative to now (ticks left), so time itself is unbounded; only the
+/// number of leadership terms and of epochs is bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModelConfig {
+    /// The controllers' leader lease TTL at the store, in ticks.
+    pub leader_ttl: u8,
+    /// A guard lease's TTL at the store, in ticks.
+    pub guard_ttl: u8,
+    /// How many ticks before the store would expire a lease its holder gives
+    /// it up, by the holder's own clock: a leader steps down, a guard fences
+    /// its node. The real margin covers clock drift and scheduling pauses;
+    /// here it must cover `guard_drift`. Between two renewals a holder
+    /// counts from the request, so `ttl - margin` must be at least 2 for a
+    /// holder that renews every tick to keep its lease.
+    pub margin: u8,
+    /// How many ticks a guard's clock may fall behind the store's between
+    /// two renewals (drift, or the guard paused). Safety needs
+    /// `margin >= guard_drift`.
+    pub guard_drift: u8,
+    /// Leadership terms the store may grant (fencing tokens 1..=this).
+    pub max_terms: u8,
+    /// Highest writer epoch (the initial writer has epoch 1), so
+    /// `max_epoch - 1` failovers can happen.
+    pub max_epoch: u8,
+    /// How messages fail.
+    pub network: Network,
+    /// What a controller accepts as proof that the old writer stopped.
+    pub promotion: PromotionRule,
+    /// Whether receivers check the fencing token.
+    pub receivers: ReceiverChecks,
+    /// Patroni-style failsafe mode for a store outage.
+    pub failsafe: Failsafe,
+}
+
+impl ModelConfig {
+    /// The safe protocol, small enough to check exhaustively in seconds:
+    /// leader TTL 3, guard TTL 3, margin 1 (a holder that renews between
+    /// every two ticks keeps its lease; one that stops gives it up after two
+    /// ticks, one tick before the store expires it), two terms, one
+    /// failover, a lossy network, receivers that check tokens, failsafe off.
+    pub const fn small() -> Self {
+        ModelConfig {
+            leader_ttl: 3,
+            guard_ttl: 3,
+            margin: 1,
+            guard_drift: 0,
+            max_terms: 2,
+            max_epoch: 2,
+            network: Network::Lossy,
+            promotion: PromotionRule::ProofOfStop,
+            receivers: ReceiverChecks::Token,
+            failsafe: Failsafe::Off,
+        }
+    }
+
+    /// The same model with another network.
+    pub const fn with_network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The same model with another promotion rule.
+    pub const fn with_promotion(mut self, promotion: PromotionRule) -> Self {
+        self.promotion = promotion;
+        self
+    }
+
+    /// The same model with or without token checks at the receivers.
+    pub const fn with_receivers(mut self, receivers: ReceiverChecks) -> Self {
+        self.receivers = receivers;
+        self
+    }
+
+    /// The same model with a failsafe mode.
+    pub const fn with_failsafe(mut self, failsafe: Failsafe) -> Self {
+        self.failsafe = failsafe;
+        self
+    }
+
+    /// The same model with another margin (leaders and guards) and guard
+    /// clock drift, in ticks.
+    pub const fn with_guard_clock(mut self, margin: u8, guard_drift: u8) -> Self {
+        self.margin = margin;
+        self.guard_drift = guard_drift;
+        self
+    }
+
+    /// The same model with other term and epoch bounds.
+    pub const fn with_bounds(mut self, max_terms: u8, max_epoch: u8) -> Self {
+        self.max_terms = max_terms;
+        self.max_epoch = max_epoch;
+        self
+    }
+}
+
+/// How the network between controllers, the store and the guards fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Network {
+    /// Any message may be lost, at any time, on any path. Partitions are a
+    /// special case (every message on a path lost for a while), so this
+    /// over-approximates them with a much smaller state.
+    Lossy,
+    /// Every link (controller–store, controller–node, guard–store,
+    /// guard–guard) is an explicit state that the checker cuts and heals.
+    /// Nothing crosses a cut link; a request crosses an intact one, though
+    /// its reply may still be lost (the link was cut in between). Every
+    /// behaviour here is also one of [`Network::Lossy`] (the properties do
+    /// not read the links), so this mode adds readable traces, not
+    /// coverage.
+    Links,
+}
+
+/// When a controller may move the writer away from the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PromotionRule {
+    /// The design's rule: only after the old writer's node confirmed the
+    /// fence, or inside the same store transaction that finds the old
+    /// writer's guard lease expired.
+    ProofOfStop,
+    /// The rule issue 9 removes: a failed fence (timeout, unreachable) also
+    /// counts. The checker must find a split brain.
+    PromoteOnUnreachable,
+    /// The proof rule with the lease check split off: the controller reads
+    /// that the old writer's guard lease expired, and moves the writer in a
+    /// later request without the guard-key condition. The guard can renew
+    /// and unfence in between, so the checker must find a split brain.
+    LeaseReadBeforeMove,
+}
+
+/// Whether the receiving side of a side effect checks the fencing token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReceiverChecks {
+    /// The store's compare-and-set requires the current leader token, the
+    /// DNS update has a prerequisite on the `_failover` TXT token, and a
+    /// node's guard accepts a promote only for the current leader token and
+    /// the writer record that names its node at that epoch.
+    Token,
+    /// Receivers apply whatever arrives: the checker must find a deposed
+    /// leader's late side effect (S3).
+    None,
+}
+
+/// Patroni's `failsafe_mode`: the writer may keep writing while the store is
+/// unreachable if every other node's guard confirms directly that its node is
+/// a fenced replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failsafe {
+    /// The safe default: a guard that cannot renew at the store fences.
+    Off,
+    /// The design text taken literally: a confirming guard refuses
+    /// promotion (and unfencing) until it reaches the store again.
+    HoldUntilStoreBack,
+    /// A confirming guard refuses promotion and unfencing until the
+    /// extension it granted has run out (a guard TTL), store or not.
+    HoldForGrantedTtl,
+}

@@ -1,0 +1,141 @@
+//! Design note: what the model is, what it leaves out, and how it maps onto
+//! the real code. (Documentation only; this module has no items.)
+//!
+//! The protocol is DESIGN.md's "One writer, always". The model checks it
+//! for two controllers `c0`, `c1`, the coordination store, two PostgreSQL
+//! nodes `n0`, `n1` each with its guard, and one DNS receiver.
+//!
+//! # Parties and what they hold
+//!
+//! | model | real code |
+//! |---|---|
+//! | [`Store`](crate::Store): one linearizable object; each request is applied atomically or not at all | etcd (3 members); the in-process store of the single-controller default |
+//! | [`LeaderKey`](crate::LeaderKey) `{controller, token, ticks_left}` | the leader key under the controllers' lease; `token` is its create revision (`failover_core::coordination::FencingToken`) |
+//! | `Store::writer` [`Writer`](crate::Writer) `{node, epoch}` | the writer record (`failover_core::coordination::WriterRecord`) |
+//! | `Store::guard_lease[n]` | node `n`'s guard lease (`failover_core::ports::GuardLease`) |
+//! | [`Controller`](crate::Controller) `{paused, lead, view, proof}` | a controller process: its belief that it leads, the writer record it last read, whether it holds a fence confirmation |
+//! | [`Node`](crate::Node) `{up, promoted, fence_epoch, fenced, deadline}` | PostgreSQL plus its `NodeGuard`: `promoted` and `fence_epoch` are the durable rows of `failover.epoch` / `failover.fence`, `fenced` is the fence (read-only, sessions terminated), `deadline` the guard's own countdown |
+//! | [`Dns`](crate::Dns) `{node, token}` | the zone, and the token in its `_failover` TXT record |
+//!
+//! # The rules, as modelled
+//!
+//! - **Leadership.** A controller with no lead creates the leader key if
+//!   none exists; the store's revision counter gives the token (1, 2, … —
+//!   strictly growing). A keep-alive renews the key, or finds it gone and
+//!   steps down. The controller believes it leads for `leader_ttl − margin`
+//!   ticks from the request, so a running controller steps down one tick
+//!   before the store can expire its key.
+//! - **Moving the writer.** A leader reads the writer record, then needs a
+//!   proof that the named node stopped: its fence **confirmed** by the node
+//!   (the fence carries the next epoch, recorded durably on the node), or
+//!   the node's guard lease **expired** — checked inside the same store
+//!   transaction that moves the record (etcd: `If(leader key create
+//!   revision == token, writer == {old, e}, guard key of old absent)
+//!   Then(put writer {new, e+1})`). Checking the lease and then writing in a
+//!   second request would let the guard renew, see itself named, and
+//!   unfence in between: [`PromotionRule::LeaseReadBeforeMove`] does that,
+//!   and the checker finds the split brain in 10 steps. The fence-confirmed move is the same transaction
+//!   without the guard-key condition.
+//! - **Promote.** The leader asks the node its view names to promote at that
+//!   epoch. The node's guard accepts only if the store says the token is the
+//!   current term's and the writer record names this node at this epoch;
+//!   PostgreSQL accepts only an epoch above its promotion epoch and not below
+//!   its fence epoch (`failover-pg`'s epoch rule). A promoted node stays
+//!   fenced until its guard unfences it.
+//! - **Guards.** A guard renews its lease (`guard_ttl`) and reads the writer
+//!   record in one request. Its node is then unfenced if and only if the
+//!   record names it at the epoch it was promoted at and no fence carried a
+//!   higher epoch; otherwise it is fenced. If a guard cannot renew, it
+//!   fences its node when its own countdown (`guard_ttl − margin`, counted
+//!   from the request) reaches zero, one tick before the store expires the
+//!   lease. A replica is kept fenced: it cannot take writes anyway.
+//! - **DNS.** An update carries the token and is applied only if the token
+//!   is not below the TXT record's (an RFC 2136 prerequisite on the TXT
+//!   record, after the new leader has raised it to its own token).
+//! - **Unfence** is never a controller's side effect: only the guard lifts
+//!   the fence, from the store's writer record, so a stale controller
+//!   cannot cause one. S1 covers its effect.
+//!
+//! # Faults
+//!
+//! - **Controller crash:** its memory is wiped (crash and restart are one
+//!   step; a controller that stays down is one the checker does not
+//!   schedule). Its key stays until the store expires it.
+//! - **Pause (SIGSTOP):** a paused leader takes no step and does not step
+//!   down while its countdown runs out; after it resumes it acts on what it
+//!   believed until the next tick, when it notices. This is the worst case
+//!   of "checked the lease, then was paused before acting", and it also
+//!   stands for a request delayed in the network.
+//! - **Node crash:** PostgreSQL and its guard go down together and come
+//!   back together, the node fenced until its guard renews. *Deployment
+//!   requirement:* the guard must share its node's fate — same host or pod,
+//!   started before PostgreSQL accepts writes, and PostgreSQL stopped (or
+//!   fenced) if the guard dies. A guard that dies while its node keeps
+//!   accepting writes breaks S1, and no protocol can repair that.
+//! - **Message loss:** [`Network::Lossy`](crate::Network::Lossy) lets any
+//!   request be lost, or applied with its reply lost, at any time. A lost
+//!   request that changes no state is simply a step not taken; it is listed
+//!   as an action only where the sender reacts to the timeout (the fence
+//!   under the old rule). Lost replies are modelled for fences and writer
+//!   moves. For renewals and keep-alives a lost reply only makes the holder
+//!   give up earlier, and a lost campaign reply only blocks other
+//!   controllers until the key expires: neither can break S1 or S3, so they
+//!   are left out to keep the state space small.
+//! - **Partitions:** [`Network::Links`](crate::Network::Links) makes each
+//!   link (controller–store, controller–node, guard–store, guard–guard) a
+//!   state the checker cuts and heals in any combination. Every behaviour
+//!   with links is a behaviour of the lossy network with the same effect on
+//!   everything the properties read, so the exhaustive lossy check covers
+//!   partitions; the links mode is checked to a bounded depth and gives
+//!   counterexamples that read like the partition tests.
+//!
+//! # Properties
+//!
+//! - **S1 one writer**: at most one node is up, promoted and not fenced.
+//! - **S3 no stale side effect**: for each receiver — the writer record, the
+//!   DNS, each node's promotion — no side effect is applied with a token
+//!   older than one a successor already used on that receiver. Per
+//!   receiver is what a token check at the receiver can give: a receiver
+//!   cannot know of a newer term until someone tells it. Across receivers
+//!   it does not hold: a resumed leader's DNS update is accepted after its
+//!   successor moved the writer but before the successor touched DNS
+//!   (pointing DNS at the fenced old writer until the successor's own
+//!   update). Closing that needs the new leader to raise the `_failover`
+//!   TXT token before its first other side effect, or DNS served from the
+//!   store.
+//! - **a failover happens** (sometimes): `n1` becomes the writable writer and
+//!   DNS points at it.
+//!
+//! # Abstracted away
+//!
+//! - **Consensus inside the store**: etcd is one linearizable object. An
+//!   etcd minority down is invisible; a majority down is "every request to
+//!   the store is lost", which the lossy network already includes.
+//! - **Clock drift**: the store's and controllers' clocks are perfect and
+//!   time is discrete. A guard's clock may lag: with `guard_drift` set, a
+//!   tick may pass uncounted by a guard, up to `guard_drift` ticks between
+//!   two renewals (drift, or the guard paused). The checks show that a
+//!   margin equal to the drift keeps one writer and a margin below it does
+//!   not (`tests/guard_clock.rs`). The real margin must therefore cover the
+//!   drift between a guard's clock and the store's over one TTL plus the
+//!   guard's longest pause. A leader's lag is the pause fault above.
+//! - **Health probes and verdicts**: a leader may decide at any moment that
+//!   the writer is lost (the worst case for safety). Quorum of vantages,
+//!   RPO gates and replication lag do not affect S1 or S3 and are left out.
+//! - **Replication and data**: S2 (no acknowledged loss) is not checked.
+//! - **Rejoin / rewind** of an old primary is not modelled; with the epoch
+//!   bound of one failover it cannot matter.
+//! - **Sizes and bounds**: two controllers, two nodes, [`ModelConfig`]
+//!   bounds the number of terms and epochs. Times are kept as "ticks left"
+//!   relative to now, so the check covers unbounded time.
+//!
+//! # Failsafe mode
+//!
+//! [`Failsafe`](crate::Failsafe) adds Patroni's opt-in `failsafe_mode` for a
+//! store outage: the writer's guard extends its own countdown when the other
+//! guard confirms directly that its node is fenced, and the confirming guard
+//! then refuses promotion and unfencing for a while. How long that "while"
+//! must be is what the model answers; see the failsafe tests.
+//!
+//! [`ModelConfig`]: crate::ModelConfig
+//! [`PromotionRule::LeaseReadBeforeMove`]: crate::PromotionRule::LeaseReadBeforeMove

@@ -1,0 +1,49 @@
+//! A model of failover's one-writer protocol, checked with
+//! [stateright](https://www.stateright.rs), the explicit-state model checker
+//! for Rust.
+//!
+//! [`OneWriter`] is a stateright [`Model`](stateright::Model) of two
+//! controllers, the coordination store, two PostgreSQL nodes each with its
+//! guard, and the DNS receiver, on a network that loses messages and
+//! partitions, with crashes and SIGSTOP pauses. Its properties:
+//!
+//! - **S1 one writer** (`always`): never two nodes take client commits
+//!   (running, promoted, not fenced) at the same time;
+//! - **S3 no stale side effect** (`always`): no receiver (writer record, DNS,
+//!   a node) applies a side effect carrying a token older than one a
+//!   successor already used on it;
+//! - **a failover happens** (`sometimes`): node 1 becomes the writable
+//!   writer and DNS points at it, so the model is not vacuous.
+//!
+//! [`ModelConfig`] picks sizes and the variant: the safe protocol, the old
+//! "promote on unreachable" rule, a lease check split from the writer move,
+//! receivers without token checks, and Patroni-style failsafe mode. The [`design`] module says what is modelled,
+//! what is abstracted, and how it maps onto the real code.
+//!
+//! ```
+//! use failover_model::{ModelConfig, OneWriter};
+//! use stateright::{Checker, Model};
+//!
+//! let checker = OneWriter::new(ModelConfig::small())
+//!     .checker()
+//!     .target_max_depth(6)
+//!     .spawn_bfs()
+//!     .join();
+//! assert!(checker.discovery("S1 one writer").is_none());
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+pub mod design;
+mod model;
+mod state;
+mod trace;
+
+pub use config::{Failsafe, ModelConfig, Network, PromotionRule, ReceiverChecks};
+pub use model::{Action, Delivery, OneWriter, Proof};
+pub use state::{
+    Controller, Dns, Lead, LeaderKey, Link, Node, Receiver, State, Store, Writer, CONTROLLERS,
+    NODES,
+};
+pub use trace::{describe_action, describe_path, describe_state};
