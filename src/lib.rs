@@ -57,5 +57,5 @@ pub use failover_probe as probe;
 pub mod runtime;
 
 pub use runtime::{
-    RetryPolicy, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus,
+    RetryPolicy, RouterStatus, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus,
 };

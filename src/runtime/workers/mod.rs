@@ -1,18 +1,52 @@
-//! The tasks that execute the controller's actions on the adapters and report
-//! each completion or failure back as an input.
+//! The tasks that execute the controller's actions on the adapters and
+//! report each attempt and each end back to the driver on their own channel
+//! (never behind probe results), and the observer that feeds database
+//! observations in.
+//!
+//! - [`router`]: applies weight plans, newest first, retrying until applied
+//!   or superseded;
+//! - [`database`]: fences and promotes, strictly in issue order;
+//! - [`observer`]: observes every database node once per interval.
+//!
+//! Every adapter call goes through [`guarded`](super::adapter_call::guarded).
+//! At shutdown the action in flight may finish until the deadline; every
+//! action ends with an `action_done`, `action_failed` or `action_abandoned`
+//! audit record.
 
-use std::sync::Arc;
+pub(crate) mod database;
+pub(crate) mod observer;
+pub(crate) mod router;
+
 use std::time::Duration;
 
-use failover_core::ports::{DatabaseAdmin, TrafficRouter};
-use failover_core::{
-    ActionFailure, ActionId, Input, PortError, PortErrorKind, PromoteRequest, WeightPlan,
-};
+use failover_core::{ActionFailure, ActionId, Input, PortError, PromoteRequest};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::audit::AuditLog;
-use super::retry::RetryPolicy;
+
+/// What a worker tells the driver.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// An action ended (done, or failed for good): feed this to the controller.
+    Finished(Input),
+    /// One attempt at an action failed; `retry_in` is `None` when it is not retried.
+    AttemptFailed {
+        /// The action.
+        id: ActionId,
+        /// `set_weights`, `fence` or `promote`.
+        action: &'static str,
+        /// 1-based.
+        attempt: u32,
+        /// The adapter's error.
+        error: String,
+        /// Wait before the next attempt.
+        retry_in: Option<Duration>,
+    },
+}
+
+/// Where workers send their reports.
+pub(crate) type Reports = mpsc::UnboundedSender<Report>;
 
 /// A database action waiting for the database worker.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +62,14 @@ pub(crate) enum DatabaseJob {
     },
 }
 
+impl DatabaseJob {
+    pub(crate) fn id(&self) -> ActionId {
+        match self {
+            DatabaseJob::Fence { id, .. } | DatabaseJob::Promote { id, .. } => *id,
+        }
+    }
+}
+
 fn failure(error: &PortError) -> ActionFailure {
     ActionFailure {
         kind: error.kind(),
@@ -35,232 +77,48 @@ fn failure(error: &PortError) -> ActionFailure {
     }
 }
 
-/// Applies weight plans one at a time. A plan that fails with a retryable
-/// error is retried with backoff until it lands, unless a newer plan arrives
-/// first: plans are complete, so the newest one is all that matters, and the
-/// superseded one is reported failed with kind `Conflict`.
-pub(crate) async fn route(
-    router: Arc<dyn TrafficRouter>,
-    mut plans: mpsc::UnboundedReceiver<(ActionId, WeightPlan)>,
-    inputs: mpsc::Sender<Input>,
-    retry: RetryPolicy,
-    audit: AuditLog,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut next = None;
-    loop {
-        let (mut id, mut plan) = match next.take() {
-            Some(job) => job,
-            None => tokio::select! {
-                job = plans.recv() => match job { Some(job) => job, None => return },
-                _ = shutdown.changed() => return,
-            },
-        };
-        while let Ok(newer) = plans.try_recv() {
-            supersede(&inputs, &audit, id, newer.1.generation).await;
-            (id, plan) = newer;
-        }
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match router.apply(&plan).await {
-                Ok(()) => {
-                    tracing::info!(generation = plan.generation, attempt, "weight plan applied");
-                    metrics::counter!("failover_weight_plans_applied_total").increment(1);
-                    audit.record(
-                        "action_done",
-                        json!({"action": id.0, "generation": plan.generation, "attempts": attempt}),
-                    );
-                    let _ = inputs.send(Input::ActionDone { id }).await;
-                    break;
-                }
-                Err(error) if error.is_retryable() => {
-                    let wait = note_retry(&audit, &retry, id, "set_weights", attempt, &error);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        newer = plans.recv() => {
-                            let Some(newer) = newer else { return };
-                            supersede(&inputs, &audit, id, newer.1.generation).await;
-                            next = Some(newer);
-                            break;
-                        }
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(generation = plan.generation, %error, "weight plan rejected; not retrying");
-                    audit.record(
-                        "action_failed",
-                        json!({"action": id.0, "error": error.to_string()}),
-                    );
-                    let _ = inputs
-                        .send(Input::ActionFailed {
-                            id,
-                            failure: failure(&error),
-                        })
-                        .await;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Logs, counts and audits a failed attempt that will be retried; returns
-/// how long to wait first.
-fn note_retry(
+/// Logs, counts, audits and reports a failed attempt; `retry_in` is the wait
+/// before the next one (`None`: no more attempts).
+fn note_failed_attempt(
     audit: &AuditLog,
-    retry: &RetryPolicy,
+    reports: &Reports,
     id: ActionId,
     action: &'static str,
     attempt: u32,
     error: &PortError,
-) -> Duration {
-    let wait = retry.backoff(attempt);
-    tracing::warn!(action, action_id = id.0, attempt, %error, retry_in_ms = wait.as_millis() as u64,
-        "action failed; retrying");
-    metrics::counter!("failover_action_retries_total", "action" => action).increment(1);
+    retry_in: Option<Duration>,
+) {
+    let retry_ms = retry_in.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    tracing::warn!(action, action_id = id.0, attempt, %error, retry_in_ms = ?retry_ms,
+        "action attempt failed");
+    metrics::counter!("failover_action_attempt_failures_total", "action" => action).increment(1);
+    if retry_in.is_some() {
+        metrics::counter!("failover_action_retries_total", "action" => action).increment(1);
+        audit.record(
+            "action_retry",
+            json!({"action": id.0, "attempt": attempt, "error": error.to_string(), "retry_in_ms": retry_ms}),
+        );
+    }
+    let _ = reports.send(Report::AttemptFailed {
+        id,
+        action,
+        attempt,
+        error: error.to_string(),
+        retry_in,
+    });
+}
+
+/// Records that action `id` ends without a result: shutdown came first.
+pub(crate) fn abandon(audit: &AuditLog, id: ActionId, attempts: u32, reason: &str) {
+    tracing::warn!(action_id = id.0, attempts, reason, "action abandoned");
+    metrics::counter!("failover_actions_abandoned_total").increment(1);
     audit.record(
-        "action_retry",
-        json!({"action": id.0, "attempt": attempt, "error": error.to_string()}),
+        "action_abandoned",
+        json!({"action": id.0, "attempts": attempts, "reason": reason}),
     );
-    wait
 }
 
-async fn supersede(
-    inputs: &mpsc::Sender<Input>,
-    audit: &AuditLog,
-    id: ActionId,
-    by_generation: u64,
-) {
-    let message =
-        format!("superseded by weight plan generation {by_generation} before it was applied");
-    audit.record("action_failed", json!({"action": id.0, "error": message}));
-    let failure = ActionFailure {
-        kind: PortErrorKind::Conflict,
-        message,
-    };
-    let _ = inputs.send(Input::ActionFailed { id, failure }).await;
-}
-
-/// Runs fences and promotions strictly in the order the controller issued
-/// them (a promotion never overtakes the fence before it), retrying
-/// retryable errors up to `retry.fence_attempts` / `retry.database_attempts` times.
-pub(crate) async fn administer(
-    database: Arc<dyn DatabaseAdmin>,
-    mut jobs: mpsc::UnboundedReceiver<DatabaseJob>,
-    inputs: mpsc::Sender<Input>,
-    retry: RetryPolicy,
-    audit: AuditLog,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let job = tokio::select! {
-            job = jobs.recv() => match job { Some(job) => job, None => return },
-            _ = shutdown.changed() => return,
-        };
-        let (id, what, attempts) = match job {
-            DatabaseJob::Fence { id, .. } => (id, "fence", retry.fence_attempts),
-            DatabaseJob::Promote { id, .. } => (id, "promote", retry.database_attempts),
-        };
-        let mut attempt = 0u32;
-        let outcome = loop {
-            attempt += 1;
-            let result = match job {
-                DatabaseJob::Fence { node, epoch, .. } => database.fence(node, epoch).await,
-                DatabaseJob::Promote { request, .. } => database.promote(&request).await.map(Some),
-            };
-            match result {
-                Err(error) if error.is_retryable() && attempt < attempts.max(1) => {
-                    let wait = note_retry(&audit, &retry, id, what, attempt, &error);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                other => break other,
-            }
-        };
-        let input = match outcome {
-            Ok(lsn) => {
-                tracing::info!(action = what, attempt, lsn = ?lsn.map(|l| l.to_string()), "database action done");
-                audit.record(
-                    "action_done",
-                    json!({"action": id.0, "attempts": attempt, "lsn": lsn.map(|l| l.to_string())}),
-                );
-                match (job, lsn) {
-                    // The fenced node's final position: a switchover promotes at exactly it.
-                    (DatabaseJob::Fence { .. }, Some(final_lsn)) => {
-                        Input::FenceDone { id, final_lsn }
-                    }
-                    _ => Input::ActionDone { id },
-                }
-            }
-            Err(error) => {
-                tracing::error!(action = what, attempt, %error, "database action failed");
-                audit.record(
-                    "action_failed",
-                    json!({"action": id.0, "attempts": attempt, "error": error.to_string()}),
-                );
-                Input::ActionFailed {
-                    id,
-                    failure: failure(&error),
-                }
-            }
-        };
-        let _ = inputs.send(input).await;
-    }
-}
-
-/// Observes every database node once per `interval` and feeds the result to
-/// the controller. A call that errors (rather than finding the node
-/// unreachable) is reported as unreachable: the controller must not trust a
-/// node it cannot read.
-pub(crate) async fn observe(
-    database: Arc<dyn DatabaseAdmin>,
-    nodes: Vec<failover_core::NodeId>,
-    interval: Duration,
-    timeout: Duration,
-    inputs: mpsc::Sender<Input>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        // All nodes at once: one slow or black-holed node must not delay
-        // what the controller learns about the others.
-        let observed = futures::future::join_all(nodes.iter().map(|&node| {
-            let database = database.clone();
-            async move {
-                // Stamped when it starts: everything committed before is in it.
-                let started = std::time::Instant::now();
-                let observation = match tokio::time::timeout(timeout, database.observe(node)).await {
-                    Ok(Ok(observation)) => observation,
-                    Ok(Err(error)) => {
-                        tracing::warn!(%node, %error, "database observation failed; treating node as unreachable");
-                        failover_core::NodeObservation::Unreachable
-                    }
-                    Err(_) => {
-                        tracing::warn!(%node, timeout_ms = timeout.as_millis() as u64, "database observation timed out");
-                        failover_core::NodeObservation::Unreachable
-                    }
-                };
-                failover_core::ReplicationStatus {
-                    node,
-                    at: started,
-                    observation,
-                }
-            }
-        }))
-        .await;
-        for status in observed {
-            if inputs.send(Input::Replication(status)).await.is_err() {
-                return;
-            }
-        }
-    }
-}
+/// Why an action is abandoned when the deadline cuts it off.
+const PAST_DEADLINE: &str = "the shutdown deadline passed while it was in flight";
+/// Why a queued action is abandoned at shutdown.
+pub(crate) const NOT_STARTED: &str = "not started: the runtime is shutting down";
