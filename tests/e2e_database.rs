@@ -200,7 +200,12 @@ async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() 
         seen.push(format!("{:?}", event.kind));
         match event.kind {
             EventKind::FencingRequested { .. } => fenced_before_promoted.0 = true,
-            EventKind::Promoted { .. } => fenced_before_promoted.1 = fenced_before_promoted.0,
+            // Not `Promoted`: when the observer sees pg-west as primary
+            // before the promotion call returns, the writer is adopted
+            // (`WriterMoved`) and `Promoted` may come after this loop.
+            EventKind::PromotionRequested { .. } => {
+                fenced_before_promoted.1 = fenced_before_promoted.0
+            }
             _ => {}
         }
     }
