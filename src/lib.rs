@@ -160,5 +160,5 @@ pub use failover_core::async_trait;
 pub mod runtime;
 
 pub use runtime::{
-    RetryPolicy, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus,
+    RetryPolicy, RouterStatus, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus,
 };

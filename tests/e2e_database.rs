@@ -195,16 +195,24 @@ async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() 
     assert!(switched.controller.epoch.0 >= 1);
 
     let mut fenced_before_promoted = (false, false);
+    let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
+        seen.push(format!("{:?}", event.kind));
         match event.kind {
             EventKind::FencingRequested { .. } => fenced_before_promoted.0 = true,
-            EventKind::Promoted { .. } => fenced_before_promoted.1 = fenced_before_promoted.0,
+            // Not `Promoted`: when the observer sees pg-west as primary
+            // before the promotion call returns, the writer is adopted
+            // (`WriterMoved`) and `Promoted` may come after this loop.
+            EventKind::PromotionRequested { .. } => {
+                fenced_before_promoted.1 = fenced_before_promoted.0
+            }
             _ => {}
         }
     }
     assert!(
         fenced_before_promoted.1,
-        "the old primary was fenced before the promotion"
+        "the old primary was fenced before the promotion: {seen:#?} {:#?}",
+        handle.status().recent_events
     );
     // Traffic stays where it was: a planned database switchover moves the writer, not the regions.
     assert_eq!(

@@ -129,3 +129,95 @@ async fn a_plan_made_while_dns_is_down_is_retried_until_it_lands() {
     );
     drop(bind);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_shows_the_applied_plan_beside_the_desired_one_and_each_failed_attempt() {
+    let zone = BindZone::new(ZONE).record(SERVICE, EAST_IP.parse().expect("literal"));
+    let bind = tokio::task::spawn_blocking(move || BindServer::start(zone))
+        .await
+        .expect("bind task")
+        .expect("named starts");
+    let dns_addr = bind.addr();
+    let policy = fast_policy();
+    let mut rfc = Rfc2136Config::new(dns_addr, ZONE, bind.key_name(), bind.key_secret());
+    rfc.timeout = Duration::from_millis(300);
+    let router = Rfc2136Router::new(rfc, &topology(), &policy).expect("valid RFC 2136 config");
+    let regions = TwoRegions::start();
+    let retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(300),
+        ..RetryPolicy::default()
+    };
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config(topology(), policy.clone()))
+                .router(Arc::new(router))
+                .retry(retry),
+        )
+        .await;
+    let handle = runtime.handle();
+    let live = wait_status(
+        &handle,
+        Duration::from_secs(10),
+        "first plan applied",
+        |s| s.controller.plan.is_some() && s.plan_applied(),
+    )
+    .await;
+    assert_eq!(live.router.applied, live.controller.plan);
+    assert_eq!(live.router.failed_attempts, 0);
+
+    let mut bind = tokio::task::spawn_blocking(move || {
+        let mut bind = bind;
+        bind.stop();
+        bind
+    })
+    .await
+    .expect("stop task");
+    regions.east.stop().await;
+    let stuck = wait_status(
+        &handle,
+        Duration::from_secs(10),
+        "a drain plan failing at least twice",
+        |s| s.controller.regions[EAST.index()].weight == 0 && s.router.failed_attempts >= 2,
+    )
+    .await;
+    assert!(!stuck.plan_applied(), "the desired plan is not live yet");
+    let applied = stuck.router.applied.as_ref().expect("the first plan");
+    let desired = stuck.controller.plan.as_ref().expect("a desired plan");
+    assert!(applied.generation < desired.generation);
+    assert!(
+        applied.weights[EAST.index()].weight > 0,
+        "live still sends traffic to us-east"
+    );
+    let failure = stuck.router.last_failure.as_deref().expect("a failure");
+    assert!(
+        failure.contains("set_weights") && failure.contains("retrying"),
+        "{failure}"
+    );
+    assert!(
+        stuck
+            .recent_events
+            .iter()
+            .filter(|e| e.contains("set_weights") && e.contains("attempt"))
+            .count()
+            >= 2,
+        "each failed attempt is among the recent events: {:#?}",
+        stuck.recent_events
+    );
+
+    let bind = tokio::task::spawn_blocking(move || bind.restart().map(|()| bind))
+        .await
+        .expect("restart task")
+        .expect("named restarts on its port");
+    let landed = wait_status(
+        &handle,
+        Duration::from_secs(15),
+        "drain plan applied",
+        |s| s.controller.regions[EAST.index()].weight == 0 && s.plan_applied(),
+    )
+    .await;
+    assert_eq!(landed.router.applied, landed.controller.plan);
+    wait_answer(dns_addr, WEST_IP, Duration::from_secs(5)).await;
+    runtime.shutdown().await;
+    drop(bind);
+}

@@ -18,6 +18,8 @@
 //!   `connect_timeout`, `response_timeout`, `status`, `body_mismatch`, `tls`, …;
 //! - `failover_probe_skipped_slots_total` (counter);
 //! - `failover_probe_panics_total` (counter): checks that panicked (no result sent);
+//! - `failover_probe_check_timeouts_total` (counter): checks cut off at
+//!   [`ProbeTarget::timeout`] (reported as a response timeout);
 //! - `failover_probe_targets` (gauge): targets running.
 
 use std::collections::HashMap;
@@ -97,6 +99,11 @@ pub struct ProbeTarget {
     /// so jitter alone never pushes a probe into the next slot.
     /// Matches `Policy::jitter`.
     pub jitter: Duration,
+    /// Longest a check may run before the scheduler gives up on it and
+    /// reports [`ProbeFailure::ResponseTimeout`]: a plug-in probe that hangs
+    /// counts as a failure instead of stalling its target for ever. `None`
+    /// (the default) trusts the probe's own timeouts. Matches `Policy::timeout`.
+    pub timeout: Option<Duration>,
     /// The check to run.
     pub probe: Arc<dyn Probe>,
 }
@@ -114,8 +121,16 @@ impl ProbeTarget {
             vantage,
             interval,
             jitter: Duration::ZERO,
+            timeout: None,
             probe,
         }
+    }
+
+    /// Fails a check that has not returned within `timeout`
+    /// ([`ProbeFailure::ResponseTimeout`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> ProbeTarget {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Delays each probe by a random `0..jitter` after its slot.
@@ -132,6 +147,7 @@ impl std::fmt::Debug for ProbeTarget {
             .field("vantage", &self.vantage)
             .field("interval", &self.interval)
             .field("jitter", &self.jitter)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -391,7 +407,7 @@ async fn run_target(
 
             // A panicking probe (any `Probe` may be plugged in) must not end
             // its target silently: log, count, skip this result, go on.
-            let checked = AssertUnwindSafe(target.probe.check()).catch_unwind().await;
+            let checked = check(&target).await;
             drop(permit);
             let Ok(outcome) = checked else {
                 tracing::error!(region = %target.region, vantage = %target.vantage,
@@ -421,6 +437,24 @@ async fn run_target(
     tokio::select! {
         _ = stopped => {}
         () = life => {}
+    }
+}
+
+/// Runs one check under the target's timeout; `Err` if it panicked.
+async fn check(target: &ProbeTarget) -> Result<ProbeOutcome, Box<dyn std::any::Any + Send>> {
+    let checked = AssertUnwindSafe(target.probe.check()).catch_unwind();
+    let Some(limit) = target.timeout else {
+        return checked.await;
+    };
+    match tokio::time::timeout(limit, checked).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::warn!(region = %target.region, vantage = %target.vantage,
+                timeout_ms = limit.as_millis() as u64,
+                "probe did not return within its timeout; counted as a response timeout");
+            metrics::counter!("failover_probe_check_timeouts_total").increment(1);
+            Ok(ProbeOutcome::Failed(ProbeFailure::ResponseTimeout))
+        }
     }
 }
 
@@ -506,6 +540,37 @@ mod tests {
             .fold(1.0 - phases[199] + phases[0], f64::max);
         // 200 points: even spacing is 0.005; the sequence stays within 2×.
         assert!(max_gap <= 0.01, "max gap {max_gap}");
+    }
+
+    struct Hangs;
+
+    #[async_trait::async_trait]
+    impl Probe for Hangs {
+        async fn check(&self) -> ProbeOutcome {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_that_outlives_its_timeout_is_a_response_timeout() {
+        let (scheduler, mut results) = ProbeScheduler::start(SchedulerConfig::default());
+        let target = ProbeTarget::new(
+            RegionId(0),
+            VantageId(0),
+            Duration::from_millis(50),
+            Arc::new(Hangs),
+        )
+        .with_timeout(Duration::from_millis(20));
+        scheduler.add(target);
+        let result = tokio::time::timeout(Duration::from_secs(10), results.recv())
+            .await
+            .expect("a result despite the hung check")
+            .expect("channel open");
+        assert_eq!(
+            result.outcome,
+            ProbeOutcome::Failed(ProbeFailure::ResponseTimeout)
+        );
+        scheduler.shutdown().await;
     }
 
     #[test]

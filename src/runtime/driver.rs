@@ -1,50 +1,59 @@
 //! The task that owns the controller and runs its loop.
+//!
+//! It reads four sources, in this order of priority (a biased select):
+//! operator commands, the workers' reports, the controller's timer, then
+//! probe results and database observations. A command therefore never
+//! waits behind a queue of probe results, and a completion never waits
+//! behind either.
+//!
+//! At shutdown it stops reading commands and inputs, stops sending new
+//! actions (each is recorded abandoned), and keeps reading the workers'
+//! reports until every worker has exited, so the controller and the status
+//! see the last completions.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
 
-use failover_core::{Action, Controller, Input};
+use failover_core::{Action, ActionFailure, ActionId, Command, Controller, Input, PortErrorKind};
+use failover_core::{Event, WeightPlan};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::audit::AuditLog;
+use super::status::RuntimeStatus;
+use super::stop::StopSignal;
 use super::telemetry::Telemetry;
-use super::workers::DatabaseJob;
-use super::RuntimeStatus;
+use super::workers::router::PlanJob;
+use super::workers::{abandon, DatabaseJob, Report, NOT_STARTED};
 
 pub(crate) struct Driver {
     pub(crate) controller: Controller,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) reports: mpsc::UnboundedReceiver<Report>,
     pub(crate) inputs: mpsc::Receiver<Input>,
-    pub(crate) plans:
-        Option<mpsc::UnboundedSender<(failover_core::ActionId, failover_core::WeightPlan)>>,
+    pub(crate) plans: Option<mpsc::UnboundedSender<PlanJob>>,
     pub(crate) jobs: Option<mpsc::UnboundedSender<DatabaseJob>>,
     pub(crate) audit: AuditLog,
     pub(crate) status: watch::Sender<RuntimeStatus>,
-    pub(crate) events: broadcast::Sender<failover_core::Event>,
+    pub(crate) events: broadcast::Sender<Event>,
     pub(crate) events_kept: usize,
     pub(crate) telemetry: Telemetry,
+    /// The runtime's part of the status (the controller's is read on publish).
+    pub(crate) view: RuntimeStatus,
+    /// Plans sent to the router and not yet done or failed.
+    pub(crate) plans_in_flight: HashMap<ActionId, WeightPlan>,
+    /// Set when shutdown begins.
+    pub(crate) draining: bool,
 }
 
 impl Driver {
     /// The loop the Controller's docs prescribe: after every input or timeout,
     /// drain `poll_action` until it is empty, then wait for the next input or
     /// for `poll_timeout`, whichever comes first.
-    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut recent = VecDeque::with_capacity(self.events_kept);
+    pub(crate) async fn run(mut self, mut stop: StopSignal) {
+        let mut dirty = true;
         loop {
-            let mut changed = false;
-            while let Some(action) = self.controller.poll_action() {
-                changed = true;
-                self.dispatch(action, &mut recent);
-            }
-            if changed {
-                let status = RuntimeStatus {
-                    controller: self.controller.status(),
-                    recent_events: recent.clone(),
-                };
-                self.telemetry
-                    .record_status(&status.controller, self.controller.topology());
-                self.status.send_replace(status);
-            }
+            self.poll_actions(&mut dirty);
             let deadline = self.controller.poll_timeout();
             let sleep = async move {
                 match deadline {
@@ -54,23 +63,122 @@ impl Driver {
             };
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => break,
+                () = stop.begun() => break,
+                Some(command) = self.commands.recv() => self.on_command(command),
+                Some(report) = self.reports.recv() => dirty |= self.on_report(report),
+                () = sleep => self.controller.handle_timeout(Instant::now()),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
-                    self.telemetry.record_input(&input, self.controller.topology());
-                    if let Input::Command(command) = &input {
-                        tracing::info!(?command, "operator command");
-                        self.audit.record("command", json!({"command": format!("{command:?}")}));
-                    }
-                    self.controller.handle(std::time::Instant::now(), input);
+                    self.on_input(input);
                 }
-                _ = sleep => self.controller.handle_timeout(std::time::Instant::now()),
             }
         }
+        self.drain(&mut dirty).await;
         tracing::debug!("controller loop ended");
     }
 
-    fn dispatch(&mut self, action: Action, recent: &mut VecDeque<String>) {
+    /// Shutdown: no new inputs or actions; completions until the workers exit.
+    async fn drain(&mut self, dirty: &mut bool) {
+        self.draining = true;
+        self.commands.close();
+        self.inputs.close();
+        // Closing the job channels tells the workers no more work comes.
+        self.plans = None;
+        self.jobs = None;
+        self.poll_actions(dirty);
+        while let Some(report) = self.reports.recv().await {
+            *dirty |= self.on_report(report);
+            self.poll_actions(dirty);
+        }
+        *dirty = true;
+        self.poll_actions(dirty);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        tracing::info!(?command, "operator command");
+        self.audit
+            .record("command", json!({"command": format!("{command:?}")}));
+        let input = Input::Command(command);
+        self.telemetry
+            .record_input(&input, self.controller.topology());
+        self.controller.handle(Instant::now(), input);
+    }
+
+    fn on_input(&mut self, input: Input) {
+        self.telemetry
+            .record_input(&input, self.controller.topology());
+        if matches!(input, Input::Probe(_)) {
+            self.view.probe_results_handled += 1;
+        }
+        self.controller.handle(Instant::now(), input);
+    }
+
+    /// Feeds a worker's report to the controller and the status; returns
+    /// whether the status changed.
+    fn on_report(&mut self, report: Report) -> bool {
+        match report {
+            Report::Finished(input) => {
+                match &input {
+                    Input::ActionDone { id } | Input::FenceDone { id, .. } => {
+                        if let Some(plan) = self.plans_in_flight.remove(id) {
+                            self.view.router.applied = Some(plan);
+                            self.view.router.applied_at = Some(SystemTime::now());
+                        }
+                    }
+                    Input::ActionFailed { id, .. } => {
+                        self.plans_in_flight.remove(id);
+                    }
+                    _ => {}
+                }
+                self.controller.handle(Instant::now(), input);
+                true
+            }
+            Report::AttemptFailed {
+                id,
+                action,
+                attempt,
+                error,
+                retry_in,
+            } => {
+                let next = match retry_in {
+                    Some(wait) => format!("retrying in {} ms", wait.as_millis()),
+                    None => "not retrying".to_owned(),
+                };
+                let text = format!(
+                    "{action} (action {}) attempt {attempt} failed: {error}; {next}",
+                    id.0
+                );
+                if action == "set_weights" {
+                    self.view.router.failed_attempts += 1;
+                    self.view.router.last_failure = Some(text.clone());
+                    metrics::counter!("failover_router_failures_total").increment(1);
+                }
+                self.remember(text);
+                true
+            }
+        }
+    }
+
+    /// Drains `poll_action`, then publishes the status if anything changed.
+    fn poll_actions(&mut self, dirty: &mut bool) {
+        while let Some(action) = self.controller.poll_action() {
+            *dirty = true;
+            if let Some(input) = self.dispatch(action) {
+                self.controller.handle(Instant::now(), input);
+            }
+        }
+        if std::mem::take(dirty) {
+            let mut status = self.view.clone();
+            status.controller = self.controller.status();
+            self.telemetry
+                .record_status(&status.controller, self.controller.topology());
+            self.status.send_replace(status);
+        }
+    }
+
+    /// Executes one action; returns the input to feed back at once when it
+    /// cannot be handed to its worker.
+    fn dispatch(&mut self, action: Action) -> Option<Input> {
         let topology = self.controller.topology();
         match action {
             Action::SetWeights { id, plan } => {
@@ -85,15 +193,22 @@ impl Driver {
                     json!({"action": id.0, "type": "set_weights", "generation": plan.generation,
                            "ttl_s": plan.ttl.as_secs(), "weights": weights}),
                 );
-                match &self.plans {
-                    Some(plans) => {
-                        let _ = plans.send((id, plan));
-                    }
-                    None => tracing::warn!(
+                if self.draining {
+                    return self.not_sent(id, "the runtime is shutting down");
+                }
+                let Some(plans) = &self.plans else {
+                    tracing::warn!(
                         generation = plan.generation,
                         "no traffic router configured; plan not applied"
-                    ),
+                    );
+                    return None;
+                };
+                self.plans_in_flight.insert(id, plan.clone());
+                if plans.send((id, plan)).is_err() {
+                    self.plans_in_flight.remove(&id);
+                    return self.not_sent(id, "the router worker is not running");
                 }
+                None
             }
             Action::Fence { id, node, epoch } => {
                 let name = &topology.node(node).name;
@@ -102,7 +217,7 @@ impl Driver {
                     "action",
                     json!({"action": id.0, "type": "fence", "node": name, "epoch": epoch.0}),
                 );
-                self.send_job(DatabaseJob::Fence { id, node, epoch });
+                self.send_job(DatabaseJob::Fence { id, node, epoch })
             }
             Action::Promote { id, request } => {
                 let name = &topology.node(request.node).name;
@@ -113,7 +228,7 @@ impl Driver {
                     json!({"action": id.0, "type": "promote", "node": name, "epoch": request.epoch.0,
                            "gate": format!("{:?}", request.gate)}),
                 );
-                self.send_job(DatabaseJob::Promote { id, request });
+                self.send_job(DatabaseJob::Promote { id, request })
             }
             Action::Notify(event) => {
                 let text = event.display(topology).to_string();
@@ -124,25 +239,58 @@ impl Driver {
                     "event",
                     json!({"event": text, "detail": format!("{:?}", event.kind)}),
                 );
-                if recent.len() == self.events_kept {
-                    recent.pop_front();
-                }
-                recent.push_back(text);
+                self.remember(text);
                 // No subscriber is fine: events are also in the status and the log.
                 let _ = self.events.send(event);
+                None
             }
             other => {
                 tracing::warn!(action = ?other, "action of a kind this runtime does not execute");
+                None
             }
         }
     }
 
-    fn send_job(&self, job: DatabaseJob) {
-        match &self.jobs {
-            Some(jobs) => {
-                let _ = jobs.send(job);
-            }
-            None => tracing::error!(?job, "no database adapter configured; action dropped"),
+    fn send_job(&mut self, job: DatabaseJob) -> Option<Input> {
+        let id = job.id();
+        if self.draining {
+            return self.not_sent(id, "the runtime is shutting down");
         }
+        match &self.jobs {
+            Some(jobs) => match jobs.send(job) {
+                Ok(()) => None,
+                Err(_) => self.not_sent(id, "the database worker is not running"),
+            },
+            None => {
+                tracing::error!(?job, "no database adapter configured; action dropped");
+                None
+            }
+        }
+    }
+
+    /// An action that no worker will run: abandoned at shutdown, failed otherwise.
+    fn not_sent(&mut self, id: ActionId, why: &str) -> Option<Input> {
+        if self.draining {
+            abandon(&self.audit, id, 0, NOT_STARTED);
+            return None;
+        }
+        tracing::error!(action = id.0, why, "action cannot be executed");
+        self.audit
+            .record("action_failed", json!({"action": id.0, "error": why}));
+        Some(Input::ActionFailed {
+            id,
+            failure: ActionFailure {
+                kind: PortErrorKind::Unavailable,
+                message: why.to_owned(),
+            },
+        })
+    }
+
+    fn remember(&mut self, text: String) {
+        let recent = &mut self.view.recent_events;
+        if recent.len() == self.events_kept {
+            recent.pop_front();
+        }
+        recent.push_back(text);
     }
 }

@@ -1,36 +1,71 @@
-//! The tokio runtime: drives the sans-IO [`Controller`] exactly as its docs
-//! say, executes its actions on the adapters with retry and backoff, feeds
-//! every completion and failure back, and reports through `tracing`,
-//! `metrics` and an append-only JSON-lines audit log.
+//! The tokio runtime: drives the sans-IO [`Controller`](failover_core::Controller)
+//! exactly as its docs say, executes its actions on the adapters with retry
+//! and backoff, feeds every completion and failure back, and reports through
+//! `tracing`, `metrics` and an append-only JSON-lines audit log.
 //!
-//! One task owns the controller. Everything else talks to it through one
-//! bounded input channel, so inputs are handled strictly one at a time, in
-//! arrival order, with `now` read once per input:
+//! One task, the driver, owns the controller; inputs are handled strictly
+//! one at a time, with `now` read once per input. Its sources have their own
+//! channels, read in priority order, so an operator command never queues
+//! behind probe results:
 //!
 //! ```text
-//! probe scheduler ─┐                    ┌─▶ router worker  (SetWeights)
-//! db observer ─────┼─▶ inputs ─▶ driver ┼─▶ database worker (Fence, Promote)
-//! workers' reports ┤   (mpsc)  (owns    ├─▶ tracing + metrics + audit (Notify)
-//! operator ────────┘            Controller) └─▶ status (watch)
+//! operator ───────── commands (1st) ─┐        ┌─▶ router worker   (SetWeights)
+//! workers' reports ─ reports  (2nd) ─┤        ├─▶ database worker (Fence, Promote)
+//! controller timer ─────────  (3rd) ─┼▶ driver┼─▶ tracing + metrics + audit (Notify)
+//! probe scheduler ─┐                 │        └─▶ status (watch)
+//! db observer ─────┴ inputs   (4th) ─┘
 //! ```
+//!
+//! Files, one concept each: `builder` (settings and start-up), `driver`
+//! (the loop), `workers` (router and database workers, the observer),
+//! `adapter_call` (every adapter call under a timeout and `catch_unwind`),
+//! `supervisor` (a dead task is an error on the handle, never silence),
+//! `stop` (shutdown's deadline), `audit`, `retry`, `status`, `telemetry`.
+//!
+//! Failure handling:
+//! - every adapter call runs under a time limit ([`RetryPolicy::call_timeout`],
+//!   [`RetryPolicy::promote_timeout`], `policy.timeout` for observations and
+//!   probes) and `catch_unwind`: a plug-in that hangs or panics makes that
+//!   action fail with a message saying so; its worker goes on;
+//! - a task of the runtime that dies anyway shows in [`RuntimeHandle::health`]
+//!   ([`RuntimeError::WorkerDied`], [`RuntimeError::DriverDied`]), as an
+//!   error-level `tracing` event and as a `task_died` audit record;
+//! - each failed attempt at applying a plan is a `tracing` warning, an
+//!   `action_retry` audit record, a `failover_router_failures_total`
+//!   increment and a line in [`RuntimeStatus::recent_events`];
+//!   [`RouterStatus::applied`] shows the plan the router last confirmed,
+//!   beside the desired one in `controller.plan`.
+//!
+//! Shutdown ([`Runtime::shutdown`]): probes and observations stop; the driver
+//! stops taking commands and issuing actions, but keeps feeding completions
+//! to the controller until every worker has exited; an action in flight may
+//! finish (retries included) until [`RuntimeBuilder::shutdown_deadline`];
+//! every action ends with an `action_done`, `action_failed` or
+//! `action_abandoned` audit record; then the audit log is drained and synced.
 
+mod adapter_call;
 mod audit;
+mod builder;
 mod driver;
+mod handle;
 mod retry;
+mod status;
+mod stop;
+mod supervisor;
 mod telemetry;
 mod workers;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
-use failover_core::ports::{DatabaseAdmin, TrafficRouter};
-use failover_core::{Command, Config, Controller, Epoch, Event, Input, ProbeResult, Status};
-use failover_probe::{ProbeScheduler, ProbeTarget, SchedulerConfig};
-use tokio::sync::{broadcast, mpsc, watch};
+use failover_probe::ProbeScheduler;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use builder::RuntimeBuilder;
+pub use handle::RuntimeHandle;
 pub use retry::RetryPolicy;
+pub use status::{RouterStatus, RuntimeStatus};
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -70,271 +105,33 @@ pub enum RuntimeError {
     /// The runtime has stopped; the handle can no longer send to it.
     #[error("the failover runtime has stopped")]
     Stopped,
-}
-
-/// What the status handle shows: the controller's view plus the runtime's.
-#[derive(Clone, Debug)]
-pub struct RuntimeStatus {
-    /// Health, weights, writer, epoch and pause state, as the controller sees them.
-    pub controller: Status,
-    /// The most recent events, rendered with region and node names, oldest first.
-    pub recent_events: VecDeque<String>,
-}
-
-/// Builds and starts a [`Runtime`].
-pub struct RuntimeBuilder {
-    config: Config,
-    router: Option<Arc<dyn TrafficRouter>>,
-    database: Option<Arc<dyn DatabaseAdmin>>,
-    probes: Vec<ProbeTarget>,
-    scheduler: SchedulerConfig,
-    audit_log: Option<PathBuf>,
-    retry: RetryPolicy,
-    events_kept: usize,
-    input_capacity: usize,
-}
-
-impl RuntimeBuilder {
-    /// Starts from a validated configuration (see [`Config::from_toml`]).
-    pub fn new(config: Config) -> Self {
-        RuntimeBuilder {
-            config,
-            router: None,
-            database: None,
-            probes: Vec::new(),
-            scheduler: SchedulerConfig::default(),
-            audit_log: None,
-            retry: RetryPolicy::default(),
-            events_kept: 64,
-            input_capacity: 4096,
-        }
-    }
-
-    /// Reads and validates a TOML configuration file (see
-    /// [`Config::from_toml`] for its shape).
-    pub fn from_config_file(path: impl AsRef<std::path::Path>) -> Result<Self, RuntimeError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::ConfigFile {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config = Config::from_toml(&text).map_err(|source| RuntimeError::Config {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(RuntimeBuilder::new(config))
-    }
-
-    /// The configuration the runtime will run with.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The traffic router that applies weight plans (DNS, a load balancer).
-    /// Without one, plans are decided and logged but applied nowhere.
-    pub fn router(mut self, router: Arc<dyn TrafficRouter>) -> Self {
-        self.router = Some(router);
-        self
-    }
-
-    /// The database adapter that observes, fences and promotes nodes.
-    /// Required when the topology has database nodes.
-    pub fn database(mut self, database: Arc<dyn DatabaseAdmin>) -> Self {
-        self.database = Some(database);
-        self
-    }
-
-    /// Probes `region` from `vantage` with `probe` every `policy.interval`.
-    pub fn probe(
-        mut self,
-        region: failover_core::RegionId,
-        vantage: failover_core::VantageId,
-        probe: Arc<dyn failover_core::ports::Probe>,
-    ) -> Self {
-        let interval = self.config.policy().interval;
-        self.probes
-            .push(ProbeTarget::new(region, vantage, interval, probe));
-        self
-    }
-
-    /// Scheduler settings (concurrency, phase spread) for the probes.
-    pub fn scheduler(mut self, config: SchedulerConfig) -> Self {
-        self.scheduler = config;
-        self
-    }
-
-    /// Appends a JSON-lines record of every event and action to this file.
-    pub fn audit_log(mut self, path: impl Into<PathBuf>) -> Self {
-        self.audit_log = Some(path.into());
-        self
-    }
-
-    /// How adapter calls are retried (default: 100 ms doubling to 5 s).
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// How many recent events the status keeps (default 64).
-    pub fn events_kept(mut self, n: usize) -> Self {
-        self.events_kept = n.max(1);
-        self
-    }
-
-    /// Starts the runtime on the current tokio runtime. Reads the recorded
-    /// fencing epoch first, so a restarted controller never reuses one.
-    pub async fn start(self) -> Result<Runtime, RuntimeError> {
-        if !self.config.topology().nodes().is_empty() && self.database.is_none() {
-            return Err(RuntimeError::NoDatabase);
-        }
-        let (audit, audit_task) = match &self.audit_log {
-            Some(path) => {
-                let (log, task) = audit::AuditLog::open(path).await?;
-                (log, Some(task))
-            }
-            None => (audit::AuditLog::disabled(), None),
-        };
-        let interval = self.config.policy().interval;
-        let timeout = self.config.policy().timeout;
-        let nodes: Vec<_> = self.config.topology().node_ids().collect();
-        let mut controller = Controller::new(self.config, std::time::Instant::now());
-        if let Some(database) = &self.database {
-            let floor = database
-                .recorded_epoch()
-                .await
-                .map_err(RuntimeError::RecordedEpoch)?;
-            if let Some(epoch) = floor {
-                tracing::info!(%epoch, "resuming after the recorded fencing epoch");
-                controller.set_epoch_floor(epoch);
-            }
-        }
-
-        let (inputs_tx, inputs_rx) = mpsc::channel(self.input_capacity);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let status0 = RuntimeStatus {
-            controller: controller.status(),
-            recent_events: VecDeque::new(),
-        };
-        let (status_tx, status_rx) = watch::channel(status0);
-        let (events_tx, _) = broadcast::channel(1024);
-        let mut tasks = Vec::new();
-
-        let plans = self.router.map(|router| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(workers::route(
-                router,
-                rx,
-                inputs_tx.clone(),
-                self.retry,
-                audit.clone(),
-                shutdown_rx.clone(),
-            )));
-            tx
-        });
-        let jobs = self.database.map(|database| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(workers::administer(
-                database.clone(),
-                rx,
-                inputs_tx.clone(),
-                self.retry,
-                audit.clone(),
-                shutdown_rx.clone(),
-            )));
-            tasks.push(tokio::spawn(workers::observe(
-                database,
-                nodes,
-                interval,
-                timeout,
-                inputs_tx.clone(),
-                shutdown_rx.clone(),
-            )));
-            tx
-        });
-
-        let scheduler = if self.probes.is_empty() {
-            None
-        } else {
-            let (scheduler, mut results) = ProbeScheduler::start(self.scheduler);
-            for target in self.probes {
-                scheduler.add(target);
-            }
-            let inputs = inputs_tx.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(result) = results.recv().await {
-                    if inputs.send(Input::Probe(result)).await.is_err() {
-                        return;
-                    }
-                }
-            }));
-            Some(scheduler)
-        };
-
-        let driver = driver::Driver {
-            controller,
-            inputs: inputs_rx,
-            plans,
-            jobs,
-            audit,
-            status: status_tx,
-            events: events_tx.clone(),
-            events_kept: self.events_kept,
-            telemetry: telemetry::Telemetry::default(),
-        };
-        let driver_task = tokio::spawn(driver.run(shutdown_rx));
-        Ok(Runtime {
-            handle: RuntimeHandle {
-                inputs: inputs_tx,
-                status: status_rx,
-                events: events_tx,
-            },
-            shutdown: shutdown_tx,
-            driver: Some(driver_task),
-            scheduler,
-            tasks,
-            audit_task,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_config_file_error_names_the_file_and_the_field() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("failover.toml");
-        std::fs::write(
-            &path,
-            "service = \"api.example.com.\"\n[[region]]\nname = \"us-east\"\n[policy]\nfall = 0\n",
-        )
-        .expect("write");
-        let error = RuntimeBuilder::from_config_file(&path)
-            .err()
-            .expect("fall = 0 is rejected");
-        let text = error.to_string();
-        assert!(
-            text.contains("failover.toml") && text.contains("policy.fall"),
-            "{text}"
-        );
-
-        let missing = RuntimeBuilder::from_config_file(dir.path().join("nope.toml"))
-            .err()
-            .expect("a missing file is an error");
-        assert!(
-            matches!(missing, RuntimeError::ConfigFile { .. }),
-            "{missing}"
-        );
-    }
+    /// The task that owns the controller died: no input is handled any
+    /// more. Restart the runtime (a bug; please report it with the message).
+    #[error(
+        "the failover driver died ({message}); no decisions are made any more: restart the runtime"
+    )]
+    DriverDied {
+        /// How it died, e.g. the panic message.
+        message: String,
+    },
+    /// A worker of the runtime died; the actions it runs fail from now on.
+    #[error("the failover runtime's {worker} died ({message}); its actions fail until the runtime is restarted")]
+    WorkerDied {
+        /// `router worker`, `database worker`, `database observer` or `probe forwarder`.
+        worker: &'static str,
+        /// How it died, e.g. the panic message.
+        message: String,
+    },
 }
 
 /// A running failover controller. Call [`Runtime::shutdown`] to stop it and
 /// wait for every task; dropping it stops the tasks without waiting (actions
-/// in flight are abandoned, and the audit log may lose its last lines).
+/// in flight are abandoned without a record, and the audit log may lose its
+/// last lines).
 pub struct Runtime {
     handle: RuntimeHandle,
-    shutdown: watch::Sender<bool>,
+    stop: watch::Sender<stop::Stop>,
+    shutdown_deadline: Duration,
     driver: Option<JoinHandle<()>>,
     scheduler: Option<ProbeScheduler>,
     tasks: Vec<JoinHandle<()>>,
@@ -342,29 +139,45 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A cloneable handle for operator commands, probe results and status.
+    /// A cloneable handle for operator commands, probe results, status and health.
     pub fn handle(&self) -> RuntimeHandle {
         self.handle.clone()
     }
 
-    /// Stops every task and waits for them: probes stop first, then the
-    /// controller loop and the workers (actions in flight are abandoned at
-    /// their next await point: they are idempotent, and a controller started
-    /// next re-derives them), and the audit log is flushed.
+    /// Stops the runtime and waits for it. Probes and database observations
+    /// stop first; then actions in flight may finish until the shutdown
+    /// deadline ([`RuntimeBuilder::shutdown_deadline`], from this call) and
+    /// are abandoned after it, actions not yet started are abandoned, and
+    /// each gets its `action_done`, `action_failed` or `action_abandoned`
+    /// audit record (they are idempotent, and a controller started next
+    /// re-derives them); the driver feeds every completion to the controller
+    /// until the workers have exited; last, the audit log is written out and
+    /// synced.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + self.shutdown_deadline;
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;
         }
-        if let Some(driver) = self.driver.take() {
-            let _ = driver.await;
-        }
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
+        self.stop.send_replace(stop::Stop::Draining { deadline });
+        // Workers give up at the deadline; this bounds an adapter that
+        // blocks its thread instead of awaiting.
+        let limit = deadline + Duration::from_secs(2);
+        let tasks = std::mem::take(&mut self.tasks);
+        for mut task in self.driver.take().into_iter().chain(tasks) {
+            if tokio::time::timeout_at(limit, &mut task).await.is_err() {
+                tracing::error!("a runtime task did not stop by the shutdown deadline; aborted");
+                task.abort();
+            }
         }
         if let Some(task) = self.audit_task.take() {
-            // The writer ends once the last sender (held by the tasks above) is gone.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            // The writer ends once the last record sender (held by the tasks
+            // above) is gone, after writing and syncing everything queued.
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::error!("the audit log writer did not finish within 5 s");
+            }
         }
         tracing::info!("failover runtime stopped");
     }
@@ -373,61 +186,13 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         // After `shutdown` everything below is already empty.
-        let _ = self.shutdown.send(true);
+        self.stop.send_replace(stop::Stop::Draining {
+            deadline: tokio::time::Instant::now(),
+        });
         // Dropping the scheduler drops each target's stop signal, which ends it.
         self.scheduler.take();
         for task in self.driver.take().into_iter().chain(self.tasks.drain(..)) {
             task.abort();
         }
-    }
-}
-
-/// Talks to a running [`Runtime`]. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct RuntimeHandle {
-    inputs: mpsc::Sender<Input>,
-    status: watch::Receiver<RuntimeStatus>,
-    events: broadcast::Sender<Event>,
-}
-
-impl RuntimeHandle {
-    /// Sends an operator command (drain, undrain, switchover, force promote,
-    /// pause, resume).
-    pub async fn command(&self, command: Command) -> Result<(), RuntimeError> {
-        self.inputs
-            .send(Input::Command(command))
-            .await
-            .map_err(|_| RuntimeError::Stopped)
-    }
-
-    /// Feeds a probe result from a source of your own (for example a probe
-    /// scheduler from `failover-probe`, or a check the library does not ship).
-    pub async fn report_probe(&self, result: ProbeResult) -> Result<(), RuntimeError> {
-        self.inputs
-            .send(Input::Probe(result))
-            .await
-            .map_err(|_| RuntimeError::Stopped)
-    }
-
-    /// The latest status.
-    pub fn status(&self) -> RuntimeStatus {
-        self.status.borrow().clone()
-    }
-
-    /// A receiver that wakes on every status change.
-    pub fn watch_status(&self) -> watch::Receiver<RuntimeStatus> {
-        self.status.clone()
-    }
-
-    /// Every event from now on, as the controller emitted it (with its `at`
-    /// instant), for alerting hooks and measurements. A receiver that falls
-    /// more than 1,024 events behind loses the oldest (and is told so).
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
-    }
-
-    /// The fencing epoch the controller is at.
-    pub fn epoch(&self) -> Epoch {
-        self.status.borrow().controller.epoch
     }
 }

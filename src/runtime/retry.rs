@@ -1,4 +1,4 @@
-//! Retry with capped exponential backoff for adapter calls.
+//! Retry with capped exponential backoff, and the time limits, for adapter calls.
 
 use std::time::Duration;
 
@@ -18,16 +18,26 @@ pub struct RetryPolicy {
     /// controller already decides what that means (promote with a greater
     /// epoch); retrying here would only delay the promotion.
     pub fence_attempts: u32,
+    /// Longest one attempt at a weight plan (`TrafficRouter::apply`) or a
+    /// fence may take; a call that outlives it fails with kind `Timeout`
+    /// (retryable). Default 10 s.
+    pub call_timeout: Duration,
+    /// Longest one attempt at a promotion may take (it waits for the
+    /// replica to replay and to accept writes). Default 90 s.
+    pub promote_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// 100 ms doubling to 5 s; 5 attempts at a promotion, 1 at a fence.
+    /// 100 ms doubling to 5 s; 5 attempts at a promotion, 1 at a fence;
+    /// 10 s per router or fence call, 90 s per promotion.
     fn default() -> Self {
         RetryPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             database_attempts: 5,
             fence_attempts: 1,
+            call_timeout: Duration::from_secs(10),
+            promote_timeout: Duration::from_secs(90),
         }
     }
 }

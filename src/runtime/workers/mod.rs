@@ -1,0 +1,124 @@
+//! The tasks that execute the controller's actions on the adapters and
+//! report each attempt and each end back to the driver on their own channel
+//! (never behind probe results), and the observer that feeds database
+//! observations in.
+//!
+//! - [`router`]: applies weight plans, newest first, retrying until applied
+//!   or superseded;
+//! - [`database`]: fences and promotes, strictly in issue order;
+//! - [`observer`]: observes every database node once per interval.
+//!
+//! Every adapter call goes through [`guarded`](super::adapter_call::guarded).
+//! At shutdown the action in flight may finish until the deadline; every
+//! action ends with an `action_done`, `action_failed` or `action_abandoned`
+//! audit record.
+
+pub(crate) mod database;
+pub(crate) mod observer;
+pub(crate) mod router;
+
+use std::time::Duration;
+
+use failover_core::{ActionFailure, ActionId, Input, PortError, PromoteRequest};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::audit::AuditLog;
+
+/// What a worker tells the driver.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// An action ended (done, or failed for good): feed this to the controller.
+    Finished(Input),
+    /// One attempt at an action failed; `retry_in` is `None` when it is not retried.
+    AttemptFailed {
+        /// The action.
+        id: ActionId,
+        /// `set_weights`, `fence` or `promote`.
+        action: &'static str,
+        /// 1-based.
+        attempt: u32,
+        /// The adapter's error.
+        error: String,
+        /// Wait before the next attempt.
+        retry_in: Option<Duration>,
+    },
+}
+
+/// Where workers send their reports.
+pub(crate) type Reports = mpsc::UnboundedSender<Report>;
+
+/// A database action waiting for the database worker.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DatabaseJob {
+    Fence {
+        id: ActionId,
+        node: failover_core::NodeId,
+        epoch: failover_core::Epoch,
+    },
+    Promote {
+        id: ActionId,
+        request: PromoteRequest,
+    },
+}
+
+impl DatabaseJob {
+    pub(crate) fn id(&self) -> ActionId {
+        match self {
+            DatabaseJob::Fence { id, .. } | DatabaseJob::Promote { id, .. } => *id,
+        }
+    }
+}
+
+fn failure(error: &PortError) -> ActionFailure {
+    ActionFailure {
+        kind: error.kind(),
+        message: error.to_string(),
+    }
+}
+
+/// Logs, counts, audits and reports a failed attempt; `retry_in` is the wait
+/// before the next one (`None`: no more attempts).
+fn note_failed_attempt(
+    audit: &AuditLog,
+    reports: &Reports,
+    id: ActionId,
+    action: &'static str,
+    attempt: u32,
+    error: &PortError,
+    retry_in: Option<Duration>,
+) {
+    let retry_ms = retry_in.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    tracing::warn!(action, action_id = id.0, attempt, %error, retry_in_ms = ?retry_ms,
+        "action attempt failed");
+    metrics::counter!("failover_action_attempt_failures_total", "action" => action).increment(1);
+    if retry_in.is_some() {
+        metrics::counter!("failover_action_retries_total", "action" => action).increment(1);
+        audit.record(
+            "action_retry",
+            json!({"action": id.0, "attempt": attempt, "error": error.to_string(), "retry_in_ms": retry_ms}),
+        );
+    }
+    let _ = reports.send(Report::AttemptFailed {
+        id,
+        action,
+        attempt,
+        error: error.to_string(),
+        retry_in,
+    });
+}
+
+/// Records that action `id` ends without a result: shutdown came first.
+pub(crate) fn abandon(audit: &AuditLog, id: ActionId, attempts: u32, reason: &str) {
+    tracing::warn!(action_id = id.0, attempts, reason, "action abandoned");
+    metrics::counter!("failover_actions_abandoned_total").increment(1);
+    audit.record(
+        "action_abandoned",
+        json!({"action": id.0, "attempts": attempts, "reason": reason}),
+    );
+}
+
+/// Why an action is abandoned when the deadline cuts it off.
+const PAST_DEADLINE: &str = "the shutdown deadline passed while it was in flight";
+/// Why a queued action is abandoned at shutdown.
+pub(crate) const NOT_STARTED: &str = "not started: the runtime is shutting down";
