@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::*;
-use failover::core::ports::{PortError, Probe, TrafficRouter};
-use failover::core::{
+use failover::decision::ports::{PortError, Probe, TrafficRouter};
+use failover::decision::{
     Command, Health, ProbeOutcome, ProbeResult, RegionWeight, VantageId, WeightPlan,
 };
 use failover::dns::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter, Selection};
@@ -164,7 +164,7 @@ impl TrafficRouter for BuggyRouter {
     }
 }
 
-async fn embedded_dns(policy: &failover::core::Policy) -> EmbeddedDns {
+async fn embedded_dns(policy: &failover::decision::Policy) -> EmbeddedDns {
     let mut dns = EmbeddedConfig::new(ZONE);
     dns.selection = Selection::AllServing;
     EmbeddedDns::bind(

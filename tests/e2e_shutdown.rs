@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use failover::core::{Command, Health};
+use failover::decision::{Command, Health};
 use failover::dns::{Rfc2136Config, Rfc2136Router};
 use failover::{RetryPolicy, RuntimeBuilder};
 use failover_testkit::bind::{BindServer, BindZone};
