@@ -159,6 +159,11 @@ pub enum Action {
         expected: Option<WriterRecord>,
         /// The record to write.
         new: WriterRecord,
+        /// When the old writer was proven stopped by its guard lease
+        /// expiring: that node, whose guard lease must still be absent for
+        /// the write to succeed — checked in the same compare-and-set, or a
+        /// guard renewing in between could unfence it as the writer.
+        guard_absent: Option<NodeId>,
     },
     /// Something happened that an operator should know; log it, count it.
     Notify(Event),

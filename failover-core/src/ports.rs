@@ -89,13 +89,15 @@ pub trait Coordinator: Send + Sync {
     /// no event.
     async fn next_event(&self) -> Result<CoordinationEvent, PortError>;
     /// Compare-and-set of the writer record under leadership `token`: writes
-    /// `new` only if the store still holds `expected` and `token` still
-    /// leads. Refused otherwise.
+    /// `new` only if the store still holds `expected`, `token` still leads
+    /// and, when `guard_absent` names a node, that node's guard lease is not
+    /// held — all in one transaction. Refused otherwise.
     async fn set_writer(
         &self,
         token: FencingToken,
         expected: Option<WriterRecord>,
         new: WriterRecord,
+        guard_absent: Option<NodeId>,
     ) -> Result<(), PortError>;
     /// Replaces this controller's published verdicts (under its own lease).
     async fn publish_verdicts(&self, verdicts: &[Verdict]) -> Result<(), PortError>;

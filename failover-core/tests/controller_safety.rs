@@ -98,6 +98,14 @@ fn an_expired_guard_lease_proves_the_old_writer_stopped_and_the_replica_is_promo
         .position(|a| matches!(a, Action::Promote { .. }))
         .expect("promoted");
     assert!(claim < promote);
+    let east = node(&d, "pg-east");
+    assert!(
+        actions(&d).iter().any(|a| matches!(
+            a,
+            Action::SetWriter { guard_absent: Some(n), .. } if *n == east
+        )),
+        "a claim proven by lease expiry requires the lease still absent, in the same compare-and-set"
+    );
     let (id, request) = d.last_promote();
     assert_eq!(request.node, node(&d, "pg-west"));
     d.done(id);

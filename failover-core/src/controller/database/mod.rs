@@ -91,6 +91,8 @@ pub(super) struct Attempt {
     pub(super) gate: RpoGate,
     /// Lag when the attempt started, when known.
     pub(super) lag_bytes: Option<u64>,
+    /// How the old writer was proven stopped, once it was.
+    pub(super) proof: Option<crate::StopProof>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -68,6 +68,7 @@ impl Controller {
                     intent: Intent::Failover,
                     gate,
                     lag_bytes: Some(lag_bytes),
+                    proof: None,
                 };
                 self.start_attempt(now, attempt);
             }
@@ -116,7 +117,7 @@ impl Controller {
                         proof: StopProof::FenceConfirmed,
                     },
                 );
-                self.proven(now, None);
+                self.proven(now, StopProof::FenceConfirmed, None);
                 return;
             }
         }
@@ -130,7 +131,7 @@ impl Controller {
                     proof: StopProof::GuardLeaseExpired,
                 },
             );
-            self.proven(now, None);
+            self.proven(now, StopProof::GuardLeaseExpired, None);
             return;
         }
         self.send_fence(now, old, attempt.epoch);
@@ -155,10 +156,11 @@ impl Controller {
 
     /// The old writer is proven stopped (`final_lsn`: its final flush
     /// position, when the fence reported it).
-    pub(super) fn proven(&mut self, now: Instant, final_lsn: Option<Lsn>) {
-        let Phase::Fencing { attempt, .. } = self.db.phase else {
+    pub(super) fn proven(&mut self, now: Instant, proof: StopProof, final_lsn: Option<Lsn>) {
+        let Phase::Fencing { mut attempt, .. } = self.db.phase else {
             return;
         };
+        attempt.proof = Some(proof);
         if let (Some(old), Some(lsn)) = (attempt.old, final_lsn) {
             self.db.fenced_writer = Some((old, attempt.epoch));
             let best = self.db.primary_lsn.map_or(lsn, |(l, _)| l.max(lsn));
@@ -181,7 +183,6 @@ impl Controller {
             self.check_catch_up(now);
         } else {
             // With the final position known, gate on it exactly.
-            let mut attempt = attempt;
             if let (RpoGate::Within { max, .. }, Some(lsn)) = (attempt.gate, final_lsn) {
                 attempt.gate = RpoGate::Within {
                     max,
@@ -221,6 +222,9 @@ impl Controller {
                 node: attempt.candidate,
                 epoch: attempt.epoch,
             },
+            guard_absent: attempt
+                .old
+                .filter(|_| attempt.proof == Some(StopProof::GuardLeaseExpired)),
         });
     }
 
@@ -318,7 +322,7 @@ impl Controller {
                                 proof: StopProof::FenceConfirmed,
                             },
                         );
-                        self.proven(now, final_lsn);
+                        self.proven(now, StopProof::FenceConfirmed, final_lsn);
                     }
                     // The attempt was abandoned meanwhile.
                     _ => self.evaluate_writer(now),
@@ -393,7 +397,7 @@ impl Controller {
                                     proof: StopProof::Forced,
                                 },
                             );
-                            self.proven(now, None);
+                            self.proven(now, StopProof::Forced, None);
                         }
                         Intent::Switchover => self.fail_attempt(now, true),
                         Intent::Failover => {
@@ -570,7 +574,7 @@ impl Controller {
                                 proof: StopProof::Forced,
                             },
                         );
-                        self.proven(now, None);
+                        self.proven(now, StopProof::Forced, None);
                     }
                     Intent::Switchover => {
                         self.notify(
@@ -682,6 +686,7 @@ impl Controller {
                 lsn: primary.unwrap_or_default(),
             },
             lag_bytes: Some(0),
+            proof: None,
         };
         self.start_attempt(now, attempt);
     }
@@ -722,6 +727,7 @@ impl Controller {
             intent: Intent::Forced,
             gate: RpoGate::Forced,
             lag_bytes,
+            proof: None,
         };
         self.start_attempt(now, attempt);
     }

@@ -258,6 +258,7 @@ impl Controller {
             token,
             expected: None,
             new,
+            guard_absent: None,
         });
     }
 
@@ -288,7 +289,7 @@ impl Controller {
                         proof: StopProof::GuardLeaseExpired,
                     },
                 );
-                self.proven(now, None);
+                self.proven(now, StopProof::GuardLeaseExpired, None);
             }
             _ if self.db.writer == Some(node) => self.evaluate_writer(now),
             _ => {}
