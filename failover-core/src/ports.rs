@@ -45,6 +45,16 @@ pub trait DatabaseAdmin: Send + Sync {
     /// Refuses (kind [`PortErrorKind::Refused`]) an epoch not above the
     /// highest one recorded.
     async fn promote(&self, request: &PromoteRequest) -> Result<Lsn, PortError>;
+    /// Lifts a fence placed at `epoch` on `node`, which is still the writer
+    /// at that epoch: the promotion the fence was for did not happen, and
+    /// writes must come back. Restores what the fence took (the roles'
+    /// `LOGIN`, the read-only default) and verifies the node accepts writes.
+    /// Refuses (kind [`PortErrorKind::Refused`]) when the node is not a
+    /// primary, or when it or any reachable node records a promotion at an
+    /// epoch `>= epoch` that made another node the writer, or a fence above
+    /// `epoch`: a later epoch owns the node's state. Idempotent: unfencing a
+    /// node that is not fenced succeeds.
+    async fn unfence(&self, node: NodeId, epoch: Epoch) -> Result<(), PortError>;
     /// The highest epoch durably recorded on any reachable node (`None` if
     /// none was ever recorded), so a restarted controller resumes after it.
     async fn recorded_epoch(&self) -> Result<Option<Epoch>, PortError>;

@@ -33,6 +33,13 @@ impl DatabaseAdmin for PgCluster {
         PgCluster::promote(self, request).await.map_err(Into::into)
     }
 
+    async fn unfence(&self, node: NodeId, epoch: Epoch) -> Result<(), PortError> {
+        PgCluster::unfence(self, node, epoch)
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+
     async fn recorded_epoch(&self) -> Result<Option<Epoch>, PortError> {
         self.highest_epoch().await.map_err(Into::into)
     }

@@ -249,6 +249,24 @@ impl Session {
         }
     }
 
+    /// The admin session's own settings: it must write even on a fenced node,
+    /// must not wait for a synchronous standby that may be gone, and must not
+    /// queue for a lock past half its statement timeout: a lock held by
+    /// someone else fails as SQLSTATE `55P03` (kind `Conflict`, retry after
+    /// re-reading) rather than as a client-side timeout that would look like
+    /// an unreachable node.
+    pub(crate) async fn admin_session(&self, operation: &'static str) -> Result<(), PgError> {
+        let lock_ms = (self.statement / 2).as_millis().clamp(1, i32::MAX as u128);
+        self.batch(
+            operation,
+            &format!(
+                "SET default_transaction_read_only = off; SET synchronous_commit = local; \
+                 SET lock_timeout = {lock_ms}"
+            ),
+        )
+        .await
+    }
+
     /// Runs `sql` (no parameters) and returns its rows.
     pub(crate) async fn query(
         &self,

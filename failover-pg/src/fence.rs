@@ -72,18 +72,13 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The admin session's own settings: it must write even on a fenced node and
-/// must not wait for a synchronous standby that may be gone.
-pub(crate) const ADMIN_SESSION_SQL: &str =
-    "SET default_transaction_read_only = off; SET synchronous_commit = local";
-
 impl PgCluster {
     /// Fences `node` with `epoch`: see the [module docs](crate::fence) for the
     /// mechanism and its limits. Idempotent: fencing again with the same
     /// epoch succeeds. A replica is already read-only and is left as is.
     pub async fn fence(&self, node: NodeId, epoch: Epoch) -> Result<FenceReport, PgError> {
         let s = self.connect(node, OP).await?;
-        s.batch(OP, ADMIN_SESSION_SQL).await?;
+        s.admin_session(OP).await?;
         let row = s.query_one(OP, "SELECT pg_is_in_recovery()").await?;
         let in_recovery: bool = s.get(OP, &row, 0)?;
         if in_recovery {

@@ -10,6 +10,8 @@
 //!   the mechanism and its limits);
 //! - [`PgCluster::promote`]: RPO gate, epoch check, `pg_promote(wait => true)`,
 //!   durable epoch, write check;
+//! - [`PgCluster::unfence`]: gives writes back to a fenced primary whose
+//!   promotion did not happen (see [`unfence`](mod@unfence) for the rule);
 //! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
 //!   primary's final flush LSN, promote — no acknowledged write is lost;
 //! - [`rejoin()`](fn@rejoin) ([`rejoin` module](mod@rejoin)): agent-side: `pg_rewind` the old primary's data directory
@@ -54,6 +56,7 @@
 
 mod admin;
 mod cluster;
+pub mod conninfo;
 mod epoch;
 mod error;
 pub mod fence;
@@ -61,10 +64,12 @@ mod promote;
 pub mod rejoin;
 mod status;
 mod switchover;
+pub mod unfence;
 
 pub use cluster::{PgCluster, PgTimeouts};
-pub use error::PgError;
+pub use error::{sqlstate_kind, PgError, RpoReference};
 pub use fence::FenceReport;
-pub use rejoin::{rejoin, RejoinPlan, RejoinReport};
+pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
 pub use switchover::SwitchoverReport;
+pub use unfence::UnfenceReport;

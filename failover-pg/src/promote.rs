@@ -6,30 +6,59 @@ use failover_core::{Epoch, Lsn, PromoteRequest, RpoGate};
 
 use crate::cluster::Session;
 use crate::epoch::{epoch_sql, read_epochs, SCHEMA_SQL};
-use crate::fence::{quote_ident, ADMIN_SESSION_SQL};
+use crate::fence::quote_ident;
 use crate::status::read_status;
-use crate::{NodeRole, PgCluster, PgError};
+use crate::{NodeRole, NodeStatus, PgCluster, PgError, RpoReference};
 
 const OP: &str = "promote";
 
 impl PgCluster {
     /// Promotes `request.node`:
     /// 1. refuses a node that is not in recovery ([`PgError::NotAReplica`]) —
-    ///    unless this very epoch already promoted it (a retried call), which
-    ///    returns its LSN again;
+    ///    unless this very epoch promoted it (a retried call, see
+    ///    "Retries" below), which returns its LSN again;
     /// 2. refuses a stale epoch ([`PgError::StaleEpoch`], naming both epochs)
     ///    against every reachable node (an unreachable one costs at most
     ///    `timeouts.connect` and is skipped);
     /// 3. checks the gate: `Within` compares the candidate's received WAL with
     ///    `reference` and its replay delay with `max` ([`PgError::LagExceeded`]
-    ///    states the lag); `CaughtUp` waits up to `timeouts.catch_up` for
-    ///    replay to reach the LSN ([`PgError::NotCaughtUp`]); `Forced` skips;
-    /// 4. runs `pg_promote(wait => true)`, lifts a fence the node inherited
+    ///    states the lag and where the reference came from); `CaughtUp` waits
+    ///    up to `timeouts.catch_up` for replay to reach the LSN
+    ///    ([`PgError::NotCaughtUp`]); `Forced` skips;
+    ///
+    ///    With `reference: None` (a restarted controller that never saw the
+    ///    old primary) the reference is the best position a reachable node
+    ///    reports: a reachable primary's flushed WAL, else the most WAL a
+    ///    reachable replica received, the candidate included. This is
+    ///    failover-core's rule too (its controller measures the lag against
+    ///    the best replica when it has no primary position), so the two gates
+    ///    admit the same candidates and a restart does not loop on refusals.
+    ///    It bounds the loss against what survives, not against what the
+    ///    dead primary may have written after its last report: keep a time
+    ///    limit in `max` for that. With a byte limit and no position at all,
+    ///    the gate refuses with [`PgError::RpoUnknown`] naming what is missing;
+    /// 4. writes the intent `failover.promoting = 'EPOCH:TIMELINE'` to the
+    ///    node's `postgresql.auto.conf` (`ALTER SYSTEM`, which a replica
+    ///    accepts: it is a file, not WAL);
+    /// 5. runs `pg_promote(wait => true)`, lifts a fence the node inherited
     ///    (read-only default, revoked `LOGIN`s), records the epoch in
     ///    `failover.epoch` in a transaction that is also the write check.
     ///
     /// Returns the last WAL position replayed from the old primary: every
     /// transaction up to it survived.
+    ///
+    /// # Retries
+    /// `pg_promote` can take effect while the call fails before the epoch is
+    /// recorded (a client timeout, a lost connection). A retry of the same
+    /// request then finds a primary and returns `Ok` with the same LSN when
+    /// - the node records this epoch for itself (the first call finished), or
+    /// - the node still carries this epoch's intent and its timeline is above
+    ///   the one the intent recorded (this request's `pg_promote` took
+    ///   effect): the epoch is then checked against every reachable node
+    ///   like a fresh request, recorded, and the intent removed.
+    ///
+    /// Any other primary is refused with [`PgError::NotAReplica`]: a node
+    /// promoted by another epoch (or by hand) is never given this epoch.
     ///
     /// The epoch record is committed with `synchronous_commit = local`: it is
     /// durable on the new primary's disk even when that node's own
@@ -38,13 +67,14 @@ impl PgCluster {
     pub async fn promote(&self, request: &PromoteRequest) -> Result<Lsn, PgError> {
         let started = Instant::now();
         let s = self.connect(request.node, OP).await?;
-        s.batch(OP, ADMIN_SESSION_SQL).await?;
+        s.admin_session(OP).await?;
         let status = read_status(&s).await?;
         if status.role == NodeRole::Primary {
-            return self.already_promoted(&s, request).await;
+            return self.already_promoted(&s, request, status.timeline).await;
         }
         self.check_epoch(&s.node, request.epoch).await?;
         self.check_gate(&s, request.gate).await?;
+        write_intent(&s, request.epoch, status.timeline).await?;
 
         let wait_seconds = self.timeouts().promote.as_secs().clamp(1, i32::MAX as u64);
         let row = s
@@ -74,10 +104,7 @@ impl PgCluster {
                 reason: "still in recovery after pg_promote returned true".into(),
             });
         }
-        let lsn = s
-            .lsn(OP, &row, 1)?
-            .or(s.lsn(OP, &row, 2)?)
-            .unwrap_or_default();
+        let lsn = promoted_lsn(&s, &row)?;
         self.lift_fence_and_record(&s, request.epoch, lsn).await?;
         let elapsed = started.elapsed();
         tracing::warn!(node = %s.node, epoch = %request.epoch, %lsn, ?elapsed, "node promoted");
@@ -86,11 +113,13 @@ impl PgCluster {
         Ok(lsn)
     }
 
-    /// A primary is fine only if this epoch promoted it (an idempotent retry).
+    /// A primary is fine only if this epoch promoted it (an idempotent
+    /// retry): see "Retries" on [`promote`](Self::promote).
     async fn already_promoted(
         &self,
         s: &Session,
         request: &PromoteRequest,
+        timeline: u32,
     ) -> Result<Lsn, PgError> {
         let epochs = read_epochs(s).await?;
         if epochs.promoted == Some(request.epoch) {
@@ -108,9 +137,31 @@ impl PgCluster {
                 return Ok(lsn);
             }
         }
-        Err(PgError::NotAReplica {
-            node: s.node.clone(),
-        })
+        match read_intent(s).await? {
+            Some((epoch, before)) if epoch == request.epoch && timeline > before => {
+                tracing::warn!(node = %s.node, %epoch, before, timeline,
+                    "promotion took effect but its epoch was not recorded: recording it now");
+                self.check_epoch(&s.node, request.epoch).await?;
+                let row = s
+                    .query_one(
+                        OP,
+                        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
+                         pg_current_wal_lsn()::text",
+                    )
+                    .await?;
+                let lsn = promoted_lsn(s, &row)?;
+                self.lift_fence_and_record(s, request.epoch, lsn).await?;
+                metrics::counter!("failover_pg_promotions_completed_on_retry_total").increment(1);
+                Ok(lsn)
+            }
+            intent => {
+                tracing::warn!(node = %s.node, epoch = %request.epoch, ?intent, timeline,
+                    promoted = ?epochs.promoted, "promotion refused: node is a primary this epoch did not promote");
+                Err(PgError::NotAReplica {
+                    node: s.node.clone(),
+                })
+            }
+        }
     }
 
     async fn check_gate(&self, s: &Session, gate: RpoGate) -> Result<(), PgError> {
@@ -121,18 +172,27 @@ impl PgCluster {
             }
             RpoGate::Within { max, reference } => {
                 let st = read_status(s).await?;
-                let lag_bytes = reference.and_then(|r| st.lag_bytes_behind(r));
-                let bytes_ok = match (max.bytes, lag_bytes) {
-                    (None, _) => true,
-                    (Some(limit), Some(lag)) => lag <= limit,
-                    // A byte limit with no reference or no WAL position: the
-                    // loss cannot be bounded, so refuse.
-                    (Some(_), None) => false,
+                let reference = match reference {
+                    Some(r) => RpoReference::Controller(r),
+                    None => self.best_known_position(&st).await,
                 };
-                if bytes_ok && max.admits(0, st.replay_delay) {
+                let lag_bytes = reference.lsn().and_then(|r| st.lag_bytes_behind(r));
+                if max.bytes.is_some() && lag_bytes.is_none() {
+                    tracing::warn!(node = %s.node, ?max, "promotion refused: loss cannot be measured");
+                    metrics::counter!("failover_pg_rpo_refused_total").increment(1);
+                    return Err(PgError::RpoUnknown {
+                        node: s.node.clone(),
+                        missing: "a WAL position: no reference was given and no reachable node \
+                                  (the candidate included) reports one"
+                            .to_owned(),
+                        max,
+                    });
+                }
+                if max.admits(lag_bytes.unwrap_or(0), st.replay_delay) {
+                    tracing::info!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "RPO gate passed");
                     return Ok(());
                 }
-                tracing::warn!(node = %s.node, ?lag_bytes, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
+                tracing::warn!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
                 metrics::counter!("failover_pg_rpo_refused_total").increment(1);
                 Err(PgError::LagExceeded {
                     node: s.node.clone(),
@@ -145,6 +205,46 @@ impl PgCluster {
             }
             RpoGate::CaughtUp { lsn } => self.wait_replayed(s, lsn).await,
         }
+    }
+
+    /// The most WAL any reachable node reports, and where: a primary's
+    /// flushed position, a replica's received one (`candidate` is the
+    /// candidate's status, already read). Unreachable nodes are skipped.
+    async fn best_known_position(&self, candidate: &NodeStatus) -> RpoReference {
+        let reads = self
+            .all_nodes()
+            .iter()
+            .filter(|n| n.id != candidate.node)
+            .map(|n| async move { (n.name.clone(), self.status(n.id).await) });
+        let statuses = futures::future::join_all(reads).await;
+        let known = statuses
+            .into_iter()
+            .filter_map(|(name, r)| match r {
+                Ok(st) => Some(st),
+                Err(e) => {
+                    tracing::debug!(on = %name, error = %e, "RPO reference: node skipped");
+                    None
+                }
+            })
+            .chain(std::iter::once(candidate.clone()));
+        let mut best = RpoReference::Nowhere;
+        for st in known {
+            let position = match st.role {
+                NodeRole::Primary => st
+                    .flush_lsn
+                    .or(st.current_lsn)
+                    .map(|lsn| RpoReference::Flushed { node: st.node, lsn }),
+                NodeRole::Replica => st
+                    .received()
+                    .map(|lsn| RpoReference::Received { node: st.node, lsn }),
+            };
+            if let Some(p) = position {
+                if best.lsn() < p.lsn() {
+                    best = p;
+                }
+            }
+        }
+        best
     }
 
     /// Waits (bounded by `timeouts.catch_up`) until the replica behind `s`
@@ -231,11 +331,88 @@ impl PgCluster {
         }
         .await;
         match result {
-            Ok(()) => s.batch(OP, "COMMIT").await,
+            Ok(()) => {
+                s.batch(OP, "COMMIT").await?;
+                // The epoch is recorded: the intent is no longer evidence.
+                // Best effort, a leftover intent only matches this epoch.
+                if let Err(e) = clear_intent(s).await {
+                    tracing::warn!(node = %s.node, error = %e, "promotion intent not removed");
+                }
+                Ok(())
+            }
             Err(err) => {
                 let _ = s.batch(OP, "ROLLBACK").await;
                 Err(err)
             }
         }
+    }
+}
+
+/// The LSN a promotion returns from a row of `pg_is_in_recovery()`,
+/// `pg_last_wal_replay_lsn()`, `pg_current_wal_lsn()`: the last replayed
+/// position (static once recovery ended), else the current one.
+fn promoted_lsn(s: &Session, row: &tokio_postgres::Row) -> Result<Lsn, PgError> {
+    Ok(s.lsn(OP, row, 1)?
+        .or(s.lsn(OP, row, 2)?)
+        .unwrap_or_default())
+}
+
+/// The setting that carries a promotion's intent in `postgresql.auto.conf`.
+/// A custom (dotted) name: `ALTER SYSTEM` takes it once the session has
+/// defined the placeholder with `SET`.
+pub(crate) const INTENT_SETTING: &str = "failover.promoting";
+
+/// Records on the replica behind `s`, before `pg_promote`, that `epoch` is
+/// promoting it from `timeline`. Node-local (a file), durable across a
+/// client timeout, a controller restart and a server restart.
+async fn write_intent(s: &Session, epoch: Epoch, timeline: u32) -> Result<(), PgError> {
+    s.batch(OP, &format!("SET {INTENT_SETTING} = ''")).await?;
+    // Separate statements: ALTER SYSTEM refuses to run in a transaction.
+    s.batch(
+        OP,
+        &format!(
+            "ALTER SYSTEM SET {INTENT_SETTING} = '{}:{timeline}'",
+            epoch.0
+        ),
+    )
+    .await?;
+    s.batch(OP, "SELECT pg_reload_conf()").await
+}
+
+/// The intent on the node behind `s`: `(epoch, timeline before)`.
+async fn read_intent(s: &Session) -> Result<Option<(Epoch, u32)>, PgError> {
+    let row = s
+        .query_one(
+            OP,
+            &format!("SELECT current_setting('{INTENT_SETTING}', true)"),
+        )
+        .await?;
+    let text: Option<String> = s.get(OP, &row, 0)?;
+    Ok(text.as_deref().and_then(parse_intent))
+}
+
+fn parse_intent(text: &str) -> Option<(Epoch, u32)> {
+    let (epoch, timeline) = text.split_once(':')?;
+    Some((Epoch(epoch.parse().ok()?), timeline.parse().ok()?))
+}
+
+async fn clear_intent(s: &Session) -> Result<(), PgError> {
+    s.batch(OP, &format!("SET {INTENT_SETTING} = ''")).await?;
+    s.batch(OP, &format!("ALTER SYSTEM RESET {INTENT_SETTING}"))
+        .await?;
+    s.batch(OP, "SELECT pg_reload_conf()").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intent_parses_epoch_and_timeline_and_nothing_else() {
+        assert_eq!(parse_intent("7:3"), Some((Epoch(7), 3)));
+        assert_eq!(parse_intent(""), None);
+        assert_eq!(parse_intent("7"), None);
+        assert_eq!(parse_intent("x:3"), None);
+        assert_eq!(parse_intent("7:-1"), None);
     }
 }

@@ -14,8 +14,10 @@
 //! 3. keep the node's own `postgresql.conf`, `pg_hba.conf` and `pg_ident.conf`
 //!    (pg_rewind copies the source's, which carry the source's port and
 //!    addresses), drop `primary_conninfo` and `default_transaction_read_only`
-//!    from `postgresql.auto.conf`, set `primary_conninfo` to the new primary
-//!    and write `standby.signal`;
+//!    and any `failover.*` setting from `postgresql.auto.conf`, set
+//!    `primary_conninfo` to the new primary ([`standby_auto_conf`]: quotes,
+//!    backslashes and newlines are escaped for the configuration file, so
+//!    libpq reads the string exactly as given) and write `standby.signal`;
 //! 4. start it (`pg_ctl start`) and wait until `pg_stat_wal_receiver` says
 //!    `streaming`.
 //!
@@ -136,6 +138,32 @@ async fn write_owned(plan: &RejoinPlan, path: &Path, text: &str) -> Result<(), P
 
 const KEPT_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
 
+/// The `postgresql.auto.conf` of a node that becomes a standby of the
+/// primary reached with `primary_conninfo` (a libpq string; build one with
+/// [`conninfo`](crate::conninfo::conninfo)): `old` without its
+/// `primary_conninfo`, its fence (`default_transaction_read_only`) and any
+/// `failover.*` setting (a promotion intent copied from the source by
+/// pg_rewind), plus `primary_conninfo` quoted with
+/// [`conf_value`](crate::conninfo::conf_value) so that quotes,
+/// backslashes and newlines reach libpq unchanged.
+pub fn standby_auto_conf(old: &str, primary_conninfo: &str) -> String {
+    let mut conf: String = old
+        .lines()
+        .filter(|l| {
+            let key = l.trim_start();
+            !key.starts_with("primary_conninfo")
+                && !key.starts_with("default_transaction_read_only")
+                && !key.starts_with("failover.")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    conf.push_str(&format!(
+        "primary_conninfo = {}\n",
+        crate::conninfo::conf_value(primary_conninfo)
+    ));
+    conf
+}
+
 /// Runs the whole rejoin; see the [module docs](self).
 pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
     let started = Instant::now();
@@ -200,19 +228,7 @@ pub async fn rejoin(plan: &RejoinPlan) -> Result<RejoinReport, PgError> {
     }
     let auto = plan.data_dir.join("postgresql.auto.conf");
     let old = tokio::fs::read_to_string(&auto).await.unwrap_or_default();
-    let mut conf: String = old
-        .lines()
-        .filter(|l| {
-            let key = l.trim_start();
-            !key.starts_with("primary_conninfo")
-                && !key.starts_with("default_transaction_read_only")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    conf.push_str(&format!(
-        "primary_conninfo = '{}'\n",
-        plan.primary_conninfo.replace('\'', "''")
-    ));
+    let conf = standby_auto_conf(&old, &plan.primary_conninfo);
     write_owned(plan, &auto, &conf).await?;
     write_owned(plan, &plan.data_dir.join("standby.signal"), "").await?;
 

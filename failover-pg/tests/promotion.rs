@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use failover_core::ports::DatabaseAdmin;
 use failover_core::{Epoch, MaxRpo, NodeId, PortErrorKind, PromoteRequest, RpoGate};
-use failover_pg::{rejoin, NodeRole, PgError, RejoinPlan};
+use failover_pg::{rejoin, NodeRole, PgError, RejoinPlan, RpoReference};
 use failover_testkit::postgres::PgTestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,4 +251,200 @@ async fn a_second_promotion_with_the_same_or_an_older_epoch_is_refused() {
     // controller resumes after.
     admin.promote(&req(2, 6)).await.expect("newer epoch");
     assert_eq!(admin.recorded_epoch().await.unwrap(), Some(Epoch(6)));
+}
+
+/// Issue 10 item 2: `pg_promote` took effect but the call failed before the
+/// epoch was recorded (here: recording the epoch outlives the client's
+/// statement timeout). The retry of the same request used to get "not a
+/// replica"; it must finish the job and return the same LSN, and another
+/// epoch must never be recorded on the node this one promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_retried_after_pg_promote_took_effect_records_its_epoch() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let full = common::admin(&tk);
+    // The old primary is fenced at 1, the epoch its replica is promoted at.
+    let fence = full.fence(NodeId(0), Epoch(1)).await.expect("fence");
+    // Recording the epoch is slow for a while: 3 s inside the insert, longer
+    // than the client waits for one statement.
+    tk.psql(
+        0,
+        "BEGIN READ WRITE; \
+         CREATE FUNCTION failover.slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON failover.epoch \
+         FOR EACH ROW EXECUTE FUNCTION failover.slow(); COMMIT",
+    )
+    .unwrap();
+    let replayed = |tk: &PgTestCluster| {
+        tk.psql(1, "SELECT count(*) FROM pg_trigger WHERE tgname = 'slow'")
+            .is_ok_and(|s| s.trim() == "1")
+    };
+    for _ in 0..500 {
+        if replayed(&tk) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(replayed(&tk), "the trigger reached the replica");
+
+    let node1 = tk.node(1).unwrap().clone();
+    let short = failover_pg::PgCluster::new()
+        .with_timeouts(failover_pg::PgTimeouts {
+            connect: Duration::from_secs(5),
+            statement: Duration::from_secs(1),
+            promote: Duration::from_secs(60),
+            catch_up: Duration::from_secs(30),
+        })
+        .with_node(NodeId(0), "node0", &tk.node(0).unwrap().admin_dsn())
+        .unwrap()
+        .with_node(NodeId(1), "node1", &node1.admin_dsn())
+        .unwrap();
+    let request = PromoteRequest {
+        node: NodeId(1),
+        epoch: Epoch(1),
+        gate: RpoGate::CaughtUp {
+            lsn: fence.flush_lsn.unwrap(),
+        },
+    };
+    let err = short
+        .promote(&request)
+        .await
+        .expect_err("the epoch is not recorded in time");
+    assert_eq!(err.kind(), PortErrorKind::Timeout, "{err}");
+    assert_eq!(
+        full.status(NodeId(1)).await.unwrap().role,
+        NodeRole::Primary,
+        "pg_promote took effect"
+    );
+    // The stuck insert ends on its own; then the retry can record.
+    tk.psql(
+        1,
+        "BEGIN READ WRITE; DROP TRIGGER slow ON failover.epoch; COMMIT",
+    )
+    .unwrap();
+
+    let lsn = DatabaseAdmin::promote(&full, &request)
+        .await
+        .expect("the retry of the same request completes the promotion");
+    assert!(lsn >= fence.flush_lsn.unwrap());
+    assert_eq!(full.status(NodeId(1)).await.unwrap().epoch, Some(Epoch(1)));
+    assert_eq!(full.recorded_epoch().await.unwrap(), Some(Epoch(1)));
+    // Once more: already recorded, same LSN.
+    assert_eq!(full.promote(&request).await.expect("idempotent"), lsn);
+    // The application role's LOGIN, revoked by the fence, is back.
+    let c = common::connect(&node1.app_dsn())
+        .await
+        .expect("app logs in");
+    c.batch_execute("CREATE TABLE after_retry (n int); INSERT INTO after_retry VALUES (1)")
+        .await
+        .expect("app writes");
+
+    // A different, higher epoch on the node this one promoted: refused,
+    // and nothing is recorded for it.
+    let err = full
+        .promote(&PromoteRequest {
+            epoch: Epoch(2),
+            ..request
+        })
+        .await
+        .expect_err("node1 belongs to epoch 1");
+    assert!(matches!(err, PgError::NotAReplica { .. }), "{err}");
+    assert_eq!(err.kind(), PortErrorKind::Refused);
+    assert_eq!(full.recorded_epoch().await.unwrap(), Some(Epoch(1)));
+}
+
+/// Issue 10 item 7: a controller restarted after the primary died has no
+/// reference position. The byte gate used to refuse every candidate then,
+/// for ever. Now it measures against the best position a reachable node
+/// reports (failover-core's rule too): the best replica passes, one that
+/// lags it by more than max_rpo is refused, naming where the reference came
+/// from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_reference_the_gate_measures_against_the_best_reachable_node() {
+    let tk = common::start(PgTestCluster::builder().replicas(2)).await;
+    let admin = common::admin(&tk);
+    let primary = tk.node(0).unwrap().clone();
+    common::create_table(&primary.app_dsn()).await;
+    let created = admin.status(NodeId(0)).await.unwrap().current_lsn;
+    for n in [1, 2] {
+        for _ in 0..500 {
+            if admin.status(NodeId(n)).await.unwrap().replay_lsn >= created {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // node2 stops receiving; node1 keeps streaming ~1 MB more.
+    tk.psql(2, "ALTER SYSTEM SET primary_conninfo = ''")
+        .unwrap();
+    tk.psql(2, "SELECT pg_reload_conf()").unwrap();
+    for _ in 0..200 {
+        if admin
+            .status(NodeId(2))
+            .await
+            .unwrap()
+            .wal_receiver
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = common::connect(&primary.app_dsn()).await.unwrap();
+    c.execute(
+        "INSERT INTO rows SELECT g FROM generate_series(1, 20000) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    let written = admin.status(NodeId(0)).await.unwrap().current_lsn.unwrap();
+    for _ in 0..500 {
+        if admin.status(NodeId(1)).await.unwrap().received() >= Some(written) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admin.status(NodeId(1)).await.unwrap().received() >= Some(written));
+    tk.kill(0).unwrap();
+
+    let gate = RpoGate::Within {
+        max: MaxRpo::bytes(64 * 1024),
+        reference: None,
+    };
+    let err = admin
+        .promote(&PromoteRequest {
+            node: NodeId(2),
+            epoch: Epoch(1),
+            gate,
+        })
+        .await
+        .expect_err("node2 lags node1 by ~1 MB");
+    match &err {
+        PgError::LagExceeded {
+            lag_bytes: Some(lag),
+            reference,
+            ..
+        } => {
+            assert!(*lag > 64 * 1024, "{err}");
+            assert!(
+                matches!(reference, RpoReference::Received { node: NodeId(1), lsn } if *lsn >= written),
+                "{err}"
+            );
+        }
+        other => panic!("expected LagExceeded, got {other:?}"),
+    }
+    assert!(err.to_string().contains("received by NodeId(1)"), "{err}");
+    assert_eq!(err.kind(), PortErrorKind::Refused);
+
+    let lsn = DatabaseAdmin::promote(
+        &admin,
+        &PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate,
+        },
+    )
+    .await
+    .expect("the best reachable replica passes the gate without a reference");
+    assert!(lsn >= written);
 }

@@ -5,9 +5,7 @@ mod common;
 use std::net::TcpListener;
 
 use failover_core::ports::DatabaseAdmin;
-use failover_core::{
-    Epoch, MaxRpo, NodeId, NodeObservation, PortErrorKind, PromoteRequest, RpoGate,
-};
+use failover_core::{Epoch, NodeId, NodeObservation, PortErrorKind, PromoteRequest, RpoGate};
 use failover_pg::{NodeRole, PgCluster, PgError};
 use failover_testkit::postgres::{PgTestCluster, APP_DATABASE, APP_ROLE};
 
@@ -175,28 +173,9 @@ async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
     // recorded_epoch with nothing recorded anywhere.
     assert_eq!(admin.recorded_epoch().await.expect("epoch"), None);
 
-    // Byte gate without a reference: the loss cannot be bounded → refused.
-    let err = admin
-        .promote(&PromoteRequest {
-            node: NodeId(1),
-            epoch: Epoch(1),
-            gate: RpoGate::Within {
-                max: MaxRpo::bytes(1),
-                reference: None,
-            },
-        })
-        .await
-        .expect_err("no reference");
-    assert!(
-        matches!(
-            err,
-            PgError::LagExceeded {
-                lag_bytes: None,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // A byte gate without a reference is measured against the best
+    // reachable position: see promotion.rs,
+    // without_a_reference_the_gate_measures_against_the_best_reachable_node.
 }
 
 #[test]
@@ -236,4 +215,52 @@ fn dsn_that_does_not_parse_is_a_typed_error_naming_node_and_field() {
         matches!(err, PgError::Dsn { ref field, .. } if field == "bogus_option"),
         "{err}"
     );
+}
+
+/// Issue 10 item 10: rejoin's `primary_conninfo` goes through two quoting
+/// layers (libpq values, the configuration file). A quote, a backslash and a
+/// newline in a value reach the streaming replica's libpq unchanged: the
+/// server reads the file, and the primary sees the replica under that exact
+/// application_name (PostgreSQL shows the newline as `?`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_conninfo_with_quotes_backslashes_and_newlines_reaches_libpq() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let (primary, replica) = (tk.node(0).unwrap().clone(), tk.node(1).unwrap().clone());
+    let name = "it's a \\ test\nok";
+    let port = primary.port.to_string();
+    let conninfo = failover_pg::conninfo::conninfo([
+        ("host", "127.0.0.1"),
+        ("port", port.as_str()),
+        ("user", "postgres"),
+        ("application_name", name),
+    ]);
+    let auto = replica.data_dir.join("postgresql.auto.conf");
+    let old = std::fs::read_to_string(&auto).unwrap();
+    std::fs::write(&auto, failover_pg::standby_auto_conf(&old, &conninfo)).unwrap();
+    tk.psql(1, "SELECT pg_reload_conf()").unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = String::new();
+    while std::time::Instant::now() < deadline {
+        seen = tk
+            .psql(0, "SELECT application_name FROM pg_stat_replication")
+            .unwrap();
+        if seen.trim_end_matches('\n').starts_with("it's a \\ test") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = seen.trim_end_matches('\n');
+    assert!(
+        seen == "it's a \\ test?ok" || seen == "it's a \\ test\\x0aok",
+        "replica streams as {seen:?}; server log: {:?}",
+        std::fs::read_to_string(&replica.log_file)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    let shown = tk.psql(1, "SHOW primary_conninfo").unwrap();
+    assert_eq!(shown.trim_end_matches('\n'), conninfo);
 }
