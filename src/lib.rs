@@ -8,7 +8,8 @@
 //! | [`core`] | `failover-core` | the sans-IO Controller, policy, RTO/RPO arithmetic, simulator, port traits |
 //! | [`probe`] | `failover-probe` | HTTP(S)/TCP probes and their scheduler |
 //! | [`dns`] | `failover-dns` | embedded authoritative DNS; RFC 2136 + TSIG |
-//! | [`pg`] | `failover-pg` | PostgreSQL status, fencing, promotion, switchover, rejoin |
+//! | [`pg`] | `failover-pg` | PostgreSQL status, fencing, promotion, switchover, rejoin, node guard |
+//! | [`lease`] | (here) | guard leases of the single-controller default over HTTP |
 //!
 //! A controller service of your own, in a few lines:
 //!
@@ -54,6 +55,7 @@ pub use failover_dns as dns;
 pub use failover_pg as pg;
 pub use failover_probe as probe;
 
+pub mod lease;
 pub mod runtime;
 
 pub use runtime::{
