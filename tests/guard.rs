@@ -31,6 +31,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_on(None).await
+}
+
+/// `guard_runtime`: run the guard on this runtime instead of the test's.
+async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>) -> Setup {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -74,6 +79,7 @@ async fn setup() -> Setup {
         .expect("east dsn")
         .with_node(WEST, "pg-west", &west.admin_dsn())
         .expect("west dsn");
+    let _enter = guard_runtime.as_ref().map(|h| h.enter());
     let guard = NodeGuard::start(
         EAST,
         "pg-east",
@@ -82,6 +88,7 @@ async fn setup() -> Setup {
         Arc::new(pg),
     )
     .expect("guard starts");
+    drop(_enter);
     let status = guard.watch();
     let mut s = Setup {
         cluster,
@@ -362,6 +369,60 @@ async fn guard_survives_postgres_restarts_and_reapplies_the_fence() {
         .await;
     assert!(!st.lease_held);
     assert!(!s.app_commits().await, "no lease, no writes");
+}
+
+/// A paused guard (its only thread stopped, as by SIGSTOP, while the store
+/// let the lease expire) fences on resume before it renews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_guard_fences_on_resume_before_renewing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("guard runtime");
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+    let mut s = setup_on(Some(handle.clone())).await;
+
+    // Pause: block the guard runtime's only thread until told to go on.
+    let (resume, paused) = std::sync::mpsc::channel::<()>();
+    let (is_paused, paused_now) = tokio::sync::oneshot::channel::<()>();
+    handle.spawn(async move {
+        let _ = is_paused.send(());
+        let _ = paused.recv();
+    });
+    paused_now.await.expect("guard runtime paused");
+    let before = s.status.borrow().clone();
+    // The store lets the lease expire while the guard is stopped.
+    assert_eq!(
+        s.next_event().await,
+        CoordinationEvent::GuardLease {
+            node: EAST,
+            held: false
+        }
+    );
+    let resumed = Instant::now();
+    resume.send(()).expect("resume");
+    let st = s
+        .wait_status("fenced at the deadline after the pause", |st| {
+            decision(st) == Some(GuardDecision::FencedLeaseDeadline) && st.fenced == Some(true)
+        })
+        .await;
+    let (_, fence_done) = st.last_decision.expect("decision");
+    println!("resume -> fence done {:?}", fence_done - resumed);
+    // (The record still names pg-east at 0, so the renewal that follows
+    // lifts the fence again; that is why no commit is tried here.)
+    // The first renewal after the pause was sent only after the fence.
+    let renewed = s
+        .wait_status("a renewal after the pause", |st| {
+            st.last_renewal != before.last_renewal
+        })
+        .await;
+    let sent = renewed.last_renewal.expect("renewal");
+    assert!(
+        sent >= fence_done,
+        "renewal sent {:?} before the fence was done",
+        fence_done - sent
+    );
 }
 
 /// (e): bad input gets a clear error naming the field or the peer.
