@@ -332,8 +332,10 @@ impl Guard {
                 }
                 self.reachable = true;
                 self.replica = true;
-                // A replica has no promotion epoch of its own until promoted.
+                // A replica has no promotion epoch of its own until promoted,
+                // and carries no fence of the guard's.
                 self.writer_epoch = None;
+                self.own_fence = None;
                 self.retry_soon = false;
                 self.publish();
                 return Ok(());
@@ -349,6 +351,10 @@ impl Guard {
         self.observed_epoch = epoch;
         if fenced {
             self.retry_soon = false;
+        } else if let Some(f) = self.own_fence.take() {
+            // Someone else lifted the guard's fence: a later fence is not
+            // the guard's to lift.
+            tracing::info!(node = %self.name, "guard {}: its fence ({f}) was lifted by someone else", self.name);
         }
         self.publish();
 
