@@ -8,7 +8,8 @@
 //! | [`decision`] | `failover-core` | the sans-IO Controller, policy, RTO/RPO arithmetic, simulator, port traits |
 //! | [`probe`] | `failover-probe` | HTTP(S)/TCP probes and their scheduler |
 //! | [`dns`] | `failover-dns` | embedded authoritative DNS; RFC 2136 + TSIG |
-//! | [`pg`] | `failover-pg` | PostgreSQL status, fencing, promotion, switchover, rejoin |
+//! | [`pg`] | `failover-pg` | PostgreSQL status, fencing, promotion, switchover, rejoin, node guard |
+//! | [`lease`] | (here) | guard leases of the single-controller default over HTTP |
 //!
 //! (The decision core is re-exported as `decision`, not `core`: a module
 //! named `core` would shadow Rust's own `core` crate for anyone who writes
@@ -157,6 +158,7 @@ pub use failover_probe as probe;
 /// your own `impl Probe for …` / `impl TrafficRouter for …`.
 pub use failover_core::async_trait;
 
+pub mod lease;
 pub mod runtime;
 
 pub use runtime::{

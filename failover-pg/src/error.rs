@@ -30,6 +30,14 @@ pub enum PgError {
         /// The name given.
         name: String,
     },
+    /// A [`GuardSettings`](crate::GuardSettings) field breaks a rule.
+    #[error("guard setting `{field}`: {reason}")]
+    GuardSetting {
+        /// The field.
+        field: &'static str,
+        /// The rule it breaks, with the values.
+        reason: String,
+    },
     /// A topology node has no DSN.
     #[error("node {node} is in the topology but has no DSN; give one")]
     MissingDsn {
@@ -282,7 +290,8 @@ impl PgError {
             PgError::Dsn { .. }
             | PgError::UnknownNode { .. }
             | PgError::NotInTopology { .. }
-            | PgError::MissingDsn { .. } => PortErrorKind::Config,
+            | PgError::MissingDsn { .. }
+            | PgError::GuardSetting { .. } => PortErrorKind::Config,
             PgError::Unreachable { .. } => PortErrorKind::Unavailable,
             PgError::Timeout { .. } => PortErrorKind::Timeout,
             PgError::Auth { .. } | PgError::Tls { .. } => PortErrorKind::Auth,

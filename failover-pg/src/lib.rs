@@ -19,6 +19,8 @@
 //!   promotion did not happen (see [`unfence`](mod@unfence) for the rule);
 //! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
 //!   primary's final flush LSN, promote — no acknowledged write is lost;
+//! - [`NodeGuard`] ([`guard`]): the sidecar next to one node that holds its
+//!   guard lease and fences the node before the lease can expire;
 //! - [`rejoin()`](fn@rejoin) ([`rejoin` module](mod@rejoin)): agent-side: `pg_rewind` the old primary's data directory
 //!   against the new primary and start it as a streaming replica.
 //!
@@ -71,6 +73,7 @@ pub mod conninfo;
 mod epoch;
 mod error;
 pub mod fence;
+pub mod guard;
 mod promote;
 pub mod rejoin;
 mod status;
@@ -81,6 +84,7 @@ pub mod unfence;
 pub use cluster::{PgCluster, PgTimeouts};
 pub use error::{sqlstate_kind, PgError, RpoReference};
 pub use fence::FenceReport;
+pub use guard::{GuardDecision, GuardSettings, GuardStatus, NodeGuard};
 pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
 pub use switchover::SwitchoverReport;

@@ -1,0 +1,247 @@
+//! [`NodeGuard`]: the sidecar that keeps one PostgreSQL node from writing
+//! without a lease.
+//!
+//! A guard runs next to one node. It holds the node's guard lease at the
+//! coordination store (through a [`GuardLease`]: etcd, or the controller's
+//! in-process lease server) and acts on the node through a
+//! [`DatabaseAdmin`] (a [`PgCluster`](crate::PgCluster) holding this one
+//! node, in practice). Its promise, on which the controllers' promotion rule
+//! rests: **the node takes writes only while the lease is held.** So when
+//! the store reports the lease expired, the node has been fenced by its
+//! guard, or guard and node are down, and another node may be promoted
+//! without hearing from this one.
+//!
+//! # What it does
+//!
+//! Every [`renew_interval`](GuardSettings::renew_interval) it renews the
+//! lease. Its deadline is `sent + ttl − margin`, measured from when it
+//! *sent* the last successful renewal. Then, on each renewal and in this
+//! order:
+//! 1. **Deadline first.** If the deadline is less than
+//!    [`fence_budget`](GuardSettings::fence_budget) away (or already past,
+//!    after a pause), it fences its node ("no lease renewal for 1.6 s,
+//!    fencing before the 2 s lease can expire") and keeps it fenced until
+//!    a renewal succeeds again.
+//! 2. **Stale primary.** With the lease held, if the writer record names
+//!    another node, or this node at an epoch other than its promotion epoch
+//!    (the record's epoch when the guard first saw the node take writes as
+//!    the named writer; forgotten when the node is seen as a replica), while
+//!    the node is an unfenced primary, it fences it.
+//! 3. **Unfence.** With the lease held, it lifts a fence *it* placed only
+//!    when the writer record names its node at the node's promotion epoch
+//!    (a record naming it at any other epoch keeps the fence), through
+//!    [`DatabaseAdmin::unfence`] at that fence's epoch, which refuses if any
+//!    reachable node recorded a promotion that owns the writer role from
+//!    that epoch on. A fence the guard did not place (the controller's, for
+//!    a switchover or failover in progress) is the controller's to lift.
+//! 4. **Re-apply.** Without the lease, a node found to be an unfenced
+//!    primary (for example after a PostgreSQL restart by hand) is fenced
+//!    again. A node that cannot be reached is not writing either; the guard
+//!    keeps trying and re-applies the fence state when it is back.
+//!
+//! Every outside call is raced against the moment fencing must start, so a
+//! hung store or database never holds the guard past its deadline.
+//!
+//! The fence is [`DatabaseAdmin::fence`] at the epoch of the promotion that
+//! would follow the writer record the guard last saw (`epoch + 1`): it never
+//! blocks that promotion and, repeated, does not raise the epoch.
+//!
+//! # Deployment requirement: guard and node share fate
+//!
+//! An expired lease is taken as proof that the node stopped writing. That
+//! holds only if the node cannot outlive its guard: run the guard so that
+//! its death stops PostgreSQL. With systemd, give the PostgreSQL unit
+//! `BindsTo=failover-guard@%i.service` and `After=failover-guard@%i.service`
+//! (or run PostgreSQL as the guard's child in one container/cgroup), so a
+//! crashed, killed or OOM-killed guard takes the node down with it. A guard
+//! that is only paused is covered by the deadline-first rule above and the
+//! [`margin`](GuardSettings::margin). Also disable anything that could give
+//! the node writes back behind the guard's back.
+//!
+//! # Order the controller must keep
+//!
+//! The writer record must name a node *before* that node is promoted
+//! (compare-and-set, then promote): a guard whose node is a primary not
+//! named by the record fences it as stale. And a node that stays the writer
+//! keeps its epoch in the record: naming it at a new epoch without promoting
+//! it makes its guard fence it.
+//!
+//! # Observability
+//!
+//! Every decision is a `tracing` event with a sentence and increments
+//! `failover_guard_decisions_total{node, decision}`; gauges
+//! `failover_guard_lease_held{node}` and `failover_guard_fenced{node}` follow
+//! the state; `failover_guard_renew_seconds{node}` times renewals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use failover_core::ports::{DatabaseAdmin, GuardLease};
+use failover_core::{Epoch, NodeId, WriterRecord};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+mod run;
+mod settings;
+
+pub use settings::GuardSettings;
+
+/// What a guard did last, for its status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GuardDecision {
+    /// No renewal succeeded in time: the node was fenced before the lease
+    /// could expire.
+    FencedLeaseDeadline,
+    /// The writer record names another node (or an older epoch) while the
+    /// node was an unfenced primary: fenced as a stale primary.
+    FencedStalePrimary,
+    /// The node came back unfenced while the guard held no lease: fenced
+    /// again.
+    FenceReapplied,
+    /// The writer record names this node again: the guard's fence was
+    /// lifted.
+    Unfenced,
+    /// The guard shut down: it fenced the node and released the lease.
+    Released,
+}
+
+impl GuardDecision {
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            GuardDecision::FencedLeaseDeadline => "fenced_lease_deadline",
+            GuardDecision::FencedStalePrimary => "fenced_stale_primary",
+            GuardDecision::FenceReapplied => "fence_reapplied",
+            GuardDecision::Unfenced => "unfenced",
+            GuardDecision::Released => "released",
+        }
+    }
+}
+
+/// A guard's state, as [`NodeGuard::status`] and [`NodeGuard::watch`]
+/// report it. Instants are on tokio's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardStatus {
+    /// The guarded node.
+    pub node: NodeId,
+    /// Whether the guard counts its lease as held (a renewal succeeded and
+    /// its deadline minus the fence budget is still ahead).
+    pub lease_held: bool,
+    /// Whether the node was last seen fenced (`None`: not yet known, or the
+    /// node is a [`replica`](Self::replica), read-only anyway).
+    pub fenced: Option<bool>,
+    /// Whether the node was last seen as a replica.
+    pub replica: bool,
+    /// Whether the node answered the last observation.
+    pub reachable: bool,
+    /// When the last successful renewal was *sent*.
+    pub last_renewal: Option<Instant>,
+    /// The writer record the last renewal returned.
+    pub writer: Option<WriterRecord>,
+    /// The epoch of a fence this guard placed and has not lifted.
+    pub own_fence: Option<Epoch>,
+    /// The writer record's epoch when the guard last saw its node take
+    /// writes as the named writer: the node's promotion epoch, the one a
+    /// record must name again for the guard to lift its fence.
+    pub writer_epoch: Option<Epoch>,
+    /// The last decision and when its action completed.
+    pub last_decision: Option<(GuardDecision, Instant)>,
+    /// Renewals that failed since the last success.
+    pub failed_renewals: u32,
+}
+
+impl GuardStatus {
+    fn new(node: NodeId) -> Self {
+        GuardStatus {
+            node,
+            lease_held: false,
+            fenced: None,
+            replica: false,
+            reachable: false,
+            last_renewal: None,
+            writer: None,
+            own_fence: None,
+            writer_epoch: None,
+            last_decision: None,
+            failed_renewals: 0,
+        }
+    }
+}
+
+/// A running guard: spawn it with [`NodeGuard::start`], watch it, stop it
+/// with [`shutdown`](Self::shutdown). Dropping it stops the guard without
+/// releasing the lease (it then expires `ttl` later).
+pub struct NodeGuard {
+    status: watch::Receiver<GuardStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NodeGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeGuard")
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl NodeGuard {
+    /// Validates `settings` and starts guarding `node` (called `name` in
+    /// events): renews through `lease`, observes and fences through `admin`.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        node: NodeId,
+        name: impl Into<String>,
+        settings: GuardSettings,
+        lease: Arc<dyn GuardLease>,
+        admin: Arc<dyn DatabaseAdmin>,
+    ) -> Result<NodeGuard, crate::PgError> {
+        settings.validate()?;
+        let name = name.into();
+        let (tx, rx) = watch::channel(GuardStatus::new(node));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let guard = run::Guard::new(node, name, settings, lease, admin, tx);
+        let task = tokio::spawn(guard.run(stop_rx));
+        Ok(NodeGuard {
+            status: rx,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    /// The guard's state now.
+    pub fn status(&self) -> GuardStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every state change, to wait on.
+    pub fn watch(&self) -> watch::Receiver<GuardStatus> {
+        self.status.clone()
+    }
+
+    /// Stops the guard: it fences its node and, if the fence was confirmed,
+    /// releases the lease so the controllers need not wait for it to expire
+    /// (otherwise the lease runs out after `ttl`). Waits at most `limit`.
+    pub async fn shutdown(mut self, limit: Duration) -> GuardStatus {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(limit, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        self.status.borrow().clone()
+    }
+}
