@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::core::NodeId;
+use failover::decision::NodeId;
 use failover::lease::LeaseClient;
 use failover::pg::{GuardSettings, NodeGuard, PgCluster};
 

@@ -13,7 +13,7 @@
 //!
 //! (The decision core is re-exported as `decision`, not `core`: a module
 //! named `core` would shadow Rust's own `core` crate for anyone who writes
-//! `use failover::core`.)
+//! `use failover::decision`.)
 //!
 //! A controller service of your own, in a few lines:
 //!

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::core::ports::{DatabaseAdmin, GuardLease};
-use failover::core::{CoordinationEvent, Epoch, NodeId, PortErrorKind};
+use failover::decision::ports::{DatabaseAdmin, GuardLease};
+use failover::decision::{CoordinationEvent, Epoch, NodeId, PortErrorKind};
 use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
 use failover::pg::{GuardDecision, GuardSettings, GuardStatus, NodeGuard, PgCluster, PgError};
 use failover_testkit::postgres::PgTestCluster;

@@ -355,6 +355,47 @@ impl LeaseServer {
         }
     }
 
+    /// Compare-and-set of the writer record, the runtime's execution of
+    /// [`Action::SetWriter`](failover_core::Action::SetWriter): writes `new`
+    /// only if the record is still `expected` and, when `guard_absent` names
+    /// a node, that node's guard lease is not held — checked under one lock,
+    /// so a guard cannot renew between the check and the write. Returns the
+    /// reason when refused.
+    pub fn compare_and_set_writer(
+        &self,
+        expected: Option<WriterRecord>,
+        new: WriterRecord,
+        guard_absent: Option<NodeId>,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        {
+            let mut inner = self.shared.lock();
+            if inner.writer != expected {
+                return Err(format!(
+                    "the writer record is {:?}, not the expected {:?}",
+                    inner.writer, expected
+                ));
+            }
+            if let Some(node) = guard_absent {
+                if inner.leases.get(&node).is_some_and(|e| *e > now) {
+                    return Err(format!(
+                        "the guard lease of {} is held again: it is not proven stopped",
+                        self.shared.name(node)
+                    ));
+                }
+            }
+            inner.writer = Some(new);
+        }
+        let name = self.shared.name(new.node);
+        tracing::info!(
+            node = name,
+            epoch = new.epoch.0,
+            "lease server: the writer record now names {name} at {}",
+            new.epoch
+        );
+        Ok(())
+    }
+
     /// The writer record renewals report now.
     pub fn writer(&self) -> Option<WriterRecord> {
         self.shared.lock().writer

@@ -20,6 +20,7 @@ use super::stop::StopSignal;
 use super::supervisor::{supervise, Deaths, DRIVER};
 use super::telemetry::Telemetry;
 use super::workers::{database, observer, router};
+use super::writer_store::WriterStore;
 use super::{Runtime, RuntimeError};
 
 /// Builds and starts a [`Runtime`].
@@ -35,6 +36,7 @@ pub struct RuntimeBuilder {
     events_kept: usize,
     input_capacity: usize,
     shutdown_deadline: Duration,
+    guard_leases: Option<crate::lease::LeaseServerConfig>,
 }
 
 impl RuntimeBuilder {
@@ -52,6 +54,7 @@ impl RuntimeBuilder {
             events_kept: 64,
             input_capacity: 4096,
             shutdown_deadline: Duration::from_secs(10),
+            guard_leases: None,
         }
     }
 
@@ -155,6 +158,20 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Serves the node guards' leases from this controller (the
+    /// single-controller default's coordination store, see
+    /// [`crate::lease`]): every database node runs a
+    /// [`NodeGuard`](failover_pg::NodeGuard) that leases from
+    /// [`Runtime::lease_server`]'s URL. The controller then learns when a
+    /// guard lease expires — proof that its node stopped writing — and
+    /// claims the writer record here before each promotion. Set
+    /// `policy.guard_ttl` to the guards' TTL so the planner and the
+    /// promotion deadline count it.
+    pub fn guard_leases(mut self, config: crate::lease::LeaseServerConfig) -> Self {
+        self.guard_leases = Some(config);
+        self
+    }
+
     /// Starts the runtime on the current tokio runtime. Reads the recorded
     /// fencing epoch first, so a restarted controller never reuses one.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
@@ -171,17 +188,41 @@ impl RuntimeBuilder {
         let interval = self.config.policy().interval;
         let timeout = self.config.policy().timeout;
         let nodes: Vec<_> = self.config.topology().node_ids().collect();
-        let mut controller = Controller::new(self.config, std::time::Instant::now());
+        let mut floor = None;
         if let Some(database) = &self.database {
-            let floor = database
+            floor = database
                 .recorded_epoch()
                 .await
                 .map_err(RuntimeError::RecordedEpoch)?;
             if let Some(epoch) = floor {
                 tracing::info!(%epoch, "resuming after the recorded fencing epoch");
-                controller.set_epoch_floor(epoch);
             }
         }
+        let controller = Controller::restore(
+            self.config,
+            std::time::Instant::now(),
+            failover_core::Restored {
+                epoch_floor: floor.unwrap_or_default(),
+                ..failover_core::Restored::default()
+            },
+        );
+        let leases = match self.guard_leases {
+            Some(config) => {
+                let (server, events) = crate::lease::LeaseServer::start(config)
+                    .await
+                    .map_err(RuntimeError::LeaseServer)?;
+                // A fresh deployment's writer is the configured primary at
+                // epoch 0. After a promotion (a recorded epoch) the writer is
+                // learnt from the nodes first; until then guards see no record.
+                if floor.is_none() {
+                    if let Some(writer) = controller.writer() {
+                        server.set_writer_at(writer, failover_core::Epoch(0));
+                    }
+                }
+                Some((Arc::new(server), events))
+            }
+            None => None,
+        };
 
         let (inputs_tx, inputs_rx) = mpsc::channel(self.input_capacity);
         let (commands_tx, commands_rx) = mpsc::channel(64);
@@ -241,6 +282,15 @@ impl RuntimeBuilder {
         // until they have all exited.
         drop(reports_tx);
 
+        let writer_store = match leases {
+            Some((server, events)) => {
+                let work = forward_coordination(events, inputs_tx.clone(), stop.clone());
+                tasks.push(spawn("guard lease forwarder", Box::pin(work)));
+                WriterStore::Leases(server)
+            }
+            None => WriterStore::Controller,
+        };
+
         let scheduler = if self.probes.is_empty() {
             None
         } else {
@@ -268,6 +318,7 @@ impl RuntimeBuilder {
             view: status0,
             plans_in_flight: HashMap::new(),
             draining: false,
+            writer_store: writer_store.clone(),
         };
         let driver_task = spawn(DRIVER, Box::pin(driver.run(stop.clone())));
         Ok(Runtime {
@@ -284,6 +335,10 @@ impl RuntimeBuilder {
             scheduler,
             tasks,
             audit_task,
+            lease_server: match writer_store {
+                WriterStore::Leases(server) => Some(server),
+                WriterStore::Controller => None,
+            },
         })
     }
 }
@@ -292,6 +347,25 @@ impl RuntimeBuilder {
 type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Passes the scheduler's results to the controller until shutdown begins.
+/// Feeds guard lease transitions to the controller.
+async fn forward_coordination(
+    mut events: mpsc::UnboundedReceiver<failover_core::CoordinationEvent>,
+    inputs: mpsc::Sender<Input>,
+    mut stop: StopSignal,
+) {
+    loop {
+        let event = tokio::select! {
+            biased;
+            () = stop.begun() => return,
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { return };
+        if inputs.send(Input::Coordination(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn forward_probe_results(
     mut results: mpsc::Receiver<failover_core::ProbeResult>,
     inputs: mpsc::Sender<Input>,

@@ -44,6 +44,8 @@ pub(crate) struct Driver {
     pub(crate) plans_in_flight: HashMap<ActionId, WeightPlan>,
     /// Set when shutdown begins.
     pub(crate) draining: bool,
+    /// Where writer claims go.
+    pub(crate) writer_store: super::writer_store::WriterStore,
 }
 
 impl Driver {
@@ -231,6 +233,11 @@ impl Driver {
                 self.send_job(DatabaseJob::Promote { id, request })
             }
             Action::Notify(event) => {
+                // A writer learnt from the nodes (after a restart) is what
+                // the guards must see named.
+                if let failover_core::EventKind::WriterMoved { to, epoch, .. } = event.kind {
+                    self.writer_store.adopted(failover_core::WriterRecord { node: to, epoch });
+                }
                 let text = event.display(topology).to_string();
                 let kind = super::telemetry::event_kind_name(&event);
                 tracing::info!(kind = %kind, event = %text, "decision");
@@ -244,9 +251,35 @@ impl Driver {
                 let _ = self.events.send(event);
                 None
             }
+            Action::Unfence { id, node, epoch } => {
+                let name = &topology.node(node).name;
+                tracing::warn!(action = id.0, node = %name, epoch = epoch.0, "unfence the writer");
+                self.audit.record(
+                    "action",
+                    json!({"action": id.0, "type": "unfence", "node": name, "epoch": epoch.0}),
+                );
+                self.send_job(DatabaseJob::Unfence { id, node, epoch })
+            }
+            Action::SetWriter {
+                id,
+                token,
+                expected,
+                new,
+                guard_absent,
+            } => {
+                let name = &topology.node(new.node).name;
+                tracing::warn!(action = id.0, node = %name, epoch = new.epoch.0, "claim the writer record");
+                self.audit.record(
+                    "action",
+                    json!({"action": id.0, "type": "set_writer", "node": name,
+                           "epoch": new.epoch.0, "token": token.map(|t| t.0)}),
+                );
+                Some(self.writer_store.claim(id, expected, new, guard_absent))
+            }
             other => {
-                tracing::warn!(action = ?other, "action of a kind this runtime does not execute");
-                None
+                // Never silence: the controller waits for every action's report.
+                tracing::error!(action = ?other, "action of a kind this runtime does not execute");
+                other.id().and_then(|id| self.not_sent(id, "this runtime does not execute that action"))
             }
         }
     }

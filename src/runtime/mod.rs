@@ -54,6 +54,7 @@ mod stop;
 mod supervisor;
 mod telemetry;
 mod workers;
+mod writer_store;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,6 +84,9 @@ pub enum RuntimeError {
     /// runtime cannot know which epochs are safe to use. Fix database access first.
     #[error("cannot read the recorded fencing epoch at start-up: {0}")]
     RecordedEpoch(failover_core::PortError),
+    /// The guard lease server (see [`RuntimeBuilder::guard_leases`]) did not start.
+    #[error("cannot start the guard lease server: {0}")]
+    LeaseServer(crate::lease::LeaseError),
     /// The configuration names database nodes but no database adapter was given.
     #[error("the topology has database nodes but no database adapter was given: call RuntimeBuilder::database")]
     NoDatabase,
@@ -136,9 +140,17 @@ pub struct Runtime {
     scheduler: Option<ProbeScheduler>,
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
+    lease_server: Option<std::sync::Arc<crate::lease::LeaseServer>>,
 }
 
 impl Runtime {
+    /// The guard lease server, when started with
+    /// [`RuntimeBuilder::guard_leases`]: give its [`url`](crate::lease::LeaseServer::url)
+    /// to each node's guard.
+    pub fn lease_server(&self) -> Option<&std::sync::Arc<crate::lease::LeaseServer>> {
+        self.lease_server.as_ref()
+    }
+
     /// A cloneable handle for operator commands, probe results, status and health.
     pub fn handle(&self) -> RuntimeHandle {
         self.handle.clone()

@@ -18,6 +18,16 @@ pub(crate) enum WriterStore {
 }
 
 impl WriterStore {
+    /// The controller adopted a writer it observed (promoted before a
+    /// restart): the record names it unless it already names a later epoch.
+    pub(crate) fn adopted(&self, record: WriterRecord) {
+        if let WriterStore::Leases(server) = self {
+            if server.writer().is_none_or(|w| w.epoch < record.epoch) {
+                server.set_writer(Some(record));
+            }
+        }
+    }
+
     /// Executes a claim at once and returns its report.
     pub(crate) fn claim(
         &self,

@@ -47,6 +47,7 @@ pub(crate) async fn administer(
         let (id, what, attempts) = match job {
             DatabaseJob::Fence { id, .. } => (id, "fence", retry.fence_attempts),
             DatabaseJob::Promote { id, .. } => (id, "promote", retry.database_attempts),
+            DatabaseJob::Unfence { id, .. } => (id, "unfence", retry.fence_attempts),
         };
         let mut attempt = 0u32;
         let outcome = loop {
@@ -68,6 +69,13 @@ pub(crate) async fn administer(
                     )
                     .await
                     .map(Some),
+                    DatabaseJob::Unfence { node, epoch, .. } => guarded(
+                        "database.unfence",
+                        retry.call_timeout,
+                        database.unfence(node, epoch),
+                    )
+                    .await
+                    .map(|()| None),
                 }
             };
             let Some(result) = stop.finish_by_deadline(call).await else {

@@ -60,12 +60,19 @@ pub(crate) enum DatabaseJob {
         id: ActionId,
         request: PromoteRequest,
     },
+    Unfence {
+        id: ActionId,
+        node: failover_core::NodeId,
+        epoch: failover_core::Epoch,
+    },
 }
 
 impl DatabaseJob {
     pub(crate) fn id(&self) -> ActionId {
         match self {
-            DatabaseJob::Fence { id, .. } | DatabaseJob::Promote { id, .. } => *id,
+            DatabaseJob::Fence { id, .. }
+            | DatabaseJob::Promote { id, .. }
+            | DatabaseJob::Unfence { id, .. } => *id,
         }
     }
 }
