@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use failover_core::{Epoch, Lsn, PromoteRequest, RpoGate};
+use failover_core::{Epoch, Lsn, MaxRpo, PromoteRequest, RpoGate};
 
 use crate::cluster::Session;
 use crate::epoch::{epoch_sql, read_epochs, SCHEMA_SQL};
@@ -55,7 +55,9 @@ impl PgCluster {
     /// - the node still carries this epoch's intent and its timeline is above
     ///   the one the intent recorded (this request's `pg_promote` took
     ///   effect): the epoch is then checked against every reachable node
-    ///   like a fresh request, recorded, and the intent removed.
+    ///   like a fresh request and recorded. The intent is left in place (it
+    ///   matches only its own epoch, recorded by then); the next promotion
+    ///   overwrites it and [`rejoin`](fn@crate::rejoin) drops it.
     ///
     /// Any other primary is refused with [`PgError::NotAReplica`]: a node
     /// promoted by another epoch (or by hand) is never given this epoch.
@@ -176,32 +178,33 @@ impl PgCluster {
                     Some(r) => RpoReference::Controller(r),
                     None => self.best_known_position(&st).await,
                 };
-                let lag_bytes = reference.lsn().and_then(|r| st.lag_bytes_behind(r));
-                if max.bytes.is_some() && lag_bytes.is_none() {
-                    tracing::warn!(node = %s.node, ?max, "promotion refused: loss cannot be measured");
-                    metrics::counter!("failover_pg_rpo_refused_total").increment(1);
-                    return Err(PgError::RpoUnknown {
-                        node: s.node.clone(),
-                        missing: "a WAL position: no reference was given and no reachable node \
-                                  (the candidate included) reports one"
-                            .to_owned(),
-                        max,
-                    });
+                match within_gate(max, reference, st.received(), st.replay_delay) {
+                    Gate::Admit(lag_bytes) => {
+                        tracing::info!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "RPO gate passed");
+                        Ok(())
+                    }
+                    Gate::Unknown(missing) => {
+                        tracing::warn!(node = %s.node, %reference, ?max, missing, "promotion refused: loss cannot be measured");
+                        metrics::counter!("failover_pg_rpo_refused_total").increment(1);
+                        Err(PgError::RpoUnknown {
+                            node: s.node.clone(),
+                            missing: missing.to_owned(),
+                            max,
+                        })
+                    }
+                    Gate::Exceeded(lag_bytes) => {
+                        tracing::warn!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
+                        metrics::counter!("failover_pg_rpo_refused_total").increment(1);
+                        Err(PgError::LagExceeded {
+                            node: s.node.clone(),
+                            lag_bytes,
+                            received: st.received(),
+                            reference,
+                            delay: st.replay_delay,
+                            max,
+                        })
+                    }
                 }
-                if max.admits(lag_bytes.unwrap_or(0), st.replay_delay) {
-                    tracing::info!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "RPO gate passed");
-                    return Ok(());
-                }
-                tracing::warn!(node = %s.node, ?lag_bytes, %reference, delay = ?st.replay_delay, ?max, "promotion refused by RPO gate");
-                metrics::counter!("failover_pg_rpo_refused_total").increment(1);
-                Err(PgError::LagExceeded {
-                    node: s.node.clone(),
-                    lag_bytes,
-                    received: st.received(),
-                    reference,
-                    delay: st.replay_delay,
-                    max,
-                })
             }
             RpoGate::CaughtUp { lsn } => self.wait_replayed(s, lsn).await,
         }
@@ -331,20 +334,61 @@ impl PgCluster {
         }
         .await;
         match result {
-            Ok(()) => {
-                s.batch(OP, "COMMIT").await?;
-                // The epoch is recorded: the intent is no longer evidence.
-                // Best effort, a leftover intent only matches this epoch.
-                if let Err(e) = clear_intent(s).await {
-                    tracing::warn!(node = %s.node, error = %e, "promotion intent not removed");
-                }
-                Ok(())
-            }
+            // The intent stays in postgresql.auto.conf: removing it here
+            // would delay the call's return past the moment observers see
+            // the recorded epoch, and it is harmless (it matches only this
+            // epoch, now recorded). The next promotion overwrites it and a
+            // rejoin drops it.
+            Ok(()) => s.batch(OP, "COMMIT").await,
             Err(err) => {
                 let _ = s.batch(OP, "ROLLBACK").await;
                 Err(err)
             }
         }
+    }
+}
+
+/// What the `Within` gate decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Within `max`; the lag in bytes when measured.
+    Admit(Option<u64>),
+    /// Measured, and beyond `max`.
+    Exceeded(Option<u64>),
+    /// `max` sets a limit that cannot be checked: what is missing.
+    Unknown(&'static str),
+}
+
+/// The `Within` gate's rule, given the reference (the controller's, or the
+/// best reachable position), the most WAL the candidate holds and its replay
+/// delay: each limit `max` sets needs its evidence, else the gate says what
+/// is missing instead of refusing for ever as if the lag were too high.
+fn within_gate(
+    max: MaxRpo,
+    reference: RpoReference,
+    received: Option<Lsn>,
+    delay: Option<Duration>,
+) -> Gate {
+    let lag = reference
+        .lsn()
+        .and_then(|r| received.map(|rcv| r.bytes_after(rcv)));
+    if max.bytes.is_some() && lag.is_none() {
+        return Gate::Unknown(if received.is_none() {
+            "the candidate's WAL position: it reports neither a received nor a replayed LSN"
+        } else {
+            "a reference position: none was given and no reachable node reports a WAL position"
+        });
+    }
+    if max.time.is_some() && delay.is_none() {
+        return Gate::Unknown(
+            "the candidate's replay delay: pg_last_xact_replay_timestamp() is null \
+             (no transaction replayed since it started)",
+        );
+    }
+    if max.admits(lag.unwrap_or(0), delay) {
+        Gate::Admit(lag)
+    } else {
+        Gate::Exceeded(lag)
     }
 }
 
@@ -396,16 +440,68 @@ fn parse_intent(text: &str) -> Option<(Epoch, u32)> {
     Some((Epoch(epoch.parse().ok()?), timeline.parse().ok()?))
 }
 
-async fn clear_intent(s: &Session) -> Result<(), PgError> {
-    s.batch(OP, &format!("SET {INTENT_SETTING} = ''")).await?;
-    s.batch(OP, &format!("ALTER SYSTEM RESET {INTENT_SETTING}"))
-        .await?;
-    s.batch(OP, "SELECT pg_reload_conf()").await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_within_gate_needs_evidence_for_each_limit_and_says_what_is_missing() {
+        let bytes = MaxRpo::bytes(100);
+        let time = MaxRpo {
+            bytes: None,
+            time: Some(Duration::from_secs(5)),
+        };
+        let from_replica = RpoReference::Received {
+            node: failover_core::NodeId(2),
+            lsn: Lsn(1_000),
+        };
+        let d = Some(Duration::from_secs(1));
+        // Against the best reachable position (no reference from the controller).
+        assert_eq!(
+            within_gate(bytes, from_replica, Some(Lsn(950)), d),
+            Gate::Admit(Some(50))
+        );
+        assert_eq!(
+            within_gate(bytes, from_replica, Some(Lsn(1_000)), None),
+            Gate::Admit(Some(0))
+        );
+        assert_eq!(
+            within_gate(bytes, from_replica, Some(Lsn(800)), d),
+            Gate::Exceeded(Some(200))
+        );
+        // Ahead of the reference: no loss.
+        assert_eq!(
+            within_gate(bytes, RpoReference::Controller(Lsn(10)), Some(Lsn(20)), d),
+            Gate::Admit(Some(0))
+        );
+        // Nothing to measure against: says so, never loops as "too far behind".
+        assert!(matches!(
+            within_gate(bytes, RpoReference::Nowhere, Some(Lsn(1)), d),
+            Gate::Unknown(m) if m.starts_with("a reference position")
+        ));
+        assert!(matches!(
+            within_gate(bytes, RpoReference::Controller(Lsn(1)), None, d),
+            Gate::Unknown(m) if m.starts_with("the candidate's WAL position")
+        ));
+        // A time limit needs a replay delay, not a reference.
+        assert_eq!(
+            within_gate(time, RpoReference::Nowhere, None, d),
+            Gate::Admit(None)
+        );
+        assert_eq!(
+            within_gate(
+                time,
+                RpoReference::Nowhere,
+                None,
+                Some(Duration::from_secs(9))
+            ),
+            Gate::Exceeded(None)
+        );
+        assert!(matches!(
+            within_gate(time, from_replica, Some(Lsn(1_000)), None),
+            Gate::Unknown(m) if m.contains("replay delay")
+        ));
+    }
 
     #[test]
     fn intent_parses_epoch_and_timeline_and_nothing_else() {

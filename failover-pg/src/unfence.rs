@@ -102,10 +102,12 @@ impl PgCluster {
             .query_one(
                 OP,
                 "SELECT pg_is_in_recovery(), \
-                 (SELECT setting FROM pg_settings WHERE name = 'default_transaction_read_only') = 'on'",
+                 (SELECT reset_val FROM pg_settings WHERE name = 'default_transaction_read_only') = 'on'",
             )
             .await?;
         let in_recovery: bool = s.get(OP, &row, 0)?;
+        // reset_val: the configured value; `setting` is this admin session's
+        // own `off`.
         let was_read_only: bool = s.get(OP, &row, 1)?;
         if in_recovery {
             return Err(PgError::NotAPrimary {

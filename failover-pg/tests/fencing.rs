@@ -225,9 +225,9 @@ async fn unfence_gives_writes_back_and_refuses_a_stale_epoch() {
     );
 
     // The promotion at 2 did not happen: lift the fence.
-    DatabaseAdmin::unfence(&admin, NodeId(0), Epoch(2))
-        .await
-        .expect("unfence");
+    let lifted = admin.unfence(NodeId(0), Epoch(2)).await.expect("unfence");
+    assert_eq!(lifted.roles_restored, vec![APP_ROLE.to_string()]);
+    assert!(lifted.was_read_only, "{lifted:?}");
     let c = common::connect(&old.app_dsn())
         .await
         .expect("app logs in again");
@@ -239,7 +239,10 @@ async fn unfence_gives_writes_back_and_refuses_a_stale_epoch() {
         NodeObservation::Primary { fenced, .. } => assert!(!fenced),
         other => panic!("expected a primary, got {other:?}"),
     }
-    // Idempotent.
+    // Idempotent, also through the port.
+    DatabaseAdmin::unfence(&admin, NodeId(0), Epoch(2))
+        .await
+        .expect("again through the port");
     let again = admin.unfence(NodeId(0), Epoch(2)).await.expect("again");
     assert!(
         again.roles_restored.is_empty() && !again.was_read_only,
