@@ -540,3 +540,24 @@ fn stored_intent_converges_drains_and_pause() {
     assert!(!d.c.status().paused);
     assert!(!d.c.status().regions[west.index()].drained);
 }
+
+#[test]
+fn a_guard_lease_never_seen_held_proves_nothing() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    // The store reports pg-east's guard key absent (as at a join), but no
+    // guard of pg-east was ever seen: it may run no guard at all.
+    lease(&mut d, "pg-east", false);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.fail(fence, PortErrorKind::Unavailable);
+    assert_eq!(
+        d.promotes(),
+        0,
+        "an absent lease never seen held is not proof"
+    );
+    assert!(!d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::StopProven { .. })));
+}

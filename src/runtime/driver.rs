@@ -236,7 +236,8 @@ impl Driver {
                 // A writer learnt from the nodes (after a restart) is what
                 // the guards must see named.
                 if let failover_core::EventKind::WriterMoved { to, epoch, .. } = event.kind {
-                    self.writer_store.adopted(failover_core::WriterRecord { node: to, epoch });
+                    self.writer_store
+                        .adopted(failover_core::WriterRecord { node: to, epoch });
                 }
                 let text = event.display(topology).to_string();
                 let kind = super::telemetry::event_kind_name(&event);
@@ -279,7 +280,9 @@ impl Driver {
             other => {
                 // Never silence: the controller waits for every action's report.
                 tracing::error!(action = ?other, "action of a kind this runtime does not execute");
-                other.id().and_then(|id| self.not_sent(id, "this runtime does not execute that action"))
+                other
+                    .id()
+                    .and_then(|id| self.not_sent(id, "this runtime does not execute that action"))
             }
         }
     }

@@ -32,8 +32,12 @@ pub(super) enum GuardLease {
     Unknown,
     /// Held at the store.
     Held,
-    /// Expired or released at the store: the node's guard fenced it, or
-    /// guard and node are down.
+    /// Reported absent without ever having been seen held (a store joined
+    /// while the key was missing, or a node that runs no guard): proves
+    /// nothing.
+    Absent,
+    /// Seen held, then expired or released at the store: the node's guard
+    /// fenced it, or guard and node are down.
     Expired,
 }
 

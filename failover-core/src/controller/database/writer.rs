@@ -267,17 +267,20 @@ impl Controller {
         let Some(track) = self.db.nodes.get_mut(node.index()) else {
             return;
         };
-        let state = if held {
-            GuardLease::Held
-        } else {
-            GuardLease::Expired
+        // Only a lease seen held and then gone proves its guard fenced the
+        // node: an absent key from a node whose guard we never saw may be a
+        // node that runs no guard at all.
+        let state = match (held, track.guard) {
+            (true, _) => GuardLease::Held,
+            (false, GuardLease::Held | GuardLease::Expired) => GuardLease::Expired,
+            (false, GuardLease::Unknown | GuardLease::Absent) => GuardLease::Absent,
         };
         if track.guard == state {
             return;
         }
         track.guard = state;
         self.notify(now, EventKind::GuardLeaseChanged { node, held });
-        if held {
+        if state != GuardLease::Expired {
             return;
         }
         match self.db.phase {
