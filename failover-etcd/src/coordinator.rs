@@ -241,13 +241,12 @@ impl Coordinator for EtcdCoordinator {
         };
         let txn = Txn::new()
             .when([inner.token_compare(token)?, writer_cmp])
-            .and_then([TxnOp::put(writer_key.clone(), value, None)]);
+            .and_then([TxnOp::put(writer_key.clone(), value.clone(), None)]);
         let resp = inner.store.txn("set the writer record", txn).await?;
         if resp.succeeded() {
             tracing::info!(%token, node = %new.node, epoch = new.epoch.0, "writer record set to {} at {} under {token}", keys::node_name(topology, new.node).unwrap_or("?"), new.epoch);
             return Ok(());
         }
-        metrics::counter!("failover_etcd_refused_total", "operation" => "set_writer").increment(1);
         let mut reason = inner.explain_token(token).await;
         if reason.is_empty() {
             let found = inner
@@ -257,6 +256,12 @@ impl Coordinator for EtcdCoordinator {
                 .ok()
                 .flatten()
                 .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            if found.as_deref() == Some(value.as_str()) {
+                // Our token still leads and the store holds `new`: only we
+                // can have written it (a repeated request whose first
+                // attempt was applied).
+                return Ok(());
+            }
             let wanted = match expected {
                 Some(rec) => keys::encode_writer(topology, rec)?,
                 None => "no record".into(),
@@ -266,6 +271,7 @@ impl Coordinator for EtcdCoordinator {
                 found.unwrap_or_else(|| "absent".into())
             );
         }
+        metrics::counter!("failover_etcd_refused_total", "operation" => "set_writer").increment(1);
         tracing::warn!(%token, "set_writer refused: {reason}");
         Err(EtcdError::Refused {
             operation: "set_writer",
@@ -481,11 +487,22 @@ impl Inner {
                 Some(PutOptions::new().with_lease(lease)),
             )]);
         let resp = self.store.txn("campaign for leadership", txn).await?;
-        if !resp.succeeded() {
-            tracing::debug!(controller = %self.config.controller, "another controller leads; waiting for its key to go");
-            return Ok(None);
-        }
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let revision = if resp.succeeded() {
+            resp.header().map(|h| h.revision()).unwrap_or(0)
+        } else {
+            // A repeated request finds the key its first attempt created.
+            match self
+                .store
+                .get("read the leader key", &self.keys.leader())
+                .await?
+            {
+                Some(kv) if kv.lease() == lease => kv.create_revision(),
+                _ => {
+                    tracing::debug!(controller = %self.config.controller, "another controller leads; waiting for its key to go");
+                    return Ok(None);
+                }
+            }
+        };
         let token = FencingToken(u64::try_from(revision).unwrap_or(0));
         let mut st = self.state();
         if st.lease != Some(lease) || st.deadline.is_none_or(|d| Instant::now() >= d) {
@@ -818,12 +835,13 @@ impl Inner {
                 .with_prefix()
                 .with_prev_key()
                 .with_start_revision(next);
-            let mut client = self.store.client();
-            let root = self.keys.root().to_owned();
             let opened = self
                 .store
-                .call("open the watch", async move {
-                    client.watch(root, Some(options)).await
+                .call("open the watch", || {
+                    let mut client = self.store.client();
+                    let root = self.keys.root().to_owned();
+                    let options = options.clone();
+                    async move { client.watch(root, Some(options)).await }
                 })
                 .await;
             let mut stream = match opened {

@@ -78,13 +78,16 @@ impl GuardLease for EtcdGuardLease {
             }
             let lease = self.store.grant("grant a guard lease", ttl).await?;
             let key = self.keys.guard(&name);
-            let mut client = self.store.client();
             let put = self
                 .store
-                .call("put the guard key", async move {
-                    client
-                        .put(key, name.clone(), Some(PutOptions::new().with_lease(lease)))
-                        .await
+                .call("put the guard key", || {
+                    let mut client = self.store.client();
+                    let (key, name) = (key.clone(), name.clone());
+                    async move {
+                        client
+                            .put(key, name, Some(PutOptions::new().with_lease(lease)))
+                            .await
+                    }
                 })
                 .await;
             if let Err(e) = put {

@@ -11,6 +11,9 @@ use etcd_client::{
 
 use crate::{EtcdConfig, EtcdError};
 
+/// Pause between attempts of a request that found no serving member.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// A lease's keep-alive stream, opened on first use and dropped on error.
 pub(crate) type KeepAlive = Option<(LeaseKeeper, LeaseKeepAliveStream)>;
 
@@ -50,16 +53,42 @@ impl Store {
         &self.endpoints
     }
 
-    /// Runs one request with the request timeout; records its latency.
-    pub(crate) async fn call<T>(
+    /// Runs a request, bounded by the request timeout in total, and records
+    /// its latency. A request that fails as `Unavailable` (a member just
+    /// died under an open connection, or has no leader) is sent again while
+    /// time is left: the client's balancer then picks another member. Only
+    /// for requests that are safe to repeat; see `set_writer` and
+    /// `campaign` for how a repeated conditional write is recognised.
+    pub(crate) async fn call<T, F>(
         &self,
         operation: &'static str,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, EtcdError> {
-        self.call_within(operation, self.request_timeout, request)
-            .await
+        mut request: impl FnMut() -> F,
+    ) -> Result<T, EtcdError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.call_within(operation, left, request()).await {
+                Err(EtcdError::Unavailable { .. })
+                    if deadline.saturating_duration_since(Instant::now()) > RETRY_PAUSE * 2 =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(EtcdError::Timeout { .. }) => {
+                    return Err(EtcdError::Timeout {
+                        endpoints: self.endpoints.clone(),
+                        operation,
+                        after: self.request_timeout,
+                    })
+                }
+                other => return other,
+            }
+        }
     }
 
+    /// One attempt of a request, at most `limit`.
     async fn call_within<T>(
         &self,
         operation: &'static str,
@@ -89,12 +118,11 @@ impl Store {
         ttl: Duration,
     ) -> Result<i64, EtcdError> {
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        let mut client = self.client.clone();
         let resp = self
-            .call(
-                operation,
-                async move { client.lease_grant(secs, None).await },
-            )
+            .call(operation, || {
+                let mut client = self.client.clone();
+                async move { client.lease_grant(secs, None).await }
+            })
             .await?;
         if !resp.error().is_empty() {
             return Err(EtcdError::Unavailable {
@@ -108,9 +136,11 @@ impl Store {
 
     /// Revokes a lease (deleting its keys). A lease already gone is fine.
     pub(crate) async fn revoke(&self, id: i64) -> Result<(), EtcdError> {
-        let mut client = self.client.clone();
         match self
-            .call("revoke lease", async move { client.lease_revoke(id).await })
+            .call("revoke lease", || {
+                let mut client = self.client.clone();
+                async move { client.lease_revoke(id).await }
+            })
             .await
         {
             Ok(_) => Ok(()),
@@ -162,13 +192,15 @@ impl Store {
         operation: &'static str,
         prefix: &str,
     ) -> Result<(Vec<KeyValue>, i64), EtcdError> {
-        let mut client = self.client.clone();
-        let prefix = prefix.to_owned();
         let mut resp = self
-            .call(operation, async move {
-                client
-                    .get(prefix, Some(GetOptions::new().with_prefix()))
-                    .await
+            .call(operation, || {
+                let mut client = self.client.clone();
+                let prefix = prefix.to_owned();
+                async move {
+                    client
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
             })
             .await?;
         let revision =
@@ -188,10 +220,12 @@ impl Store {
         operation: &'static str,
         key: &str,
     ) -> Result<Option<KeyValue>, EtcdError> {
-        let mut client = self.client.clone();
-        let key = key.to_owned();
         let mut resp = self
-            .call(operation, async move { client.get(key, None).await })
+            .call(operation, || {
+                let mut client = self.client.clone();
+                let key = key.to_owned();
+                async move { client.get(key, None).await }
+            })
             .await?;
         Ok(resp.take_kvs().into_iter().next())
     }
@@ -202,9 +236,12 @@ impl Store {
         operation: &'static str,
         txn: Txn,
     ) -> Result<TxnResponse, EtcdError> {
-        let mut client = self.client.clone();
-        self.call(operation, async move { client.txn(txn).await })
-            .await
+        self.call(operation, || {
+            let mut client = self.client.clone();
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
     }
 
     /// A watch client handle (a clone of the connection).
