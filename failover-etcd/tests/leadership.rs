@@ -160,3 +160,59 @@ async fn one_leader_growing_tokens_stale_writes_refused_and_takeover() {
         .await
         .expect("new leader's CAS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_watch_over_a_compacted_revision_resyncs() {
+    let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap()
+        .expect("etcd cluster starts");
+    let endpoints = cluster.endpoints();
+    // West talks to one follower only; east to the other two members.
+    let leader = tokio::task::block_in_place(|| cluster.leader());
+    let lone = (0..3).find(|&i| Some(i) != leader).unwrap();
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != lone)
+        .map(|i| cluster.endpoint(i))
+        .collect();
+    let west = coordinator(&endpoints[lone..=lone], "ctl-west", "west").await;
+    let east = coordinator(&others, "ctl-east", "east").await;
+    let t = joined_leadership(&east.join().await.unwrap()).expect("east leads");
+    west.join().await.unwrap();
+    east.set_writer(t, None, rec(0, 1)).await.unwrap();
+    wait_for(&west, Duration::from_secs(5), "writer", |e| {
+        *e == CoordinationEvent::Writer(Some(rec(0, 1)))
+    })
+    .await;
+
+    // West's member goes away; meanwhile the writer changes and etcd
+    // compacts its history past what west's watch has seen.
+    tokio::task::block_in_place(|| cluster.stop_member(lone));
+    east.set_writer(t, Some(rec(0, 1)), rec(1, 2))
+        .await
+        .unwrap();
+    // A later write, so the compaction removes the writer change itself.
+    east.set_intent(t, &Intent::default()).await.unwrap();
+    let mut client = etcd_client::Client::connect(&others, None).await.unwrap();
+    let revision = client
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .map(|h| h.revision())
+        .unwrap();
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+
+    // Back: west's watch cannot resume from its revision and resyncs.
+    tokio::task::block_in_place(|| cluster.start_member(lone)).expect("member restarts");
+    wait_for(&west, Duration::from_secs(10), "writer after resync", |e| {
+        *e == CoordinationEvent::Writer(Some(rec(1, 2)))
+    })
+    .await;
+}

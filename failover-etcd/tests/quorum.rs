@@ -39,8 +39,12 @@ async fn minority_down_works_majority_down_refuses_and_leader_steps_down() {
     guard.renew(NodeId(0), TTL).await.expect("guard renews");
     east.set_writer(t1, None, rec(1)).await.unwrap();
 
-    // One member (a minority) down: writes, renewals and leadership go on.
-    tokio::task::block_in_place(|| cluster.stop_member(0));
+    // One member (a minority, a follower, so no election) down: writes,
+    // renewals and leadership go on.
+    let leader = tokio::task::block_in_place(|| cluster.leader());
+    let first = (0..3).find(|&i| Some(i) != leader).unwrap();
+    let second = (0..3).find(|&i| i != first).unwrap();
+    tokio::task::block_in_place(|| cluster.stop_member(first));
     let down = Instant::now();
     east.set_writer(t1, Some(rec(1)), rec(2))
         .await
@@ -66,7 +70,7 @@ async fn minority_down_works_majority_down_refuses_and_leader_steps_down() {
 
     // Two members (a majority) down: writes fail as Unavailable/Timeout and
     // east reports Leadership(None) by its local deadline.
-    tokio::task::block_in_place(|| cluster.stop_member(1));
+    tokio::task::block_in_place(|| cluster.stop_member(second));
     let majority_down = Instant::now();
     // An etcd leader answers keep-alives on its own until it notices it
     // lost the quorum (one election timeout), so the local deadline may
@@ -136,8 +140,10 @@ async fn minority_down_works_majority_down_refuses_and_leader_steps_down() {
     // The members come back: someone leads again with a greater token, and
     // the old token is refused.
     tokio::task::block_in_place(|| {
-        cluster.start_member(0).expect("member 0 restarts");
-        cluster.start_member(1).expect("member 1 restarts");
+        cluster.start_member(first).expect("first member restarts");
+        cluster
+            .start_member(second)
+            .expect("second member restarts");
     });
     let mut next = None;
     let limit = Instant::now() + Duration::from_secs(15);

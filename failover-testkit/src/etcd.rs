@@ -210,6 +210,31 @@ impl EtcdCluster {
         }
     }
 
+    /// The member that is the raft leader now, as the running members report
+    /// it (`POST /v3/maintenance/status`); `None` when none knows one. Tests
+    /// use it to take away a follower without also forcing an election.
+    pub fn leader(&mut self) -> Option<usize> {
+        for i in 0..self.len() {
+            if !self.is_running(i) {
+                continue;
+            }
+            let Some(body) =
+                http_request(self.client_addr(i), "POST", "/v3/maintenance/status", "{}")
+            else {
+                continue;
+            };
+            let (Some(member), Some(leader)) =
+                (json_field(&body, "member_id"), json_field(&body, "leader"))
+            else {
+                continue;
+            };
+            if member == leader {
+                return Some(i);
+            }
+        }
+        None
+    }
+
     /// The last lines of member `i`'s log, for error messages.
     pub fn log_tail(&self, i: usize) -> String {
         let mut text = String::new();
@@ -309,12 +334,30 @@ fn is_healthy(addr: SocketAddr) -> bool {
 
 /// One plain HTTP/1.0 GET with short timeouts; the whole response, or `None`.
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    http_request(addr, "GET", path, "")
+}
+
+/// The string value of `"name":"..."` in a flat JSON text.
+fn json_field<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    let start = body.find(&format!("\"{name}\":\""))? + name.len() + 4;
+    let len = body[start..].find('"')?;
+    Some(&body[start..start + len])
+}
+
+/// One plain HTTP/1.0 request with short timeouts; the whole response, or `None`.
+fn http_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<String> {
     let timeout = Duration::from_millis(500);
     let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(
+            format!(
+                "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
         .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
