@@ -151,6 +151,20 @@ impl Coordinator for EtcdCoordinator {
             while events.rx.try_recv().is_ok() {}
         }
         let inner = &self.inner;
+        // Joining again (after a failed join or a resign) starts afresh: an
+        // earlier lease is no longer kept alive, so it must not be used.
+        let earlier = {
+            let mut st = inner.state();
+            st.leading = None;
+            st.deadline = None;
+            st.lease.take()
+        };
+        if let Some(lease) = earlier {
+            let store = inner.store.clone();
+            tokio::spawn(async move {
+                let _ = store.revoke(lease).await;
+            });
+        }
         let lease = inner.start_lease().await?;
         let (kvs, revision) = inner
             .store
