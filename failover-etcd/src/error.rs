@@ -81,6 +81,17 @@ pub enum EtcdError {
         /// Which condition failed.
         reason: String,
     },
+    /// Something the request relied on is gone at etcd (gRPC `NotFound`,
+    /// such as a lease that expired meanwhile). Retry after re-reading.
+    #[error("etcd at {endpoints}: {operation} found something gone: {reason}")]
+    Gone {
+        /// The configured endpoints.
+        endpoints: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The server's message.
+        reason: String,
+    },
     /// A key under the service prefix holds something this crate cannot read.
     #[error("etcd key {key} holds an unreadable value: {reason}; rewrite or delete the key")]
     Malformed {
@@ -102,6 +113,7 @@ impl EtcdError {
             EtcdError::Timeout { .. } => PortErrorKind::Timeout,
             EtcdError::Auth { .. } => PortErrorKind::Auth,
             EtcdError::Refused { .. } => PortErrorKind::Refused,
+            EtcdError::Gone { .. } => PortErrorKind::Conflict,
             EtcdError::Malformed { .. } => PortErrorKind::Malformed,
         }
     }
@@ -119,6 +131,11 @@ impl EtcdError {
                 let reason = format!("{:?}: {}", status.code(), status.message());
                 match i32::from(status.code()) {
                     tonic_code::Unauthenticated | tonic_code::PermissionDenied => EtcdError::Auth {
+                        endpoints,
+                        operation,
+                        reason,
+                    },
+                    tonic_code::NotFound => EtcdError::Gone {
                         endpoints,
                         operation,
                         reason,
@@ -166,6 +183,7 @@ impl EtcdError {
 mod tonic_code {
     pub(crate) const InvalidArgument: i32 = 3;
     pub(crate) const DeadlineExceeded: i32 = 4;
+    pub(crate) const NotFound: i32 = 5;
     pub(crate) const PermissionDenied: i32 = 7;
     pub(crate) const FailedPrecondition: i32 = 9;
     pub(crate) const Unauthenticated: i32 = 16;

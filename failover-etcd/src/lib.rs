@@ -68,7 +68,8 @@
 //! [`EtcdError`] maps onto core's
 //! [`PortErrorKind`](failover_core::PortErrorKind): no reachable member or no
 //! quorum → `Unavailable`; no answer within `request_timeout` → `Timeout`;
-//! a failed comparison → `Refused`; rejected credentials → `Auth`; an
+//! a failed comparison → `Refused`; a lease that expired meanwhile →
+//! `Conflict`; rejected credentials → `Auth`; an
 //! unreadable value → `Malformed`; a bad setting → `Config`. Messages name
 //! the endpoints, the setting or the key.
 #![forbid(unsafe_code)]

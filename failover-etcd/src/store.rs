@@ -144,8 +144,8 @@ impl Store {
             .await
         {
             Ok(_) => Ok(()),
-            Err(EtcdError::Refused { .. }) => Ok(()),
-            Err(e) if e.to_string().contains("lease not found") => Ok(()),
+            // NotFound: the lease already expired, which is what we wanted.
+            Err(e) if e.kind() == failover_core::PortErrorKind::Conflict => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -160,30 +160,44 @@ impl Store {
         id: i64,
         limit: Duration,
     ) -> Result<i64, EtcdError> {
-        let limit = limit.min(self.request_timeout);
-        let result = self
-            .call_within("lease keep-alive", limit, async {
-                if stream.is_none() {
-                    *stream = Some(self.client.clone().lease_keep_alive(id).await?);
+        let deadline = Instant::now() + limit.min(self.request_timeout);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = self
+                .call_within("lease keep-alive", left, async {
+                    if stream.is_none() {
+                        *stream = Some(self.client.clone().lease_keep_alive(id).await?);
+                    }
+                    let Some((keeper, responses)) = stream.as_mut() else {
+                        return Err(etcd_client::Error::LeaseKeepAliveError(
+                            "keep-alive stream missing".into(),
+                        ));
+                    };
+                    keeper.keep_alive().await?;
+                    match responses.message().await? {
+                        Some(resp) => Ok(resp.ttl()),
+                        None => Err(etcd_client::Error::LeaseKeepAliveError(
+                            "keep-alive stream closed by the server".into(),
+                        )),
+                    }
+                })
+                .await;
+            match result {
+                Ok(ttl) => return Ok(ttl),
+                // The stream's member died: a keep-alive is safe to repeat
+                // on a new stream, which the balancer opens elsewhere.
+                Err(EtcdError::Unavailable { .. })
+                    if deadline.saturating_duration_since(Instant::now()) > RETRY_PAUSE * 2 =>
+                {
+                    *stream = None;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                let Some((keeper, responses)) = stream.as_mut() else {
-                    return Err(etcd_client::Error::LeaseKeepAliveError(
-                        "keep-alive stream missing".into(),
-                    ));
-                };
-                keeper.keep_alive().await?;
-                match responses.message().await? {
-                    Some(resp) => Ok(resp.ttl()),
-                    None => Err(etcd_client::Error::LeaseKeepAliveError(
-                        "keep-alive stream closed by the server".into(),
-                    )),
+                Err(e) => {
+                    *stream = None;
+                    return Err(e);
                 }
-            })
-            .await;
-        if result.is_err() {
-            *stream = None;
+            }
         }
-        result
     }
 
     /// Every key under `prefix` and the store revision they were read at.
