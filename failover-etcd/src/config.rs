@@ -72,7 +72,7 @@ impl EtcdConfig {
     /// Checks what a guard needs: endpoints, prefix, service, timeouts.
     pub fn validate_connection(&self) -> Result<(), EtcdError> {
         if self.endpoints.is_empty() {
-            return Err(setting(
+            return Err(invalid(
                 "endpoints",
                 "[]",
                 "give at least one etcd client URL like http://127.0.0.1:2379",
@@ -83,7 +83,7 @@ impl EtcdConfig {
         }
         if !self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.contains("//")
         {
-            return Err(setting(
+            return Err(invalid(
                 "prefix",
                 &format!("{:?}", self.prefix),
                 "must start with `/`, not end with `/` and have no empty segment, like /failover",
@@ -91,10 +91,10 @@ impl EtcdConfig {
         }
         check_segment("service", &self.service)?;
         if self.connect_timeout.is_zero() {
-            return Err(setting("connect_timeout", "0s", "must be above zero"));
+            return Err(invalid("connect_timeout", "0s", "must be above zero"));
         }
         if self.request_timeout.is_zero() {
-            return Err(setting("request_timeout", "0s", "must be above zero"));
+            return Err(invalid("request_timeout", "0s", "must be above zero"));
         }
         Ok(())
     }
@@ -106,7 +106,7 @@ impl EtcdConfig {
         check_segment("vantage", &self.vantage)?;
         check_lease_ttl("lease_ttl", self.lease_ttl)?;
         if self.lease_margin.is_zero() || self.lease_margin * 3 >= self.lease_ttl {
-            return Err(setting(
+            return Err(invalid(
                 "lease_margin",
                 &format!("{:?}", self.lease_margin),
                 &format!(
@@ -202,7 +202,7 @@ pub(crate) fn check_topology_names(topology: &Topology) -> Result<(), EtcdError>
 
 fn check_segment(setting: &'static str, value: &str) -> Result<(), EtcdError> {
     if value.is_empty() || value.contains('/') {
-        return Err(setting_err(
+        return Err(invalid(
             setting,
             &format!("{value:?}"),
             "must be non-empty and contain no `/` (it is one segment of an etcd key)",
@@ -213,7 +213,7 @@ fn check_segment(setting: &'static str, value: &str) -> Result<(), EtcdError> {
 
 fn check_endpoint(endpoint: &str) -> Result<(), EtcdError> {
     let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
-        setting(
+        invalid(
             "endpoints",
             endpoint,
             "must be a plain client URL like http://127.0.0.1:2379 (https is not built in)",
@@ -227,7 +227,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), EtcdError> {
     });
     match port {
         Some(p) if p != 0 => Ok(()),
-        _ => Err(setting(
+        _ => Err(invalid(
             "endpoints",
             endpoint,
             "must name a host and a port, like http://127.0.0.1:2379",
@@ -235,11 +235,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), EtcdError> {
     }
 }
 
-fn setting(setting: &'static str, value: &str, rule: &str) -> EtcdError {
-    setting_err(setting, value, rule)
-}
-
-fn setting_err(setting: &'static str, value: &str, rule: &str) -> EtcdError {
+fn invalid(setting: &'static str, value: &str, rule: &str) -> EtcdError {
     EtcdError::Setting {
         setting,
         value: value.to_owned(),

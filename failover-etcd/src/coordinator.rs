@@ -822,19 +822,19 @@ impl Inner {
     }
 
     async fn republish(&self, lease: i64) {
-        let (latest, stale): (BTreeMap<String, Verdict>, Vec<String>) = {
+        let latest: BTreeMap<String, Verdict> = {
             let st = self.state();
-            let mut latest = BTreeMap::new();
-            for v in &st.verdicts {
-                if let Ok(region) = keys::region_name(&self.topology, v.region) {
-                    latest.insert(self.keys.verdict(&self.config.vantage, region), *v);
-                }
-            }
-            (latest, Vec::new())
+            st.verdicts
+                .iter()
+                .filter_map(|v| {
+                    let region = keys::region_name(&self.topology, v.region).ok()?;
+                    Some((self.keys.verdict(&self.config.vantage, region), *v))
+                })
+                .collect()
         };
         let refs: BTreeMap<String, &Verdict> = latest.iter().map(|(k, v)| (k.clone(), v)).collect();
-        match self.put_verdicts(lease, &refs, &stale).await {
-            Ok(()) => self.state().published = refs.keys().cloned().collect(),
+        match self.put_verdicts(lease, &refs, &[]).await {
+            Ok(()) => self.state().published = refs.into_keys().collect(),
             Err(e) => tracing::warn!("re-publishing verdicts under the new lease failed: {e}"),
         }
     }
