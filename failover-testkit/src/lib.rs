@@ -1,9 +1,10 @@
 //! Starts real servers on loopback for `failover`'s tests and examples:
-//! PostgreSQL primaries and replicas, BIND, regional HTTP APIs.
+//! PostgreSQL primaries and replicas, BIND, regional HTTP APIs, an etcd cluster.
 //! Every server lives in a temp dir and is stopped when its handle drops.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bind;
+pub mod etcd;
 pub mod http;
 pub mod postgres;
