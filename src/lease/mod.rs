@@ -42,6 +42,44 @@
 //! (`sent + ttl − margin`) always falls before the server's expiry
 //! (`received + ttl`): an expired lease proves the guard fenced its node.
 //!
+//! # Wiring
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use failover::core::{Epoch, NodeId};
+//! use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
+//! use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let secret = std::env::var("FAILOVER_GUARD_SECRET")?;
+//! // Next to the controller: serve leases, feed transitions to it.
+//! let config = LeaseServerConfig::new("0.0.0.0:7070".parse()?, secret.clone())
+//!     .node(NodeId(0), "pg-east")
+//!     .node(NodeId(1), "pg-west");
+//! let (server, mut events) = LeaseServer::start(config).await?;
+//! server.set_writer_at(NodeId(0), Epoch(0));
+//! tokio::spawn(async move {
+//!     while let Some(event) = events.recv().await {
+//!         println!("to the controller: {event:?}");
+//!     }
+//! });
+//!
+//! // Next to pg-east: its guard.
+//! let lease = LeaseClient::new("http://10.0.0.1:7070", secret)?
+//!     .with_node(NodeId(0), "pg-east")?
+//!     .with_node(NodeId(1), "pg-west")?;
+//! let pg = PgCluster::new().with_node(NodeId(0), "pg-east", "host=127.0.0.1 user=postgres")?;
+//! let guard = NodeGuard::start(
+//!     NodeId(0),
+//!     "pg-east",
+//!     GuardSettings::default(),
+//!     Arc::new(lease),
+//!     Arc::new(pg),
+//! )?;
+//! println!("{:?}", guard.status());
+//! # Ok(()) }
+//! ```
+//!
 //! [`CoordinationEvent::GuardLease`]: failover_core::CoordinationEvent::GuardLease
 
 use std::time::Duration;
