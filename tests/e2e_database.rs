@@ -12,9 +12,32 @@ use std::time::Duration;
 use common::*;
 use failover::decision::{Config, Health, MaxRpo, NodeId, VantageId};
 use failover::dns::{EmbeddedConfig, EmbeddedDns};
-use failover::pg::PgCluster;
+use failover::lease::{LeaseClient, LeaseServerConfig};
+use failover::pg::{GuardSettings, NodeGuard, PgCluster};
 use failover::RuntimeBuilder;
 use failover_testkit::postgres::PgTestCluster;
+
+const GUARD_TTL: Duration = Duration::from_secs(2);
+const SECRET: &str = "e2e-guard-lease-secret";
+
+/// A guard next to one node, leasing from the runtime's lease server.
+fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> NodeGuard {
+    let node = NodeId(index);
+    let lease = LeaseClient::new(url, SECRET)
+        .and_then(|c| c.with_node(node, name))
+        .expect("lease client");
+    let admin = PgCluster::new()
+        .with_node(node, name, dsn)
+        .expect("guard DSN parses");
+    NodeGuard::start(
+        node,
+        name,
+        GuardSettings::for_ttl(GUARD_TTL),
+        Arc::new(lease),
+        Arc::new(admin),
+    )
+    .expect("guard starts")
+}
 
 fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -40,6 +63,10 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     let mut policy = fast_policy();
     policy.auto_promote = true;
     policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    // Every node runs a guard: the dead primary is proven stopped when its
+    // guard lease expires, never merely because it is unreachable.
+    policy.guard_ttl = Some(GUARD_TTL);
+    policy.proof_timeout = Duration::from_secs(10);
     let config = Config::new(topology_with(true), policy.clone()).expect("valid config");
     let pg = || {
         Arc::new(
@@ -68,11 +95,26 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
             RuntimeBuilder::new(config.clone())
                 .router(Arc::new(dns.router()))
                 .database(pg())
-                .audit_log(&first_log),
+                .audit_log(&first_log)
+                .guard_leases(
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), SECRET)
+                        .topology(config.topology()),
+                ),
         )
         .await;
+    let leases = first.lease_server().expect("lease server runs").clone();
+    let east_guard = start_guard(&leases.url(), 0, "pg-east", &cluster.nodes()[0].admin_dsn());
+    let west_guard = start_guard(&leases.url(), 1, "pg-west", &cluster.nodes()[1].admin_dsn());
+    wait_status(
+        &first.handle(),
+        Duration::from_secs(15),
+        "both guard leases held",
+        |_| leases.is_held(NodeId(0)) && leases.is_held(NodeId(1)),
+    )
+    .await;
 
-    // The region dies whole: its API and its primary.
+    // The region dies whole: its API, its primary and the primary's guard.
+    drop(east_guard);
     regions.east.stop().await;
     cluster.kill(0).expect("kill -9 the primary");
     let promoted = wait_status(
@@ -85,6 +127,18 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     let epoch = promoted.controller.epoch;
     assert!(epoch.0 >= 1, "the promotion carries an epoch: {epoch}");
     wait_answer(dns.local_addr(), WEST_IP, Duration::from_secs(5)).await;
+    let events: Vec<String> = first.handle().status().recent_events.into_iter().collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("pg-east proven stopped: its guard lease expired")),
+        "promoted on proof, not on unreachability: {events:#?}"
+    );
+    assert!(
+        west_guard.status().fenced != Some(true),
+        "pg-west's guard keeps its node writable: the record names it"
+    );
+    drop(west_guard);
     first.shutdown().await;
     assert_eq!(
         promotions(&audit_records(&first_log)),

@@ -13,7 +13,8 @@ use failover::decision::{
     Config, MaxRpo, Node, NodeId, Policy, Region, RegionId, RegionRole, Topology, VantageId,
 };
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
-use failover::pg::PgCluster;
+use failover::lease::{LeaseClient, LeaseServerConfig};
+use failover::pg::{GuardSettings, NodeGuard, PgCluster};
 use failover::probe::{HttpProbe, HttpProbeConfig};
 use failover::{Runtime, RuntimeBuilder};
 use failover_testkit::http::RegionalApi;
@@ -28,6 +29,10 @@ pub const EAST_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11));
 pub const WEST_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 12));
 pub const EAST: RegionId = RegionId(0);
 pub const WEST: RegionId = RegionId(1);
+/// TTL of the node guards' leases: an unreachable primary is replaced once
+/// its guard lease has expired, so this is part of the database cutover.
+pub const GUARD_TTL: Duration = Duration::from_secs(2);
+const LEASE_SECRET: &str = "live-example-guard-lease-secret";
 
 /// Everything the live scenario runs.
 pub struct LiveRegions {
@@ -37,6 +42,9 @@ pub struct LiveRegions {
     pub cluster: Option<PgTestCluster>,
     pub config: Config,
     pub runtime: Runtime,
+    /// A guard next to each PostgreSQL node (pg-east, pg-west), leasing from
+    /// the runtime; the region's death takes its guard with it.
+    pub guards: std::sync::Mutex<Vec<Option<NodeGuard>>>,
 }
 
 /// us-east active, us-west standby at 60 % of peak; with a database, pg-east
@@ -64,6 +72,10 @@ pub fn config(policy: Policy, with_database: bool) -> Result<Config, BoxError> {
         }
         policy.auto_promote = true;
         policy.max_rpo = Some(MaxRpo::bytes(16 << 20));
+        // Every node runs a guard: a primary that cannot be reached is
+        // replaced once proven stopped, which its expired lease proves.
+        policy.guard_ttl = Some(GUARD_TTL);
+        policy.proof_timeout = GUARD_TTL * 5;
     }
     Ok(Config::new(builder.build()?, policy)?)
 }
@@ -97,13 +109,43 @@ impl LiveRegions {
             .probe(WEST, VantageId(0), probe(&west, &policy)?);
         if let Some(cluster) = &cluster {
             let nodes = cluster.nodes();
-            builder = builder.database(Arc::new(
-                PgCluster::new()
-                    .with_node(NodeId(0), "pg-east", &nodes[0].admin_dsn())?
-                    .with_node(NodeId(1), "pg-west", &nodes[1].admin_dsn())?,
-            ));
+            builder = builder
+                .database(Arc::new(
+                    PgCluster::new()
+                        .with_node(NodeId(0), "pg-east", &nodes[0].admin_dsn())?
+                        .with_node(NodeId(1), "pg-west", &nodes[1].admin_dsn())?,
+                ))
+                .guard_leases(
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
+                        .topology(config.topology()),
+                );
         }
         let runtime = builder.start().await?;
+        let mut guards = Vec::new();
+        if let (Some(cluster), Some(leases)) = (&cluster, runtime.lease_server()) {
+            for (i, name) in ["pg-east", "pg-west"].into_iter().enumerate() {
+                let node = NodeId(i as u32);
+                let lease = LeaseClient::new(&leases.url(), LEASE_SECRET)?.with_node(node, name)?;
+                let admin =
+                    PgCluster::new().with_node(node, name, &cluster.nodes()[i].admin_dsn())?;
+                guards.push(Some(NodeGuard::start(
+                    node,
+                    name,
+                    GuardSettings::for_ttl(GUARD_TTL),
+                    Arc::new(lease),
+                    Arc::new(admin),
+                )?));
+            }
+            // Ready once both guards hold their leases.
+            let ready = Instant::now() + Duration::from_secs(15);
+            while !(leases.is_held(NodeId(0)) && leases.is_held(NodeId(1))) {
+                if Instant::now() > ready {
+                    return Err("the node guards did not take their leases within 15 s".into());
+                }
+                let mut status = runtime.handle().watch_status();
+                let _ = tokio::time::timeout(Duration::from_millis(200), status.changed()).await;
+            }
+        }
         Ok(LiveRegions {
             east,
             west,
@@ -111,13 +153,23 @@ impl LiveRegions {
             cluster,
             config,
             runtime,
+            guards: std::sync::Mutex::new(guards),
         })
     }
 
-    /// The region dies whole: its API stops accepting connections and its
-    /// PostgreSQL primary gets SIGKILL. Returns when it was done.
+    /// The region dies whole: its API stops accepting connections, its
+    /// PostgreSQL primary gets SIGKILL and its node guard stops. Returns when it was done.
     pub async fn kill_east(&self) -> Result<Instant, BoxError> {
         let at = Instant::now();
+        // pg-east's guard dies with its region (it shares fate with its node).
+        if let Some(slot) = self
+            .guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_mut()
+        {
+            slot.take();
+        }
         self.east.stop().await;
         if let Some(cluster) = &self.cluster {
             cluster.kill(0)?;
