@@ -158,6 +158,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             policy.ttl.as_secs()
         ),
     );
+    // The database: writable again once the dead primary is proven stopped.
+    // Its fence cannot be confirmed (the region is gone), so the proof is its
+    // guard's lease expiring: detection + guard TTL + claim and promotion.
+    let writable = report.timeline.iter().find_map(|e| match &e.what {
+        Happening::Controller(ev) if matches!(ev.kind, EventKind::Promoted { .. }) => {
+            Some(e.at.saturating_sub(fail_at))
+        }
+        _ => None,
+    });
+    match policy.guard_ttl {
+        Some(guard_ttl) => row(
+            "database writable",
+            format!(
+                "≤ {}",
+                secs(objectives::database_cutover_unconfirmed(
+                    bounds.worst_detection,
+                    guard_ttl,
+                    2 * ACTUATION
+                ))
+            ),
+            measured(writable),
+            format!(
+                "detection + {}s guard TTL (proof) + {}s claim and promotion",
+                guard_ttl.as_secs(),
+                2 * ACTUATION.as_secs()
+            ),
+        ),
+        None => row(
+            "database writable",
+            "never (no proof)".into(),
+            measured(writable),
+            "no guards: an unreachable primary is never replaced automatically".into(),
+        ),
+    }
+    row(
+        "database writable, fenced",
+        format!(
+            "≤ {}",
+            secs(objectives::database_cutover_fenced(
+                bounds.worst_detection,
+                ACTUATION,
+                2 * ACTUATION
+            ))
+        ),
+        "—".into(),
+        "if the old primary could still confirm its fence (a partial outage)".into(),
+    );
     row(
         "data loss window (RPO)",
         format!("{} ms", rpo.window.as_millis()),
