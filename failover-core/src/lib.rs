@@ -17,7 +17,7 @@
 //! - [`objectives`]: the RTO/RPO arithmetic and a planner for interval/fall.
 //! - [`sim`]: a seeded, deterministic simulator driving the real controller.
 //! - [`ports`]: the small async traits the adapters implement, with the
-//!   [`async_trait`] attribute they are written with re-exported, so an
+//!   [`async_trait`](macro@async_trait) attribute they are written with re-exported, so an
 //!   implementation needs nothing but this crate (the types a port takes and
 //!   returns, [`ProbeOutcome`], [`WeightPlan`], [`PortError`]…, are at its root).
 //!
