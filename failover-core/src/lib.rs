@@ -19,7 +19,7 @@
 //! - [`coordination`]: what controllers and node guards share through the
 //!   coordination store (leader token, writer record, guard leases).
 //! - [`ports`]: the small async traits the adapters implement, with the
-//!   [`async_trait`] attribute they are written with re-exported, so an
+//!   [`async_trait`](macro@async_trait) attribute they are written with re-exported, so an
 //!   implementation needs nothing but this crate (the types a port takes and
 //!   returns, [`ProbeOutcome`], [`WeightPlan`], [`PortError`]…, are at its root).
 //!

@@ -459,3 +459,33 @@ fn capacity_as_a_percentage_is_refused_with_a_hint() {
         .build()
         .unwrap();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever the file says, reading it never panics, and a place it
+    /// reports is inside the text.
+    #[test]
+    fn any_edit_of_the_file_reads_or_fails_with_a_place_inside_it(
+        at in 0usize..SEED.len(),
+        cut in 0usize..12,
+        insert in "[a-z0-9 =\\[\\]\"\\.\\-é\n]{0,8}",
+    ) {
+        let mut text = SEED.to_owned();
+        let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let end = (at..=(at + cut).min(text.len()))
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(at);
+        text.replace_range(at..end, &insert);
+        if let Err(err) = Config::from_toml(&text) {
+            let shown = err.to_string();
+            proptest::prop_assert!(!shown.is_empty());
+            if let Some(place) = err.location() {
+                let lines = text.split('\n').count() as u32;
+                proptest::prop_assert!(place.line >= 1 && place.line <= lines, "{shown}");
+                proptest::prop_assert!(place.column >= 1, "{shown}");
+            }
+        }
+    }
+}
