@@ -218,10 +218,38 @@ async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() 
         .await
         .expect("writes flow");
 
-    handle
-        .command(Command::Switchover { to: NodeId(1) })
-        .await
-        .expect("runtime takes commands");
+    // On a loaded machine one observation of pg-west can time out (150 ms),
+    // and a switchover to a node not seen as a replica is refused: then the
+    // operator tries again, as this test does (bounded).
+    let mut replies = handle.subscribe_events();
+    let tries = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        handle
+            .command(Command::Switchover { to: NodeId(1) })
+            .await
+            .expect("runtime takes commands");
+        let reply = loop {
+            let event = tokio::time::timeout_at(tries, replies.recv())
+                .await
+                .expect("the switchover is started or refused within 30 s")
+                .expect("events flow");
+            match event.kind {
+                EventKind::FencingRequested { .. } => break None,
+                EventKind::CommandRefused { reason } => break Some(reason),
+                _ => {}
+            }
+        };
+        match reply {
+            None => break,
+            Some(reason) => {
+                assert!(
+                    reason.contains("not seen as a replica"),
+                    "switchover refused: {reason}"
+                );
+                tokio::time::sleep(policy.interval).await;
+            }
+        }
+    }
     let switched = wait_status(
         &handle,
         Duration::from_secs(30),

@@ -164,7 +164,8 @@ async fn the_status_shows_the_applied_plan_beside_the_desired_one_and_each_faile
     )
     .await;
     assert_eq!(live.router.applied, live.controller.plan);
-    assert_eq!(live.router.failed_attempts, 0);
+    // On a loaded machine the first plan may itself need a retry.
+    let failed_before = live.router.failed_attempts;
 
     let mut bind = tokio::task::spawn_blocking(move || {
         let mut bind = bind;
@@ -178,7 +179,10 @@ async fn the_status_shows_the_applied_plan_beside_the_desired_one_and_each_faile
         &handle,
         Duration::from_secs(10),
         "a drain plan failing at least twice",
-        |s| s.controller.regions[EAST.index()].weight == 0 && s.router.failed_attempts >= 2,
+        |s| {
+            s.controller.regions[EAST.index()].weight == 0
+                && s.router.failed_attempts >= failed_before + 2
+        },
     )
     .await;
     assert!(!stuck.plan_applied(), "the desired plan is not live yet");

@@ -5,8 +5,10 @@
 //! `Running` to `Draining { deadline }` once. Sources of inputs (probes, the
 //! database observer) stop at once; an action already started may finish
 //! (retries included) until the deadline and is abandoned after it; an
-//! action not yet started is abandoned at once. Every action ends with a
-//! done, failed or abandoned record in the audit log.
+//! action not yet started is abandoned at once (except a newer weight plan
+//! that supersedes the one in flight while it waits to retry: it takes that
+//! one's place). Every action ends with a done, failed or abandoned record
+//! in the audit log.
 
 use std::future::Future;
 
