@@ -46,7 +46,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use failover::core::{Epoch, NodeId};
+//! use failover::decision::{Epoch, NodeId};
 //! use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
 //! use failover::pg::{GuardSettings, NodeGuard, PgCluster};
 //!
