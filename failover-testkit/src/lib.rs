@@ -8,3 +8,4 @@ pub mod bind;
 pub mod etcd;
 pub mod http;
 pub mod postgres;
+pub mod proxy;

@@ -1,0 +1,244 @@
+//! One writer, always (S1), with a live primary cut off: the controller loses
+//! its path to pg-east (and pg-east's guard loses its path to the
+//! controller's lease server), while a client *inside* us-east keeps writing
+//! to pg-east directly. This is the split brain of issue 9: pg-east is
+//! unreachable, not stopped. The runtime must promote pg-west only once
+//! pg-east is proven stopped — here by its guard lease expiring, its guard
+//! having fenced it — so after pg-west's first commit, pg-east acknowledges
+//! nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use failover::decision::{Config, MaxRpo, NodeId};
+use failover::lease::{LeaseClient, LeaseServerConfig};
+use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+use failover::RuntimeBuilder;
+use failover_testkit::postgres::writer::{connect, create_rows_table};
+use failover_testkit::postgres::PgTestCluster;
+use failover_testkit::proxy::TcpProxy;
+
+const GUARD_TTL: Duration = Duration::from_secs(2);
+const SECRET: &str = "e2e-partition-lease-secret";
+
+/// Inserts rows into `dsn` until `stop`, reconnecting after errors, and
+/// records when each commit was acknowledged.
+fn writer(
+    dsn: String,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Instant>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n: i64 = 0;
+        let limit = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
+            let Ok(client) = connect(&dsn).await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
+                n += 1;
+                match client
+                    .execute("INSERT INTO rows (n) VALUES ($1)", &[&n])
+                    .await
+                {
+                    Ok(_) => acks.lock().unwrap().push(Instant::now()),
+                    Err(_) => break,
+                }
+            }
+        }
+    })
+}
+
+fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> NodeGuard {
+    let node = NodeId(index);
+    let lease = LeaseClient::new(url, SECRET)
+        .and_then(|c| c.with_node(node, name))
+        .expect("lease client");
+    let admin = PgCluster::new()
+        .with_node(node, name, dsn)
+        .expect("guard DSN parses");
+    NodeGuard::start(
+        node,
+        name,
+        GuardSettings::for_ttl(GUARD_TTL),
+        Arc::new(lease),
+        Arc::new(admin),
+    )
+    .expect("guard starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_live_primary_acknowledges_nothing_after_the_new_primary_commits() {
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    create_rows_table(&east.app_dsn())
+        .await
+        .expect("rows table");
+
+    let mut policy = fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    policy.guard_ttl = Some(GUARD_TTL);
+    policy.proof_timeout = Duration::from_secs(10);
+    let config = Config::new(topology_with(true), policy.clone()).expect("valid config");
+
+    // The controller reaches pg-east only through a path we can cut.
+    let db_path = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], east.port)))
+        .await
+        .expect("proxy to pg-east");
+    let east_via_path = east.admin_dsn().replace(
+        &format!("port={}", east.port),
+        &format!("port={}", db_path.addr().port()),
+    );
+    let pg = PgCluster::new()
+        .with_node(NodeId(0), "pg-east", &east_via_path)
+        .expect("east DSN parses")
+        .with_node(NodeId(1), "pg-west", &west.admin_dsn())
+        .expect("west DSN parses");
+    let regions = TwoRegions::start();
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config.clone())
+                .database(Arc::new(pg))
+                .guard_leases(
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), SECRET)
+                        .topology(config.topology()),
+                ),
+        )
+        .await;
+    let leases = runtime.lease_server().expect("lease server").clone();
+    // pg-east's guard sits in us-east: its path to the lease server is cut
+    // with the rest of the region.
+    let lease_path = TcpProxy::start(leases.local_addr())
+        .await
+        .expect("proxy to the lease server");
+    let east_guard = start_guard(
+        &format!("http://{}", lease_path.addr()),
+        0,
+        "pg-east",
+        &east.admin_dsn(),
+    );
+    let west_guard = start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn());
+    wait_status(
+        &runtime.handle(),
+        Duration::from_secs(15),
+        "both guard leases held",
+        |_| leases.is_held(NodeId(0)) && leases.is_held(NodeId(1)),
+    )
+    .await;
+
+    // A client inside us-east writes to pg-east directly, throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let east_acks = Arc::new(Mutex::new(Vec::new()));
+    let east_writer = writer(east.app_dsn(), Arc::clone(&stop), Arc::clone(&east_acks));
+    // A watcher commits on pg-west as the application as soon as it can.
+    let west_first = Arc::new(Mutex::new(None::<Instant>));
+    let watcher = {
+        let dsn = west.app_dsn();
+        let first = Arc::clone(&west_first);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let limit = Instant::now() + Duration::from_secs(120);
+            let mut n: i64 = -1;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
+                if let Ok(client) = connect(&dsn).await {
+                    n -= 1;
+                    if client
+                        .execute("INSERT INTO rows (n) VALUES ($1)", &[&n])
+                        .await
+                        .is_ok()
+                    {
+                        *first.lock().unwrap() = Some(Instant::now());
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let warmup = Instant::now() + Duration::from_secs(20);
+    while east_acks.lock().unwrap().len() < 50 {
+        assert!(
+            Instant::now() < warmup,
+            "the in-region client never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The partition: us-east is cut off from the controller (its API, its
+    // database, its guard's lease path); inside us-east all still runs.
+    // The controller's path to pg-east refuses (its fence fails within
+    // milliseconds, as in the issue's report); the guard's path is silent.
+    let cut_at = Instant::now();
+    db_path.refuse();
+    lease_path.cut();
+    regions.east.stop().await;
+
+    wait_status(
+        &runtime.handle(),
+        Duration::from_secs(60),
+        "pg-west promoted",
+        |s| s.controller.writer == Some(NodeId(1)),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while west_first.lock().unwrap().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Keep the in-region client going a while after the new primary commits.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    east_writer.await.expect("east writer task");
+    watcher.await.expect("watcher task");
+
+    let first_west = west_first
+        .lock()
+        .unwrap()
+        .expect("pg-west took an application commit");
+    let acks = east_acks.lock().unwrap().clone();
+    let after_cut = acks.iter().filter(|t| **t > cut_at).count();
+    let last_east = acks
+        .iter()
+        .max()
+        .copied()
+        .expect("pg-east acknowledged writes");
+    let events: Vec<String> = runtime
+        .handle()
+        .status()
+        .recent_events
+        .into_iter()
+        .collect();
+    println!(
+        "pg-east acknowledged {after_cut} commits after the cut, the last {:?} after it; \
+         pg-west's first commit {:?} after the cut",
+        last_east.saturating_duration_since(cut_at),
+        first_west.saturating_duration_since(cut_at),
+    );
+    assert!(
+        after_cut > 0,
+        "the partitioned primary was alive and writing: the test means something"
+    );
+    let overlap = acks.iter().filter(|t| **t >= first_west).count();
+    assert_eq!(
+        overlap, 0,
+        "pg-east acknowledged {overlap} commits after pg-west's first: two writers; {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("pg-east proven stopped: its guard lease expired")),
+        "{events:#?}"
+    );
+    drop(east_guard);
+    drop(west_guard);
+    runtime.shutdown().await;
+}
