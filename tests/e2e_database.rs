@@ -12,32 +12,10 @@ use std::time::Duration;
 use common::*;
 use failover::decision::{Config, Health, MaxRpo, NodeId, VantageId};
 use failover::dns::{EmbeddedConfig, EmbeddedDns};
-use failover::lease::{LeaseClient, LeaseServerConfig};
-use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+use failover::lease::LeaseServerConfig;
+use failover::pg::PgCluster;
 use failover::RuntimeBuilder;
 use failover_testkit::postgres::PgTestCluster;
-
-const GUARD_TTL: Duration = Duration::from_secs(2);
-const SECRET: &str = "e2e-guard-lease-secret";
-
-/// A guard next to one node, leasing from the runtime's lease server.
-fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> NodeGuard {
-    let node = NodeId(index);
-    let lease = LeaseClient::new(url, SECRET)
-        .and_then(|c| c.with_node(node, name))
-        .expect("lease client");
-    let admin = PgCluster::new()
-        .with_node(node, name, dsn)
-        .expect("guard DSN parses");
-    NodeGuard::start(
-        node,
-        name,
-        GuardSettings::for_ttl(GUARD_TTL),
-        Arc::new(lease),
-        Arc::new(admin),
-    )
-    .expect("guard starts")
-}
 
 fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -97,7 +75,7 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
                 .database(pg())
                 .audit_log(&first_log)
                 .guard_leases(
-                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), SECRET)
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
                         .topology(config.topology()),
                 ),
         )

@@ -16,15 +16,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use failover::decision::{Config, MaxRpo, NodeId};
-use failover::lease::{LeaseClient, LeaseServerConfig};
-use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+use failover::lease::LeaseServerConfig;
+use failover::pg::PgCluster;
 use failover::RuntimeBuilder;
 use failover_testkit::postgres::writer::{connect, create_rows_table};
 use failover_testkit::postgres::PgTestCluster;
 use failover_testkit::proxy::TcpProxy;
-
-const GUARD_TTL: Duration = Duration::from_secs(2);
-const SECRET: &str = "e2e-partition-lease-secret";
 
 /// Inserts rows into `dsn` until `stop`, reconnecting after errors, and
 /// records when each commit was acknowledged.
@@ -53,24 +50,6 @@ fn writer(
             }
         }
     })
-}
-
-fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> NodeGuard {
-    let node = NodeId(index);
-    let lease = LeaseClient::new(url, SECRET)
-        .and_then(|c| c.with_node(node, name))
-        .expect("lease client");
-    let admin = PgCluster::new()
-        .with_node(node, name, dsn)
-        .expect("guard DSN parses");
-    NodeGuard::start(
-        node,
-        name,
-        GuardSettings::for_ttl(GUARD_TTL),
-        Arc::new(lease),
-        Arc::new(admin),
-    )
-    .expect("guard starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +89,7 @@ async fn a_partitioned_live_primary_acknowledges_nothing_after_the_new_primary_c
             RuntimeBuilder::new(config.clone())
                 .database(Arc::new(pg))
                 .guard_leases(
-                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), SECRET)
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
                         .topology(config.topology()),
                 ),
         )

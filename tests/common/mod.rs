@@ -165,3 +165,28 @@ pub async fn wait_answer(server: SocketAddr, want: &str, limit: Duration) -> Ins
     }
     panic!("DNS at {server} did not answer {want} within {limit:?}; last answer {last:?}");
 }
+
+/// TTL of the node guards' leases in the end-to-end tests.
+pub const GUARD_TTL: Duration = Duration::from_secs(2);
+/// The lease server's shared secret in the end-to-end tests.
+pub const LEASE_SECRET: &str = "e2e-guard-lease-secret";
+
+/// A `NodeGuard` next to one node (`index` in the topology), leasing from the
+/// lease server at `url` and fencing its node through `dsn`.
+pub fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> failover::pg::NodeGuard {
+    let node = failover::decision::NodeId(index);
+    let lease = failover::lease::LeaseClient::new(url, LEASE_SECRET)
+        .and_then(|c| c.with_node(node, name))
+        .expect("lease client");
+    let admin = failover::pg::PgCluster::new()
+        .with_node(node, name, dsn)
+        .expect("guard DSN parses");
+    failover::pg::NodeGuard::start(
+        node,
+        name,
+        failover::pg::GuardSettings::for_ttl(GUARD_TTL),
+        Arc::new(lease),
+        Arc::new(admin),
+    )
+    .expect("guard starts")
+}

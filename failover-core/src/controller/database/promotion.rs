@@ -110,28 +110,14 @@ impl Controller {
         // fence is the proof.
         if let Some((node, epoch)) = self.db.fenced_writer {
             if node == old && epoch <= attempt.epoch {
-                self.notify(
-                    now,
-                    EventKind::StopProven {
-                        node,
-                        proof: StopProof::FenceConfirmed,
-                    },
-                );
-                self.proven(now, StopProof::FenceConfirmed, None);
+                self.proven(now, node, StopProof::FenceConfirmed, None);
                 return;
             }
         }
         if attempt.intent != Intent::Switchover
             && self.db.nodes[old.index()].guard == super::GuardLease::Expired
         {
-            self.notify(
-                now,
-                EventKind::StopProven {
-                    node: old,
-                    proof: StopProof::GuardLeaseExpired,
-                },
-            );
-            self.proven(now, StopProof::GuardLeaseExpired, None);
+            self.proven(now, old, StopProof::GuardLeaseExpired, None);
             return;
         }
         self.send_fence(now, old, attempt.epoch);
@@ -154,9 +140,16 @@ impl Controller {
         self.actions.push_back(Action::Fence { id, node, epoch });
     }
 
-    /// The old writer is proven stopped (`final_lsn`: its final flush
-    /// position, when the fence reported it).
-    pub(super) fn proven(&mut self, now: Instant, proof: StopProof, final_lsn: Option<Lsn>) {
+    /// The old writer `node` is proven stopped (`final_lsn`: its final
+    /// flush position, when the fence reported it): says so, and goes on.
+    pub(super) fn proven(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        proof: StopProof,
+        final_lsn: Option<Lsn>,
+    ) {
+        self.notify(now, EventKind::StopProven { node, proof });
         let Phase::Fencing { mut attempt, .. } = self.db.phase else {
             return;
         };
@@ -315,14 +308,7 @@ impl Controller {
                 self.db.fenced_writer = Some((node, fence.epoch));
                 match self.db.phase {
                     Phase::Fencing { attempt, .. } if attempt.old == Some(node) => {
-                        self.notify(
-                            now,
-                            EventKind::StopProven {
-                                node,
-                                proof: StopProof::FenceConfirmed,
-                            },
-                        );
-                        self.proven(now, StopProof::FenceConfirmed, final_lsn);
+                        self.proven(now, node, StopProof::FenceConfirmed, final_lsn);
                     }
                     // The attempt was abandoned meanwhile.
                     _ => self.evaluate_writer(now),
@@ -390,14 +376,7 @@ impl Controller {
                 if attempt.old == Some(node) && fence.purpose == FencePurpose::Promotion {
                     match attempt.intent {
                         Intent::Forced => {
-                            self.notify(
-                                now,
-                                EventKind::StopProven {
-                                    node,
-                                    proof: StopProof::Forced,
-                                },
-                            );
-                            self.proven(now, StopProof::Forced, None);
+                            self.proven(now, node, StopProof::Forced, None);
                         }
                         Intent::Switchover => self.fail_attempt(now, true),
                         Intent::Failover => {
@@ -567,14 +546,7 @@ impl Controller {
                         }
                     }
                     Intent::Forced => {
-                        self.notify(
-                            now,
-                            EventKind::StopProven {
-                                node: old,
-                                proof: StopProof::Forced,
-                            },
-                        );
-                        self.proven(now, StopProof::Forced, None);
+                        self.proven(now, old, StopProof::Forced, None);
                     }
                     Intent::Switchover => {
                         self.notify(

@@ -285,14 +285,7 @@ impl Controller {
         }
         match self.db.phase {
             Phase::Fencing { attempt, .. } if attempt.old == Some(node) => {
-                self.notify(
-                    now,
-                    EventKind::StopProven {
-                        node,
-                        proof: StopProof::GuardLeaseExpired,
-                    },
-                );
-                self.proven(now, StopProof::GuardLeaseExpired, None);
+                self.proven(now, node, StopProof::GuardLeaseExpired, None);
             }
             _ if self.db.writer == Some(node) => self.evaluate_writer(now),
             _ => {}
