@@ -561,3 +561,67 @@ fn a_guard_lease_never_seen_held_proves_nothing() {
         .iter()
         .any(|e| matches!(e, EventKind::StopProven { .. })));
 }
+
+#[test]
+fn the_rpo_gate_counts_how_old_its_evidence_is_against_a_time_limit() {
+    // max_rpo of 20 s of data. The replica is current (0 s delay), but the
+    // writer was last seen at t=20 and the decision comes at t=50: it may
+    // have committed for 30 s since, so the possible loss exceeds 20 s.
+    let mut policy = auto_promote(seed_policy(), 16 * 1024);
+    policy.max_rpo = Some(failover_core::MaxRpo {
+        bytes: None,
+        time: Some(Duration::from_secs(20)),
+    });
+    let mut d = Drill::new(Config::new(seed_topology(&[]), policy).unwrap());
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    d.advance_to(20);
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west", 1000);
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0);
+    assert!(
+        d.events().iter().any(|e| matches!(
+            e,
+            EventKind::PromotionRefused { delay: Some(delay), .. } if *delay >= Duration::from_secs(30)
+        )),
+        "the refusal counts the evidence's age: {:#?}",
+        d.events()
+    );
+}
+
+#[test]
+fn with_no_writer_position_ever_seen_a_byte_limit_refuses_out_loud_instead_of_looping() {
+    // A controller restarted while the writer was already gone: it never saw
+    // the writer's WAL position, so a byte limit cannot be checked.
+    let mut d = Drill::new(config());
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    d.replica("pg-west", 1000);
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0);
+    assert!(matches!(
+        d.c.status().promotion,
+        PromotionPhase::Refused { .. }
+    ));
+    let refusals = d
+        .events()
+        .iter()
+        .filter(|e| matches!(e, EventKind::PromotionRefused { .. }))
+        .count();
+    d.replica("pg-west", 1000);
+    d.advance_to(d.secs() + 60);
+    assert_eq!(
+        d.events()
+            .iter()
+            .filter(|e| matches!(e, EventKind::PromotionRefused { .. }))
+            .count(),
+        refusals,
+        "refused once, visibly; not retried in a loop"
+    );
+    assert!(actions(&d)
+        .iter()
+        .all(|a| !matches!(a, Action::Fence { .. })));
+}
