@@ -15,6 +15,12 @@
 //! | `failover_database_unreachable_total` | counter | node |
 //! | `failover_events_total` | counter | kind |
 //! | `failover_action_retries_total` | counter | action |
+//! | `failover_action_attempt_failures_total` (each failed attempt) | counter | action |
+//! | `failover_router_failures_total` (each failed attempt at a plan) | counter | |
+//! | `failover_actions_abandoned_total` (at shutdown) | counter | |
+//! | `failover_adapter_panics_total`, `failover_adapter_timeouts_total` | counter | call |
+//! | `failover_task_deaths_total` | counter | task |
+//! | `failover_audit_write_errors_total` | counter | |
 //! | `failover_weight_plans_applied_total` | counter | |
 //!
 //! The adapters add their own (`failover_probe_*`, `failover_dns_*`, `failover_pg_*`).
