@@ -54,6 +54,26 @@ fn writer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_live_primary_acknowledges_nothing_after_the_new_primary_commits() {
+    partition(Path::Refused).await;
+}
+
+/// The same over a silent path: the fence hangs until its timeout, which must
+/// not hold up the promotion once the guard lease has expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_partitioned_primary_acknowledges_nothing_after_the_new_primary_commits() {
+    partition(Path::Silent).await;
+}
+
+/// How the controller's path to pg-east fails.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    /// Connections are refused: the fence fails within milliseconds.
+    Refused,
+    /// A black hole: the fence hangs until its timeout.
+    Silent,
+}
+
+async fn partition(path: Path) {
     let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
         .await
         .expect("cluster task")
@@ -155,10 +175,14 @@ async fn a_partitioned_live_primary_acknowledges_nothing_after_the_new_primary_c
 
     // The partition: us-east is cut off from the controller (its API, its
     // database, its guard's lease path); inside us-east all still runs.
-    // The controller's path to pg-east refuses (its fence fails within
-    // milliseconds, as in the issue's report); the guard's path is silent.
+    // The controller's path to pg-east fails as `path` says (refused: its
+    // fence fails within milliseconds, as in the issue's report); the
+    // guard's path to the lease server goes silent.
     let cut_at = Instant::now();
-    db_path.refuse();
+    match path {
+        Path::Refused => db_path.refuse(),
+        Path::Silent => db_path.cut(),
+    }
     lease_path.cut();
     regions.east.stop().await;
 
@@ -197,8 +221,8 @@ async fn a_partitioned_live_primary_acknowledges_nothing_after_the_new_primary_c
         .into_iter()
         .collect();
     println!(
-        "pg-east acknowledged {after_cut} commits after the cut, the last {:?} after it; \
-         pg-west's first commit {:?} after the cut",
+        "{path:?} path: pg-east acknowledged {after_cut} commits after the cut, the last {:?} \
+         after it; pg-west's first commit {:?} after the cut",
         last_east.saturating_duration_since(cut_at),
         first_west.saturating_duration_since(cut_at),
     );

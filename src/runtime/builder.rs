@@ -256,6 +256,7 @@ impl RuntimeBuilder {
             tasks.push(spawn("router worker", Box::pin(work)));
             tx
         });
+        let mut fences = None;
         let jobs = self.database.map(|adapter| {
             let (tx, rx) = mpsc::unbounded_channel();
             let work = database::administer(
@@ -267,6 +268,17 @@ impl RuntimeBuilder {
                 stop.clone(),
             );
             tasks.push(spawn("database worker", Box::pin(work)));
+            let (fence_tx, fence_rx) = mpsc::unbounded_channel();
+            let work = database::administer(
+                adapter.clone(),
+                fence_rx,
+                reports_tx.clone(),
+                self.retry,
+                audit.clone(),
+                stop.clone(),
+            );
+            tasks.push(spawn("fence worker", Box::pin(work)));
+            fences = Some(fence_tx);
             let work = observer::observe(
                 adapter,
                 nodes,
@@ -310,6 +322,7 @@ impl RuntimeBuilder {
             inputs: inputs_rx,
             plans,
             jobs,
+            fences,
             audit: audit.clone(),
             status: status_tx,
             events: events_tx.clone(),

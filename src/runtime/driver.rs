@@ -33,6 +33,10 @@ pub(crate) struct Driver {
     pub(crate) inputs: mpsc::Receiver<Input>,
     pub(crate) plans: Option<mpsc::UnboundedSender<PlanJob>>,
     pub(crate) jobs: Option<mpsc::UnboundedSender<DatabaseJob>>,
+    /// Fences and unfences go to their own worker, so a fence of an
+    /// unreachable node that hangs until its timeout never holds up a
+    /// promotion the controller already has proof for.
+    pub(crate) fences: Option<mpsc::UnboundedSender<DatabaseJob>>,
     pub(crate) audit: AuditLog,
     pub(crate) status: watch::Sender<RuntimeStatus>,
     pub(crate) events: broadcast::Sender<Event>,
@@ -87,6 +91,7 @@ impl Driver {
         // Closing the job channels tells the workers no more work comes.
         self.plans = None;
         self.jobs = None;
+        self.fences = None;
         self.poll_actions(dirty);
         while let Some(report) = self.reports.recv().await {
             *dirty |= self.on_report(report);
@@ -292,7 +297,11 @@ impl Driver {
         if self.draining {
             return self.not_sent(id, "the runtime is shutting down");
         }
-        match &self.jobs {
+        let queue = match job {
+            DatabaseJob::Fence { .. } | DatabaseJob::Unfence { .. } => &self.fences,
+            DatabaseJob::Promote { .. } => &self.jobs,
+        };
+        match queue {
             Some(jobs) => match jobs.send(job) {
                 Ok(()) => None,
                 Err(_) => self.not_sent(id, "the database worker is not running"),

@@ -1,7 +1,11 @@
-//! The database worker: runs fences and promotions strictly in the order
-//! the controller issued them (a promotion never overtakes the fence before
-//! it), retrying retryable errors up to `retry.fence_attempts` /
-//! `retry.database_attempts` times.
+//! A database worker: runs its jobs strictly in the order the controller
+//! issued them, retrying retryable errors up to `retry.fence_attempts` /
+//! `retry.database_attempts` times. The runtime runs two: one for fences
+//! and unfences (so operations on one node stay in order), one for
+//! promotions. A promotion needs no ordering against fences here: the
+//! controller sends it only once the old writer is proven stopped (its
+//! fence reported done, or its guard lease expired), so a fence of an
+//! unreachable node hanging until its timeout never holds it up.
 
 use std::sync::Arc;
 
