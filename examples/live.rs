@@ -22,8 +22,9 @@ mod regions;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use failover::decision::objectives::{load_after_losing, Bounds};
+use failover::decision::objectives::{database_cutover_unconfirmed, load_after_losing, Bounds};
 use failover::decision::{EventKind, Health, Policy};
+use failover::pg::GuardSettings;
 use regions::{BoxError, LiveRegions, EAST, WEST_IP};
 use tokio::sync::broadcast;
 
@@ -186,18 +187,19 @@ async fn main() -> Result<(), BoxError> {
         bounds.best_cutover + policy.ttl,
         bounds.worst_cutover,
     );
-    if with_database {
-        row(
-            "promotion done",
-            promoted,
-            bounds.best_detection,
-            bounds.worst_detection + Duration::from_millis(1500),
-        );
-        row(
-            "pg-west writable",
-            writable,
-            bounds.best_detection,
-            bounds.worst_detection + Duration::from_millis(1500),
+    if let (true, Some(guard_ttl)) = (with_database, live.config.policy().guard_ttl) {
+        // The dead primary cannot confirm a fence: the proof is its guard
+        // lease expiring, at most one TTL after its last renewal (at least
+        // TTL less one renewal interval after the kill), then the claim and
+        // the promotion (budget 1.5 s).
+        let promote = Duration::from_millis(1500);
+        let best = guard_ttl - GuardSettings::for_ttl(guard_ttl).renew_interval;
+        let worst = database_cutover_unconfirmed(bounds.worst_detection, guard_ttl, promote);
+        row("promotion done", promoted, best, worst);
+        row("pg-west writable", writable, best, worst);
+        println!(
+            "(database bounds: the {} guard lease must expire first — never promoted on \"unreachable\")",
+            secs(guard_ttl).trim()
         );
     }
     println!(
