@@ -222,6 +222,34 @@ fn quorum_above_the_number_of_vantages() {
 }
 
 #[test]
+fn guard_and_promotion_deadlines_are_checked_against_each_other() {
+    use std::time::Duration;
+    // A guard lease no longer than the probe interval cannot be renewed in time.
+    let (field, rule) = policy_error(|p| p.guard_ttl = Some(p.interval));
+    assert_eq!(field, "policy.guard_ttl");
+    assert!(rule.contains("policy.interval"), "{rule}");
+    // Waiting for proof no longer than a guard TTL would never see a lease expire.
+    let (field, rule) = policy_error(|p| {
+        p.guard_ttl = Some(Duration::from_secs(30));
+        p.proof_timeout = Duration::from_secs(30);
+    });
+    assert_eq!(field, "policy.proof_timeout");
+    assert!(rule.contains("policy.guard_ttl"), "{rule}");
+    assert_eq!(
+        policy_error(|p| p.step_timeout = Duration::ZERO).0,
+        "policy.step_timeout"
+    );
+    assert_eq!(
+        policy_error(|p| p.proof_timeout = Duration::ZERO).0,
+        "policy.proof_timeout"
+    );
+    assert_eq!(
+        policy_error(|p| p.max_attempts = 0).0,
+        "policy.max_attempts"
+    );
+}
+
+#[test]
 fn unknown_keys_and_unitless_durations_are_rejected() {
     let err = Config::from_toml(&SEED.replace("fall = 3", "fal = 3")).unwrap_err();
     assert!(err.to_string().contains("fal"), "{err}");

@@ -625,3 +625,51 @@ fn with_no_writer_position_ever_seen_a_byte_limit_refuses_out_loud_instead_of_lo
         .iter()
         .all(|a| !matches!(a, Action::Fence { .. })));
 }
+
+#[test]
+fn an_unfinished_promotion_is_dropped_once_another_writer_is_adopted() {
+    let config = config();
+    let mut d = Drill::new(config.clone());
+    d.c = failover_core::Controller::restore(
+        config,
+        d.now,
+        Restored {
+            coordinated: true,
+            ..Restored::default()
+        },
+    );
+    d.log.clear();
+    let east = node(&d, "pg-east");
+    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
+        FencingToken(1),
+    ))));
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord {
+            node: east,
+            epoch: Epoch(0),
+        },
+    ))));
+    steady(&mut d);
+    lose_east(&mut d);
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    let (promote, first) = d.last_promote();
+    d.fail(promote, PortErrorKind::Timeout);
+    // A successor claimed pg-east back at a later epoch: adopted.
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord {
+            node: east,
+            epoch: Epoch(first.epoch.0 + 1),
+        },
+    ))));
+    assert_eq!(d.c.epoch(), Epoch(first.epoch.0 + 1));
+    // pg-west shows up as a primary without its epoch: stale now, fenced,
+    // never promoted again for the abandoned attempt.
+    let promotes = d.promotes();
+    d.primary("pg-west", 2000, None);
+    assert_eq!(d.promotes(), promotes, "{:?}", d.last_actions());
+    assert!(d
+        .last_actions()
+        .iter()
+        .any(|a| matches!(a, Action::Fence { node: n, .. } if *n == first.node)));
+}

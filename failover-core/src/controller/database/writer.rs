@@ -168,6 +168,10 @@ impl Controller {
         self.db.reported = None;
         self.db.attempts = 0;
         self.db.fenced_writer = None;
+        // A promotion of another node whose outcome we never learnt is
+        // superseded: that node, if primary, is now stale — fenced, never
+        // promoted again.
+        self.db.uncertain = None;
         self.timers
             .stop(crate::controller::timers::Timer::DatabaseStep);
         self.notify(
@@ -213,6 +217,9 @@ impl Controller {
                     self.db.writer = Some(r.node);
                     self.db.writer_epoch = r.epoch;
                     self.db.primary_lsn = None;
+                    if self.db.uncertain.is_some_and(|a| a.candidate != r.node) {
+                        self.db.uncertain = None;
+                    }
                     if self.db.busy() {
                         self.abandon(now, "another controller claimed the writer");
                     }
