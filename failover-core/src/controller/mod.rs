@@ -496,16 +496,7 @@ impl Controller {
     /// Every armed deadline with the reason it was armed (in timer-kind
     /// order): answers "why will the controller wake at T?".
     pub fn deadlines(&self) -> impl Iterator<Item = (Instant, &'static str)> + '_ {
-        [
-            Timer::Ramp,
-            Timer::Release,
-            Timer::RetryWeights,
-            Timer::RetryDatabase,
-            Timer::DatabaseStep,
-            Timer::RetryFence,
-        ]
-        .into_iter()
-        .filter_map(|t| {
+        Timer::ALL.into_iter().filter_map(|t| {
             self.timers.get(t).map(|d| {
                 let why = match d.reason {
                     timers::TimerReason::FailbackRamp => "failback ramp step",

@@ -221,7 +221,9 @@ impl Controller {
         });
     }
 
-    fn promote(&mut self, now: Instant, attempt: Attempt) {
+    /// Sends the promotion. Also re-sends one whose outcome is unknown, at
+    /// its own epoch (it is idempotent): that node already became primary.
+    pub(super) fn promote(&mut self, now: Instant, attempt: Attempt) {
         let id = self.next_id();
         self.db.phase = Phase::Promoting { attempt, id };
         self.timers.set(
@@ -246,12 +248,6 @@ impl Controller {
                 gate: attempt.gate,
             },
         });
-    }
-
-    /// Re-sends a promotion whose outcome is unknown, at its own epoch:
-    /// the node already became primary, so only the promotion is repeated.
-    pub(super) fn resume_uncertain(&mut self, now: Instant, attempt: Attempt) {
-        self.promote(now, attempt);
     }
 
     pub(in crate::controller) fn check_catch_up(&mut self, now: Instant) {
@@ -378,7 +374,7 @@ impl Controller {
                         Intent::Forced => {
                             self.proven(now, node, StopProof::Forced, None);
                         }
-                        Intent::Switchover => self.fail_attempt(now, true),
+                        Intent::Switchover => self.fail_attempt(now),
                         Intent::Failover => {
                             self.timers.set(
                                 Timer::RetryFence,
@@ -409,7 +405,7 @@ impl Controller {
         match self.db.phase {
             Phase::Claiming { id: claim, .. } if claim == id => {
                 self.action_failed_event(now, id, ActionKind::SetWriter, &failure);
-                self.fail_attempt(now, true);
+                self.fail_attempt(now);
             }
             Phase::Promoting {
                 attempt,
@@ -421,7 +417,7 @@ impl Controller {
                 // shows up as primary, and never give its epoch to another
                 // node.
                 self.db.uncertain = Some(attempt);
-                self.fail_attempt(now, true);
+                self.fail_attempt(now);
             }
             _ => {}
         }
@@ -448,14 +444,12 @@ impl Controller {
 
     /// The attempt failed: count it, retry after a backoff (or stop and ask
     /// for an operator), and unfence the writer if it is still the writer.
-    fn fail_attempt(&mut self, now: Instant, count: bool) {
+    fn fail_attempt(&mut self, now: Instant) {
         let attempt = self.db.attempt();
         self.timers.stop(Timer::DatabaseStep);
         self.timers.stop(Timer::RetryFence);
         self.db.phase = Phase::Idle;
-        if count {
-            self.db.attempts += 1;
-        }
+        self.db.attempts += 1;
         let Some(attempt) = attempt else { return };
         if attempt.intent != Intent::Failover {
             // Operator commands are not retried on their own.
@@ -510,9 +504,8 @@ impl Controller {
                 let Some(old) = attempt.old else { return };
                 match attempt.intent {
                     Intent::Failover => {
-                        self.db.attempts += 1;
-                        let retry = retry_delay(self.policy.interval, self.db.attempts);
-                        let give_up = self.db.attempts >= self.policy.max_attempts;
+                        let attempts = self.db.attempts + 1;
+                        let give_up = attempts >= self.policy.max_attempts;
                         self.notify(
                             now,
                             EventKind::PromotionUnproven {
@@ -520,29 +513,17 @@ impl Controller {
                                 candidate: attempt.candidate,
                                 waited: now.saturating_duration_since(started),
                                 guards: self.policy.guard_ttl.is_some(),
-                                retry_in: (!give_up).then_some(retry),
+                                retry_in: (!give_up)
+                                    .then(|| retry_delay(self.policy.interval, attempts)),
                             },
                         );
-                        self.timers.stop(Timer::RetryFence);
-                        if give_up {
-                            self.db.phase = Phase::NeedsOperator { writer: old };
-                            self.notify(
-                                now,
-                                EventKind::NeedsOperator {
-                                    writer: old,
-                                    attempts: self.db.attempts,
-                                },
-                            );
-                        } else {
+                        self.fail_attempt(now);
+                        // Retried after the backoff, visibly waiting for proof.
+                        if self.db.phase == Phase::Idle {
                             self.db.phase = Phase::Unproven {
                                 old,
                                 candidate: attempt.candidate,
                             };
-                            self.timers.set(
-                                Timer::RetryDatabase,
-                                later(now, retry),
-                                TimerReason::DatabaseFailed,
-                            );
                         }
                     }
                     Intent::Forced => {
@@ -556,7 +537,7 @@ impl Controller {
                                 node: old,
                             },
                         );
-                        self.fail_attempt(now, true);
+                        self.fail_attempt(now);
                     }
                 }
             }
@@ -568,7 +549,7 @@ impl Controller {
                         node: attempt.candidate,
                     },
                 );
-                self.fail_attempt(now, true);
+                self.fail_attempt(now);
             }
             Phase::Claiming { attempt, .. } => {
                 self.notify(
@@ -578,7 +559,7 @@ impl Controller {
                         node: attempt.candidate,
                     },
                 );
-                self.fail_attempt(now, true);
+                self.fail_attempt(now);
             }
             Phase::Promoting { attempt, .. } => {
                 self.notify(
@@ -589,7 +570,7 @@ impl Controller {
                     },
                 );
                 self.db.uncertain = Some(attempt);
-                self.fail_attempt(now, true);
+                self.fail_attempt(now);
             }
             _ => {}
         }

@@ -108,7 +108,7 @@ impl Controller {
                     self.db.uncertain = None;
                     self.adopt(now, node, attempt.epoch, current_lsn, observed_at);
                 } else if !self.db.busy() && self.leading() {
-                    self.resume_uncertain(now, attempt);
+                    self.promote(now, attempt);
                 }
                 return;
             }
