@@ -28,6 +28,12 @@ pub struct WeightPlan {
     pub ttl: Duration,
     /// One entry per region of the topology, in region order.
     pub weights: Vec<RegionWeight>,
+    /// The leadership term the plan is applied under, when controllers run
+    /// with a coordinator (`None` for a single controller). Routers that can
+    /// compare and set (RFC 2136 prerequisites, the coordination store)
+    /// refuse a plan whose token is older than the one they hold, so a
+    /// deposed leader's late plan changes nothing.
+    pub token: Option<crate::FencingToken>,
 }
 
 impl WeightPlan {
@@ -49,6 +55,7 @@ impl WeightPlan {
                     weight,
                 })
                 .collect(),
+            token: None,
         }
     }
 

@@ -113,4 +113,10 @@ pub enum CoordinationEvent {
     },
     /// Operator intent as stored.
     Intent(Intent),
+    /// The weight plan as the leader last stored it (with its
+    /// [`token`](crate::WeightPlan::token)). Every controller's embedded DNS
+    /// serves it, so DNS keeps answering with the current plan when any one
+    /// region — the leader's included — is lost; a new leader continues its
+    /// generations above it.
+    Plan(crate::WeightPlan),
 }

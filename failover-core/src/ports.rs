@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::{
     CoordinationEvent, Epoch, FencingToken, Intent, Lsn, NodeId, NodeObservation, ProbeOutcome,
-    PromoteRequest, RegionWeight, Verdict, WeightPlan, WriterRecord,
+    PromoteRequest, RegionWeight, VantageId, Verdict, WeightPlan, WriterRecord,
 };
 
 /// Checks one target once. Implementations enforce their own timeouts and
@@ -99,6 +99,12 @@ pub trait Coordinator: Send + Sync {
         new: WriterRecord,
         guard_absent: Option<NodeId>,
     ) -> Result<(), PortError>;
+    /// Stores the weight plan under leadership `token`, for every
+    /// controller's embedded DNS to serve (see [`CoordinationEvent::Plan`]).
+    /// Refused if `token` no longer leads.
+    async fn set_plan(&self, token: FencingToken, plan: &WeightPlan) -> Result<(), PortError>;
+    /// The vantage this controller probes from and publishes verdicts as.
+    fn vantage(&self) -> VantageId;
     /// Replaces this controller's published verdicts (under its own lease).
     async fn publish_verdicts(&self, verdicts: &[Verdict]) -> Result<(), PortError>;
     /// Stores operator intent under leadership `token`. Refused if `token`

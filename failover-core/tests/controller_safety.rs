@@ -673,3 +673,84 @@ fn an_unfinished_promotion_is_dropped_once_another_writer_is_adopted() {
         .iter()
         .any(|a| matches!(a, Action::Fence { node: n, .. } if *n == first.node)));
 }
+
+#[test]
+fn a_peer_verdict_lives_with_its_publishers_lease_not_by_age() {
+    use failover_core::Health;
+    let config = Config::new(seed_topology(&["local", "peer-b", "peer-c"]), seed_policy()).unwrap();
+    let mut d = Drill::new(config);
+    let east = d.c.topology().region_id("us-east").unwrap();
+    let b = d.c.topology().vantage_id("peer-b").unwrap();
+    let c = d.c.topology().vantage_id("peer-c").unwrap();
+    let verdict = |d: &mut Drill, vantage, health| {
+        d.input(Input::Coordination(CoordinationEvent::Verdict {
+            vantage,
+            region: east,
+            health,
+        }))
+    };
+    d.rounds(0, 2, "us-east", true);
+    assert_eq!(d.health("us-east"), Health::Up);
+    // Both peers judge us-east down, once; a peer republishes only on change.
+    verdict(&mut d, b, Some(Health::Down));
+    verdict(&mut d, c, Some(Health::Down));
+    assert_eq!(d.health("us-east"), Health::Down);
+    // Far past vote_expiry, with the local vantage still seeing it up, the
+    // peers' verdicts still count: their leases live, so they still hold.
+    let expiry = d.c.policy().interval.as_secs() * u64::from(d.c.policy().vote_expiry);
+    for i in 1..=expiry * 4 {
+        d.advance_to(30 + i);
+        d.probe("us-east", "local", true);
+    }
+    assert_eq!(
+        d.health("us-east"),
+        Health::Down,
+        "two live peer verdicts of three are a quorum however old"
+    );
+    // One peer's lease ends: its vote counts neither way, at once. One
+    // down verdict of the two remaining vantages is no quorum: up again.
+    verdict(&mut d, b, None);
+    assert_eq!(d.health("us-east"), Health::Up);
+}
+
+#[test]
+fn a_coordinated_plan_carries_the_token_and_continues_the_stored_generations() {
+    let config = config();
+    let t0 = std::time::Instant::now();
+    let mut d = Drill::new(config.clone());
+    d.c = failover_core::Controller::restore(
+        config,
+        t0,
+        Restored {
+            coordinated: true,
+            ..Restored::default()
+        },
+    );
+    d.drain();
+    d.log.clear();
+    // The previous leader stored generation 40.
+    let stored = failover_core::WeightPlan::in_region_order(40, Duration::from_secs(30), [1, 1]);
+    d.input(Input::Coordination(CoordinationEvent::Plan(stored)));
+    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
+        FencingToken(77),
+    ))));
+    steady(&mut d);
+    lose_east(&mut d);
+    let plans: Vec<_> = d
+        .log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::SetWeights { plan, .. } => Some(plan.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!plans.is_empty());
+    for plan in &plans {
+        assert_eq!(plan.token, Some(FencingToken(77)), "{plan:?}");
+    }
+    let drained = plans.last().unwrap();
+    assert!(
+        drained.generation > 40,
+        "a new leader's plan must come after the stored one: {drained:?}"
+    );
+}

@@ -10,7 +10,7 @@ use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, WatchOpt
 use failover_core::ports::Coordinator;
 use failover_core::{
     CoordinationEvent, FencingToken, Intent, NodeId, Policy, PortError, Topology, VantageId,
-    Verdict, WriterRecord,
+    Verdict, WeightPlan, WriterRecord,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -361,6 +361,34 @@ impl Coordinator for EtcdCoordinator {
         Ok(())
     }
 
+    async fn set_plan(&self, token: FencingToken, plan: &WeightPlan) -> Result<(), PortError> {
+        let inner = &self.inner;
+        let value = keys::encode_plan(&inner.topology, plan)?;
+        let txn = Txn::new()
+            .when([inner.token_compare(token)?])
+            .and_then([TxnOp::put(inner.keys.plan(), value, None)]);
+        let resp = inner.store.txn("store the weight plan", txn).await?;
+        if resp.succeeded() {
+            tracing::debug!(%token, generation = plan.generation, "weight plan stored under {token}");
+            return Ok(());
+        }
+        metrics::counter!("failover_etcd_refused_total", "operation" => "set_plan").increment(1);
+        let mut reason = inner.explain_token(token).await;
+        if reason.is_empty() {
+            reason = format!("{token} does not lead");
+        }
+        tracing::warn!(%token, generation = plan.generation, "set_plan refused: {reason}");
+        Err(EtcdError::Refused {
+            operation: "set_plan",
+            reason,
+        }
+        .into())
+    }
+
+    fn vantage(&self) -> VantageId {
+        self.inner.vantage
+    }
+
     async fn set_intent(&self, token: FencingToken, intent: &Intent) -> Result<(), PortError> {
         let inner = &self.inner;
         let value = keys::encode_intent(&inner.topology, intent)?;
@@ -625,6 +653,14 @@ impl Inner {
             None => Intent::default(),
         };
         events.push(CoordinationEvent::Intent(intent));
+        let plan_key = self.keys.plan();
+        if let Some(seen) = mirror.get(&plan_key) {
+            events.push(CoordinationEvent::Plan(keys::decode_plan(
+                topology,
+                &plan_key,
+                &seen.value,
+            )?));
+        }
         self.state().mirror = mirror;
         Ok(events)
     }
@@ -728,6 +764,17 @@ impl Inner {
                     Err(e) => tracing::warn!("ignoring verdict key: {e}"),
                 }
             }
+            KeyKind::Plan => match &new {
+                Some(seen) => match keys::decode_plan(topology, key, &seen.value) {
+                    Ok(plan) => self.emit(CoordinationEvent::Plan(plan)),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        let _ = self.tx.send(Err(e));
+                    }
+                },
+                // Nobody deletes the plan; a deleted one leaves the last served.
+                None => tracing::warn!(key, "the stored plan was deleted; keeping the last one"),
+            },
             KeyKind::Intent => {
                 let intent = match &new {
                     Some(seen) => keys::decode_intent(topology, key, &seen.value),

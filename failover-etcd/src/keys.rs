@@ -2,7 +2,10 @@
 //! Values are JSON with names, never ids, so operators can read them with
 //! `etcdctl get --prefix` and ids may be renumbered by a topology change.
 
-use failover_core::{Epoch, Health, Intent, NodeId, RegionId, Topology, VantageId, WriterRecord};
+use failover_core::{
+    Epoch, FencingToken, Health, Intent, NodeId, RegionId, Topology, VantageId, WeightPlan,
+    WriterRecord,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::EtcdError;
@@ -20,6 +23,7 @@ pub(crate) enum KeyKind<'a> {
     Leader,
     Writer,
     Intent,
+    Plan,
     Guard(&'a str),
     Verdict(&'a str, &'a str),
 }
@@ -43,6 +47,9 @@ impl Keys {
     pub(crate) fn intent(&self) -> String {
         format!("{}intent", self.root)
     }
+    pub(crate) fn plan(&self) -> String {
+        format!("{}plan", self.root)
+    }
     pub(crate) fn guard(&self, node: &str) -> String {
         format!("{}guard/{node}", self.root)
     }
@@ -56,6 +63,7 @@ impl Keys {
             "leader" => Some(KeyKind::Leader),
             "writer" => Some(KeyKind::Writer),
             "intent" => Some(KeyKind::Intent),
+            "plan" => Some(KeyKind::Plan),
             _ => {
                 if let Some(node) = rest.strip_prefix("guard/") {
                     (!node.is_empty() && !node.contains('/')).then_some(KeyKind::Guard(node))
@@ -83,6 +91,73 @@ struct WriterJson {
 struct IntentJson {
     drained: Vec<String>,
     paused: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanJson {
+    generation: u64,
+    ttl_ms: u64,
+    token: Option<u64>,
+    /// Region name → weight.
+    weights: std::collections::BTreeMap<String, u32>,
+}
+
+/// The stored plan's value:
+/// `{"generation":7,"ttl_ms":30000,"token":41,"weights":{"us-east":0,"us-west":1}}`.
+pub(crate) fn encode_plan(topology: &Topology, plan: &WeightPlan) -> Result<String, EtcdError> {
+    let mut weights = std::collections::BTreeMap::new();
+    for w in &plan.weights {
+        weights.insert(region_name(topology, w.region)?.to_owned(), w.weight);
+    }
+    serde_json::to_string(&PlanJson {
+        generation: plan.generation,
+        ttl_ms: u64::try_from(plan.ttl.as_millis()).unwrap_or(u64::MAX),
+        token: plan.token.map(|t| t.0),
+        weights,
+    })
+    .map_err(|e| EtcdError::Malformed {
+        key: "plan".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a stored plan; every region of the topology must have a weight
+/// (a plan is complete, never a delta).
+pub(crate) fn decode_plan(
+    topology: &Topology,
+    key: &str,
+    value: &[u8],
+) -> Result<WeightPlan, EtcdError> {
+    let json: PlanJson = serde_json::from_slice(value).map_err(|e| malformed(key, e))?;
+    for name in json.weights.keys() {
+        if topology.region_id(name).is_none() {
+            return Err(EtcdError::Malformed {
+                key: key.to_owned(),
+                reason: format!("region `{name}` is not in the topology"),
+            });
+        }
+    }
+    let mut weights = Vec::new();
+    for region in topology.region_ids() {
+        let name = region_name(topology, region)?;
+        let weight = json
+            .weights
+            .get(name)
+            .copied()
+            .ok_or_else(|| EtcdError::Malformed {
+                key: key.to_owned(),
+                reason: format!("region `{name}` has no weight"),
+            })?;
+        weights.push(weight);
+    }
+    let mut plan = WeightPlan::in_region_order(
+        json.generation,
+        std::time::Duration::from_millis(json.ttl_ms),
+        weights,
+    );
+    plan.token = json.token.map(FencingToken);
+    Ok(plan)
 }
 
 /// The writer record's value: `{"node":"pg-east","epoch":3}`. The encoding

@@ -22,6 +22,7 @@
 //! | `guard/<node>` | the node's name | the node guard's lease | `GuardLease::renew` |
 //! | `verdict/<vantage>/<region>` | `"up"`, `"down"` or `"unknown"` | the publishing controller's lease | `publish_verdicts` |
 //! | `intent` | `{"drained":["us-east"],"paused":false}` | none (durable) | `set_intent`: transaction comparing the leader key's create revision with the token |
+//! | `plan` | `{"generation":7,"ttl_ms":30000,"token":41,"weights":{"us-east":0,"us-west":1}}` | none (durable) | `set_plan`: transaction comparing the leader key's create revision with the token; every controller's embedded DNS serves it |
 //!
 //! The [`FencingToken`](failover_core::FencingToken) is the leader key's
 //! create revision: etcd's revision grows with every write, so every new

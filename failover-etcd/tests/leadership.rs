@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use failover_core::ports::Coordinator;
 use failover_core::{
-    CoordinationEvent, Epoch, FencingToken, Intent, NodeId, PortErrorKind, RegionId, WriterRecord,
+    CoordinationEvent, Epoch, FencingToken, Intent, NodeId, PortErrorKind, RegionId, WeightPlan,
+    WriterRecord,
 };
 use failover_testkit::etcd::EtcdCluster;
 
@@ -96,6 +97,19 @@ async fn one_leader_growing_tokens_stale_writes_refused_and_takeover() {
     })
     .await;
 
+    // The leader stores its weight plan; the peer sees it, with the token.
+    let mut plan = WeightPlan::in_region_order(7, Duration::from_secs(30), [0, 1]);
+    plan.token = Some(t1);
+    east.set_plan(t1, &plan)
+        .await
+        .expect("leader stores the plan");
+    wait_for(&west, Duration::from_secs(5), "plan", |e| {
+        *e == CoordinationEvent::Plan(plan.clone())
+    })
+    .await;
+    let e = west.set_plan(bogus, &plan).await.unwrap_err();
+    assert_eq!(e.kind(), PortErrorKind::Refused, "{e}");
+
     // The leader resigns: the other takes over with a greater token.
     let resigned = Instant::now();
     east.resign().await.expect("resign");
@@ -118,6 +132,9 @@ async fn one_leader_growing_tokens_stale_writes_refused_and_takeover() {
     assert!(e.to_string().contains("no longer leads"), "{e}");
     let e = east.set_intent(t1, &Intent::default()).await.unwrap_err();
     assert_eq!(e.kind(), PortErrorKind::Refused, "{e}");
+    let stale = WeightPlan::in_region_order(8, Duration::from_secs(30), [1, 0]);
+    let e = east.set_plan(t1, &stale).await.unwrap_err();
+    assert_eq!(e.kind(), PortErrorKind::Refused, "{e}");
     drop(east);
 
     // A restarted east controller finds writer and intent as they were.
@@ -130,6 +147,10 @@ async fn one_leader_growing_tokens_stale_writes_refused_and_takeover() {
     assert!(
         joined.contains(&CoordinationEvent::Intent(intent.clone())),
         "{joined:?}"
+    );
+    assert!(
+        joined.contains(&CoordinationEvent::Plan(plan.clone())),
+        "the deposed leader's plan was not stored: {joined:?}"
     );
     assert_eq!(joined_leadership(&joined), None);
 

@@ -20,9 +20,23 @@ pub(super) struct VantageTrack {
     /// A peer's verdict that was withdrawn (its publisher's lease ended):
     /// it counts neither way until the peer publishes again.
     withdrawn: bool,
+    /// The vote is a peer controller's published verdict: it lives as long
+    /// as its publisher's lease (withdrawn when that ends), not by age, since
+    /// a peer republishes only when its verdict changes.
+    leased: bool,
 }
 
 impl VantageTrack {
+    /// Whether this vantage has reported anything (a probe result or a verdict).
+    pub(super) fn reported(&self) -> bool {
+        self.last.is_some() && !self.withdrawn
+    }
+
+    /// Whether the vote is a peer controller's verdict.
+    pub(super) fn leased(&self) -> bool {
+        self.leased
+    }
+
     pub(super) fn new(state: Health) -> Self {
         VantageTrack {
             state,
@@ -30,6 +44,7 @@ impl VantageTrack {
             oks: 0,
             last: None,
             withdrawn: false,
+            leased: false,
         }
     }
 }
@@ -106,6 +121,7 @@ impl Controller {
         }
         track.last = Some(probe.at);
         track.withdrawn = false;
+        track.leased = false;
         let kind = match probe.outcome {
             ProbeOutcome::Ok { .. } => {
                 track.fails = 0;
@@ -182,6 +198,7 @@ impl Controller {
             Some(h) => {
                 track.state = h;
                 track.withdrawn = false;
+                track.leased = true;
                 track.last = Some(now);
             }
             None => track.withdrawn = true,
@@ -202,9 +219,11 @@ impl Controller {
         let base = id.index() * self.vantage_count;
         let expiry = self.policy.interval.saturating_mul(self.policy.vote_expiry);
         let fresh = |v: &&VantageTrack| {
-            expiry.is_zero()
-                || v.last
-                    .is_none_or(|at| now.saturating_duration_since(at) <= expiry)
+            !v.withdrawn
+                && (expiry.is_zero()
+                    || v.leased
+                    || v.last
+                        .is_none_or(|at| now.saturating_duration_since(at) <= expiry))
         };
         let votes = &self.vantages[base..base + self.vantage_count];
         let live = votes.iter().filter(fresh).count() as u32;

@@ -115,6 +115,8 @@ pub struct Controller {
     timers: TimerTable,
     actions: VecDeque<Action>,
     next_action: u64,
+    /// The highest plan generation seen in the coordination store.
+    stored_generation: u64,
     /// Whether a coordinator decides leadership.
     coordinated: bool,
     /// This controller's leadership term, if it leads.
@@ -167,6 +169,7 @@ impl Controller {
             // Room for a burst of decisions so queuing never allocates in steady state.
             actions: VecDeque::with_capacity(64 + 8 * region_count),
             next_action: 1,
+            stored_generation: 0,
             coordinated: restored.coordinated,
             leader: (!restored.coordinated).then_some(FencingToken(0)),
             topology,
@@ -391,7 +394,31 @@ impl Controller {
                 health,
             } => self.on_verdict(now, vantage, region, health),
             CoordinationEvent::Intent(intent) => self.on_intent(now, intent),
+            CoordinationEvent::Plan(plan) => {
+                self.stored_generation = self.stored_generation.max(plan.generation);
+            }
         }
+    }
+
+    /// This controller's own verdicts — each region's health as `vantage`'s
+    /// fall/rise thresholds judge it from the probe results — to publish for
+    /// the other controllers. Regions this vantage has no result for yet are
+    /// left out.
+    pub fn verdicts(&self, vantage: crate::VantageId) -> Vec<crate::Verdict> {
+        if vantage.index() >= self.vantage_count {
+            return Vec::new();
+        }
+        self.topology
+            .region_ids()
+            .filter_map(|region| {
+                let track = &self.vantages[region.index() * self.vantage_count + vantage.index()];
+                (track.reported() && !track.leased()).then_some(crate::Verdict {
+                    vantage,
+                    region,
+                    health: track.state,
+                })
+            })
+            .collect()
     }
 
     /// Operator intent from the store (written by whichever controller took

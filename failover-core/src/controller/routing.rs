@@ -156,7 +156,14 @@ impl Controller {
 
     /// Issues `self.scratch` as a new plan generation.
     fn issue_plan(&mut self, now: Instant) {
-        let generation = self.plan.as_ref().map_or(1, |p| p.generation + 1);
+        // Above this controller's last plan and above any plan a previous
+        // leader stored, so generations never repeat across leaders.
+        let generation = self
+            .plan
+            .as_ref()
+            .map_or(0, |p| p.generation)
+            .max(self.stored_generation)
+            + 1;
         let plan =
             WeightPlan::in_region_order(generation, self.policy.ttl, self.scratch.iter().copied());
         self.plan = Some(plan);
@@ -173,9 +180,12 @@ impl Controller {
         if !self.leading() {
             return;
         }
-        let Some(plan) = self.plan.clone() else {
+        let Some(mut plan) = self.plan.clone() else {
             return;
         };
+        if self.coordinated {
+            plan.token = self.leader;
+        }
         let id = self.next_id();
         self.plan_action = Some(id);
         let serving = plan.serving().count() as u32;
