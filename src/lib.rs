@@ -151,6 +151,7 @@
 
 pub use failover_core as decision;
 pub use failover_dns as dns;
+pub use failover_etcd as etcd;
 pub use failover_pg as pg;
 pub use failover_probe as probe;
 

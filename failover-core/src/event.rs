@@ -339,6 +339,15 @@ pub enum EventKind {
         /// Its epoch.
         epoch: Epoch,
     },
+    /// The writer record names a node that is still a replica: the leader
+    /// that claimed it (after proving the old writer stopped) did not finish
+    /// the promotion, so this leader does, at the claimed epoch.
+    PromotionResumed {
+        /// The node the record names.
+        node: NodeId,
+        /// The claimed epoch.
+        epoch: Epoch,
+    },
     /// This controller gained (`Some`) or lost (`None`) leadership.
     LeadershipChanged {
         /// The token of the term, if leading.
@@ -645,6 +654,11 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::WriterClaimRequested { node, epoch } => write!(
                 f,
                 "claiming the writer record for {} ({epoch})",
+                self.node(*node)
+            ),
+            EventKind::PromotionResumed { node, epoch } => write!(
+                f,
+                "resuming the promotion of {} ({epoch}): the writer record names it, and the leader that claimed it did not finish",
                 self.node(*node)
             ),
             EventKind::LeadershipChanged { token } => match token {

@@ -754,3 +754,63 @@ fn a_coordinated_plan_carries_the_token_and_continues_the_stored_generations() {
         "a new leader's plan must come after the stored one: {drained:?}"
     );
 }
+
+/// A leader claimed pg-west at epoch 1 and died before promoting it: the
+/// successor, finding the record naming a node still a replica, finishes
+/// that promotion at epoch 1 — never a second epoch, never left writerless.
+#[test]
+fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
+    let config = config();
+    let t0 = std::time::Instant::now();
+    let mut d = Drill::new(config.clone());
+    d.c = failover_core::Controller::restore(
+        config,
+        t0,
+        Restored {
+            coordinated: true,
+            ..Restored::default()
+        },
+    );
+    d.drain();
+    d.log.clear();
+    let east = node(&d, "pg-east");
+    let west = node(&d, "pg-west");
+    steady(&mut d);
+    // A follower: it sees the predecessor's claim, while pg-west is still a replica.
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord {
+            node: east,
+            epoch: Epoch(0),
+        },
+    ))));
+    lose_east(&mut d);
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord {
+            node: west,
+            epoch: Epoch(1),
+        },
+    ))));
+    d.replica("pg-west", 1000);
+    assert_eq!(d.promotes(), 0, "a follower promotes nothing");
+    // It becomes the leader: it promotes pg-west at the claimed epoch.
+    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
+        FencingToken(12),
+    ))));
+    assert_eq!(d.promotes(), 1, "{:?}", d.last_actions());
+    let (id, request) = d.last_promote();
+    assert_eq!((request.node, request.epoch), (west, Epoch(1)));
+    assert!(d.events().iter().any(
+        |e| matches!(e, EventKind::PromotionResumed { node, epoch: Epoch(1) } if *node == west)
+    ));
+    // No fence and no new claim: the predecessor's claim already deposed pg-east.
+    assert!(!d
+        .last_actions()
+        .iter()
+        .any(|a| matches!(a, Action::Fence { .. } | Action::SetWriter { .. })));
+    d.done(id);
+    assert_eq!(d.c.writer(), Some(west));
+    assert_eq!(d.c.epoch(), Epoch(1));
+    // Further observations of pg-west as primary at epoch 1 change nothing.
+    d.primary("pg-west", 2000, Some(1));
+    assert_eq!(d.promotes(), 1);
+}

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover_core::ports::{DatabaseAdmin, TrafficRouter};
+use failover_core::ports::{Coordinator, DatabaseAdmin, TrafficRouter};
 use failover_core::{Config, Controller, Input};
 use failover_probe::{ProbeScheduler, ProbeTarget, SchedulerConfig};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::audit::AuditLog;
+use super::coordination::{forward_events, publish_verdicts, store_worker, StoreRouter};
+use super::driver::Coordination;
 use super::driver::Driver;
 use super::handle::RuntimeHandle;
 use super::retry::RetryPolicy;
@@ -19,7 +21,7 @@ use super::status::RuntimeStatus;
 use super::stop::StopSignal;
 use super::supervisor::{supervise, Deaths, DRIVER};
 use super::telemetry::Telemetry;
-use super::workers::{database, observer, router};
+use super::workers::{database, observer, router, Term};
 use super::writer_store::WriterStore;
 use super::{Runtime, RuntimeError};
 
@@ -37,6 +39,8 @@ pub struct RuntimeBuilder {
     input_capacity: usize,
     shutdown_deadline: Duration,
     guard_leases: Option<crate::lease::LeaseServerConfig>,
+    coordinator: Option<Arc<dyn Coordinator>>,
+    serve: Option<Arc<dyn TrafficRouter>>,
 }
 
 impl RuntimeBuilder {
@@ -55,6 +59,8 @@ impl RuntimeBuilder {
             input_capacity: 4096,
             shutdown_deadline: Duration::from_secs(10),
             guard_leases: None,
+            coordinator: None,
+            serve: None,
         }
     }
 
@@ -172,12 +178,52 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Runs this controller as one of several — one per region — that
+    /// coordinate through `coordinator` (e.g. `failover::etcd::EtcdCoordinator`).
+    ///
+    /// - Every controller probes every region from its own vantage
+    ///   ([`Coordinator::vantage`]; give [`probe`](Self::probe) that vantage)
+    ///   and publishes its verdicts; each counts the others' as votes, so the
+    ///   vantage quorum counts controllers.
+    /// - Only the leader acts. Every side effect carries its fencing token:
+    ///   the writer record is claimed by compare-and-set under it, the weight
+    ///   plan is stored under it (and carries it to the router, whose
+    ///   receiving side refuses an older one), and a job queued under a term
+    ///   that has ended is dropped before it starts.
+    /// - Operator commands go to the leader ([`RuntimeHandle::command`]
+    ///   refuses them elsewhere); their intent (drains, pause) is stored, so
+    ///   it survives restarts and leader changes.
+    /// - Node guards lease from the store (e.g. `failover::etcd::EtcdGuardLease`),
+    ///   not from [`guard_leases`](Self::guard_leases), which this excludes.
+    ///
+    /// At [`Runtime::shutdown`] the controller resigns, so a successor takes
+    /// over at once rather than after the leader lease's TTL.
+    ///
+    /// [`RuntimeHandle::command`]: super::RuntimeHandle::command
+    pub fn coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
+        self
+    }
+
+    /// With a [`coordinator`](Self::coordinator): the local DNS (typically
+    /// this controller's embedded server, `failover::dns::EmbeddedDns`) that
+    /// serves the plan stored in the coordination store. Every controller —
+    /// leader or not — applies each stored plan to it, so DNS keeps answering
+    /// with the current plan when any one region, the leader's included, is
+    /// lost. (Without a coordinator, give the local DNS to
+    /// [`router`](Self::router) instead.)
+    pub fn serve(mut self, local: Arc<dyn TrafficRouter>) -> Self {
+        self.serve = Some(local);
+        self
+    }
+
     /// Starts the runtime on the current tokio runtime. Reads the recorded
     /// fencing epoch first, so a restarted controller never reuses one.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
         if !self.config.topology().nodes().is_empty() && self.database.is_none() {
             return Err(RuntimeError::NoDatabase);
         }
+        self.check_coordination()?;
         let (audit, audit_task) = match &self.audit_log {
             Some(path) => {
                 let (log, task) = AuditLog::open(path, self.audit_fsync).await?;
@@ -198,14 +244,29 @@ impl RuntimeBuilder {
                 tracing::info!(%epoch, "resuming after the recorded fencing epoch");
             }
         }
+        let coordinated = self.coordinator.is_some();
         let controller = Controller::restore(
             self.config,
             std::time::Instant::now(),
             failover_core::Restored {
                 epoch_floor: floor.unwrap_or_default(),
+                coordinated,
                 ..failover_core::Restored::default()
             },
         );
+        // Join before anything runs: the store's state (writer record, guard
+        // leases, verdicts, intent, plan, leadership) comes first.
+        let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        if let Some(coordinator) = &self.coordinator {
+            let joined = coordinator
+                .join()
+                .await
+                .map_err(RuntimeError::Coordinator)?;
+            tracing::info!(changes = joined.len(), "joined the coordination store");
+            for change in joined {
+                let _ = changes_tx.send(change);
+            }
+        }
         let leases = match self.guard_leases {
             Some(config) => {
                 let (server, events) = crate::lease::LeaseServer::start(config)
@@ -243,13 +304,25 @@ impl RuntimeBuilder {
             ))
         };
 
-        let plans = self.router.map(|adapter| {
+        let (term_tx, term_rx) = watch::channel(controller.token());
+        let term = Term::new(term_rx, coordinated);
+        // With a coordinator the leader's plans go to the store first, then
+        // to the user's router.
+        let leader_router: Option<Arc<dyn TrafficRouter>> = match &self.coordinator {
+            Some(coordinator) => Some(Arc::new(StoreRouter {
+                coordinator: coordinator.clone(),
+                then: self.router,
+            })),
+            None => self.router,
+        };
+        let plans = leader_router.map(|adapter| {
             let (tx, rx) = mpsc::unbounded_channel();
             let work = router::route(
                 adapter,
                 rx,
                 reports_tx.clone(),
                 self.retry,
+                term.clone(),
                 audit.clone(),
                 stop.clone(),
             );
@@ -264,6 +337,7 @@ impl RuntimeBuilder {
                 rx,
                 reports_tx.clone(),
                 self.retry,
+                term.clone(),
                 audit.clone(),
                 stop.clone(),
             );
@@ -274,6 +348,7 @@ impl RuntimeBuilder {
                 fence_rx,
                 reports_tx.clone(),
                 self.retry,
+                term.clone(),
                 audit.clone(),
                 stop.clone(),
             );
@@ -290,6 +365,61 @@ impl RuntimeBuilder {
             tasks.push(spawn("database observer", Box::pin(work)));
             tx
         });
+        let coordination = match &self.coordinator {
+            Some(coordinator) => {
+                let work = forward_events(coordinator.clone(), changes_tx, stop.clone());
+                tasks.push(spawn("coordination forwarder", Box::pin(work)));
+                let (store_tx, store_rx) = mpsc::unbounded_channel();
+                let work = store_worker(
+                    coordinator.clone(),
+                    store_rx,
+                    reports_tx.clone(),
+                    term.clone(),
+                    self.retry.call_timeout,
+                    audit.clone(),
+                    stop.clone(),
+                );
+                tasks.push(spawn("coordination worker", Box::pin(work)));
+                let (verdicts_tx, verdicts_rx) = watch::channel(Vec::new());
+                let work = publish_verdicts(
+                    coordinator.clone(),
+                    verdicts_rx,
+                    self.retry.call_timeout,
+                    stop.clone(),
+                );
+                tasks.push(spawn("verdict publisher", Box::pin(work)));
+                let serve = self.serve.map(|local| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    // The local DNS follows the store whoever leads; its
+                    // attempts are logged, counted and audited, and the
+                    // controller never waits for them.
+                    let (ignored, _) = mpsc::unbounded_channel();
+                    let (_, always) = watch::channel(None);
+                    let work = router::route(
+                        local,
+                        rx,
+                        ignored,
+                        self.retry,
+                        Term::new(always, false),
+                        audit.clone(),
+                        stop.clone(),
+                    );
+                    tasks.push(spawn("local DNS worker", Box::pin(work)));
+                    tx
+                });
+                Some(Coordination {
+                    events: changes_rx,
+                    store: store_tx,
+                    verdicts: verdicts_tx,
+                    vantage: coordinator.vantage(),
+                    serve,
+                    serve_ids: u64::MAX,
+                    stored_intent: failover_core::Intent::default(),
+                    sent_intent: None,
+                })
+            }
+            None => None,
+        };
         // Only the workers hold report senders: the driver reads reports
         // until they have all exited.
         drop(reports_tx);
@@ -332,6 +462,8 @@ impl RuntimeBuilder {
             plans_in_flight: HashMap::new(),
             draining: false,
             writer_store: writer_store.clone(),
+            term: term_tx,
+            coordination,
         };
         let driver_task = spawn(DRIVER, Box::pin(driver.run(stop.clone())));
         Ok(Runtime {
@@ -341,6 +473,7 @@ impl RuntimeBuilder {
                 status: status_rx,
                 events: events_tx,
                 deaths,
+                coordinated,
             },
             stop: stop_tx,
             shutdown_deadline: self.shutdown_deadline,
@@ -352,7 +485,50 @@ impl RuntimeBuilder {
                 WriterStore::Leases(server) => Some(server),
                 WriterStore::Controller => None,
             },
+            coordinator: self.coordinator,
         })
+    }
+
+    /// Rejects settings that do not go together, naming them.
+    fn check_coordination(&self) -> Result<(), RuntimeError> {
+        let Some(coordinator) = &self.coordinator else {
+            if self.serve.is_some() {
+                return Err(RuntimeError::Setup(
+                    "RuntimeBuilder::serve needs RuntimeBuilder::coordinator; without a coordinator, pass the local DNS to RuntimeBuilder::router".into(),
+                ));
+            }
+            return Ok(());
+        };
+        if self.guard_leases.is_some() {
+            return Err(RuntimeError::Setup(
+                "RuntimeBuilder::guard_leases and RuntimeBuilder::coordinator exclude each other: with a coordinator, node guards lease from its store".into(),
+            ));
+        }
+        let vantage = coordinator.vantage();
+        let topology = self.config.topology();
+        if vantage.index() >= topology.vantages().len() {
+            return Err(RuntimeError::Setup(format!(
+                "the coordinator's vantage (index {}) is not in the topology's vantages {:?}",
+                vantage.index(),
+                topology.vantages()
+            )));
+        }
+        if let Some(target) = self.probes.iter().find(|t| t.vantage != vantage) {
+            let name = |v: failover_core::VantageId| {
+                topology
+                    .vantages()
+                    .get(v.index())
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", v.index()))
+            };
+            return Err(RuntimeError::Setup(format!(
+                "RuntimeBuilder::probe: a probe of region {} is from vantage `{}`, but this controller is vantage `{}` (the coordinator's); each controller probes from its own vantage and hears the others' verdicts",
+                topology.region(target.region).name,
+                name(target.vantage),
+                name(vantage)
+            )));
+        }
+        Ok(())
     }
 }
 

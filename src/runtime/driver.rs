@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::audit::AuditLog;
+use super::coordination::StoreJob;
 use super::status::RuntimeStatus;
 use super::stop::StopSignal;
 use super::telemetry::Telemetry;
@@ -48,8 +49,49 @@ pub(crate) struct Driver {
     pub(crate) plans_in_flight: HashMap<ActionId, WeightPlan>,
     /// Set when shutdown begins.
     pub(crate) draining: bool,
-    /// Where writer claims go.
+    /// Where writer claims go without a coordinator.
     pub(crate) writer_store: super::writer_store::WriterStore,
+    /// The leadership term the workers check before each attempt.
+    pub(crate) term: watch::Sender<Option<failover_core::FencingToken>>,
+    /// The coordination store's side, with a coordinator.
+    pub(crate) coordination: Option<Coordination>,
+}
+
+/// The driver's links to the coordination store (see `super::coordination`).
+pub(crate) struct Coordination {
+    /// The store's changes.
+    pub(crate) events: mpsc::UnboundedReceiver<failover_core::CoordinationEvent>,
+    /// Writes to the store.
+    pub(crate) store: mpsc::UnboundedSender<StoreJob>,
+    /// This controller's verdicts, for the publisher.
+    pub(crate) verdicts: watch::Sender<Vec<failover_core::Verdict>>,
+    /// This controller's vantage.
+    pub(crate) vantage: failover_core::VantageId,
+    /// The local DNS that serves the stored plan, if any.
+    pub(crate) serve: Option<mpsc::UnboundedSender<PlanJob>>,
+    /// Ids for the local DNS's plans (counting down from `u64::MAX`, apart
+    /// from the controller's).
+    pub(crate) serve_ids: u64,
+    /// The intent the store holds, as last seen.
+    pub(crate) stored_intent: failover_core::Intent,
+    /// The intent last sent to the store by this controller.
+    pub(crate) sent_intent: Option<failover_core::Intent>,
+}
+
+impl Coordination {
+    async fn next(&mut self) -> Option<failover_core::CoordinationEvent> {
+        self.events.recv().await
+    }
+}
+
+/// The next store change, or never without a coordinator.
+async fn next_change(
+    coordination: &mut Option<Coordination>,
+) -> Option<failover_core::CoordinationEvent> {
+    match coordination {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
@@ -71,6 +113,7 @@ impl Driver {
                 biased;
                 () = stop.begun() => break,
                 Some(command) = self.commands.recv() => self.on_command(command),
+                Some(change) = next_change(&mut self.coordination) => self.on_change(change),
                 Some(report) = self.reports.recv() => dirty |= self.on_report(report),
                 () = sleep => self.controller.handle_timeout(Instant::now()),
                 input = self.inputs.recv() => {
@@ -109,6 +152,62 @@ impl Driver {
         self.telemetry
             .record_input(&input, self.controller.topology());
         self.controller.handle(Instant::now(), input);
+    }
+
+    /// A change in the coordination store: the stored plan also goes to the
+    /// local DNS, the stored intent is remembered; then the controller hears it.
+    fn on_change(&mut self, change: failover_core::CoordinationEvent) {
+        use failover_core::CoordinationEvent as Change;
+        if let Some(c) = &mut self.coordination {
+            match &change {
+                Change::Plan(plan) => {
+                    if let Some(serve) = &c.serve {
+                        c.serve_ids -= 1;
+                        let _ = serve.send((ActionId(c.serve_ids), plan.clone()));
+                    }
+                }
+                Change::Intent(intent) => c.stored_intent = intent.clone(),
+                Change::Leadership(token) => {
+                    tracing::warn!(token = ?token.map(|t| t.0), "coordination: leadership {}",
+                        if token.is_some() { "gained" } else { "lost" });
+                    self.audit
+                        .record("leadership", json!({"token": token.map(|t| t.0)}));
+                }
+                _ => {}
+            }
+        }
+        self.controller
+            .handle(Instant::now(), Input::Coordination(change));
+    }
+
+    /// With a coordinator, after every input: the workers learn the current
+    /// term, the publisher gets this controller's verdicts, and intent that
+    /// this leader changed goes to the store.
+    fn sync_coordination(&mut self) {
+        let token = self.controller.token();
+        self.term.send_if_modified(|t| {
+            let changed = *t != token;
+            *t = token;
+            changed
+        });
+        let Some(c) = &mut self.coordination else {
+            return;
+        };
+        let verdicts = self.controller.verdicts(c.vantage);
+        c.verdicts.send_if_modified(|v| {
+            let changed = *v != verdicts;
+            if changed {
+                *v = verdicts;
+            }
+            changed
+        });
+        if let Some(token) = token {
+            let intent = self.controller.intent();
+            if intent != c.stored_intent && c.sent_intent.as_ref() != Some(&intent) {
+                c.sent_intent = Some(intent.clone());
+                let _ = c.store.send(StoreJob::SetIntent { token, intent });
+            }
+        }
     }
 
     fn on_input(&mut self, input: Input) {
@@ -174,6 +273,7 @@ impl Driver {
                 self.controller.handle(Instant::now(), input);
             }
         }
+        self.sync_coordination();
         if std::mem::take(dirty) {
             let mut status = self.view.clone();
             status.controller = self.controller.status();
@@ -224,7 +324,13 @@ impl Driver {
                     "action",
                     json!({"action": id.0, "type": "fence", "node": name, "epoch": epoch.0}),
                 );
-                self.send_job(DatabaseJob::Fence { id, node, epoch })
+                let term = self.controller.token();
+                self.send_job(DatabaseJob::Fence {
+                    id,
+                    term,
+                    node,
+                    epoch,
+                })
             }
             Action::Promote { id, request } => {
                 let name = &topology.node(request.node).name;
@@ -235,7 +341,8 @@ impl Driver {
                     json!({"action": id.0, "type": "promote", "node": name, "epoch": request.epoch.0,
                            "gate": format!("{:?}", request.gate)}),
                 );
-                self.send_job(DatabaseJob::Promote { id, request })
+                let term = self.controller.token();
+                self.send_job(DatabaseJob::Promote { id, term, request })
             }
             Action::Notify(event) => {
                 // A writer learnt from the nodes (after a restart) is what
@@ -264,7 +371,13 @@ impl Driver {
                     "action",
                     json!({"action": id.0, "type": "unfence", "node": name, "epoch": epoch.0}),
                 );
-                self.send_job(DatabaseJob::Unfence { id, node, epoch })
+                let term = self.controller.token();
+                self.send_job(DatabaseJob::Unfence {
+                    id,
+                    term,
+                    node,
+                    epoch,
+                })
             }
             Action::SetWriter {
                 id,
@@ -280,7 +393,24 @@ impl Driver {
                     json!({"action": id.0, "type": "set_writer", "node": name,
                            "epoch": new.epoch.0, "token": token.map(|t| t.0)}),
                 );
-                Some(self.writer_store.claim(id, expected, new, guard_absent))
+                let Some(c) = &self.coordination else {
+                    return Some(self.writer_store.claim(id, expected, new, guard_absent));
+                };
+                let job = StoreJob::SetWriter {
+                    id,
+                    token,
+                    expected,
+                    new,
+                    guard_absent,
+                };
+                let sent = !self.draining && c.store.send(job).is_ok();
+                if sent {
+                    None
+                } else if self.draining {
+                    self.not_sent(id, "the runtime is shutting down")
+                } else {
+                    self.not_sent(id, "the coordination worker is not running")
+                }
             }
             other => {
                 // Never silence: the controller waits for every action's report.

@@ -15,14 +15,24 @@ pub struct RuntimeHandle {
     pub(crate) status: watch::Receiver<RuntimeStatus>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) deaths: Deaths,
+    /// Whether the runtime runs with a coordinator (then only the leader
+    /// takes commands).
+    pub(crate) coordinated: bool,
 }
 
 impl RuntimeHandle {
     /// Sends an operator command (drain, undrain, switchover, force promote,
     /// pause, resume). Commands have their own channel, which the controller
     /// reads before probe results: a command never waits behind them.
+    ///
+    /// With a coordinator only the leader takes commands: elsewhere this is
+    /// [`RuntimeError::NotLeader`], and nothing changes. (The leader stores
+    /// the intent of drains and pauses, so every controller converges on it.)
     pub async fn command(&self, command: Command) -> Result<(), RuntimeError> {
         self.alive()?;
+        if self.coordinated && self.status.borrow().controller.leader.is_none() {
+            return Err(RuntimeError::NotLeader);
+        }
         self.commands
             .send(command)
             .await

@@ -46,6 +46,7 @@
 mod adapter_call;
 mod audit;
 mod builder;
+mod coordination;
 mod driver;
 mod handle;
 mod retry;
@@ -87,6 +88,19 @@ pub enum RuntimeError {
     /// The guard lease server (see [`RuntimeBuilder::guard_leases`]) did not start.
     #[error("cannot start the guard lease server: {0}")]
     LeaseServer(crate::lease::LeaseError),
+    /// The coordination store could not be joined (unreachable, wrong
+    /// endpoints, refused): the error names the endpoints and the setting.
+    #[error("cannot join the coordination store: {0}")]
+    Coordinator(failover_core::PortError),
+    /// Builder settings that do not go together; the message names them.
+    #[error("invalid runtime setup: {0}")]
+    Setup(String),
+    /// This controller does not lead: operator commands go to the leader
+    /// (see `controller.leader` in the leader's status).
+    #[error(
+        "this controller does not lead (coordinated mode): send operator commands to the leader"
+    )]
+    NotLeader,
     /// The configuration names database nodes but no database adapter was given.
     #[error("the topology has database nodes but no database adapter was given: call RuntimeBuilder::database")]
     NoDatabase,
@@ -141,6 +155,7 @@ pub struct Runtime {
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
     lease_server: Option<std::sync::Arc<crate::lease::LeaseServer>>,
+    coordinator: Option<std::sync::Arc<dyn failover_core::ports::Coordinator>>,
 }
 
 impl Runtime {
@@ -179,6 +194,16 @@ impl Runtime {
             if tokio::time::timeout_at(limit, &mut task).await.is_err() {
                 tracing::error!("a runtime task did not stop by the shutdown deadline; aborted");
                 task.abort();
+            }
+        }
+        if let Some(coordinator) = self.coordinator.take() {
+            // Hand over at once rather than after the leader lease's TTL.
+            match tokio::time::timeout(Duration::from_secs(5), coordinator.resign()).await {
+                Ok(Ok(())) => tracing::info!("resigned from the coordination store"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not resign; the lease expires by itself")
+                }
+                Err(_) => tracing::warn!("resigning took over 5 s; the lease expires by itself"),
             }
         }
         if let Some(task) = self.audit_task.take() {

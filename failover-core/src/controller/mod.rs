@@ -384,6 +384,7 @@ impl Controller {
                     self.resend_plan(now);
                     self.seed_writer_record(now);
                     self.evaluate_writer(now);
+                    self.finish_claimed_promotion(now, None);
                 }
             }
             CoordinationEvent::Writer(record) => self.on_writer_record(now, record),
@@ -459,6 +460,18 @@ impl Controller {
     /// while it holds the leader lease with one.
     pub fn leading(&self) -> bool {
         self.leader.is_some()
+    }
+
+    /// The leadership term this controller acts under: its token while it
+    /// leads with a coordinator, `None` while it does not, and
+    /// `FencingToken(0)` without a coordinator.
+    pub fn token(&self) -> Option<FencingToken> {
+        self.leader
+    }
+
+    /// Whether this controller runs with a coordinator.
+    pub fn coordinated(&self) -> bool {
+        self.coordinated
     }
 
     // ----------------------------------------------------------------- outputs

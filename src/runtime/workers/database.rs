@@ -15,7 +15,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{
-    abandon, failure, note_failed_attempt, DatabaseJob, Report, Reports, NOT_STARTED, PAST_DEADLINE,
+    abandon, failure, note_failed_attempt, DatabaseJob, Report, Reports, Term, NOT_STARTED,
+    PAST_DEADLINE,
 };
 use crate::runtime::adapter_call::guarded;
 use crate::runtime::audit::AuditLog;
@@ -29,6 +30,7 @@ pub(crate) async fn administer(
     mut jobs: mpsc::UnboundedReceiver<DatabaseJob>,
     reports: Reports,
     retry: RetryPolicy,
+    term: Term,
     audit: AuditLog,
     mut stop: StopSignal,
 ) {
@@ -55,6 +57,12 @@ pub(crate) async fn administer(
         };
         let mut attempt = 0u32;
         let outcome = loop {
+            if !term.allows(job.term()) {
+                let error = Term::dropped(job.term());
+                tracing::warn!(action = what, action_id = id.0, %error, "deposed leader's action dropped");
+                metrics::counter!("failover_actions_dropped_total", "action" => what).increment(1);
+                break Err(error);
+            }
             attempt += 1;
             let call = async {
                 match job {

@@ -19,9 +19,9 @@ pub(crate) mod router;
 
 use std::time::Duration;
 
-use failover_core::{ActionFailure, ActionId, Input, PortError, PromoteRequest};
+use failover_core::{ActionFailure, ActionId, FencingToken, Input, PortError, PromoteRequest};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::audit::AuditLog;
 
@@ -45,6 +45,41 @@ pub(crate) enum Report {
     },
 }
 
+/// The leadership term as the driver last saw it, which workers check
+/// before every attempt: with a coordinator, a job issued under a term that
+/// has since ended is dropped, so a deposed leader's queued actions never
+/// start. Without one every job is allowed.
+#[derive(Clone, Debug)]
+pub(crate) struct Term {
+    current: watch::Receiver<Option<FencingToken>>,
+    coordinated: bool,
+}
+
+impl Term {
+    pub(crate) fn new(current: watch::Receiver<Option<FencingToken>>, coordinated: bool) -> Self {
+        Term {
+            current,
+            coordinated,
+        }
+    }
+
+    /// Whether a job issued under `term` may still run.
+    pub(crate) fn allows(&self, term: Option<FencingToken>) -> bool {
+        !self.coordinated || (term.is_some() && *self.current.borrow() == term)
+    }
+
+    /// The failure a dropped job reports.
+    pub(crate) fn dropped(term: Option<FencingToken>) -> PortError {
+        PortError::new(
+            failover_core::PortErrorKind::Refused,
+            format!(
+                "dropped: the leadership term it was issued under ({}) ended before it ran",
+                term.map_or_else(|| "none".to_owned(), |t| t.to_string())
+            ),
+        )
+    }
+}
+
 /// Where workers send their reports.
 pub(crate) type Reports = mpsc::UnboundedSender<Report>;
 
@@ -53,15 +88,18 @@ pub(crate) type Reports = mpsc::UnboundedSender<Report>;
 pub(crate) enum DatabaseJob {
     Fence {
         id: ActionId,
+        term: Option<FencingToken>,
         node: failover_core::NodeId,
         epoch: failover_core::Epoch,
     },
     Promote {
         id: ActionId,
+        term: Option<FencingToken>,
         request: PromoteRequest,
     },
     Unfence {
         id: ActionId,
+        term: Option<FencingToken>,
         node: failover_core::NodeId,
         epoch: failover_core::Epoch,
     },
@@ -73,6 +111,15 @@ impl DatabaseJob {
             DatabaseJob::Fence { id, .. }
             | DatabaseJob::Promote { id, .. }
             | DatabaseJob::Unfence { id, .. } => *id,
+        }
+    }
+
+    /// The leadership term it was issued under.
+    pub(crate) fn term(&self) -> Option<FencingToken> {
+        match self {
+            DatabaseJob::Fence { term, .. }
+            | DatabaseJob::Promote { term, .. }
+            | DatabaseJob::Unfence { term, .. } => *term,
         }
     }
 }

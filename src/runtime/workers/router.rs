@@ -12,7 +12,9 @@ use failover_core::{ActionFailure, ActionId, Input, PortErrorKind, WeightPlan};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{abandon, failure, note_failed_attempt, Report, Reports, NOT_STARTED, PAST_DEADLINE};
+use super::{
+    abandon, failure, note_failed_attempt, Report, Reports, Term, NOT_STARTED, PAST_DEADLINE,
+};
 use crate::runtime::adapter_call::guarded;
 use crate::runtime::audit::AuditLog;
 use crate::runtime::retry::RetryPolicy;
@@ -28,6 +30,7 @@ pub(crate) async fn route(
     mut plans: mpsc::UnboundedReceiver<PlanJob>,
     reports: Reports,
     retry: RetryPolicy,
+    term: Term,
     audit: AuditLog,
     mut stop: StopSignal,
 ) {
@@ -59,6 +62,21 @@ pub(crate) async fn route(
         }
         let mut attempt = 0u32;
         loop {
+            if !term.allows(plan.token) {
+                let error = Term::dropped(plan.token);
+                tracing::warn!(generation = plan.generation, %error, "deposed leader's plan dropped");
+                metrics::counter!("failover_actions_dropped_total", "action" => "set_weights")
+                    .increment(1);
+                audit.record(
+                    "action_failed",
+                    json!({"action": id.0, "attempts": attempt, "error": error.to_string()}),
+                );
+                let _ = reports.send(Report::Finished(Input::ActionFailed {
+                    id,
+                    failure: failure(&error),
+                }));
+                break;
+            }
             attempt += 1;
             let applied = guarded("router.apply", retry.call_timeout, router.apply(&plan));
             let Some(result) = stop.finish_by_deadline(applied).await else {

@@ -58,8 +58,13 @@ impl Controller {
                     if attempt.candidate == node {
                         self.check_catch_up(now);
                     }
-                } else if self.writer_lost() {
-                    self.evaluate_writer(now);
+                } else {
+                    if self.db.writer == Some(node) {
+                        self.finish_claimed_promotion(now, None);
+                    }
+                    if self.writer_lost() {
+                        self.evaluate_writer(now);
+                    }
                 }
             }
             NodeObservation::Unreachable => {}
@@ -216,7 +221,12 @@ impl Controller {
                     let from = self.db.writer;
                     self.db.writer = Some(r.node);
                     self.db.writer_epoch = r.epoch;
-                    self.db.primary_lsn = None;
+                    // A claimed node still a replica is not promoted yet:
+                    // the old writer's last position stays the reference
+                    // its promotion is gated against.
+                    if self.db.replica_lsn(r.node).is_none() {
+                        self.db.primary_lsn = None;
+                    }
                     if self.db.uncertain.is_some_and(|a| a.candidate != r.node) {
                         self.db.uncertain = None;
                     }
@@ -231,10 +241,75 @@ impl Controller {
                             epoch: r.epoch,
                         },
                     );
+                    self.finish_claimed_promotion(now, from);
                 }
             }
             None => self.seed_writer_record(now),
         }
+    }
+
+    /// The writer record names a node still seen as a replica: a leader
+    /// claimed it — only ever after proving the old writer stopped — and was
+    /// deposed or died before promoting it. The claim itself deposed the old
+    /// writer (its guard fences it, and unfences only for a record naming
+    /// it), so the leader finishes the promotion at the claimed epoch
+    /// (promotion is idempotent for its epoch), behind the usual RPO gate.
+    /// Otherwise the service would be left without a writer.
+    pub(in crate::controller) fn finish_claimed_promotion(
+        &mut self,
+        now: Instant,
+        old: Option<NodeId>,
+    ) {
+        if !self.coordinated
+            || !self.leading()
+            || self.paused
+            || self.db.busy()
+            || self
+                .timers
+                .get(crate::controller::timers::Timer::RetryDatabase)
+                .is_some()
+        {
+            return;
+        }
+        let Some(record) = self.db.record else {
+            return;
+        };
+        if self.db.believed_record() != Some(record) {
+            return;
+        }
+        let Some(lsn) = self.db.replica_lsn(record.node) else {
+            return;
+        };
+        let (gate, lag_bytes) = match self.rpo_gate(now, record.node, lsn) {
+            Ok(gate) => gate,
+            Err(event) => {
+                if self.db.reported != Some(super::Reported::Refused(record.node)) {
+                    self.db.reported = Some(super::Reported::Refused(record.node));
+                    self.notify(now, event);
+                }
+                return;
+            }
+        };
+        self.db.reported = None;
+        self.notify(
+            now,
+            EventKind::PromotionResumed {
+                node: record.node,
+                epoch: record.epoch,
+            },
+        );
+        self.promote(
+            now,
+            super::Attempt {
+                old,
+                candidate: record.node,
+                epoch: record.epoch,
+                intent: super::Intent::Failover,
+                gate,
+                lag_bytes: Some(lag_bytes),
+                proof: None,
+            },
+        );
     }
 
     /// A leader that finds no writer record writes its belief (once known).

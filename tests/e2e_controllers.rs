@@ -1,0 +1,696 @@
+//! Controllers in every region (issue 9): three runtimes, one per vantage,
+//! coordinated by a real 3-member etcd cluster, over real PostgreSQL with a
+//! node guard per node leasing from etcd, real HTTP APIs, and each
+//! controller's own embedded DNS serving the plan from the store.
+//!
+//! - Exactly one leads; the others decide but change nothing, and refuse
+//!   operator commands.
+//! - Every controller's DNS answers from the stored plan.
+//! - The leader crashes (its tasks and its etcd session vanish, without
+//!   resigning): another takes over within the lease TTL plus one probe
+//!   interval (bounded generously here; the printed number is the
+//!   measurement).
+//! - us-east then fails: the new leader drains it and promotes pg-west once,
+//!   at epoch 1, after pg-east's fence is confirmed; both remaining DNS
+//!   servers answer us-west.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use failover::decision::{
+    Config, MaxRpo, Node, NodeId, Policy, Region, RegionRole, Topology, VantageId,
+};
+use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
+use failover::etcd::{EtcdConfig, EtcdCoordinator, EtcdGuardLease};
+use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+use failover::{Runtime, RuntimeBuilder, RuntimeError};
+use failover_testkit::etcd::EtcdCluster;
+use failover_testkit::postgres::PgTestCluster;
+
+/// The controllers' leader lease TTL (etcd's least whole-second TTL is 1 s;
+/// 2 s leaves room for a loaded CI machine).
+const LEASE_TTL: Duration = Duration::from_secs(2);
+const VANTAGES: [&str; 3] = ["east", "west", "central"];
+
+fn topology() -> Topology {
+    let mut east = Region::new("us-east", RegionRole::Active);
+    east.records = vec![EAST_IP.parse().expect("literal")];
+    let mut west = Region::new("us-west", RegionRole::Standby);
+    west.capacity = 0.6;
+    west.records = vec![WEST_IP.parse().expect("literal")];
+    let mut builder = Topology::builder(SERVICE).region(east).region(west);
+    for v in VANTAGES {
+        builder = builder.vantage(v);
+    }
+    for (name, region, primary) in [("pg-east", "us-east", true), ("pg-west", "us-west", false)] {
+        builder = builder.node(Node {
+            name: name.into(),
+            region: region.into(),
+            priority: 0,
+            primary,
+        });
+    }
+    builder.build().expect("valid topology")
+}
+
+fn policy() -> Policy {
+    let mut policy = fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    policy.guard_ttl = Some(GUARD_TTL);
+    policy.proof_timeout = Duration::from_secs(10);
+    policy
+}
+
+fn etcd_config(endpoints: &[String], controller: &str, vantage: &str) -> EtcdConfig {
+    let mut c = EtcdConfig::new(endpoints.iter().cloned(), "api", controller, vantage);
+    c.lease_ttl = LEASE_TTL;
+    c.lease_margin = Duration::from_millis(500);
+    c.connect_timeout = Duration::from_millis(500);
+    c.request_timeout = Duration::from_secs(1);
+    c
+}
+
+fn pg(cluster: &PgTestCluster) -> PgCluster {
+    let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    PgCluster::new()
+        .with_node(NodeId(0), "pg-east", &east.admin_dsn())
+        .expect("east DSN parses")
+        .with_node(NodeId(1), "pg-west", &west.admin_dsn())
+        .expect("west DSN parses")
+}
+
+/// One controller: its runtime and its embedded DNS.
+struct Controller {
+    name: &'static str,
+    runtime: Runtime,
+    dns: EmbeddedDns,
+}
+
+async fn start_controller(
+    index: usize,
+    endpoints: &[String],
+    cluster: &PgTestCluster,
+    regions: &TwoRegions,
+) -> Controller {
+    let name = VANTAGES[index];
+    let policy = policy();
+    let config = Config::new(topology(), policy.clone()).expect("valid config");
+    let coordinator = EtcdCoordinator::connect(
+        etcd_config(endpoints, &format!("ctl-{name}"), name),
+        topology(),
+        &policy,
+    )
+    .await
+    .expect("valid etcd settings");
+    let mut dns_config = EmbeddedConfig::new(ZONE);
+    dns_config.selection = Selection::AllServing;
+    let dns = EmbeddedDns::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &topology(),
+        &policy,
+        dns_config,
+    )
+    .await
+    .expect("embedded DNS binds on loopback");
+    let vantage = VantageId(index as u32);
+    let runtime = RuntimeBuilder::new(config)
+        .database(Arc::new(pg(cluster)))
+        .coordinator(Arc::new(coordinator))
+        .serve(Arc::new(dns.router()))
+        .probe(EAST, vantage, http_probe(&regions.east, &policy))
+        .probe(WEST, vantage, http_probe(&regions.west, &policy))
+        .start()
+        .await
+        .expect("runtime starts");
+    Controller { name, runtime, dns }
+}
+
+async fn guard(endpoints: &[String], index: u32, name: &str, dsn: &str) -> NodeGuard {
+    let lease = EtcdGuardLease::connect(&etcd_config(endpoints, "-", "east"), topology())
+        .await
+        .expect("guard's etcd settings");
+    let admin = PgCluster::new()
+        .with_node(NodeId(index), name, dsn)
+        .expect("guard DSN parses");
+    NodeGuard::start(
+        NodeId(index),
+        name,
+        GuardSettings::for_ttl(GUARD_TTL),
+        Arc::new(lease),
+        Arc::new(admin),
+    )
+    .expect("guard starts")
+}
+
+/// Which of `controllers` leads, waiting until exactly one does.
+async fn one_leader(controllers: &[Controller], limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let leaders: Vec<usize> = controllers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.runtime.handle().status().controller.leader.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single leader within {limit:?}: leaders {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once() {
+    let (etcd, cluster) = tokio::join!(
+        tokio::task::spawn_blocking(|| EtcdCluster::start(3)),
+        tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start()),
+    );
+    let etcd = etcd.expect("etcd task").expect("etcd cluster starts");
+    let cluster = cluster
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let endpoints = etcd.endpoints();
+    let regions = TwoRegions::start();
+    let (east_db, west_db) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    let _east_guard = guard(&endpoints, 0, "pg-east", &east_db.admin_dsn()).await;
+    let _west_guard = guard(&endpoints, 1, "pg-west", &west_db.admin_dsn()).await;
+
+    let mut controllers = Vec::new();
+    for i in 0..VANTAGES.len() {
+        controllers.push(start_controller(i, &endpoints, &cluster, &regions).await);
+    }
+    let leader = one_leader(&controllers, Duration::from_secs(15)).await;
+    println!("leader: controller {}", controllers[leader].name);
+    for c in &controllers {
+        wait_answer(c.dns.local_addr(), EAST_IP, Duration::from_secs(15)).await;
+    }
+    // A follower refuses operator commands and changes nothing.
+    let follower = (leader + 1) % controllers.len();
+    let refused = controllers[follower]
+        .runtime
+        .handle()
+        .command(failover::decision::Command::Pause)
+        .await;
+    assert!(
+        matches!(refused, Err(RuntimeError::NotLeader)),
+        "{refused:?}"
+    );
+
+    // The leader crashes: its tasks and its etcd session vanish, no resign.
+    let crashed = controllers.remove(leader);
+    let crashed_at = Instant::now();
+    drop(crashed);
+    let successor = one_leader(&controllers, LEASE_TTL + Duration::from_secs(8)).await;
+    let takeover = crashed_at.elapsed();
+    println!(
+        "takeover after the leader crashed: {takeover:?} (lease TTL {LEASE_TTL:?}, probe interval {:?})",
+        policy().interval
+    );
+    assert!(
+        takeover <= LEASE_TTL + policy().interval + Duration::from_secs(3),
+        "takeover took {takeover:?}"
+    );
+
+    // us-east fails: the new leader drains it and promotes pg-west, once.
+    regions.east.stop().await;
+    for c in &controllers {
+        wait_status(
+            &c.runtime.handle(),
+            Duration::from_secs(60),
+            "pg-west is the writer at epoch 1",
+            |s| s.controller.writer == Some(NodeId(1)) && s.controller.epoch.0 == 1,
+        )
+        .await;
+    }
+    for c in &controllers {
+        wait_answer(c.dns.local_addr(), WEST_IP, Duration::from_secs(15)).await;
+    }
+    let status = controllers[successor].runtime.handle().status();
+    let promoted: Vec<_> = status
+        .recent_events
+        .iter()
+        .filter(|e| e.contains("promoted"))
+        .collect();
+    println!("successor's promotion events: {promoted:?}");
+    // The follower promoted nothing itself: only the leader acts.
+    let other = 1 - successor;
+    let follower_status = controllers[other].runtime.handle().status();
+    assert!(
+        follower_status.controller.leader.is_none(),
+        "two leaders: {:?}",
+        follower_status.controller.leader
+    );
+    // pg-west carries epoch 1, recorded once; pg-east is fenced.
+    let admin = pg(&cluster);
+    use failover::decision::ports::DatabaseAdmin;
+    assert_eq!(
+        admin.recorded_epoch().await.expect("recorded epoch"),
+        Some(failover::decision::Epoch(1))
+    );
+    for c in controllers {
+        c.runtime.shutdown().await;
+    }
+}
+
+// ------------------------------------------------------------------------
+// Controllers as processes: this test binary re-executes itself as one
+// controller (the ignored test `controller_process`), so a leader can be
+// killed with SIGKILL or paused with SIGSTOP like a real one.
+
+/// Environment variable carrying a controller process's settings.
+const CHILD_ENV: &str = "FAILOVER_E2E_CONTROLLER";
+/// A controller process exits by itself after this long.
+const CHILD_LIFETIME: Duration = Duration::from_secs(150);
+
+/// Runs one controller when started by [`spawn_controller`]; a no-op
+/// otherwise. It prints `READY dns=<addr>`, then `LEADER <token>` /
+/// `FOLLOWER` on every leadership change and `EVENT <text>` for every
+/// decision, and exits when its stdin closes (the test ended) or after
+/// [`CHILD_LIFETIME`].
+#[test]
+#[ignore = "runs only as a child process of the tests below"]
+fn controller_process() {
+    let Ok(settings) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let fields: Vec<&str> = settings.split('|').collect();
+    let [index, endpoints, east_dsn, west_dsn, east_api, west_api] = fields[..] else {
+        panic!("bad {CHILD_ENV}: {settings}");
+    };
+    let index: usize = index.parse().expect("index");
+    let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let name = VANTAGES[index];
+        let policy = policy();
+        let config = Config::new(topology(), policy.clone()).expect("valid config");
+        let coordinator = EtcdCoordinator::connect(
+            etcd_config(&endpoints, &format!("ctl-{name}"), name),
+            topology(),
+            &policy,
+        )
+        .await
+        .expect("valid etcd settings");
+        let mut dns_config = EmbeddedConfig::new(ZONE);
+        dns_config.selection = Selection::AllServing;
+        let dns = EmbeddedDns::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &topology(),
+            &policy,
+            dns_config,
+        )
+        .await
+        .expect("embedded DNS binds on loopback");
+        let pg = PgCluster::new()
+            .with_node(NodeId(0), "pg-east", east_dsn)
+            .expect("east DSN parses")
+            .with_node(NodeId(1), "pg-west", west_dsn)
+            .expect("west DSN parses");
+        let probe = |addr: &str| {
+            let addr: SocketAddr = addr.parse().expect("API address");
+            let mut probe =
+                failover::probe::HttpProbeConfig::new(addr.ip().to_string(), addr.port());
+            probe.path = "/healthz".to_owned();
+            probe.connect_timeout = policy.timeout / 2;
+            probe.response_timeout = policy.timeout;
+            Arc::new(failover::probe::HttpProbe::new(probe).expect("valid probe config"))
+        };
+        let vantage = VantageId(index as u32);
+        let rt = RuntimeBuilder::new(config)
+            .database(Arc::new(pg))
+            .coordinator(Arc::new(coordinator))
+            .serve(Arc::new(dns.router()))
+            .probe(EAST, vantage, probe(east_api))
+            .probe(WEST, vantage, probe(west_api))
+            .start()
+            .await
+            .expect("runtime starts");
+        let handle = rt.handle();
+        let mut events = handle.subscribe_events();
+        let mut status = handle.watch_status();
+        println!("READY dns={}", dns.local_addr());
+        let topology = topology();
+        let stdin_closed = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        });
+        tokio::pin!(stdin_closed);
+        let end = tokio::time::sleep(CHILD_LIFETIME);
+        tokio::pin!(end);
+        let mut leader = None;
+        loop {
+            tokio::select! {
+                _ = &mut stdin_closed => break,
+                () = &mut end => break,
+                event = events.recv() => match event {
+                    Ok(event) => println!("EVENT {}", event.display(&topology)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("EVENT lagged {n}"),
+                    Err(_) => break,
+                },
+                changed = status.changed() => {
+                    if changed.is_err() { break }
+                    let now = status.borrow_and_update().controller.leader;
+                    if now != leader {
+                        leader = now;
+                        match now {
+                            Some(token) => println!("LEADER {}", token.0),
+                            None => println!("FOLLOWER"),
+                        }
+                    }
+                }
+            }
+        }
+        rt.shutdown().await;
+    });
+}
+
+/// A controller process and what it printed, with when.
+struct Process {
+    child: tokio::process::Child,
+    pid: u32,
+    lines: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    dns: SocketAddr,
+}
+
+impl Process {
+    /// Waits (at most `limit`) for a line matching `want`; returns it and when it came.
+    async fn wait_line(&self, limit: Duration, want: impl Fn(&str) -> bool) -> (Instant, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(found) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, l)| want(l))
+                .cloned()
+            {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such line from controller process {} within {limit:?}; it printed:\n{}",
+                self.pid,
+                self.printed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn printed(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn leads(&self) -> bool {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .rev()
+            .find(|(_, l)| l.starts_with("LEADER") || l == "FOLLOWER")
+            .is_some_and(|(_, l)| l.starts_with("LEADER"))
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {}", self.pid);
+    }
+}
+
+async fn spawn_controller(
+    index: usize,
+    endpoints: &[String],
+    cluster: &PgTestCluster,
+    regions: &TwoRegions,
+) -> Process {
+    use tokio::io::AsyncBufReadExt;
+    let settings = [
+        index.to_string(),
+        endpoints.join(","),
+        cluster.nodes()[0].admin_dsn(),
+        cluster.nodes()[1].admin_dsn(),
+        regions.east.addr().to_string(),
+        regions.west.addr().to_string(),
+    ]
+    .join("|");
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "controller_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, settings)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("controller process starts");
+    let pid = child.id().expect("pid");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push((Instant::now(), line));
+        }
+    });
+    let mut process = Process {
+        child,
+        pid,
+        lines,
+        dns: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let (_, ready) = process
+        .wait_line(Duration::from_secs(30), |l| l.contains("READY dns="))
+        .await;
+    // libtest prints `test controller_process ... ` before the test's output.
+    let at = ready.find("READY dns=").expect("matched") + "READY dns=".len();
+    process.dns = ready[at..].trim().parse().expect("DNS address");
+    process
+}
+
+/// Which of `processes` leads, waiting until exactly one does.
+async fn one_leading_process(processes: &[Process], limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let leaders: Vec<usize> = (0..processes.len())
+            .filter(|&i| processes[i].leads())
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single leading process within {limit:?}: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Three controller processes over one etcd cluster, PostgreSQL pair with
+/// guards, and the regions' APIs.
+struct Fleet {
+    etcd: EtcdCluster,
+    cluster: PgTestCluster,
+    regions: TwoRegions,
+    processes: Vec<Process>,
+    _guards: Vec<NodeGuard>,
+}
+
+async fn fleet() -> Fleet {
+    let (etcd, cluster) = tokio::join!(
+        tokio::task::spawn_blocking(|| EtcdCluster::start(3)),
+        tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start()),
+    );
+    let etcd = etcd.expect("etcd task").expect("etcd cluster starts");
+    let cluster = cluster
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let endpoints = etcd.endpoints();
+    let regions = TwoRegions::start();
+    let guards = vec![
+        guard(&endpoints, 0, "pg-east", &cluster.nodes()[0].admin_dsn()).await,
+        guard(&endpoints, 1, "pg-west", &cluster.nodes()[1].admin_dsn()).await,
+    ];
+    let mut processes = Vec::new();
+    for i in 0..VANTAGES.len() {
+        processes.push(spawn_controller(i, &endpoints, &cluster, &regions).await);
+    }
+    Fleet {
+        etcd,
+        cluster,
+        regions,
+        processes,
+        _guards: guards,
+    }
+}
+
+/// The leader is killed with SIGKILL in the middle of a failover, right
+/// after it claimed the writer record: a successor takes over within the
+/// lease TTL plus a probe interval and finishes the failover at the same
+/// epoch — pg-west is promoted once, at epoch 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice() {
+    let mut fleet = fleet().await;
+    let leader = one_leading_process(&fleet.processes, Duration::from_secs(20)).await;
+    for p in &fleet.processes {
+        wait_answer(p.dns, EAST_IP, Duration::from_secs(15)).await;
+    }
+    fleet.regions.east.stop().await;
+    // The leader claims the writer record for pg-west; kill it right then.
+    fleet.processes[leader]
+        .wait_line(Duration::from_secs(60), |l| {
+            l.starts_with("EVENT") && l.contains("claiming the writer record for pg-west")
+        })
+        .await;
+    fleet.processes[leader].signal("-KILL");
+    let killed_at = Instant::now();
+    let _ = fleet.processes[leader].child.wait().await;
+    let dead = fleet.processes.remove(leader);
+    println!("killed leader's output:\n{}", dead.printed());
+    let successor = one_leading_process(&fleet.processes, LEASE_TTL + Duration::from_secs(8)).await;
+    let (took_over, _) = fleet.processes[successor]
+        .wait_line(Duration::from_secs(1), |l| l.starts_with("LEADER"))
+        .await;
+    let takeover = took_over.saturating_duration_since(killed_at);
+    println!(
+        "takeover after kill -9 of the leader: {takeover:?} (lease TTL {LEASE_TTL:?}, probe interval {:?})",
+        policy().interval
+    );
+    assert!(
+        takeover <= LEASE_TTL + policy().interval + Duration::from_secs(3),
+        "takeover took {takeover:?}"
+    );
+    for p in &fleet.processes {
+        wait_answer(p.dns, WEST_IP, Duration::from_secs(30)).await;
+    }
+    let admin = pg(&fleet.cluster);
+    use failover::decision::ports::DatabaseAdmin;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let west = admin.observe(NodeId(1)).await.expect("observe pg-west");
+        // The epoch is recorded right after the promotion itself.
+        if let failover::decision::NodeObservation::Primary {
+            epoch: Some(epoch), ..
+        } = west
+        {
+            assert_eq!(epoch, failover::decision::Epoch(1), "{west:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg-west never became the writer: {west:?}; successor printed:\n{}",
+            fleet.processes[successor].printed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        admin.recorded_epoch().await.expect("recorded epoch"),
+        Some(failover::decision::Epoch(1)),
+        "promoted more than once"
+    );
+    let _ = &mut fleet.etcd;
+}
+
+/// The leader is paused (SIGSTOP) past its lease; meanwhile us-east fails
+/// and the successor fails over. Resumed (SIGCONT), the old leader learns it
+/// was deposed and changes nothing: the writer record, the stored plan and
+/// every controller's DNS stay as the successor set them, and pg-west stays
+/// the only writer, at epoch 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
+    let fleet = fleet().await;
+    let leader = one_leading_process(&fleet.processes, Duration::from_secs(20)).await;
+    for p in &fleet.processes {
+        wait_answer(p.dns, EAST_IP, Duration::from_secs(15)).await;
+    }
+    let paused = &fleet.processes[leader];
+    paused.signal("-STOP");
+    let paused_at = Instant::now();
+    let others: Vec<&Process> = (0..fleet.processes.len())
+        .filter(|&i| i != leader)
+        .map(|i| &fleet.processes[i])
+        .collect();
+    let successor = loop {
+        if let Some(p) = others.iter().find(|p| p.leads()) {
+            break *p;
+        }
+        assert!(
+            paused_at.elapsed() < LEASE_TTL + Duration::from_secs(8),
+            "no successor while the leader is paused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!("takeover from a paused leader: {:?}", paused_at.elapsed());
+    fleet.regions.east.stop().await;
+    for p in &others {
+        wait_answer(p.dns, WEST_IP, Duration::from_secs(30)).await;
+    }
+    successor
+        .wait_line(Duration::from_secs(60), |l| l.contains("pg-west promoted"))
+        .await;
+    let seen_before = paused.lines.lock().unwrap().len();
+    paused.signal("-CONT");
+    let resumed_at = Instant::now();
+    paused
+        .wait_line(Duration::from_secs(10), |l| l == "FOLLOWER")
+        .await;
+    println!(
+        "the resumed leader stepped down after {:?}",
+        resumed_at.elapsed()
+    );
+    // Let it run for a while: several probe rounds and observations.
+    tokio::time::sleep(LEASE_TTL).await;
+    let after: Vec<String> = paused.lines.lock().unwrap()[seen_before..]
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
+    println!("the resumed leader's output:\n{}", after.join("\n"));
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.contains("promoting") || l.contains("fencing")),
+        "a deposed leader started a database action after resuming"
+    );
+    for p in &fleet.processes {
+        wait_answer(p.dns, WEST_IP, Duration::from_secs(10)).await;
+    }
+    let admin = pg(&fleet.cluster);
+    use failover::decision::ports::DatabaseAdmin;
+    assert_eq!(
+        admin.recorded_epoch().await.expect("recorded epoch"),
+        Some(failover::decision::Epoch(1)),
+        "promoted more than once"
+    );
+    assert!(
+        matches!(
+            admin.observe(NodeId(1)).await.expect("observe pg-west"),
+            failover::decision::NodeObservation::Primary { fenced: false, .. }
+        ),
+        "pg-west is not the writer"
+    );
+}
