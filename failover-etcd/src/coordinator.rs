@@ -840,6 +840,15 @@ impl Inner {
                     self.emit(ev);
                 }
                 tracing::warn!(controller = %self.config.controller, lease, "controller lease given up: no keep-alive answered by its local deadline");
+                // Tell the controller why it cannot lead, publish or hear its peers.
+                let _ = self.tx.send(Err(EtcdError::Unavailable {
+                    endpoints: self.store.endpoints().to_owned(),
+                    operation: "keep the controller lease alive",
+                    reason: format!(
+                        "no keep-alive answered within the lease TTL ({:?}); this controller cannot lead until etcd answers",
+                        self.config.lease_ttl
+                    ),
+                }));
                 return;
             }
             let sent = Instant::now();

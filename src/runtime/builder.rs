@@ -264,7 +264,7 @@ impl RuntimeBuilder {
                 .map_err(RuntimeError::Coordinator)?;
             tracing::info!(changes = joined.len(), "joined the coordination store");
             for change in joined {
-                let _ = changes_tx.send(change);
+                let _ = changes_tx.send(Ok(change));
             }
         }
         let leases = match self.guard_leases {
@@ -414,6 +414,7 @@ impl RuntimeBuilder {
                     vantage: coordinator.vantage(),
                     serve,
                     serve_ids: u64::MAX,
+                    last_error: None,
                     stored_intent: failover_core::Intent::default(),
                     sent_intent: None,
                 })

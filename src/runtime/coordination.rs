@@ -52,10 +52,12 @@ pub(crate) enum StoreJob {
     SetIntent { token: FencingToken, intent: Intent },
 }
 
-/// Feeds the store's changes to the driver until shutdown begins.
+/// Feeds the store's changes to the driver until shutdown begins; its
+/// errors too (the driver shows them in the status: why this controller
+/// cannot lead or hear its peers).
 pub(crate) async fn forward_events(
     coordinator: Arc<dyn Coordinator>,
-    events: mpsc::UnboundedSender<CoordinationEvent>,
+    events: mpsc::UnboundedSender<Result<CoordinationEvent, String>>,
     mut stop: StopSignal,
 ) {
     loop {
@@ -66,7 +68,7 @@ pub(crate) async fn forward_events(
         };
         match event {
             Ok(event) => {
-                if events.send(event).is_err() {
+                if events.send(Ok(event)).is_err() {
                     return;
                 }
             }
@@ -74,6 +76,9 @@ pub(crate) async fn forward_events(
                 tracing::warn!(%error, "coordination store: cannot read its changes; retrying");
                 metrics::counter!("failover_coordination_errors_total", "operation" => "next_event")
                     .increment(1);
+                if events.send(Err(error.to_string())).is_err() {
+                    return;
+                }
                 tokio::select! {
                     () = stop.begun() => return,
                     () = tokio::time::sleep(RETRY) => {}

@@ -59,8 +59,10 @@ pub(crate) struct Driver {
 
 /// The driver's links to the coordination store (see `super::coordination`).
 pub(crate) struct Coordination {
-    /// The store's changes.
-    pub(crate) events: mpsc::UnboundedReceiver<failover_core::CoordinationEvent>,
+    /// The store's changes, and its errors.
+    pub(crate) events: mpsc::UnboundedReceiver<Result<failover_core::CoordinationEvent, String>>,
+    /// The last store error shown, so a repeated one is shown once.
+    pub(crate) last_error: Option<String>,
     /// Writes to the store.
     pub(crate) store: mpsc::UnboundedSender<StoreJob>,
     /// This controller's verdicts, for the publisher.
@@ -79,7 +81,7 @@ pub(crate) struct Coordination {
 }
 
 impl Coordination {
-    async fn next(&mut self) -> Option<failover_core::CoordinationEvent> {
+    async fn next(&mut self) -> Option<Result<failover_core::CoordinationEvent, String>> {
         self.events.recv().await
     }
 }
@@ -87,7 +89,7 @@ impl Coordination {
 /// The next store change, or never without a coordinator.
 async fn next_change(
     coordination: &mut Option<Coordination>,
-) -> Option<failover_core::CoordinationEvent> {
+) -> Option<Result<failover_core::CoordinationEvent, String>> {
     match coordination {
         Some(c) => c.next().await,
         None => std::future::pending().await,
@@ -113,7 +115,10 @@ impl Driver {
                 biased;
                 () = stop.begun() => break,
                 Some(command) = self.commands.recv() => self.on_command(command),
-                Some(change) = next_change(&mut self.coordination) => self.on_change(change),
+                Some(change) = next_change(&mut self.coordination) => {
+                    self.on_change(change);
+                    dirty = true;
+                }
                 Some(report) = self.reports.recv() => dirty |= self.on_report(report),
                 () = sleep => self.controller.handle_timeout(Instant::now()),
                 input = self.inputs.recv() => {
@@ -156,9 +161,27 @@ impl Driver {
 
     /// A change in the coordination store: the stored plan also goes to the
     /// local DNS, the stored intent is remembered; then the controller hears it.
-    fn on_change(&mut self, change: failover_core::CoordinationEvent) {
+    fn on_change(&mut self, change: Result<failover_core::CoordinationEvent, String>) {
         use failover_core::CoordinationEvent as Change;
+        let change = match change {
+            Ok(change) => change,
+            Err(error) => {
+                let Some(c) = &mut self.coordination else {
+                    return;
+                };
+                if c.last_error.as_ref() != Some(&error) {
+                    c.last_error = Some(error.clone());
+                    let text = format!("coordination store: {error}");
+                    tracing::warn!(event = %text, "decision");
+                    self.audit
+                        .record("coordination_error", json!({"error": error}));
+                    self.remember(text);
+                }
+                return;
+            }
+        };
         if let Some(c) = &mut self.coordination {
+            c.last_error = None;
             match &change {
                 Change::Plan(plan) => {
                     if let Some(serve) = &c.serve {
