@@ -20,153 +20,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fleet::*;
 use common::*;
-use failover::decision::{
-    Config, MaxRpo, Node, NodeId, Policy, Region, RegionRole, Topology, VantageId,
-};
+use failover::decision::{Config, NodeId, VantageId};
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
-use failover::etcd::{EtcdConfig, EtcdCoordinator, EtcdGuardLease};
-use failover::pg::{GuardSettings, NodeGuard, PgCluster};
-use failover::{Runtime, RuntimeBuilder, RuntimeError};
+use failover::etcd::EtcdCoordinator;
+use failover::pg::{NodeGuard, PgCluster};
+use failover::{RuntimeBuilder, RuntimeError};
 use failover_testkit::etcd::EtcdCluster;
 use failover_testkit::postgres::PgTestCluster;
-
-/// The controllers' leader lease TTL (etcd's least whole-second TTL is 1 s;
-/// 2 s leaves room for a loaded CI machine).
-const LEASE_TTL: Duration = Duration::from_secs(2);
-const VANTAGES: [&str; 3] = ["east", "west", "central"];
-
-fn topology() -> Topology {
-    let mut east = Region::new("us-east", RegionRole::Active);
-    east.records = vec![EAST_IP.parse().expect("literal")];
-    let mut west = Region::new("us-west", RegionRole::Standby);
-    west.capacity = 0.6;
-    west.records = vec![WEST_IP.parse().expect("literal")];
-    let mut builder = Topology::builder(SERVICE).region(east).region(west);
-    for v in VANTAGES {
-        builder = builder.vantage(v);
-    }
-    for (name, region, primary) in [("pg-east", "us-east", true), ("pg-west", "us-west", false)] {
-        builder = builder.node(Node {
-            name: name.into(),
-            region: region.into(),
-            priority: 0,
-            primary,
-        });
-    }
-    builder.build().expect("valid topology")
-}
-
-fn policy() -> Policy {
-    let mut policy = fast_policy();
-    policy.auto_promote = true;
-    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
-    policy.guard_ttl = Some(GUARD_TTL);
-    policy.proof_timeout = Duration::from_secs(10);
-    policy
-}
-
-fn etcd_config(endpoints: &[String], controller: &str, vantage: &str) -> EtcdConfig {
-    let mut c = EtcdConfig::new(endpoints.iter().cloned(), "api", controller, vantage);
-    c.lease_ttl = LEASE_TTL;
-    c.lease_margin = Duration::from_millis(500);
-    c.connect_timeout = Duration::from_millis(500);
-    c.request_timeout = Duration::from_secs(1);
-    c
-}
-
-fn pg(cluster: &PgTestCluster) -> PgCluster {
-    let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
-    PgCluster::new()
-        .with_node(NodeId(0), "pg-east", &east.admin_dsn())
-        .expect("east DSN parses")
-        .with_node(NodeId(1), "pg-west", &west.admin_dsn())
-        .expect("west DSN parses")
-}
-
-/// One controller: its runtime and its embedded DNS.
-struct Controller {
-    name: &'static str,
-    runtime: Runtime,
-    dns: EmbeddedDns,
-}
-
-async fn start_controller(
-    index: usize,
-    endpoints: &[String],
-    cluster: &PgTestCluster,
-    regions: &TwoRegions,
-) -> Controller {
-    let name = VANTAGES[index];
-    let policy = policy();
-    let config = Config::new(topology(), policy.clone()).expect("valid config");
-    let coordinator = EtcdCoordinator::connect(
-        etcd_config(endpoints, &format!("ctl-{name}"), name),
-        topology(),
-        &policy,
-    )
-    .await
-    .expect("valid etcd settings");
-    let mut dns_config = EmbeddedConfig::new(ZONE);
-    dns_config.selection = Selection::AllServing;
-    let dns = EmbeddedDns::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        &topology(),
-        &policy,
-        dns_config,
-    )
-    .await
-    .expect("embedded DNS binds on loopback");
-    let vantage = VantageId(index as u32);
-    let runtime = RuntimeBuilder::new(config)
-        .database(Arc::new(pg(cluster)))
-        .coordinator(Arc::new(coordinator))
-        .serve(Arc::new(dns.router()))
-        .probe(EAST, vantage, http_probe(&regions.east, &policy))
-        .probe(WEST, vantage, http_probe(&regions.west, &policy))
-        .start()
-        .await
-        .expect("runtime starts");
-    Controller { name, runtime, dns }
-}
-
-async fn guard(endpoints: &[String], index: u32, name: &str, dsn: &str) -> NodeGuard {
-    let lease = EtcdGuardLease::connect(&etcd_config(endpoints, "-", "east"), topology())
-        .await
-        .expect("guard's etcd settings");
-    let admin = PgCluster::new()
-        .with_node(NodeId(index), name, dsn)
-        .expect("guard DSN parses");
-    NodeGuard::start(
-        NodeId(index),
-        name,
-        GuardSettings::for_ttl(GUARD_TTL),
-        Arc::new(lease),
-        Arc::new(admin),
-    )
-    .expect("guard starts")
-}
-
-/// Which of `controllers` leads, waiting until exactly one does.
-async fn one_leader(controllers: &[Controller], limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let leaders: Vec<usize> = controllers
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.runtime.handle().status().controller.leader.is_some())
-            .map(|(i, _)| i)
-            .collect();
-        if leaders.len() == 1 {
-            return leaders[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no single leader within {limit:?}: leaders {leaders:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once() {
@@ -186,7 +48,16 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
 
     let mut controllers = Vec::new();
     for i in 0..VANTAGES.len() {
-        controllers.push(start_controller(i, &endpoints, &cluster, &regions).await);
+        controllers.push(
+            start_controller(
+                i,
+                &endpoints,
+                &cluster.nodes()[0].admin_dsn(),
+                &cluster.nodes()[1].admin_dsn(),
+                &regions,
+            )
+            .await,
+        );
     }
     let leader = one_leader(&controllers, Duration::from_secs(15)).await;
     println!("leader: controller {}", controllers[leader].name);
@@ -213,10 +84,10 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
     let takeover = crashed_at.elapsed();
     println!(
         "takeover after the leader crashed: {takeover:?} (lease TTL {LEASE_TTL:?}, probe interval {:?})",
-        policy().interval
+        fleet_policy().interval
     );
     assert!(
-        takeover <= LEASE_TTL + policy().interval + Duration::from_secs(3),
+        takeover <= LEASE_TTL + fleet_policy().interval + Duration::from_secs(3),
         "takeover took {takeover:?}"
     );
 
@@ -295,11 +166,11 @@ fn controller_process() {
         .expect("tokio runtime");
     runtime.block_on(async move {
         let name = VANTAGES[index];
-        let policy = policy();
-        let config = Config::new(topology(), policy.clone()).expect("valid config");
+        let policy = fleet_policy();
+        let config = Config::new(fleet_topology(), policy.clone()).expect("valid config");
         let coordinator = EtcdCoordinator::connect(
             etcd_config(&endpoints, &format!("ctl-{name}"), name),
-            topology(),
+            fleet_topology(),
             &policy,
         )
         .await
@@ -308,7 +179,7 @@ fn controller_process() {
         dns_config.selection = Selection::AllServing;
         let dns = EmbeddedDns::bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
-            &topology(),
+            &fleet_topology(),
             &policy,
             dns_config,
         )
@@ -342,7 +213,7 @@ fn controller_process() {
         let mut events = handle.subscribe_events();
         let mut status = handle.watch_status();
         println!("READY dns={}", dns.local_addr());
-        let topology = topology();
+        let topology = fleet_topology();
         let stdin_closed = tokio::task::spawn_blocking(|| {
             let mut sink = Vec::new();
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
@@ -579,10 +450,10 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
     let takeover = took_over.saturating_duration_since(killed_at);
     println!(
         "takeover after kill -9 of the leader: {takeover:?} (lease TTL {LEASE_TTL:?}, probe interval {:?})",
-        policy().interval
+        fleet_policy().interval
     );
     assert!(
-        takeover <= LEASE_TTL + policy().interval + Duration::from_secs(3),
+        takeover <= LEASE_TTL + fleet_policy().interval + Duration::from_secs(3),
         "takeover took {takeover:?}"
     );
     for p in &fleet.processes {
@@ -730,7 +601,16 @@ async fn in_process_fleet() -> (
     ];
     let mut controllers = Vec::new();
     for i in 0..VANTAGES.len() {
-        controllers.push(start_controller(i, &endpoints, &cluster, &regions).await);
+        controllers.push(
+            start_controller(
+                i,
+                &endpoints,
+                &cluster.nodes()[0].admin_dsn(),
+                &cluster.nodes()[1].admin_dsn(),
+                &regions,
+            )
+            .await,
+        );
     }
     one_leader(&controllers, Duration::from_secs(20)).await;
     for c in &controllers {
@@ -819,7 +699,7 @@ async fn an_etcd_majority_down_holds_the_last_state_and_says_why() {
         .await;
     }
     // Long enough for a promotion (proof timeout included) to have happened.
-    tokio::time::sleep(GUARD_TTL + policy().interval * 4).await;
+    tokio::time::sleep(GUARD_TTL + fleet_policy().interval * 4).await;
     for c in &controllers {
         let status = c.runtime.handle().status();
         assert_eq!(status.controller.writer, Some(NodeId(0)), "{}", c.name);
@@ -883,7 +763,7 @@ async fn an_etcd_majority_down_holds_the_last_state_and_says_why() {
 /// that do not go together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_coordination_settings_are_named_at_start() {
-    let policy = policy();
+    let policy = fleet_policy();
     // Nothing listens on this port (bound and released).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -892,12 +772,12 @@ async fn bad_coordination_settings_are_named_at_start() {
     let endpoints = vec![format!("http://127.0.0.1:{port}")];
     let coordinator = EtcdCoordinator::connect(
         etcd_config(&endpoints, "ctl-east", "east"),
-        topology(),
+        fleet_topology(),
         &policy,
     )
     .await
     .expect("settings are valid; the store is unreachable");
-    let config = Config::new(topology(), policy.clone()).expect("valid config");
+    let config = Config::new(fleet_topology(), policy.clone()).expect("valid config");
     let cluster_free = PgCluster::new();
     let error = RuntimeBuilder::new(config.clone())
         .database(Arc::new(cluster_free))
@@ -915,7 +795,7 @@ async fn bad_coordination_settings_are_named_at_start() {
     // A probe from another vantage than the coordinator's.
     let coordinator = EtcdCoordinator::connect(
         etcd_config(&endpoints, "ctl-east", "east"),
-        topology(),
+        fleet_topology(),
         &policy,
     )
     .await
@@ -938,7 +818,7 @@ async fn bad_coordination_settings_are_named_at_start() {
     // A lease TTL shorter than the probe interval allows.
     let mut short = etcd_config(&endpoints, "ctl-east", "east");
     short.lease_ttl = policy.interval;
-    let error = EtcdCoordinator::connect(short, topology(), &policy)
+    let error = EtcdCoordinator::connect(short, fleet_topology(), &policy)
         .await
         .err()
         .expect("a lease TTL under 2 intervals is refused");
@@ -947,7 +827,7 @@ async fn bad_coordination_settings_are_named_at_start() {
     // `serve` without a coordinator.
     let dns = EmbeddedDns::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        &topology(),
+        &fleet_topology(),
         &policy,
         EmbeddedConfig::new(ZONE),
     )

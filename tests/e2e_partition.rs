@@ -135,43 +135,7 @@ async fn partition(path: Path) {
     )
     .await;
 
-    // A client inside us-east writes to pg-east directly, throughout.
-    let stop = Arc::new(AtomicBool::new(false));
-    let east_acks = Arc::new(Mutex::new(Vec::new()));
-    let east_writer = writer(east.app_dsn(), Arc::clone(&stop), Arc::clone(&east_acks));
-    // A watcher commits on pg-west as the application as soon as it can.
-    let west_first = Arc::new(Mutex::new(None::<Instant>));
-    let watcher = {
-        let dsn = west.app_dsn();
-        let first = Arc::clone(&west_first);
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let limit = Instant::now() + Duration::from_secs(120);
-            let mut n: i64 = -1;
-            while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
-                if let Ok(client) = connect(&dsn).await {
-                    n -= 1;
-                    if client
-                        .execute("INSERT INTO rows (n) VALUES ($1)", &[&n])
-                        .await
-                        .is_ok()
-                    {
-                        *first.lock().unwrap() = Some(Instant::now());
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
-    let warmup = Instant::now() + Duration::from_secs(20);
-    while east_acks.lock().unwrap().len() < 50 {
-        assert!(
-            Instant::now() < warmup,
-            "the in-region client never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let workload = Workload::start(east.app_dsn(), west.app_dsn()).await;
 
     // The partition: us-east is cut off from the controller (its API, its
     // database, its guard's lease path); inside us-east all still runs.
@@ -193,48 +157,15 @@ async fn partition(path: Path) {
         |s| s.controller.writer == Some(NodeId(1)),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while west_first.lock().unwrap().is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Keep the in-region client going a while after the new primary commits.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::SeqCst);
-    east_writer.await.expect("east writer task");
-    watcher.await.expect("watcher task");
-
-    let first_west = west_first
-        .lock()
-        .unwrap()
-        .expect("pg-west took an application commit");
-    let acks = east_acks.lock().unwrap().clone();
-    let after_cut = acks.iter().filter(|t| **t > cut_at).count();
-    let last_east = acks
-        .iter()
-        .max()
-        .copied()
-        .expect("pg-east acknowledged writes");
     let events: Vec<String> = runtime
         .handle()
         .status()
         .recent_events
         .into_iter()
         .collect();
-    println!(
-        "{path:?} path: pg-east acknowledged {after_cut} commits after the cut, the last {:?} \
-         after it; pg-west's first commit {:?} after the cut",
-        last_east.saturating_duration_since(cut_at),
-        first_west.saturating_duration_since(cut_at),
-    );
-    assert!(
-        after_cut > 0,
-        "the partitioned primary was alive and writing: the test means something"
-    );
-    let overlap = acks.iter().filter(|t| **t >= first_west).count();
-    assert_eq!(
-        overlap, 0,
-        "pg-east acknowledged {overlap} commits after pg-west's first: two writers; {events:#?}"
-    );
+    workload
+        .finish(cut_at, &format!("{path:?} path"), &events)
+        .await;
     assert!(
         events
             .iter()
@@ -244,4 +175,207 @@ async fn partition(path: Path) {
     drop(east_guard);
     drop(west_guard);
     runtime.shutdown().await;
+}
+
+/// The same partition with three controllers on etcd (one per vantage):
+/// every controller reaches pg-east only through the path that is cut, and
+/// pg-east's guard reaches etcd only through paths cut with it. pg-west is
+/// promoted by the leader once pg-east's guard lease has expired at etcd —
+/// and after pg-west's first commit pg-east acknowledges nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_controllers_on_etcd_a_partitioned_primary_acknowledges_nothing_after_the_new_primary_commits(
+) {
+    use common::fleet::*;
+    let (etcd, cluster) = tokio::join!(
+        tokio::task::spawn_blocking(|| failover_testkit::etcd::EtcdCluster::start(3)),
+        tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start()),
+    );
+    let etcd = etcd.expect("etcd task").expect("etcd cluster starts");
+    let cluster = cluster
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    create_rows_table(&east.app_dsn())
+        .await
+        .expect("rows table");
+    let endpoints = etcd.endpoints();
+
+    let db_path = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], east.port)))
+        .await
+        .expect("proxy to pg-east");
+    let east_via_path = east.admin_dsn().replace(
+        &format!("port={}", east.port),
+        &format!("port={}", db_path.addr().port()),
+    );
+    // pg-east's guard reaches every etcd member through a path of us-east.
+    let mut guard_paths = Vec::new();
+    for i in 0..etcd.len() {
+        guard_paths.push(
+            TcpProxy::start(etcd.client_addr(i))
+                .await
+                .expect("proxy to an etcd member"),
+        );
+    }
+    let guard_endpoints: Vec<String> = guard_paths
+        .iter()
+        .map(|p| format!("http://{}", p.addr()))
+        .collect();
+    let regions = TwoRegions::start();
+    let east_guard = guard(&guard_endpoints, 0, "pg-east", &east.admin_dsn()).await;
+    let west_guard = guard(&endpoints, 1, "pg-west", &west.admin_dsn()).await;
+    let mut controllers = Vec::new();
+    for i in 0..VANTAGES.len() {
+        controllers.push(
+            start_controller(i, &endpoints, &east_via_path, &west.admin_dsn(), &regions).await,
+        );
+    }
+    let leader = one_leader(&controllers, Duration::from_secs(20)).await;
+    wait_status(
+        &controllers[leader].runtime.handle(),
+        Duration::from_secs(15),
+        "both guard leases held",
+        |s| {
+            ["pg-east", "pg-west"].iter().all(|n| {
+                s.recent_events
+                    .iter()
+                    .any(|e| e == &format!("guard lease of {n} held"))
+            })
+        },
+    )
+    .await;
+
+    let workload = Workload::start(east.app_dsn(), west.app_dsn()).await;
+    let cut_at = Instant::now();
+    db_path.refuse();
+    for path in &guard_paths {
+        path.cut();
+    }
+    regions.east.stop().await;
+
+    let mut events = Vec::new();
+    for c in &controllers {
+        let status = wait_status(
+            &c.runtime.handle(),
+            Duration::from_secs(60),
+            "pg-west promoted",
+            |s| s.controller.writer == Some(NodeId(1)),
+        )
+        .await;
+        if status.controller.leader.is_some() {
+            events = status.recent_events.into_iter().collect();
+        }
+    }
+    workload
+        .finish(cut_at, "three controllers on etcd", &events)
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("pg-east proven stopped: its guard lease expired")),
+        "{events:#?}"
+    );
+    drop(east_guard);
+    drop(west_guard);
+    for c in controllers {
+        c.runtime.shutdown().await;
+    }
+}
+
+/// The two clients of a partition test: one inside us-east writing to
+/// pg-east directly throughout, recording every acknowledged commit; one
+/// committing on pg-west as the application as soon as it can.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    east_acks: Arc<Mutex<Vec<Instant>>>,
+    west_first: Arc<Mutex<Option<Instant>>>,
+    east_writer: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    /// Starts both clients and waits until pg-east has acknowledged 50 commits.
+    async fn start(east_dsn: String, west_dsn: String) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let east_acks = Arc::new(Mutex::new(Vec::new()));
+        let east_writer = writer(east_dsn, Arc::clone(&stop), Arc::clone(&east_acks));
+        let west_first = Arc::new(Mutex::new(None::<Instant>));
+        let watcher = {
+            let first = Arc::clone(&west_first);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let limit = Instant::now() + Duration::from_secs(120);
+                let mut n: i64 = -1;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < limit {
+                    if let Ok(client) = connect(&west_dsn).await {
+                        n -= 1;
+                        if client
+                            .execute("INSERT INTO rows (n) VALUES ($1)", &[&n])
+                            .await
+                            .is_ok()
+                        {
+                            *first.lock().unwrap() = Some(Instant::now());
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let warmup = Instant::now() + Duration::from_secs(20);
+        while east_acks.lock().unwrap().len() < 50 {
+            assert!(
+                Instant::now() < warmup,
+                "the in-region client never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Workload {
+            stop,
+            east_acks,
+            west_first,
+            east_writer,
+            watcher,
+        }
+    }
+
+    /// Waits for pg-west's first application commit, keeps the in-region
+    /// client going a second longer, stops both, and checks S1: after
+    /// pg-west's first commit pg-east acknowledged nothing.
+    async fn finish(self, cut_at: Instant, what: &str, events: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.west_first.lock().unwrap().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.stop.store(true, Ordering::SeqCst);
+        self.east_writer.await.expect("east writer task");
+        self.watcher.await.expect("watcher task");
+        let first_west = self
+            .west_first
+            .lock()
+            .unwrap()
+            .expect("pg-west took an application commit");
+        let acks = self.east_acks.lock().unwrap().clone();
+        let after_cut = acks.iter().filter(|t| **t > cut_at).count();
+        let last_east = acks
+            .iter()
+            .max()
+            .copied()
+            .expect("pg-east acknowledged writes");
+        println!(
+            "{what}: pg-east acknowledged {after_cut} commits after the cut, the last {:?} \
+             after it; pg-west's first commit {:?} after the cut",
+            last_east.saturating_duration_since(cut_at),
+            first_west.saturating_duration_since(cut_at),
+        );
+        assert!(
+            after_cut > 0,
+            "the partitioned primary was alive and writing: the test means something"
+        );
+        let overlap = acks.iter().filter(|t| **t >= first_west).count();
+        assert_eq!(
+            overlap, 0,
+            "pg-east acknowledged {overlap} commits after pg-west's first: two writers; {events:#?}"
+        );
+    }
 }

@@ -190,3 +190,5 @@ pub fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> failover::pg
     )
     .expect("guard starts")
 }
+
+pub mod fleet;
