@@ -9,6 +9,13 @@
 //!   [`check_ttl_for_policy`] refuses a lease TTL too short for the probe
 //!   interval, naming both settings.
 //!
+//! Give each region's controller its coordinator with the facade's
+//! `RuntimeBuilder::coordinator` (and its embedded DNS with
+//! `RuntimeBuilder::serve`); give each node's `NodeGuard` an
+//! [`EtcdGuardLease`]. A controller whose lease lapses because etcd does not
+//! answer reports it through [`next_event`](failover_core::ports::Coordinator::next_event)
+//! as an error, after the `Leadership(None)` it owes first.
+//!
 //! # Key layout
 //!
 //! Everything of one service lives under `<prefix>/<service>/` (prefix

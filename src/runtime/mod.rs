@@ -16,8 +16,14 @@
 //! db observer ─────┴ inputs   (4th) ─┘
 //! ```
 //!
+//! With a coordinator ([`RuntimeBuilder::coordinator`]) the store's changes
+//! come in on a channel of their own, read right after commands, and
+//! `coordination` runs the store's writes, the verdict publisher and the
+//! local DNS that follows the stored plan.
+//!
 //! Files, one concept each: `builder` (settings and start-up), `driver`
-//! (the loop), `workers` (router and database workers, the observer),
+//! (the loop), `coordination` (controllers in every region), `workers`
+//! (router and database workers, the observer),
 //! `adapter_call` (every adapter call under a timeout and `catch_unwind`),
 //! `supervisor` (a dead task is an error on the handle, never silence),
 //! `stop` (shutdown's deadline), `audit`, `retry`, `status`, `telemetry`.
