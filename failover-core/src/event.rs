@@ -339,6 +339,20 @@ pub enum EventKind {
         /// Its epoch.
         epoch: Epoch,
     },
+    /// `misses` observations in a row could not reach a database node: its
+    /// database is down (for the writer, a reason to move it; a promotion
+    /// still needs proof that it stopped).
+    DatabaseDown {
+        /// The node.
+        node: NodeId,
+        /// Observations in a row that failed (`policy.fall`).
+        misses: u32,
+    },
+    /// A database node that was down answers again.
+    DatabaseUp {
+        /// The node.
+        node: NodeId,
+    },
     /// The writer record names a node that is still a replica: the leader
     /// that claimed it (after proving the old writer stopped) did not finish
     /// the promotion, so this leader does, at the claimed epoch.
@@ -656,6 +670,14 @@ impl fmt::Display for EventDisplay<'_> {
                 "claiming the writer record for {} ({epoch})",
                 self.node(*node)
             ),
+            EventKind::DatabaseDown { node, misses } => write!(
+                f,
+                "database {} down: {misses} observations in a row could not reach it",
+                self.node(*node)
+            ),
+            EventKind::DatabaseUp { node } => {
+                write!(f, "database {} answers again", self.node(*node))
+            }
             EventKind::PromotionResumed { node, epoch } => write!(
                 f,
                 "resuming the promotion of {} ({epoch}): the writer record names it, and the leader that claimed it did not finish",

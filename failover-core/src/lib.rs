@@ -121,7 +121,7 @@ pub use error::{ConfigError, ConfigLocation};
 pub use event::{ActionKind, Event, EventDisplay, EventKind, StopProof};
 pub use id::{NodeId, RegionId, VantageId};
 pub use input::{ActionFailure, Command, Input};
-pub use policy::{AllDownPolicy, InitialHealth, MaxRpo, Policy};
+pub use policy::{AllDownPolicy, InitialHealth, MaxRpo, MoveWriterOn, Policy};
 pub use ports::{PortError, PortErrorKind};
 pub use probe::{ProbeFailure, ProbeOutcome, ProbeResult};
 pub use replication::{Epoch, Lsn, NodeObservation, ParseLsnError, ReplicationStatus};

@@ -32,6 +32,23 @@ pub enum AllDownPolicy {
     FailClosed,
 }
 
+/// What makes an automatic promotion move the writer away from its node.
+/// Database health is its own signal: the writer's database is down when its
+/// guard lease expired, or when `fall` observations in a row could not reach
+/// it. Either way a promotion still needs proof that the old writer stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoveWriterOn {
+    /// The writer's region is down by the API probes, or its database is
+    /// down (the default): the writer follows the traffic.
+    #[default]
+    RegionOrDatabase,
+    /// Only the writer's database being down: an outage of the API alone
+    /// drains the region's traffic but leaves the writer where it is, and
+    /// the surviving regions' APIs write to it across regions.
+    Database,
+}
+
 /// The most data a promotion may lose. Both limits apply when both are set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,8 +125,13 @@ pub struct Policy {
     /// TTL of the DNS answers.
     #[serde(with = "duration_serde")]
     pub ttl: Duration,
-    /// Promote a replica automatically when the writer's region goes down.
+    /// Promote a replica automatically when the writer is lost (see
+    /// `move_writer_on`).
     pub auto_promote: bool,
+    /// What counts as losing the writer: its region or its database
+    /// (`"region-or-database"`, the default), or its database only
+    /// (`"database"`).
+    pub move_writer_on: MoveWriterOn,
     /// Most data an automatic promotion may lose. Required when `auto_promote`.
     pub max_rpo: Option<MaxRpo>,
     /// TTL of the node guards' leases (see `failover_pg::NodeGuard`), when every
@@ -142,7 +164,7 @@ impl Default for Policy {
     /// 10 s interval, 2 s timeout, 1 s jitter, fall 3, rise 2, majority quorum,
     /// unknown initial health, ramp 10/25/50/100 % every 30 s, 60 s hold-down,
     /// 3 flaps per 10 min, fail-open, min 1 serving region, TTL 60 s, no automatic
-    /// promotion, no guards, 30 s to prove the old writer stopped, 60 s per
+    /// promotion (the writer follows its region or its database), no guards, 30 s to prove the old writer stopped, 60 s per
     /// other promotion step, 3 attempts before an operator is needed, votes
     /// expire after 3 silent intervals.
     fn default() -> Self {
@@ -163,6 +185,7 @@ impl Default for Policy {
             min_serving_regions: 1,
             ttl: Duration::from_secs(60),
             auto_promote: false,
+            move_writer_on: MoveWriterOn::RegionOrDatabase,
             max_rpo: None,
             guard_ttl: None,
             proof_timeout: Duration::from_secs(30),

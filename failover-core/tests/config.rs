@@ -517,3 +517,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn move_writer_on_parses_and_an_unknown_value_is_named() {
+    let text = SEED.replace(
+        "auto_promote = true",
+        "auto_promote = true\nmove_writer_on = \"database\"",
+    );
+    let config = Config::from_toml(&text).unwrap();
+    assert_eq!(
+        config.policy().move_writer_on,
+        failover_core::MoveWriterOn::Database
+    );
+    assert_eq!(
+        Config::from_toml(SEED).unwrap().policy().move_writer_on,
+        failover_core::MoveWriterOn::RegionOrDatabase,
+        "the default"
+    );
+    let bad = SEED.replace(
+        "auto_promote = true",
+        "auto_promote = true\nmove_writer_on = \"api\"",
+    );
+    let error = Config::from_toml(&bad).unwrap_err().to_string();
+    assert!(error.contains("move_writer_on"), "{error}");
+}

@@ -814,3 +814,75 @@ fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
     d.primary("pg-west", 2000, Some(1));
     assert_eq!(d.promotes(), 1);
 }
+
+/// Database health is its own signal: with the API of us-east healthy, its
+/// database unreachable `fall` times in a row moves the writer — still only
+/// with proof (here its guard lease expiring), never on unreachability alone.
+#[test]
+fn a_database_down_with_its_api_up_moves_the_writer_once_proven_stopped() {
+    let mut d = Drill::new(config());
+    steady(&mut d);
+    lease(&mut d, "pg-east", true);
+    let fall = d.c.policy().fall;
+    for i in 0..fall {
+        assert_eq!(d.promotes(), 0);
+        assert!(
+            !actions(&d)
+                .iter()
+                .any(|a| matches!(a, Action::Fence { .. })),
+            "moved after {i} misses"
+        );
+        let now = d.secs();
+        d.advance_to(now + 1);
+        d.observe("pg-east", failover_core::NodeObservation::Unreachable);
+    }
+    let east = node(&d, "pg-east");
+    assert!(d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::DatabaseDown { node, .. } if *node == east)));
+    assert_eq!(
+        d.health("us-east"),
+        failover_core::Health::Up,
+        "the API is up"
+    );
+    let (fence, fenced, _) = d.last_fence();
+    assert_eq!(fenced, east);
+    d.fail(fence, PortErrorKind::Unavailable);
+    assert_eq!(d.promotes(), 0, "an unreachable database is not proof");
+    lease(&mut d, "pg-east", false);
+    assert_eq!(d.promotes(), 1);
+    assert_eq!(d.last_promote().1.node, node(&d, "pg-west"));
+}
+
+/// `move_writer_on = "database"`: an outage of us-east's API alone drains
+/// its traffic but leaves the writer where it is while its database answers.
+#[test]
+fn with_move_writer_on_database_an_api_only_outage_leaves_the_writer() {
+    let mut policy = auto_promote(seed_policy(), 16 * 1024);
+    policy.move_writer_on = failover_core::MoveWriterOn::Database;
+    let mut d = Drill::new(Config::new(seed_topology(&[]), policy).unwrap());
+    steady(&mut d);
+    lose_east(&mut d);
+    assert_eq!(d.health("us-east"), failover_core::Health::Down);
+    assert_eq!(d.weights()[0], 0, "us-east's traffic is drained");
+    d.primary("pg-east", 1200, None);
+    d.replica("pg-west", 1200);
+    assert!(
+        !d.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Fence { .. } | Action::Promote { .. })),
+        "the writer moved on an API-only outage"
+    );
+    assert_eq!(d.c.writer(), Some(node(&d, "pg-east")));
+    // Its database then goes: now the writer moves (with proof).
+    lease(&mut d, "pg-east", true);
+    for _ in 0..d.c.policy().fall {
+        let now = d.secs();
+        d.advance_to(now + 1);
+        d.observe("pg-east", failover_core::NodeObservation::Unreachable);
+    }
+    let (fence, _, _) = d.last_fence();
+    d.done(fence);
+    assert_eq!(d.promotes(), 1);
+}

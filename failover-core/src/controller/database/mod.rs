@@ -69,6 +69,8 @@ pub(super) struct NodeTrack {
     /// was reachable: once the writer is gone, the lag cannot be smaller.
     pub(super) lag: Option<u64>,
     pub(super) guard: GuardLease,
+    /// Observations in a row that could not reach it.
+    pub(super) misses: u32,
 }
 
 /// What a promotion is for; it decides the gate and what a failed fence means.

@@ -26,6 +26,27 @@ impl Controller {
         }
         track.last = Some(status.observation);
         track.seen_at = Some(status.at);
+        let was_down = track.misses >= self.policy.fall;
+        if matches!(status.observation, NodeObservation::Unreachable) {
+            track.misses = track.misses.saturating_add(1);
+            if track.misses == self.policy.fall {
+                self.notify(
+                    now,
+                    EventKind::DatabaseDown {
+                        node,
+                        misses: self.policy.fall,
+                    },
+                );
+                if self.db.writer == Some(node) && self.writer_lost() {
+                    self.evaluate_writer(now);
+                }
+            }
+            return;
+        }
+        track.misses = 0;
+        if was_down {
+            self.notify(now, EventKind::DatabaseUp { node });
+        }
         match status.observation {
             NodeObservation::Primary {
                 current_lsn,
@@ -68,6 +89,10 @@ impl Controller {
                 }
             }
             NodeObservation::Unreachable => {}
+        }
+        if was_down && self.db.writer == Some(node) {
+            // The writer's database answers again.
+            self.evaluate_writer(now);
         }
     }
 
@@ -189,11 +214,19 @@ impl Controller {
         );
     }
 
-    /// The writer is lost: its region is down, or its guard lease expired.
+    /// The writer is lost: its database is down (its guard lease expired,
+    /// or `fall` observations in a row could not reach it), or — unless the
+    /// policy moves the writer only with its database — its region is down.
     pub(in crate::controller) fn writer_lost(&self) -> bool {
         self.db.writer.is_some_and(|w| {
-            self.regions[self.topology.node_region(w).index()].routed == Health::Down
-                || self.db.nodes[w.index()].guard == GuardLease::Expired
+            let node = &self.db.nodes[w.index()];
+            let database_down =
+                node.guard == GuardLease::Expired || node.misses >= self.policy.fall;
+            let region_down =
+                self.regions[self.topology.node_region(w).index()].routed == Health::Down;
+            database_down
+                || (region_down
+                    && self.policy.move_writer_on == crate::MoveWriterOn::RegionOrDatabase)
         })
     }
 
