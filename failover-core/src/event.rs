@@ -249,6 +249,22 @@ pub enum EventKind {
         /// WAL bytes it still has to replay.
         lag_bytes: u64,
     },
+    /// A failover waits, before claiming, for its candidate to receive more
+    /// of the fenced writer's last WAL: the fence reported a final position
+    /// the candidate is further behind than `max_rpo` allows.
+    FailoverCatchingUp {
+        /// The candidate.
+        node: NodeId,
+        /// WAL bytes it is behind the fenced writer's final position.
+        lag_bytes: u64,
+    },
+    /// The old writer was seen taking writes (an unfenced primary, in an
+    /// observation begun after it was proven stopped): the proof is void,
+    /// and the attempt is abandoned before it claims or promotes.
+    ProofVoided {
+        /// The old writer.
+        node: NodeId,
+    },
     /// An action failed; `next` says what the controller does about it.
     ActionFailed {
         /// The failed action.
@@ -574,6 +590,16 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::SwitchoverWaiting { node, lag_bytes } => write!(
                 f,
                 "switchover waits for {} to replay {lag_bytes} more bytes",
+                self.node(*node)
+            ),
+            EventKind::FailoverCatchingUp { node, lag_bytes } => write!(
+                f,
+                "failover waits for {} to receive the fenced writer's last WAL: {lag_bytes} bytes behind, more than max_rpo allows",
+                self.node(*node)
+            ),
+            EventKind::ProofVoided { node } => write!(
+                f,
+                "{} was seen as an unfenced primary after it was proven stopped: proof void, attempt abandoned",
                 self.node(*node)
             ),
             EventKind::ActionFailed {

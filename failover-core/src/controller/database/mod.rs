@@ -178,6 +178,9 @@ pub(super) struct Database {
     /// The writer, fenced by an attempt that did not finish: unfenced when it
     /// is still the writer and its region serves.
     pub(super) fenced_writer: Option<(NodeId, Epoch)>,
+    /// The old writer of the attempt in progress, and when it was proven
+    /// stopped: seeing it as an unfenced primary after that voids the proof.
+    pub(super) proven_at: Option<(NodeId, Instant)>,
     /// An unfence in flight.
     pub(super) unfence: Option<ActionId>,
     /// The first write of the writer record, in flight.
@@ -198,6 +201,7 @@ impl Database {
             record: None,
             uncertain: None,
             fenced_writer: None,
+            proven_at: None,
             unfence: None,
             seeding: None,
         }

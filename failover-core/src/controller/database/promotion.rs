@@ -86,6 +86,7 @@ impl Controller {
     /// to claiming when there is no old writer to stop.
     fn start_attempt(&mut self, now: Instant, attempt: Attempt) {
         self.db.reported = None;
+        self.db.proven_at = None;
         self.timers.stop(Timer::RetryDatabase);
         let Some(old) = attempt.old.filter(|o| *o != attempt.candidate) else {
             self.claim(now, attempt);
@@ -154,6 +155,9 @@ impl Controller {
             return;
         };
         attempt.proof = Some(proof);
+        if proof != StopProof::Forced {
+            self.db.proven_at = Some((node, now));
+        }
         if let (Some(old), Some(lsn)) = (attempt.old, final_lsn) {
             self.db.fenced_writer = Some((old, attempt.epoch));
             let best = self.db.primary_lsn.map_or(lsn, |(l, _)| l.max(lsn));
@@ -175,12 +179,35 @@ impl Controller {
             );
             self.check_catch_up(now);
         } else {
-            // With the final position known, gate on it exactly.
+            // With the final position known, gate on it exactly — against
+            // what the candidate reported receiving, not the estimate the
+            // attempt started with: the fence may show the writer wrote
+            // more. A candidate too far behind may still receive the rest
+            // from the fenced writer; wait for it (one step), never claim.
             if let (RpoGate::Within { max, .. }, Some(lsn)) = (attempt.gate, final_lsn) {
                 attempt.gate = RpoGate::Within {
                     max,
                     reference: Some(lsn),
                 };
+                let received = self.db.replica_lsn(attempt.candidate).unwrap_or_default();
+                let lag = lsn.bytes_after(received);
+                attempt.lag_bytes = Some(lag);
+                if max.bytes.is_some_and(|b| lag > b) {
+                    self.db.phase = Phase::CatchingUp {
+                        attempt,
+                        lsn,
+                        reported: false,
+                        final_known: true,
+                        fenced_at: now,
+                    };
+                    self.timers.set(
+                        Timer::DatabaseStep,
+                        later(now, self.policy.step_timeout),
+                        TimerReason::CatchUp,
+                    );
+                    self.check_catch_up(now);
+                    return;
+                }
             }
             self.claim(now, attempt);
         }
@@ -262,6 +289,32 @@ impl Controller {
             return;
         };
         let node = attempt.candidate;
+        if let RpoGate::Within { max, .. } = attempt.gate {
+            // A failover: within max_rpo of the final position is enough.
+            let received = self.db.replica_lsn(node).unwrap_or_default();
+            let lag = lsn.bytes_after(received);
+            if max.bytes.is_none_or(|b| lag <= b) {
+                let mut attempt = attempt;
+                attempt.lag_bytes = Some(lag);
+                self.claim(now, attempt);
+            } else if !reported {
+                self.db.phase = Phase::CatchingUp {
+                    attempt,
+                    lsn,
+                    reported: true,
+                    final_known,
+                    fenced_at,
+                };
+                self.notify(
+                    now,
+                    EventKind::FailoverCatchingUp {
+                        node,
+                        lag_bytes: lag,
+                    },
+                );
+            }
+            return;
+        }
         let replayed = match self.db.nodes[node.index()].last {
             Some(NodeObservation::Replica { replay_lsn, .. }) => replay_lsn.unwrap_or_default(),
             _ => Lsn(0),

@@ -105,6 +105,9 @@ impl Controller {
         epoch: Option<Epoch>,
         fenced: bool,
     ) {
+        if self.db.writer == Some(node) && !fenced {
+            self.void_proof(now, node, observed_at);
+        }
         if self.db.writer == Some(node) {
             let lsn = self
                 .db
@@ -157,7 +160,18 @@ impl Controller {
             return;
         }
         if self.db.attempt().is_some_and(|a| a.candidate == node) {
-            return;
+            if matches!(self.db.phase, Phase::Promoting { .. }) {
+                // Our promotion taking effect.
+                return;
+            }
+            // The candidate became a primary on its own before we promoted
+            // it: it is no replica whose lag the gate could check, and it
+            // takes writes nobody decided. Abandon; it is fenced below as
+            // the stale primary it is.
+            self.abandon(
+                now,
+                "the candidate reports itself a primary before its promotion",
+            );
         }
         // A stale primary. Fencing it is automation: not while paused, and
         // only by the leader.
@@ -184,6 +198,33 @@ impl Controller {
             node,
             epoch: current,
         });
+    }
+
+    /// The old writer `node` answered as an unfenced primary in an
+    /// observation begun at `observed_at`. If that is after it was proven
+    /// stopped, the proof is void: its fence was lifted, or its guard broke
+    /// its promise. An attempt that has not yet sent its promotion is
+    /// abandoned (and retried, needing proof again); a sent one cannot be
+    /// recalled, and the event says so.
+    fn void_proof(&mut self, now: Instant, node: NodeId, observed_at: Instant) {
+        let Some((proven, at)) = self.db.proven_at else {
+            return;
+        };
+        if proven != node || observed_at < at {
+            return;
+        }
+        self.db.proven_at = None;
+        if self.db.fenced_writer.is_some_and(|(n, _)| n == node) {
+            self.db.fenced_writer = None;
+        }
+        self.notify(now, EventKind::ProofVoided { node });
+        let pending = matches!(
+            self.db.phase,
+            Phase::CatchingUp { .. } | Phase::Claiming { .. }
+        );
+        if pending && self.db.attempt().is_some_and(|a| a.old == Some(node)) {
+            self.abandon(now, "the old writer was seen taking writes after its proof");
+        }
     }
 
     /// `node` is the writer at `epoch`, promoted elsewhere or by an attempt
