@@ -6,23 +6,89 @@
 //! prerequisites that pin the exact records read just before, so a concurrent
 //! change makes the server refuse the whole update (NXRRSET → `Conflict`).
 //! Afterwards the records are read back and compared.
+//!
+//! # The leader's fencing token
+//!
+//! A plan issued by the leader of a coordinated term carries its
+//! [`FencingToken`] (`plan.token == Some(t)`). The token lives in the zone as
+//! one TXT record `"token=t"` at its own owner name, by default
+//! `_failover.<service name>` (like `_failover.api.example.com.`; set
+//! [`Rfc2136Config::token_name`] to move it). It is a separate name, so the
+//! service's A/AAAA answers never carry it.
+//!
+//! - Every UPDATE under token `t` carries the RFC 2136 §2.4.2 prerequisite
+//!   "the TXT RRset is exactly `token=t`" in the same message as the weight
+//!   changes: the server checks and changes atomically, and refuses the
+//!   update (NXRRSET) once another leader has raised the token.
+//! - A new term raises the token: the router reads the record; a newer token
+//!   there refuses the plan at once ([`DnsError::StaleToken`], kind
+//!   `Refused`); an older one (or none) is replaced by `token=t` in the same
+//!   UPDATE as the weights, whose prerequisite pins the value read (or
+//!   "RRset does not exist", §2.4.3). Another leader raising it in between
+//!   fails that prerequisite; the router reads again and decides again, at
+//!   most four times.
+//! - A router that put `t` in place itself skips the read on its next plans
+//!   and relies on the prerequisite alone. A refused prerequisite is then
+//!   told apart by reading the record: a newer token is a `StaleToken` that
+//!   carries the server's rcode; otherwise the weight records changed, a
+//!   `Conflict` as without a token.
+//! - `plan.token == None` (a single controller) neither checks nor touches
+//!   the record.
+//!
+//! The TSIG key needs update rights for the token's owner name too (BIND:
+//! `update-policy { grant KEY zonesub ANY; };` covers both).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use failover_core::ports::TrafficRouter;
-use failover_core::{AllDownPolicy, Policy, PortError, RegionWeight, Topology, WeightPlan};
+use failover_core::{
+    AllDownPolicy, FencingToken, Policy, PortError, RegionWeight, Topology, WeightPlan,
+};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
 use crate::answer::QueryRng;
 use crate::name::parse_fqdn;
+use crate::token::{token_text, token_txt, HeldToken, TokenStep, TOKEN_LABEL};
 use crate::transport::{decode, exchange};
 use crate::DnsError;
+
+/// How many times [`TrafficRouter::apply`] reads the token record and
+/// decides again when another leader changed it between the read and the
+/// update.
+const TOKEN_ATTEMPTS: u32 = 4;
+
+/// What an UPDATE asserts about the token record, and whether it replaces it.
+#[derive(Clone, Copy, Debug)]
+enum TokenPin<'a> {
+    /// A plan without a token: the record is neither checked nor touched.
+    Unchecked,
+    /// The record holds exactly `token=N`; only the weights change.
+    Holds(FencingToken),
+    /// The record is exactly `from` (absent when it holds nothing); the
+    /// update replaces it with `token=to`.
+    Raise {
+        from: &'a HeldToken,
+        to: FencingToken,
+    },
+}
+
+impl TokenPin<'_> {
+    /// The token the record holds once the update is accepted.
+    fn token(&self) -> Option<FencingToken> {
+        match *self {
+            TokenPin::Unchecked => None,
+            TokenPin::Holds(token) | TokenPin::Raise { to: token, .. } => Some(token),
+        }
+    }
+}
 
 /// Where and how to send dynamic updates.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,6 +105,11 @@ pub struct Rfc2136Config {
     pub timeout: Duration,
     /// Allowed clock difference with the server for TSIG, seconds. Default 300.
     pub fudge_secs: u16,
+    /// Owner name of the TXT record that holds the leader's fencing token
+    /// (`"token=N"`), used when plans carry a token. `None` (the default):
+    /// `_failover.<service name>`, like `_failover.api.example.com.`. Must
+    /// be inside `zone` and differ from the service name.
+    pub token_name: Option<String>,
 }
 
 impl std::fmt::Debug for Rfc2136Config {
@@ -51,12 +122,14 @@ impl std::fmt::Debug for Rfc2136Config {
             .field("key_secret", &"<redacted>")
             .field("timeout", &self.timeout)
             .field("fudge_secs", &self.fudge_secs)
+            .field("token_name", &self.token_name)
             .finish()
     }
 }
 
 impl Rfc2136Config {
-    /// A configuration with a 2 s timeout and a 300 s TSIG fudge.
+    /// A configuration with a 2 s timeout, a 300 s TSIG fudge and the token
+    /// record at `_failover.<service name>`.
     pub fn new(
         server: SocketAddr,
         zone: impl Into<String>,
@@ -70,6 +143,7 @@ impl Rfc2136Config {
             key_secret: key_secret.into(),
             timeout: Duration::from_secs(2),
             fudge_secs: 300,
+            token_name: None,
         }
     }
 }
@@ -115,6 +189,12 @@ pub struct Rfc2136Router {
     all_down: AllDownPolicy,
     ids: QueryRng,
     updates: AtomicU64,
+    /// Owner name of the token TXT record.
+    token_name: Name,
+    /// The token this router last saw in place (by its own accepted update
+    /// or a read); a plan under it skips the TXT read, since the update's
+    /// prerequisite makes the server check it anyway.
+    held: Mutex<Option<FencingToken>>,
 }
 
 impl std::fmt::Debug for Rfc2136Router {
@@ -123,6 +203,7 @@ impl std::fmt::Debug for Rfc2136Router {
             .field("server", &self.server)
             .field("zone", &self.zone)
             .field("service", &self.service)
+            .field("token_name", &self.token_name)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +222,29 @@ impl Rfc2136Router {
             return Err(DnsError::config(
                 "rfc2136.zone",
                 format!("service name {service} is not inside zone {zone}"),
+            ));
+        }
+        let token_name = match &config.token_name {
+            Some(name) => parse_fqdn("rfc2136.token_name", name)?,
+            None => Name::from_ascii(TOKEN_LABEL)
+                .and_then(|label| label.append_domain(&service))
+                .map_err(|e| {
+                    DnsError::config(
+                        "rfc2136.token_name",
+                        format!("cannot form {TOKEN_LABEL}.{service}: {e}; set a shorter name"),
+                    )
+                })?,
+        };
+        if !zone.zone_of(&token_name) {
+            return Err(DnsError::config(
+                "rfc2136.token_name",
+                format!("{token_name} is not inside zone {zone}"),
+            ));
+        }
+        if token_name == service {
+            return Err(DnsError::config(
+                "rfc2136.token_name",
+                format!("must differ from the service name {service}, whose answers it would join"),
             ));
         }
         let key_name = parse_fqdn("rfc2136.key_name", &config.key_name)?;
@@ -179,12 +283,27 @@ impl Rfc2136Router {
             all_down: policy.all_down,
             ids: QueryRng::new(seed),
             updates: AtomicU64::new(0),
+            token_name,
+            held: Mutex::new(None),
         })
     }
 
     /// UPDATE messages that the server accepted since start.
     pub fn updates_sent(&self) -> u64 {
         self.updates.load(Ordering::Relaxed)
+    }
+
+    /// Owner name of the TXT record that holds the leader's fencing token,
+    /// like `_failover.api.example.com.`.
+    pub fn token_name(&self) -> String {
+        self.token_name.to_string()
+    }
+
+    /// Reads the fencing token in place: the highest `token=N` of the TXT
+    /// record at [`token_name`](Self::token_name), `None` when there is none.
+    /// A record holding anything else is a [`DnsError::TokenRecord`].
+    pub async fn live_token(&self) -> Result<Option<FencingToken>, DnsError> {
+        Ok(self.read_token().await?.token)
     }
 
     /// Reads the service name's A and AAAA records from the server.
@@ -204,8 +323,113 @@ impl Rfc2136Router {
     /// Makes `plan` live assuming the server serves `seen` now (as read by
     /// [`live_records`](Self::live_records)); if it does not any more, the
     /// server rejects the update and this returns a `Conflict` error.
-    /// [`TrafficRouter::apply`] is this after a fresh read.
+    /// A plan that is already live sends nothing.
+    ///
+    /// Under a token (`plan.token == Some(t)`) it also assumes the token
+    /// record holds exactly `token=t` and reads nothing first: the update's
+    /// prerequisite says so, and the server refuses it otherwise. A newer
+    /// token in place then gives [`DnsError::StaleToken`] (with the server's
+    /// rcode), any other difference a `Conflict`.
+    /// [`TrafficRouter::apply`] is this after fresh reads, raising the token
+    /// record when the plan's token is newer.
     pub async fn apply_from(&self, plan: &WeightPlan, seen: &LiveRecords) -> Result<(), DnsError> {
+        let (desired, ttl) = self.desired(plan, seen)?;
+        let Some(ours) = plan.token else {
+            return self
+                .update(plan, seen, &desired, ttl, TokenPin::Unchecked)
+                .await;
+        };
+        match self
+            .update(plan, seen, &desired, ttl, TokenPin::Holds(ours))
+            .await
+        {
+            Err(DnsError::Conflict { rcode, .. }) => {
+                if let TokenStep::Refuse(newer) = self.read_token().await?.step(ours) {
+                    return Err(self.stale(ours, newer, Some(rcode)));
+                }
+                Err(DnsError::Conflict {
+                    server: self.server,
+                    name: self.service.to_string(),
+                    rcode,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// `apply` for a plan issued under `ours`: read the token record, refuse
+    /// if a newer one is in place, otherwise one UPDATE that pins the record
+    /// (raising it when it is older or absent) and changes the weights.
+    /// Another leader changing the record between the read and the update
+    /// fails the prerequisite; then read again and decide again, at most
+    /// [`TOKEN_ATTEMPTS`] times.
+    async fn apply_under(&self, plan: &WeightPlan, ours: FencingToken) -> Result<(), DnsError> {
+        let mut trusted = self.held() == Some(ours);
+        let mut last_rcode = String::new();
+        for attempt in 1..=TOKEN_ATTEMPTS {
+            let seen = self.live_records().await?;
+            let (desired, ttl) = self.desired(plan, &seen)?;
+            // A router that put `ours` in place itself skips the read when
+            // it has weights to change: the prerequisite makes the server
+            // check the token anyway. With nothing to change it reads, so
+            // that a deposed leader learns it even then.
+            let read = if trusted && seen != desired {
+                None
+            } else {
+                Some(self.read_token().await?)
+            };
+            trusted = false;
+            let pin = match &read {
+                None => TokenPin::Holds(ours),
+                Some(held) => match held.step(ours) {
+                    TokenStep::Refuse(newer) => return Err(self.stale(ours, newer, None)),
+                    TokenStep::Hold => TokenPin::Holds(ours),
+                    TokenStep::Raise => TokenPin::Raise {
+                        from: held,
+                        to: ours,
+                    },
+                },
+            };
+            let rcode = match self.update(plan, &seen, &desired, ttl, pin).await {
+                Err(DnsError::Conflict { rcode, .. }) => rcode,
+                other => return other,
+            };
+            // The server refused a prerequisite: the token record or the
+            // weight records changed since they were read.
+            let now = self.read_token().await?;
+            if let TokenStep::Refuse(newer) = now.step(ours) {
+                return Err(self.stale(ours, newer, Some(rcode)));
+            }
+            let token_moved = match &read {
+                Some(held) => *held != now,
+                None => !now.is_exactly(ours),
+            };
+            if !token_moved {
+                // Only the weight records changed: a retryable conflict, as
+                // for plans without a token.
+                return Err(DnsError::Conflict {
+                    server: self.server,
+                    name: self.service.to_string(),
+                    rcode,
+                });
+            }
+            tracing::info!(token = ours.0, found = ?now.token, attempt, %rcode, record = %self.token_name, "RFC 2136: the token record changed between our read and our update (another leader raised it); reading it again and deciding anew");
+            last_rcode = rcode;
+        }
+        Err(DnsError::Conflict {
+            server: self.server,
+            name: self.token_name.to_string(),
+            rcode: last_rcode,
+        })
+    }
+
+    /// The records `plan` wants served, given `seen` (fail-open keeps `seen`
+    /// when the plan drains every region), and the plan's TTL in seconds.
+    fn desired(
+        &self,
+        plan: &WeightPlan,
+        seen: &LiveRecords,
+    ) -> Result<(LiveRecords, u32), DnsError> {
         if let Some(w) = plan
             .weights
             .iter()
@@ -230,16 +454,34 @@ impl Rfc2136Router {
         }
         if desired.is_empty() && self.all_down == AllDownPolicy::FailOpen {
             tracing::warn!(generation = plan.generation, service = %self.service, "RFC 2136: plan drains every region; fail-open leaves the records in place");
-            return Ok(());
+            return Ok((seen.clone(), ttl));
         }
         desired.v4_ttl = (!desired.v4.is_empty()).then_some(ttl);
         desired.v6_ttl = (!desired.v6.is_empty()).then_some(ttl);
-        if *seen == desired {
+        Ok((desired, ttl))
+    }
+
+    /// Sends the one UPDATE that turns `seen` into `desired` under `pin`,
+    /// then reads the result back. Sends nothing when there is nothing to
+    /// change.
+    async fn update(
+        &self,
+        plan: &WeightPlan,
+        seen: &LiveRecords,
+        desired: &LiveRecords,
+        ttl: u32,
+        pin: TokenPin<'_>,
+    ) -> Result<(), DnsError> {
+        let raise = match pin {
+            TokenPin::Raise { to, .. } => Some(to),
+            _ => None,
+        };
+        if seen == desired && raise.is_none() {
             tracing::debug!(generation = plan.generation, "RFC 2136: plan already live");
             return Ok(());
         }
         let id = self.next_id();
-        let mut update = self.update_message(id, seen, &desired, ttl);
+        let mut update = self.update_message(id, seen, desired, ttl, pin);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -261,12 +503,32 @@ impl Rfc2136Router {
                 .verify(&reply_bytes)
                 .map_err(|e| self.auth("update", format!("reply failed TSIG verification: {e}")))?;
         }
+        if let Some(token) = pin.token() {
+            self.set_held(Some(token));
+        }
         self.updates.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("failover_dns_plans_applied_total", "adapter" => "rfc2136").increment(1);
-        tracing::info!(generation = plan.generation, server = %self.server, v4 = ?desired.v4, v6 = ?desired.v6, ttl, "RFC 2136: update accepted");
+        tracing::info!(generation = plan.generation, server = %self.server, v4 = ?desired.v4, v6 = ?desired.v6, ttl, token = ?pin.token().map(|t| t.0), raised = raise.is_some(), "RFC 2136: update accepted");
 
+        let verified = self.verify(desired, raise).await;
+        if let (Err(DnsError::VerifyMismatch { .. }), Some(ours)) = (&verified, pin.token()) {
+            // A newer leader may have overwritten our update right after
+            // the server accepted it: then ours does not stand.
+            if let TokenStep::Refuse(newer) = self.read_token().await?.step(ours) {
+                return Err(self.stale(ours, newer, None));
+            }
+        }
+        verified
+    }
+
+    /// Reads back what an accepted update should have made live.
+    async fn verify(
+        &self,
+        desired: &LiveRecords,
+        raise: Option<FencingToken>,
+    ) -> Result<(), DnsError> {
         let after = self.live_records().await?;
-        if after != desired {
+        if after != *desired {
             let show = |l: &LiveRecords| -> Vec<String> {
                 l.v4.iter()
                     .chain(&l.v6)
@@ -278,9 +540,20 @@ impl Rfc2136Router {
             return Err(DnsError::VerifyMismatch {
                 server: self.server,
                 name: self.service.to_string(),
-                expected: show(&desired),
+                expected: show(desired),
                 found: show(&after),
             });
+        }
+        if let Some(to) = raise {
+            let held = self.read_token().await?;
+            if !held.is_exactly(to) {
+                return Err(DnsError::VerifyMismatch {
+                    server: self.server,
+                    name: self.token_name.to_string(),
+                    expected: vec![token_text(to)],
+                    found: held.token.iter().map(|t| token_text(*t)).collect(),
+                });
+            }
         }
         Ok(())
     }
@@ -291,9 +564,11 @@ impl Rfc2136Router {
         seen: &LiveRecords,
         desired: &LiveRecords,
         ttl: u32,
+        pin: TokenPin<'_>,
     ) -> Message {
         let mut msg = Message::new(id, MessageType::Query, OpCode::Update);
         msg.add_query(Query::query(self.zone.clone(), RecordType::SOA));
+        self.pin_token(&mut msg, pin, ttl);
         let rdata = |addr: &IpAddr| RData::from(*addr);
         for rtype in [RecordType::A, RecordType::AAAA] {
             let (now, now_ttl) = seen.of(rtype);
@@ -332,6 +607,73 @@ impl Rfc2136Router {
         msg
     }
 
+    /// The token record's part of an UPDATE: its prerequisite (§2.4.2
+    /// "RRset exists, value dependent", or §2.4.3 "RRset does not exist"
+    /// when a raise finds none) and, for a raise, its replacement (§2.5.2
+    /// delete the RRset, §2.5.1 add `token=N`). Being in the same message as
+    /// the weight changes makes the check and the change atomic at the server.
+    fn pin_token(&self, msg: &mut Message, pin: TokenPin<'_>, ttl: u32) {
+        let name = &self.token_name;
+        let txt = |t: TXT| RData::TXT(t);
+        match pin {
+            TokenPin::Unchecked => {}
+            TokenPin::Holds(token) => {
+                msg.add_answer(Record::from_rdata(name.clone(), 0, txt(token_txt(token))));
+            }
+            TokenPin::Raise { from, to } => {
+                if from.records.is_empty() {
+                    let mut none = Record::update0(name.clone(), 0, RecordType::TXT);
+                    none.dns_class = DNSClass::NONE;
+                    msg.add_answer(none);
+                } else {
+                    for record in &from.records {
+                        msg.add_answer(Record::from_rdata(name.clone(), 0, txt(record.clone())));
+                    }
+                    let mut all = Record::update0(name.clone(), 0, RecordType::TXT);
+                    all.dns_class = DNSClass::ANY;
+                    msg.add_authority(all);
+                }
+                msg.add_authority(Record::from_rdata(name.clone(), ttl, txt(token_txt(to))));
+            }
+        }
+    }
+
+    /// The refusal of a plan under `ours` because `newer` is in place;
+    /// `rcode` when the server itself refused the update.
+    fn stale(&self, ours: FencingToken, newer: FencingToken, rcode: Option<String>) -> DnsError {
+        self.set_held(None);
+        metrics::counter!("failover_dns_stale_plans_refused_total", "adapter" => "rfc2136")
+            .increment(1);
+        tracing::warn!(token = ours.0, newer = newer.0, record = %self.token_name, server = %self.server, rcode = ?rcode, "RFC 2136: refused a plan under {ours}: the token record holds {newer} of a newer leader, so this controller was deposed and must not route traffic");
+        DnsError::StaleToken {
+            holder: format!("TXT {} on DNS server {}", self.token_name, self.server),
+            ours,
+            newer,
+            rcode,
+        }
+    }
+
+    fn held(&self) -> Option<FencingToken> {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_held(&self, token: Option<FencingToken>) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    async fn read_token(&self) -> Result<HeldToken, DnsError> {
+        let records = self
+            .lookup(&self.token_name, RecordType::TXT)
+            .await?
+            .into_iter()
+            .filter_map(|r| match r.data {
+                RData::TXT(txt) => Some(txt),
+                _ => None,
+            })
+            .collect();
+        HeldToken::parse(self.server, &self.token_name, records)
+    }
+
     fn check_update_reply(&self, reply: &Message) -> Result<(), DnsError> {
         let tsig_error = reply.signature().and_then(|s| s.data.error);
         let code = reply.metadata.response_code;
@@ -344,7 +686,7 @@ impl Rfc2136Router {
             | ResponseCode::YXRRSet
             | ResponseCode::NXDomain
             | ResponseCode::YXDomain => {
-                tracing::warn!(service = %self.service, %code, "RFC 2136: prerequisite failed, records changed concurrently");
+                tracing::warn!(service = %self.service, %code, "RFC 2136: prerequisite failed: the records (or the token record) changed since they were read");
                 Err(DnsError::Conflict {
                     server: self.server,
                     name: self.service.to_string(),
@@ -372,9 +714,22 @@ impl Rfc2136Router {
     }
 
     async fn query(&self, rtype: RecordType) -> Result<(BTreeSet<IpAddr>, Option<u32>), DnsError> {
+        let mut addrs = BTreeSet::new();
+        let mut ttl = None;
+        for record in self.lookup(&self.service, rtype).await? {
+            if let Some(addr) = record.data.ip_addr() {
+                addrs.insert(addr);
+                ttl = Some(ttl.map_or(record.ttl, |t: u32| t.min(record.ttl)));
+            }
+        }
+        Ok((addrs, ttl))
+    }
+
+    /// The answers of type `rtype` at `name` (none when NXDOMAIN).
+    async fn lookup(&self, name: &Name, rtype: RecordType) -> Result<Vec<Record>, DnsError> {
         let id = self.next_id();
         let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-        msg.add_query(Query::query(self.service.clone(), rtype));
+        msg.add_query(Query::query(name.clone(), rtype));
         let bytes = msg.to_vec().map_err(|e| DnsError::Encode {
             what: "query",
             reason: e.to_string(),
@@ -404,19 +759,11 @@ impl Rfc2136Router {
                 })
             }
         }
-        let mut addrs = BTreeSet::new();
-        let mut ttl = None;
-        for record in reply
+        Ok(reply
             .answers
-            .iter()
-            .filter(|r| r.name == self.service && r.record_type() == rtype)
-        {
-            if let Some(addr) = record.data.ip_addr() {
-                addrs.insert(addr);
-                ttl = Some(ttl.map_or(record.ttl, |t: u32| t.min(record.ttl)));
-            }
-        }
-        Ok((addrs, ttl))
+            .into_iter()
+            .filter(|r| r.name == *name && r.record_type() == rtype)
+            .collect())
     }
 
     fn auth(&self, what: &'static str, reason: String) -> DnsError {
@@ -435,9 +782,17 @@ impl Rfc2136Router {
 
 #[async_trait]
 impl TrafficRouter for Rfc2136Router {
+    /// A plan without a token: one UPDATE guarded by the records just
+    /// read. Under a token: the same, also guarded by (and raising) the
+    /// token record; a newer token in place refuses it (`Refused`).
     async fn apply(&self, plan: &WeightPlan) -> Result<(), PortError> {
-        let seen = self.live_records().await?;
-        Ok(self.apply_from(plan, &seen).await?)
+        match plan.token {
+            None => {
+                let seen = self.live_records().await?;
+                Ok(self.apply_from(plan, &seen).await?)
+            }
+            Some(ours) => Ok(self.apply_under(plan, ours).await?),
+        }
     }
 
     async fn read_back(&self) -> Result<Vec<RegionWeight>, PortError> {
