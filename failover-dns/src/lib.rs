@@ -93,7 +93,6 @@ mod embedded;
 mod error;
 mod name;
 mod rfc2136;
-mod token;
 mod transport;
 
 pub use answer::Selection;

@@ -38,10 +38,12 @@
 //! The TSIG key needs update rights for the token's owner name too (BIND:
 //! `update-policy { grant KEY zonesub ANY; };` covers both).
 
+mod token;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -51,44 +53,13 @@ use failover_core::{
 };
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
-use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
 use crate::answer::QueryRng;
 use crate::name::parse_fqdn;
-use crate::token::{token_text, token_txt, HeldToken, TokenStep, TOKEN_LABEL};
 use crate::transport::{decode, exchange};
 use crate::DnsError;
-
-/// How many times [`TrafficRouter::apply`] reads the token record and
-/// decides again when another leader changed it between the read and the
-/// update.
-const TOKEN_ATTEMPTS: u32 = 4;
-
-/// What an UPDATE asserts about the token record, and whether it replaces it.
-#[derive(Clone, Copy, Debug)]
-enum TokenPin<'a> {
-    /// A plan without a token: the record is neither checked nor touched.
-    Unchecked,
-    /// The record holds exactly `token=N`; only the weights change.
-    Holds(FencingToken),
-    /// The record is exactly `from` (absent when it holds nothing); the
-    /// update replaces it with `token=to`.
-    Raise {
-        from: &'a HeldToken,
-        to: FencingToken,
-    },
-}
-
-impl TokenPin<'_> {
-    /// The token the record holds once the update is accepted.
-    fn token(&self) -> Option<FencingToken> {
-        match *self {
-            TokenPin::Unchecked => None,
-            TokenPin::Holds(token) | TokenPin::Raise { to: token, .. } => Some(token),
-        }
-    }
-}
+use token::{token_text, TokenPin, TokenStep, TOKEN_LABEL};
 
 /// Where and how to send dynamic updates.
 #[derive(Clone, PartialEq, Eq)]
@@ -293,19 +264,6 @@ impl Rfc2136Router {
         self.updates.load(Ordering::Relaxed)
     }
 
-    /// Owner name of the TXT record that holds the leader's fencing token,
-    /// like `_failover.api.example.com.`.
-    pub fn token_name(&self) -> String {
-        self.token_name.to_string()
-    }
-
-    /// Reads the fencing token in place: the highest `token=N` of the TXT
-    /// record at [`token_name`](Self::token_name), `None` when there is none.
-    /// A record holding anything else is a [`DnsError::TokenRecord`].
-    pub async fn live_token(&self) -> Result<Option<FencingToken>, DnsError> {
-        Ok(self.read_token().await?.token)
-    }
-
     /// Reads the service name's A and AAAA records from the server.
     pub async fn live_records(&self) -> Result<LiveRecords, DnsError> {
         let mut live = LiveRecords::default();
@@ -355,72 +313,6 @@ impl Rfc2136Router {
             }
             other => other,
         }
-    }
-
-    /// `apply` for a plan issued under `ours`: read the token record, refuse
-    /// if a newer one is in place, otherwise one UPDATE that pins the record
-    /// (raising it when it is older or absent) and changes the weights.
-    /// Another leader changing the record between the read and the update
-    /// fails the prerequisite; then read again and decide again, at most
-    /// [`TOKEN_ATTEMPTS`] times.
-    async fn apply_under(&self, plan: &WeightPlan, ours: FencingToken) -> Result<(), DnsError> {
-        let mut trusted = self.held() == Some(ours);
-        let mut last_rcode = String::new();
-        for attempt in 1..=TOKEN_ATTEMPTS {
-            let seen = self.live_records().await?;
-            let (desired, ttl) = self.desired(plan, &seen)?;
-            // A router that put `ours` in place itself skips the read when
-            // it has weights to change: the prerequisite makes the server
-            // check the token anyway. With nothing to change it reads, so
-            // that a deposed leader learns it even then.
-            let read = if trusted && seen != desired {
-                None
-            } else {
-                Some(self.read_token().await?)
-            };
-            trusted = false;
-            let pin = match &read {
-                None => TokenPin::Holds(ours),
-                Some(held) => match held.step(ours) {
-                    TokenStep::Refuse(newer) => return Err(self.stale(ours, newer, None)),
-                    TokenStep::Hold => TokenPin::Holds(ours),
-                    TokenStep::Raise => TokenPin::Raise {
-                        from: held,
-                        to: ours,
-                    },
-                },
-            };
-            let rcode = match self.update(plan, &seen, &desired, ttl, pin).await {
-                Err(DnsError::Conflict { rcode, .. }) => rcode,
-                other => return other,
-            };
-            // The server refused a prerequisite: the token record or the
-            // weight records changed since they were read.
-            let now = self.read_token().await?;
-            if let TokenStep::Refuse(newer) = now.step(ours) {
-                return Err(self.stale(ours, newer, Some(rcode)));
-            }
-            let token_moved = match &read {
-                Some(held) => *held != now,
-                None => !now.is_exactly(ours),
-            };
-            if !token_moved {
-                // Only the weight records changed: a retryable conflict, as
-                // for plans without a token.
-                return Err(DnsError::Conflict {
-                    server: self.server,
-                    name: self.service.to_string(),
-                    rcode,
-                });
-            }
-            tracing::info!(token = ours.0, found = ?now.token, attempt, %rcode, record = %self.token_name, "RFC 2136: the token record changed between our read and our update (another leader raised it); reading it again and deciding anew");
-            last_rcode = rcode;
-        }
-        Err(DnsError::Conflict {
-            server: self.server,
-            name: self.token_name.to_string(),
-            rcode: last_rcode,
-        })
     }
 
     /// The records `plan` wants served, given `seen` (fail-open keeps `seen`
@@ -605,73 +497,6 @@ impl Rfc2136Router {
             }
         }
         msg
-    }
-
-    /// The token record's part of an UPDATE: its prerequisite (§2.4.2
-    /// "RRset exists, value dependent", or §2.4.3 "RRset does not exist"
-    /// when a raise finds none) and, for a raise, its replacement (§2.5.2
-    /// delete the RRset, §2.5.1 add `token=N`). Being in the same message as
-    /// the weight changes makes the check and the change atomic at the server.
-    fn pin_token(&self, msg: &mut Message, pin: TokenPin<'_>, ttl: u32) {
-        let name = &self.token_name;
-        let txt = |t: TXT| RData::TXT(t);
-        match pin {
-            TokenPin::Unchecked => {}
-            TokenPin::Holds(token) => {
-                msg.add_answer(Record::from_rdata(name.clone(), 0, txt(token_txt(token))));
-            }
-            TokenPin::Raise { from, to } => {
-                if from.records.is_empty() {
-                    let mut none = Record::update0(name.clone(), 0, RecordType::TXT);
-                    none.dns_class = DNSClass::NONE;
-                    msg.add_answer(none);
-                } else {
-                    for record in &from.records {
-                        msg.add_answer(Record::from_rdata(name.clone(), 0, txt(record.clone())));
-                    }
-                    let mut all = Record::update0(name.clone(), 0, RecordType::TXT);
-                    all.dns_class = DNSClass::ANY;
-                    msg.add_authority(all);
-                }
-                msg.add_authority(Record::from_rdata(name.clone(), ttl, txt(token_txt(to))));
-            }
-        }
-    }
-
-    /// The refusal of a plan under `ours` because `newer` is in place;
-    /// `rcode` when the server itself refused the update.
-    fn stale(&self, ours: FencingToken, newer: FencingToken, rcode: Option<String>) -> DnsError {
-        self.set_held(None);
-        metrics::counter!("failover_dns_stale_plans_refused_total", "adapter" => "rfc2136")
-            .increment(1);
-        tracing::warn!(token = ours.0, newer = newer.0, record = %self.token_name, server = %self.server, rcode = ?rcode, "RFC 2136: refused a plan under {ours}: the token record holds {newer} of a newer leader, so this controller was deposed and must not route traffic");
-        DnsError::StaleToken {
-            holder: format!("TXT {} on DNS server {}", self.token_name, self.server),
-            ours,
-            newer,
-            rcode,
-        }
-    }
-
-    fn held(&self) -> Option<FencingToken> {
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn set_held(&self, token: Option<FencingToken>) {
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = token;
-    }
-
-    async fn read_token(&self) -> Result<HeldToken, DnsError> {
-        let records = self
-            .lookup(&self.token_name, RecordType::TXT)
-            .await?
-            .into_iter()
-            .filter_map(|r| match r.data {
-                RData::TXT(txt) => Some(txt),
-                _ => None,
-            })
-            .collect();
-        HeldToken::parse(self.server, &self.token_name, records)
     }
 
     fn check_update_reply(&self, reply: &Message) -> Result<(), DnsError> {

@@ -264,26 +264,26 @@ async fn a_router_holding_an_old_token_is_refused_by_the_server_on_apply() {
 
 /// Two leaders raise the token at the same time, several rounds, each
 /// round with the other one polled first. The newer token and its plan
-/// win whatever the order; the older one is refused or overwritten.
+/// win whatever the order; the older one is refused or overwritten. In
+/// half the rounds the plans differ (the weights tell who won); in the
+/// other half both route as already live, so only the token changes and
+/// only the prerequisite on the token's old value stops the older leader
+/// from writing its token over the newer one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_leaders_end_with_the_newer_token_and_its_weights() {
     let bind = start_bind().await;
     let (a, b) = (router(&bind), router(&bind));
-    for round in 0..6u64 {
+    let (east_only, west_only) = ((100, 0), (0, 100));
+    let mut live = (100, 100);
+    for round in 0..12u64 {
         let (older, newer) = (8 + 2 * round, 9 + 2 * round);
-        // Alternate which plan the newer leader carries, so that the
-        // weights tell who won.
-        let (old_plan, new_plan) = if round % 2 == 0 {
-            (
-                plan(2 * round + 1, 100, 0, Some(older)),
-                plan(2 * round + 2, 0, 100, Some(newer)),
-            )
-        } else {
-            (
-                plan(2 * round + 1, 0, 100, Some(older)),
-                plan(2 * round + 2, 100, 0, Some(newer)),
-            )
+        let (old_w, new_w) = match round % 4 {
+            0 => (east_only, west_only),
+            1 => (west_only, east_only),
+            _ => (live, live),
         };
+        let old_plan = plan(2 * round + 1, old_w.0, old_w.1, Some(older));
+        let new_plan = plan(2 * round + 2, new_w.0, new_w.1, Some(newer));
         // Router a leads term `older` on even rounds, term `newer` on odd ones.
         let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
         let (r_old, r_new) = tokio::join!(first.apply(&old_plan), second.apply(&new_plan));
@@ -300,13 +300,86 @@ async fn racing_leaders_end_with_the_newer_token_and_its_weights() {
             txt(newer),
             "round {round}"
         );
-        let expected = if round % 2 == 0 {
-            (sorted(&[WEST_V4]), vec![])
-        } else {
-            (sorted(&[EAST_V4]), sorted(&[EAST_V6]))
+        live = new_w;
+        let expected = match live {
+            (0, _) => (sorted(&[WEST_V4]), vec![]),
+            (_, 0) => (sorted(&[EAST_V4]), sorted(&[EAST_V6])),
+            _ => (sorted(&[EAST_V4, WEST_V4]), sorted(&[EAST_V6])),
         };
         assert_eq!(served(&bind).await, expected, "round {round}");
     }
+}
+
+/// The token record can live at another name in the zone; the router says
+/// where, reads it back, and rejects names that would break the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_record_name_is_configurable_and_checked() {
+    let bind = start_bind().await;
+    let default = router(&bind);
+    assert_eq!(default.token_name(), TOKEN_NAME);
+    assert_eq!(default.live_token().await.expect("read"), None);
+
+    let mut moved = config(&bind);
+    moved.token_name = Some("_leader.example.test".to_owned());
+    let moved = Rfc2136Router::new(moved, &topology(), &Policy::default()).expect("config");
+    assert_eq!(moved.token_name(), "_leader.example.test.");
+    moved
+        .apply(&plan(1, 0, 100, Some(3)))
+        .await
+        .expect("token 3 applies");
+    assert_eq!(token_txt(&bind, "_leader.example.test.").await, txt(3));
+    assert!(token_txt(&bind, TOKEN_NAME).await.is_empty());
+    assert_eq!(
+        moved.live_token().await.expect("read"),
+        Some(FencingToken(3))
+    );
+    // The service name still answers A only: the token is never among them.
+    assert_eq!(served(&bind).await, (sorted(&[WEST_V4]), vec![]));
+
+    for (name, why) in [
+        ("_failover.other.test.", "not inside zone"),
+        (SERVICE, "must differ from the service name"),
+    ] {
+        let mut bad = config(&bind);
+        bad.token_name = Some(name.to_owned());
+        let err = Rfc2136Router::new(bad, &topology(), &Policy::default())
+            .expect_err("token name refused");
+        assert!(
+            matches!(
+                err,
+                DnsError::Config {
+                    field: "rfc2136.token_name",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(why), "{err}");
+    }
+}
+
+/// Something else at the token's name cannot be compared with a token: the
+/// plan is not applied, and the error names the record and what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_txt_at_the_token_name_is_an_error_and_changes_nothing() {
+    let bind = start_bind().await;
+    nsupdate(
+        &bind,
+        &format!("update add {TOKEN_NAME} 60 TXT \"owner=ops-team\""),
+    );
+    let before = served(&bind).await;
+    let err = router(&bind)
+        .apply(&plan(1, 0, 100, Some(4)))
+        .await
+        .expect_err("cannot compare with a foreign record");
+    eprintln!("foreign TXT: {err}");
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(TOKEN_NAME) && text.contains("owner=ops-team"),
+        "{text}"
+    );
+    assert_eq!(served(&bind).await, before);
 }
 
 /// Waits (bounded) until `named` logs that an update failed on the token
