@@ -1,5 +1,14 @@
 //! The embedded authoritative DNS server: the default traffic router, which
 //! needs no DNS provider because the library itself answers for the service name.
+//!
+//! With controllers coordinated by a store, plans carry the leader's
+//! [`FencingToken`]. The router remembers the highest token it applied and
+//! refuses a plan under an older one ([`DnsError::StaleToken`], kind
+//! `Refused`), so a deposed leader's late plan changes no answer; plans under
+//! the same or a newer token apply, and a plan without a token (a single
+//! controller) always applies. The token is kept in memory only (no TXT
+//! record is served): the check and the swap happen under the one lock that
+//! already serialises plan swaps, with no allocation.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use failover_core::ports::TrafficRouter;
-use failover_core::{Policy, PortError, RegionWeight, Topology, WeightPlan};
+use failover_core::{FencingToken, Policy, PortError, RegionWeight, Topology, WeightPlan};
 use hickory_proto::rr::{LowerName, Name};
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
@@ -155,8 +164,10 @@ pub struct EmbeddedRouter {
     state: Arc<ZoneState>,
     facts: Arc<ZoneFacts>,
     /// Serialises plan swaps (readers never take it), so two concurrent
-    /// `apply` calls cannot lose one another's SOA serial increment.
-    writer: Arc<Mutex<()>>,
+    /// `apply` calls cannot lose one another's SOA serial increment. It
+    /// guards the highest fencing token applied, so the check and the swap
+    /// are one step.
+    writer: Arc<Mutex<Option<FencingToken>>>,
     applied: Arc<AtomicU64>,
     /// False once the server was shut down or dropped.
     serving: Arc<AtomicBool>,
@@ -213,7 +224,7 @@ impl EmbeddedRouter {
                 queries: AtomicU64::new(0),
             }),
             facts: Arc::new(facts),
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(None)),
             applied: Arc::new(AtomicU64::new(0)),
             serving: Arc::new(AtomicBool::new(true)),
             server_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -237,7 +248,10 @@ impl EmbeddedRouter {
 
     /// Makes `plan` live for the next query. Applying the live plan again
     /// changes nothing (not even the SOA serial). Fails with
-    /// [`DnsError::Stopped`] once the server was shut down or dropped.
+    /// [`DnsError::Stopped`] once the server was shut down or dropped, and
+    /// with [`DnsError::StaleToken`] when `plan.token` is older than the
+    /// highest token applied (a deposed leader's plan). A plan without a
+    /// token always applies.
     pub fn set_plan(&self, plan: &WeightPlan) -> Result<(), DnsError> {
         self.check_serving()?;
         let regions = self.facts.regions.len();
@@ -248,7 +262,23 @@ impl EmbeddedRouter {
             });
         }
         let ttl = ttl_secs(plan.ttl)?;
-        let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut highest = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(ours), Some(newer)) = (plan.token, *highest) {
+            if ours < newer {
+                metrics::counter!("failover_dns_stale_plans_refused_total", "adapter" => "embedded")
+                    .increment(1);
+                tracing::warn!(generation = plan.generation, token = ours.0, newer = newer.0, "embedded DNS: refused a plan under {ours}: {newer} of a newer leader was applied, so this plan comes from a deposed leader");
+                return Err(DnsError::StaleToken {
+                    holder: format!("embedded DNS server {}", self.server_addr),
+                    ours,
+                    newer,
+                    rcode: None,
+                });
+            }
+        }
+        if plan.token > *highest {
+            *highest = plan.token;
+        }
         let previous = self.state.snapshot();
         if previous
             .plan
@@ -276,6 +306,12 @@ impl EmbeddedRouter {
     /// plan drains every region).
     pub fn live_weights(&self) -> Vec<RegionWeight> {
         self.state.snapshot().effective.clone()
+    }
+
+    /// The highest fencing token of the plans applied (`None` while only
+    /// plans without a token were applied).
+    pub fn highest_token(&self) -> Option<FencingToken> {
+        *self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Plans that changed the answers since start.

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use failover_core::{PortError, PortErrorKind};
+use failover_core::{FencingToken, PortError, PortErrorKind};
 
 /// Everything that can go wrong in the DNS adapters.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,38 @@ pub enum DnsError {
         /// The response code (NXRRSET, YXRRSET…).
         rcode: String,
     },
+    /// A newer leader's fencing token is in place: the plan comes from a
+    /// deposed leader and does not stand. Either it was refused (by the
+    /// router, or by the DNS server's prerequisite: then `rcode` is set) and
+    /// changed nothing, or the newer leader overwrote it right after it was
+    /// accepted (the read-back found the newer token). Not retryable: only
+    /// the current leader may route traffic.
+    #[error("{holder} holds {newer}, newer than this plan's {ours}: a newer leader's token is in place, so this plan of a deposed leader was refused{}", refused_by(.rcode))]
+    StaleToken {
+        /// Where the newer token lives, like
+        /// `TXT _failover.api.example.test. on DNS server 127.0.0.1:53`.
+        holder: String,
+        /// The token the plan was issued under.
+        ours: FencingToken,
+        /// The newer token in place.
+        newer: FencingToken,
+        /// The server's response code when the DNS server itself refused
+        /// the update (its prerequisite on the token failed); `None` when
+        /// the router refused before sending anything.
+        rcode: Option<String>,
+    },
+    /// The record meant to hold the fencing token holds something else,
+    /// so the token in place cannot be compared. Not retryable: delete the
+    /// record or choose another owner name.
+    #[error("DNS server {server}: the TXT record {name} holds {found:?}, not one \"token=N\" string; delete it or set rfc2136.token_name to a name nothing else uses")]
+    TokenRecord {
+        /// The server.
+        server: SocketAddr,
+        /// The owner name of the token record.
+        name: String,
+        /// The TXT strings found.
+        found: Vec<String>,
+    },
     /// After a successful update, reading the records back did not give what
     /// was written.
     #[error(
@@ -149,6 +181,8 @@ impl DnsError {
                 PortErrorKind::Unavailable
             }
             DnsError::Auth { .. } => PortErrorKind::Auth,
+            DnsError::StaleToken { .. } => PortErrorKind::Refused,
+            DnsError::TokenRecord { .. } => PortErrorKind::Malformed,
             DnsError::Conflict { .. } | DnsError::VerifyMismatch { .. } => PortErrorKind::Conflict,
             DnsError::Malformed { .. } | DnsError::Encode { .. } => PortErrorKind::Malformed,
         }
@@ -159,6 +193,14 @@ impl DnsError {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+/// The tail of a [`DnsError::StaleToken`] message: who refused.
+fn refused_by(rcode: &Option<String>) -> String {
+    match rcode {
+        Some(code) => format!(" (refused by the DNS server: the update's prerequisite on the token failed with {code})"),
+        None => String::new(),
     }
 }
 

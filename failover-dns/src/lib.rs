@@ -16,12 +16,27 @@
 //!   `Conflict`), read back afterwards, never deleting the last record unless
 //!   the policy is fail-closed.
 //!
+//! **Fencing tokens.** With several controllers coordinated by a store, only
+//! the leader routes traffic, and its plans carry its
+//! [`FencingToken`](failover_core::FencingToken) (`WeightPlan::token`). Both
+//! routers refuse a plan whose token is older than one already in place, as
+//! [`DnsError::StaleToken`] (kind `Refused`, not retryable), so a deposed
+//! leader (paused past its lease, then resumed) changes nothing. The
+//! RFC 2136 router keeps the token in a TXT record `"token=N"` at
+//! `_failover.<service name>` (configurable: [`Rfc2136Config::token_name`])
+//! and makes every update under a token carry a prerequisite on that record,
+//! so the DNS server itself refuses a stale leader's update. The embedded
+//! server remembers the highest token it applied. Plans without a token (a
+//! single controller) are applied as before and never touch the record.
+//!
 //! Errors are one [`DnsError`] enum; each maps to a
 //! [`PortErrorKind`](failover_core::PortErrorKind) (`Timeout`, `Auth`,
-//! `Conflict`, `Malformed`, `Unavailable`, `Config`) that tells the runtime
-//! whether to retry. Queries are counted in the `failover_dns_queries_total`
-//! counter and applied plans in `failover_dns_plans_applied_total` (label
-//! `adapter`), through the `metrics` facade.
+//! `Conflict`, `Refused`, `Malformed`, `Unavailable`, `Config`) that tells the
+//! runtime whether to retry. Queries are counted in the
+//! `failover_dns_queries_total` counter, applied plans in
+//! `failover_dns_plans_applied_total` and plans refused for an older token in
+//! `failover_dns_stale_plans_refused_total` (label `adapter`), through the
+//! `metrics` facade.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -52,6 +67,8 @@
 //!         RegionWeight { region: RegionId(0), weight: 0 },
 //!         RegionWeight { region: RegionId(1), weight: 100 },
 //!     ],
+//!     // A single controller; with a coordinator, the leader's token.
+//!     token: None,
 //! };
 //! server.router().apply(&plan).await?;
 //!

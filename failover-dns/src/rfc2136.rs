@@ -6,15 +6,51 @@
 //! prerequisites that pin the exact records read just before, so a concurrent
 //! change makes the server refuse the whole update (NXRRSET → `Conflict`).
 //! Afterwards the records are read back and compared.
+//!
+//! # The leader's fencing token
+//!
+//! A plan issued by the leader of a coordinated term carries its
+//! [`FencingToken`] (`plan.token == Some(t)`). The token lives in the zone as
+//! one TXT record `"token=t"` at its own owner name, by default
+//! `_failover.<service name>` (like `_failover.api.example.com.`; set
+//! [`Rfc2136Config::token_name`] to move it). It is a separate name, so the
+//! service's A/AAAA answers never carry it.
+//!
+//! - Every UPDATE under token `t` carries the RFC 2136 §2.4.2 prerequisite
+//!   "the TXT RRset is exactly `token=t`" in the same message as the weight
+//!   changes: the server checks and changes atomically, and refuses the
+//!   update (NXRRSET) once another leader has raised the token.
+//! - A new term raises the token: the router reads the record; a newer token
+//!   there refuses the plan at once ([`DnsError::StaleToken`], kind
+//!   `Refused`); an older one (or none) is replaced by `token=t` in the same
+//!   UPDATE as the weights, whose prerequisite pins the value read (or
+//!   "RRset does not exist", §2.4.3). Another leader raising it in between
+//!   fails that prerequisite; the router reads again and decides again, at
+//!   most four times.
+//! - A router that put `t` in place itself skips the read on its next plans
+//!   and relies on the prerequisite alone. A refused prerequisite is then
+//!   told apart by reading the record: a newer token is a `StaleToken` that
+//!   carries the server's rcode; otherwise the weight records changed, a
+//!   `Conflict` as without a token.
+//! - `plan.token == None` (a single controller) neither checks nor touches
+//!   the record.
+//!
+//! The TSIG key needs update rights for the token's owner name too (BIND:
+//! `update-policy { grant KEY zonesub ANY; };` covers both).
+
+mod token;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use failover_core::ports::TrafficRouter;
-use failover_core::{AllDownPolicy, Policy, PortError, RegionWeight, Topology, WeightPlan};
+use failover_core::{
+    AllDownPolicy, FencingToken, Policy, PortError, RegionWeight, Topology, WeightPlan,
+};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
@@ -23,6 +59,7 @@ use crate::answer::QueryRng;
 use crate::name::parse_fqdn;
 use crate::transport::{decode, exchange};
 use crate::DnsError;
+use token::{token_text, TokenPin, TokenStep, TOKEN_LABEL};
 
 /// Where and how to send dynamic updates.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,6 +76,11 @@ pub struct Rfc2136Config {
     pub timeout: Duration,
     /// Allowed clock difference with the server for TSIG, seconds. Default 300.
     pub fudge_secs: u16,
+    /// Owner name of the TXT record that holds the leader's fencing token
+    /// (`"token=N"`), used when plans carry a token. `None` (the default):
+    /// `_failover.<service name>`, like `_failover.api.example.com.`. Must
+    /// be inside `zone` and differ from the service name.
+    pub token_name: Option<String>,
 }
 
 impl std::fmt::Debug for Rfc2136Config {
@@ -51,12 +93,14 @@ impl std::fmt::Debug for Rfc2136Config {
             .field("key_secret", &"<redacted>")
             .field("timeout", &self.timeout)
             .field("fudge_secs", &self.fudge_secs)
+            .field("token_name", &self.token_name)
             .finish()
     }
 }
 
 impl Rfc2136Config {
-    /// A configuration with a 2 s timeout and a 300 s TSIG fudge.
+    /// A configuration with a 2 s timeout, a 300 s TSIG fudge and the token
+    /// record at `_failover.<service name>`.
     pub fn new(
         server: SocketAddr,
         zone: impl Into<String>,
@@ -70,6 +114,7 @@ impl Rfc2136Config {
             key_secret: key_secret.into(),
             timeout: Duration::from_secs(2),
             fudge_secs: 300,
+            token_name: None,
         }
     }
 }
@@ -115,6 +160,12 @@ pub struct Rfc2136Router {
     all_down: AllDownPolicy,
     ids: QueryRng,
     updates: AtomicU64,
+    /// Owner name of the token TXT record.
+    token_name: Name,
+    /// The token this router last saw in place (by its own accepted update
+    /// or a read); a plan under it skips the TXT read, since the update's
+    /// prerequisite makes the server check it anyway.
+    held: Mutex<Option<FencingToken>>,
 }
 
 impl std::fmt::Debug for Rfc2136Router {
@@ -123,6 +174,7 @@ impl std::fmt::Debug for Rfc2136Router {
             .field("server", &self.server)
             .field("zone", &self.zone)
             .field("service", &self.service)
+            .field("token_name", &self.token_name)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +193,29 @@ impl Rfc2136Router {
             return Err(DnsError::config(
                 "rfc2136.zone",
                 format!("service name {service} is not inside zone {zone}"),
+            ));
+        }
+        let token_name = match &config.token_name {
+            Some(name) => parse_fqdn("rfc2136.token_name", name)?,
+            None => Name::from_ascii(TOKEN_LABEL)
+                .and_then(|label| label.append_domain(&service))
+                .map_err(|e| {
+                    DnsError::config(
+                        "rfc2136.token_name",
+                        format!("cannot form {TOKEN_LABEL}.{service}: {e}; set a shorter name"),
+                    )
+                })?,
+        };
+        if !zone.zone_of(&token_name) {
+            return Err(DnsError::config(
+                "rfc2136.token_name",
+                format!("{token_name} is not inside zone {zone}"),
+            ));
+        }
+        if token_name == service {
+            return Err(DnsError::config(
+                "rfc2136.token_name",
+                format!("must differ from the service name {service}, whose answers it would join"),
             ));
         }
         let key_name = parse_fqdn("rfc2136.key_name", &config.key_name)?;
@@ -179,6 +254,8 @@ impl Rfc2136Router {
             all_down: policy.all_down,
             ids: QueryRng::new(seed),
             updates: AtomicU64::new(0),
+            token_name,
+            held: Mutex::new(None),
         })
     }
 
@@ -204,8 +281,47 @@ impl Rfc2136Router {
     /// Makes `plan` live assuming the server serves `seen` now (as read by
     /// [`live_records`](Self::live_records)); if it does not any more, the
     /// server rejects the update and this returns a `Conflict` error.
-    /// [`TrafficRouter::apply`] is this after a fresh read.
+    /// A plan that is already live sends nothing.
+    ///
+    /// Under a token (`plan.token == Some(t)`) it also assumes the token
+    /// record holds exactly `token=t` and reads nothing first: the update's
+    /// prerequisite says so, and the server refuses it otherwise. A newer
+    /// token in place then gives [`DnsError::StaleToken`] (with the server's
+    /// rcode), any other difference a `Conflict`.
+    /// [`TrafficRouter::apply`] is this after fresh reads, raising the token
+    /// record when the plan's token is newer.
     pub async fn apply_from(&self, plan: &WeightPlan, seen: &LiveRecords) -> Result<(), DnsError> {
+        let (desired, ttl) = self.desired(plan, seen)?;
+        let Some(ours) = plan.token else {
+            return self
+                .update(plan, seen, &desired, ttl, TokenPin::Unchecked)
+                .await;
+        };
+        match self
+            .update(plan, seen, &desired, ttl, TokenPin::Holds(ours))
+            .await
+        {
+            Err(DnsError::Conflict { rcode, .. }) => {
+                if let TokenStep::Refuse(newer) = self.read_token().await?.step(ours) {
+                    return Err(self.stale(ours, newer, Some(rcode)));
+                }
+                Err(DnsError::Conflict {
+                    server: self.server,
+                    name: self.service.to_string(),
+                    rcode,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The records `plan` wants served, given `seen` (fail-open keeps `seen`
+    /// when the plan drains every region), and the plan's TTL in seconds.
+    fn desired(
+        &self,
+        plan: &WeightPlan,
+        seen: &LiveRecords,
+    ) -> Result<(LiveRecords, u32), DnsError> {
         if let Some(w) = plan
             .weights
             .iter()
@@ -230,16 +346,34 @@ impl Rfc2136Router {
         }
         if desired.is_empty() && self.all_down == AllDownPolicy::FailOpen {
             tracing::warn!(generation = plan.generation, service = %self.service, "RFC 2136: plan drains every region; fail-open leaves the records in place");
-            return Ok(());
+            return Ok((seen.clone(), ttl));
         }
         desired.v4_ttl = (!desired.v4.is_empty()).then_some(ttl);
         desired.v6_ttl = (!desired.v6.is_empty()).then_some(ttl);
-        if *seen == desired {
+        Ok((desired, ttl))
+    }
+
+    /// Sends the one UPDATE that turns `seen` into `desired` under `pin`,
+    /// then reads the result back. Sends nothing when there is nothing to
+    /// change.
+    async fn update(
+        &self,
+        plan: &WeightPlan,
+        seen: &LiveRecords,
+        desired: &LiveRecords,
+        ttl: u32,
+        pin: TokenPin<'_>,
+    ) -> Result<(), DnsError> {
+        let raise = match pin {
+            TokenPin::Raise { to, .. } => Some(to),
+            _ => None,
+        };
+        if seen == desired && raise.is_none() {
             tracing::debug!(generation = plan.generation, "RFC 2136: plan already live");
             return Ok(());
         }
         let id = self.next_id();
-        let mut update = self.update_message(id, seen, &desired, ttl);
+        let mut update = self.update_message(id, seen, desired, ttl, pin);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -261,12 +395,32 @@ impl Rfc2136Router {
                 .verify(&reply_bytes)
                 .map_err(|e| self.auth("update", format!("reply failed TSIG verification: {e}")))?;
         }
+        if let Some(token) = pin.token() {
+            self.set_held(Some(token));
+        }
         self.updates.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("failover_dns_plans_applied_total", "adapter" => "rfc2136").increment(1);
-        tracing::info!(generation = plan.generation, server = %self.server, v4 = ?desired.v4, v6 = ?desired.v6, ttl, "RFC 2136: update accepted");
+        tracing::info!(generation = plan.generation, server = %self.server, v4 = ?desired.v4, v6 = ?desired.v6, ttl, token = ?pin.token().map(|t| t.0), raised = raise.is_some(), "RFC 2136: update accepted");
 
+        let verified = self.verify(desired, raise).await;
+        if let (Err(DnsError::VerifyMismatch { .. }), Some(ours)) = (&verified, pin.token()) {
+            // A newer leader may have overwritten our update right after
+            // the server accepted it: then ours does not stand.
+            if let TokenStep::Refuse(newer) = self.read_token().await?.step(ours) {
+                return Err(self.stale(ours, newer, None));
+            }
+        }
+        verified
+    }
+
+    /// Reads back what an accepted update should have made live.
+    async fn verify(
+        &self,
+        desired: &LiveRecords,
+        raise: Option<FencingToken>,
+    ) -> Result<(), DnsError> {
         let after = self.live_records().await?;
-        if after != desired {
+        if after != *desired {
             let show = |l: &LiveRecords| -> Vec<String> {
                 l.v4.iter()
                     .chain(&l.v6)
@@ -278,9 +432,20 @@ impl Rfc2136Router {
             return Err(DnsError::VerifyMismatch {
                 server: self.server,
                 name: self.service.to_string(),
-                expected: show(&desired),
+                expected: show(desired),
                 found: show(&after),
             });
+        }
+        if let Some(to) = raise {
+            let held = self.read_token().await?;
+            if !held.is_exactly(to) {
+                return Err(DnsError::VerifyMismatch {
+                    server: self.server,
+                    name: self.token_name.to_string(),
+                    expected: vec![token_text(to)],
+                    found: held.token.iter().map(|t| token_text(*t)).collect(),
+                });
+            }
         }
         Ok(())
     }
@@ -291,9 +456,11 @@ impl Rfc2136Router {
         seen: &LiveRecords,
         desired: &LiveRecords,
         ttl: u32,
+        pin: TokenPin<'_>,
     ) -> Message {
         let mut msg = Message::new(id, MessageType::Query, OpCode::Update);
         msg.add_query(Query::query(self.zone.clone(), RecordType::SOA));
+        self.pin_token(&mut msg, pin, ttl);
         let rdata = |addr: &IpAddr| RData::from(*addr);
         for rtype in [RecordType::A, RecordType::AAAA] {
             let (now, now_ttl) = seen.of(rtype);
@@ -344,7 +511,7 @@ impl Rfc2136Router {
             | ResponseCode::YXRRSet
             | ResponseCode::NXDomain
             | ResponseCode::YXDomain => {
-                tracing::warn!(service = %self.service, %code, "RFC 2136: prerequisite failed, records changed concurrently");
+                tracing::warn!(service = %self.service, %code, "RFC 2136: prerequisite failed: the records (or the token record) changed since they were read");
                 Err(DnsError::Conflict {
                     server: self.server,
                     name: self.service.to_string(),
@@ -372,9 +539,22 @@ impl Rfc2136Router {
     }
 
     async fn query(&self, rtype: RecordType) -> Result<(BTreeSet<IpAddr>, Option<u32>), DnsError> {
+        let mut addrs = BTreeSet::new();
+        let mut ttl = None;
+        for record in self.lookup(&self.service, rtype).await? {
+            if let Some(addr) = record.data.ip_addr() {
+                addrs.insert(addr);
+                ttl = Some(ttl.map_or(record.ttl, |t: u32| t.min(record.ttl)));
+            }
+        }
+        Ok((addrs, ttl))
+    }
+
+    /// The answers of type `rtype` at `name` (none when NXDOMAIN).
+    async fn lookup(&self, name: &Name, rtype: RecordType) -> Result<Vec<Record>, DnsError> {
         let id = self.next_id();
         let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-        msg.add_query(Query::query(self.service.clone(), rtype));
+        msg.add_query(Query::query(name.clone(), rtype));
         let bytes = msg.to_vec().map_err(|e| DnsError::Encode {
             what: "query",
             reason: e.to_string(),
@@ -404,19 +584,11 @@ impl Rfc2136Router {
                 })
             }
         }
-        let mut addrs = BTreeSet::new();
-        let mut ttl = None;
-        for record in reply
+        Ok(reply
             .answers
-            .iter()
-            .filter(|r| r.name == self.service && r.record_type() == rtype)
-        {
-            if let Some(addr) = record.data.ip_addr() {
-                addrs.insert(addr);
-                ttl = Some(ttl.map_or(record.ttl, |t: u32| t.min(record.ttl)));
-            }
-        }
-        Ok((addrs, ttl))
+            .into_iter()
+            .filter(|r| r.name == *name && r.record_type() == rtype)
+            .collect())
     }
 
     fn auth(&self, what: &'static str, reason: String) -> DnsError {
@@ -435,9 +607,17 @@ impl Rfc2136Router {
 
 #[async_trait]
 impl TrafficRouter for Rfc2136Router {
+    /// A plan without a token: one UPDATE guarded by the records just
+    /// read. Under a token: the same, also guarded by (and raising) the
+    /// token record; a newer token in place refuses it (`Refused`).
     async fn apply(&self, plan: &WeightPlan) -> Result<(), PortError> {
-        let seen = self.live_records().await?;
-        Ok(self.apply_from(plan, &seen).await?)
+        match plan.token {
+            None => {
+                let seen = self.live_records().await?;
+                Ok(self.apply_from(plan, &seen).await?)
+            }
+            Some(ours) => Ok(self.apply_under(plan, ours).await?),
+        }
     }
 
     async fn read_back(&self) -> Result<Vec<RegionWeight>, PortError> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use failover_core::ports::TrafficRouter;
 use failover_core::{
-    AllDownPolicy, Policy, PortErrorKind, Region, RegionId, RegionRole, RegionWeight, Topology,
-    WeightPlan,
+    AllDownPolicy, FencingToken, Policy, PortErrorKind, Region, RegionId, RegionRole, RegionWeight,
+    Topology, WeightPlan,
 };
 use failover_dns::{DnsError, EmbeddedConfig, EmbeddedDns, Selection};
 use failover_testkit::bind::{dig, dig_raw};
@@ -385,6 +385,85 @@ async fn applying_the_live_plan_again_changes_nothing() {
         dig_async(server.local_addr(), "example.test.", "SOA").await,
         soa_before,
         "serial must move"
+    );
+}
+
+/// A deposed leader's late plan (an older fencing token) is refused and
+/// changes no answer; the current term's plans and a single controller's
+/// plans (no token) still apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_under_an_older_token_is_refused_and_the_answers_stay() {
+    let server = start(Selection::AllServing, AllDownPolicy::FailOpen).await;
+    let addr = server.local_addr();
+    let router = server.router();
+    let under = |generation, east, west, token| {
+        let mut p = plan(generation, 30, east, west);
+        p.token = Some(FencingToken(token));
+        p
+    };
+    router
+        .apply(&under(1, 100, 0, 5))
+        .await
+        .expect("token 5 applies");
+    router
+        .apply(&under(2, 0, 100, 7))
+        .await
+        .expect("token 7 applies");
+    assert_eq!(
+        dig_async(addr, SERVICE, "A").await,
+        vec![WEST_V4.to_owned()]
+    );
+    let applied = router.plans_applied();
+
+    let err = router
+        .apply(&under(3, 100, 0, 5))
+        .await
+        .expect_err("token 5 is older than 7");
+    eprintln!("older token: {err}");
+    assert_eq!(err.kind(), PortErrorKind::Refused, "{err}");
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("token 5") && text.contains("token 7") && text.contains("newer leader"),
+        "{text}"
+    );
+    assert_eq!(router.plans_applied(), applied);
+    assert_eq!(
+        dig_async(addr, SERVICE, "A").await,
+        vec![WEST_V4.to_owned()]
+    );
+    assert!(dig_async(addr, SERVICE, "AAAA").await.is_empty());
+    assert_eq!(
+        router.read_back().await.expect("read back"),
+        vec![
+            RegionWeight {
+                region: RegionId(0),
+                weight: 0
+            },
+            RegionWeight {
+                region: RegionId(1),
+                weight: 100
+            },
+        ]
+    );
+
+    // Equal and newer tokens apply; a plan without a token always does.
+    router
+        .apply(&under(4, 100, 100, 7))
+        .await
+        .expect("token 7 again");
+    router.apply(&under(5, 100, 0, 9)).await.expect("token 9");
+    assert_eq!(
+        dig_async(addr, SERVICE, "A").await,
+        vec![EAST_V4.to_owned()]
+    );
+    router
+        .apply(&plan(6, 30, 0, 100))
+        .await
+        .expect("no token: single controller");
+    assert_eq!(
+        dig_async(addr, SERVICE, "A").await,
+        vec![WEST_V4.to_owned()]
     );
 }
 
