@@ -11,8 +11,8 @@
 //!   interval (bounded generously here; the printed number is the
 //!   measurement).
 //! - us-east then fails: the new leader drains it and promotes pg-west once,
-//!   at epoch 1, after pg-east's fence is confirmed; both remaining DNS
-//!   servers answer us-west.
+//!   after pg-east's fence is confirmed; both remaining DNS servers answer
+//!   us-west.
 
 mod common;
 
@@ -93,15 +93,7 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
 
     // us-east fails: the new leader drains it and promotes pg-west, once.
     regions.east.stop().await;
-    for c in &controllers {
-        wait_status(
-            &c.runtime.handle(),
-            Duration::from_secs(60),
-            "pg-west is the writer at epoch 1",
-            |s| s.controller.writer == Some(NodeId(1)) && s.controller.epoch.0 == 1,
-        )
-        .await;
-    }
+    let epoch = west_is_the_writer(&controllers).await;
     for c in &controllers {
         wait_answer(c.dns.local_addr(), WEST_IP, Duration::from_secs(15)).await;
     }
@@ -112,6 +104,7 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
         .filter(|e| e.contains("promoted"))
         .collect();
     println!("successor's promotion events: {promoted:?}");
+    assert_eq!(promoted.len(), 1, "{promoted:?}");
     // The follower promoted nothing itself: only the leader acts.
     let other = 1 - successor;
     let follower_status = controllers[other].runtime.handle().status();
@@ -120,16 +113,48 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
         "two leaders: {:?}",
         follower_status.controller.leader
     );
-    // pg-west carries epoch 1, recorded once; pg-east is fenced.
+    // The highest epoch the nodes recorded is pg-west's: nothing after it.
+    // (It need not be 1: a guard that fences its node before the first
+    // writer record exists records a fence epoch, which the controllers'
+    // floor then counts.)
     let admin = pg(&cluster);
     use failover::decision::ports::DatabaseAdmin;
     assert_eq!(
         admin.recorded_epoch().await.expect("recorded epoch"),
-        Some(failover::decision::Epoch(1))
+        Some(epoch)
     );
     for c in controllers {
         c.runtime.shutdown().await;
     }
+}
+
+/// The number after the last "epoch " in `text`.
+fn epoch_in(text: &str) -> u64 {
+    let at = text.rfind("epoch ").expect("an epoch in the text") + "epoch ".len();
+    text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("an epoch number")
+}
+
+/// Waits until every controller names pg-west the writer; returns the
+/// epoch they agree on.
+async fn west_is_the_writer(controllers: &[Controller]) -> failover::decision::Epoch {
+    let mut epochs = Vec::new();
+    for c in controllers {
+        let status = wait_status(
+            &c.runtime.handle(),
+            Duration::from_secs(60),
+            "pg-west is the writer",
+            |s| s.controller.writer == Some(NodeId(1)),
+        )
+        .await;
+        epochs.push(status.controller.epoch);
+    }
+    assert!(epochs.windows(2).all(|w| w[0] == w[1]), "{epochs:?}");
+    epochs[0]
 }
 
 // ------------------------------------------------------------------------
@@ -423,7 +448,7 @@ async fn fleet() -> Fleet {
 /// The leader is killed with SIGKILL in the middle of a failover, right
 /// after it claimed the writer record: a successor takes over within the
 /// lease TTL plus a probe interval and finishes the failover at the same
-/// epoch — pg-west is promoted once, at epoch 1.
+/// epoch — pg-west is promoted once, at the epoch the killed leader claimed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice() {
     let mut fleet = fleet().await;
@@ -433,7 +458,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
     }
     fleet.regions.east.stop().await;
     // The leader claims the writer record for pg-west; kill it right then.
-    fleet.processes[leader]
+    let (_, claim) = fleet.processes[leader]
         .wait_line(Duration::from_secs(60), |l| {
             l.starts_with("EVENT") && l.contains("claiming the writer record for pg-west")
         })
@@ -479,7 +504,9 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
             epoch: Some(epoch), ..
         } = west
         {
-            assert_eq!(epoch, failover::decision::Epoch(1), "{west:?}");
+            // Promoted at the claimed epoch, by the killed leader or its
+            // successor, never at another.
+            assert_eq!(epoch.0, epoch_in(&claim), "{west:?} after {claim}");
             break;
         }
         assert!(
@@ -491,7 +518,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
     }
     assert_eq!(
         admin.recorded_epoch().await.expect("recorded epoch"),
-        Some(failover::decision::Epoch(1)),
+        Some(failover::decision::Epoch(epoch_in(&claim))),
         "promoted more than once"
     );
     let _ = &mut fleet.etcd;
@@ -501,7 +528,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
 /// and the successor fails over. Resumed (SIGCONT), the old leader learns it
 /// was deposed and changes nothing: the writer record, the stored plan and
 /// every controller's DNS stay as the successor set them, and pg-west stays
-/// the only writer, at epoch 1.
+/// the only writer, at the epoch the successor promoted it at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
     let fleet = fleet().await;
@@ -531,7 +558,7 @@ async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
     for p in &others {
         wait_answer(p.dns, WEST_IP, Duration::from_secs(30)).await;
     }
-    successor
+    let (_, promoted) = successor
         .wait_line(Duration::from_secs(60), |l| l.contains("pg-west promoted"))
         .await;
     let seen_before = paused.lines.lock().unwrap().len();
@@ -564,7 +591,7 @@ async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
     use failover::decision::ports::DatabaseAdmin;
     assert_eq!(
         admin.recorded_epoch().await.expect("recorded epoch"),
-        Some(failover::decision::Epoch(1)),
+        Some(failover::decision::Epoch(epoch_in(&promoted))),
         "promoted more than once"
     );
     assert!(
@@ -634,22 +661,14 @@ async fn an_etcd_minority_down_still_fails_over() {
     let (_etcd, stopped) = member;
     println!("stopped etcd member {stopped} (the raft leader)");
     regions.east.stop().await;
-    for c in &controllers {
-        wait_status(
-            &c.runtime.handle(),
-            Duration::from_secs(60),
-            "pg-west is the writer at epoch 1",
-            |s| s.controller.writer == Some(NodeId(1)) && s.controller.epoch.0 == 1,
-        )
-        .await;
-    }
+    let epoch = west_is_the_writer(&controllers).await;
     for c in &controllers {
         wait_answer(c.dns.local_addr(), WEST_IP, Duration::from_secs(15)).await;
     }
     use failover::decision::ports::DatabaseAdmin;
     assert_eq!(
         pg(&cluster).recorded_epoch().await.expect("recorded epoch"),
-        Some(failover::decision::Epoch(1))
+        Some(epoch)
     );
     for c in controllers {
         c.runtime.shutdown().await;
@@ -665,6 +684,10 @@ async fn an_etcd_minority_down_still_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcd_majority_down_holds_the_last_state_and_says_why() {
     let (mut etcd, cluster, regions, _guards, controllers) = in_process_fleet().await;
+    let epochs: Vec<_> = controllers
+        .iter()
+        .map(|c| c.runtime.handle().status().controller.epoch)
+        .collect();
     let mut etcd = tokio::task::spawn_blocking(move || {
         etcd.stop_member(1);
         etcd.stop_member(2);
@@ -700,10 +723,10 @@ async fn an_etcd_majority_down_holds_the_last_state_and_says_why() {
     }
     // Long enough for a promotion (proof timeout included) to have happened.
     tokio::time::sleep(GUARD_TTL + fleet_policy().interval * 4).await;
-    for c in &controllers {
+    for (c, epoch) in controllers.iter().zip(&epochs) {
         let status = c.runtime.handle().status();
         assert_eq!(status.controller.writer, Some(NodeId(0)), "{}", c.name);
-        assert_eq!(status.controller.epoch.0, 0, "{}", c.name);
+        assert_eq!(status.controller.epoch, *epoch, "{}", c.name);
         assert!(
             status
                 .recent_events
@@ -745,15 +768,7 @@ async fn an_etcd_majority_down_holds_the_last_state_and_says_why() {
     .await
     .expect("start task");
     one_leader(&controllers, Duration::from_secs(20)).await;
-    for c in &controllers {
-        wait_status(
-            &c.runtime.handle(),
-            Duration::from_secs(60),
-            "pg-west is the writer at epoch 1",
-            |s| s.controller.writer == Some(NodeId(1)) && s.controller.epoch.0 == 1,
-        )
-        .await;
-    }
+    west_is_the_writer(&controllers).await;
     for c in controllers {
         c.runtime.shutdown().await;
     }
