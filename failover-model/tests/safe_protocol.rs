@@ -1,9 +1,14 @@
 //! The safe protocol, checked exhaustively for the small size.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
-use failover_model::{describe_path, ModelConfig, Network, OneWriter};
-use stateright::{Checker, Model};
+use failover_model::{describe_path, Action, ModelConfig, Network, OneWriter};
+use stateright::{Checker, HasDiscoveries, Model};
+
+/// The `sometimes` property that shows a successor finishing a promotion its
+/// predecessor claimed (`finish_claimed_promotion`).
+const FINISHED_BY_SUCCESSOR: &str = "a successor finishes a claimed promotion";
 
 fn check_exhaustively(config: ModelConfig) {
     let started = Instant::now();
@@ -29,6 +34,10 @@ fn check_exhaustively(config: ModelConfig) {
     assert!(
         checker.discovery("a failover happens").is_some(),
         "no failover is reachable: the model would be vacuous"
+    );
+    assert!(
+        checker.discovery(FINISHED_BY_SUCCESSOR).is_some(),
+        "no successor ever finishes a claimed promotion: S1 and S3 would hold vacuously for it"
     );
     assert!(
         checker.is_done(),
@@ -65,4 +74,64 @@ fn safe_protocol_keeps_one_writer_with_explicit_partitions_to_a_bounded_depth() 
             panic!("{property} violated:\n{}", describe_path(&path));
         }
     }
+}
+
+/// A leader claims the new writer (moves the record), then loses its term
+/// before it promotes; the next leader reads the record and promotes the
+/// claimed node at the claimed epoch, without a fence or proof of its own,
+/// and the node takes writes. The exhaustive check above covers every such
+/// interleaving; this one prints the shortest and checks its shape.
+#[test]
+fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
+    let config = ModelConfig::small();
+    let started = Instant::now();
+    let checker = OneWriter::new(config)
+        .checker()
+        .threads(1) // one thread: the same shortest trace on every run
+        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([
+            FINISHED_BY_SUCCESSOR,
+        ])))
+        .spawn_bfs()
+        .join();
+    println!(
+        "{config:?}: {} unique states explored in {:.2?}",
+        checker.unique_state_count(),
+        started.elapsed()
+    );
+    let path = checker
+        .discovery(FINISHED_BY_SUCCESSOR)
+        .expect("a successor must be able to finish a claimed promotion");
+    println!("{FINISHED_BY_SUCCESSOR}:\n{}", describe_path(&path));
+    let steps = path.into_vec();
+    let last = &steps[steps.len() - 1].0;
+    assert!(last.claim_finished_by_successor());
+    assert_eq!(last.writable_nodes(), vec![last.store.writer.node as usize]);
+    // The record move that claimed the node, then a new term, then the
+    // promote of the claimed node under that term.
+    let actions: Vec<Action> = steps.iter().filter_map(|(_, a)| *a).collect();
+    let claimed = actions
+        .iter()
+        .rposition(|a| matches!(a, Action::MoveWriter(..)))
+        .expect("the trace must claim a node");
+    let campaign = actions
+        .iter()
+        .rposition(|a| matches!(a, Action::Campaign(_)))
+        .expect("the trace must elect a successor");
+    let promoted = actions
+        .iter()
+        .rposition(|a| matches!(a, Action::Promote(_)))
+        .expect("the trace must promote");
+    assert!(
+        claimed < campaign && campaign < promoted,
+        "claim, new term, promote: {actions:?}"
+    );
+    let claimer = steps[..=claimed]
+        .last()
+        .and_then(|(s, _)| s.store.leader)
+        .expect("the claim is made under a leader key");
+    let successor = steps[..=promoted]
+        .last()
+        .and_then(|(s, _)| s.store.leader)
+        .expect("the promote is made under a leader key");
+    assert!(successor.token > claimer.token, "{claimer:?} {successor:?}");
 }
