@@ -3,7 +3,10 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use failover_model::{describe_path, Action, ModelConfig, Network, OneWriter};
+use failover_model::{
+    describe_action, describe_path, describe_state, Action, Delivery, ModelConfig, Network,
+    OneWriter, Proof, State,
+};
 use stateright::{Checker, HasDiscoveries, Model};
 
 /// The `sometimes` property that shows a successor finishing a promotion its
@@ -134,4 +137,71 @@ fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
         .and_then(|(s, _)| s.store.leader)
         .expect("the promote is made under a leader key");
     assert!(successor.token > claimer.token, "{claimer:?} {successor:?}");
+}
+
+/// Replays `actions` from the initial state, checking that the model offers
+/// each one (so the interleaving is one the exhaustive check explores).
+fn replay(model: &OneWriter, actions: &[Action]) -> State {
+    let mut state = model.init_states().remove(0);
+    for (i, action) in actions.iter().enumerate() {
+        let mut offered = Vec::new();
+        model.actions(&state, &mut offered);
+        assert!(
+            offered.contains(action),
+            "step {}: {} is not offered in {}; offered: {offered:?}",
+            i + 1,
+            describe_action(action),
+            describe_state(&state)
+        );
+        state = model
+            .next_state(&state, *action)
+            .expect("an offered action has a next state");
+    }
+    state
+}
+
+/// The two interleavings the rule is for, step by step: the claimer crashes
+/// right after its claim, or is paused (SIGSTOP) until its term ran out; the
+/// successor promotes the claimed node at the claimed epoch and it takes
+/// writes. A claimer that resumes after the successor took over can no
+/// longer promote: its token is not the current term's.
+#[test]
+fn a_claim_survives_its_claimer_crashing_or_pausing_before_the_promote() {
+    let model = OneWriter::new(ModelConfig::small());
+    let claim = [
+        Action::Campaign(0),
+        Action::ReadWriter(0),
+        Action::Fence(0, Delivery::Replied),
+        Action::MoveWriter(0, Proof::Held, Delivery::Replied),
+    ];
+    let successor_leads = [
+        Action::Tick(0),
+        Action::Tick(0),
+        Action::Tick(0),
+        Action::Campaign(1),
+    ];
+    let successor_finishes = [Action::ReadWriter(1), Action::Promote(1), Action::Renew(1)];
+    for fault in [Action::Crash(0), Action::Pause(0)] {
+        let mut actions = claim.to_vec();
+        actions.push(fault);
+        actions.extend(successor_leads);
+        if fault == Action::Pause(0) {
+            actions.push(Action::Resume(0));
+            let resumed = replay(&model, &actions);
+            let mut offered = Vec::new();
+            model.actions(&resumed, &mut offered);
+            assert!(
+                !offered.contains(&Action::Promote(0)),
+                "a deposed claimer must not promote after it resumes: {offered:?}"
+            );
+        }
+        actions.extend(successor_finishes);
+        let state = replay(&model, &actions);
+        assert!(
+            state.claim_finished_by_successor(),
+            "after {fault:?}: {}",
+            describe_state(&state)
+        );
+        assert_eq!(state.writable_nodes(), vec![1]);
+    }
 }
