@@ -132,6 +132,20 @@ pub enum PromotionRule {
     /// later request without the guard-key condition. The guard can renew
     /// and unfence in between, so the checker must find a split brain.
     LeaseReadBeforeMove,
+    /// The proof rule, plus a wrong way to finish a claimed promotion: a
+    /// leader whose view names a node claimed in an earlier term (epoch
+    /// above 1; the record carries the claimer's token) and not promoted by
+    /// itself takes that node for
+    /// a replica and re-points the claim, by compare-and-set at the same
+    /// epoch, to the node it prefers (here the other one), without a proof
+    /// that the claimed node stopped. "It is a replica" is an observation
+    /// that can be stale (every claimed node was a replica once, and
+    /// controllers probe before they lead), so the model lets it be believed
+    /// at any time: the claimed node may have been promoted and unfenced
+    /// since, and the checker must find a split brain. The safe rule
+    /// promotes the record's node at the record's epoch and never rewrites
+    /// the record without a proof.
+    RetargetUnfinishedClaim,
 }
 
 /// Whether the receiving side of a side effect checks the fencing token.

@@ -42,6 +42,30 @@
 //!   PostgreSQL accepts only an epoch above its promotion epoch and not below
 //!   its fence epoch (`failover-pg`'s epoch rule). A promoted node stays
 //!   fenced until its guard unfences it.
+//! - **Finishing a claimed promotion.** The record move is the claim; the
+//!   promote is a separate request, so a leader can claim a node and then
+//!   crash, pause or lose its term before it promotes. Any leader whose
+//!   view is the current record may send the promote — the
+//!   [`Action::Promote`](crate::Action::Promote) step does not ask who
+//!   claimed the node — so a successor that reads the record finishes the
+//!   promotion at the record's epoch without a fence or proof of its own
+//!   (`finish_claimed_promotion` in `failover-core`). That is safe because
+//!   the claim already deposed the old writer: it was made only with a
+//!   proof that the old writer stopped, and the old writer's guard unfences
+//!   only for a record naming its own node at its own epoch. The
+//!   `sometimes` property "a successor finishes a claimed promotion" shows
+//!   the exhaustive check reaches it; the shortest trace is a leader whose
+//!   keep-alives are lost after its claim, and a successor that promotes.
+//!   Two wrong finishes are harmless here, because the guard checks the
+//!   record: promoting the record's node at a new epoch without re-claiming,
+//!   or a node the record does not name, is refused, and a node so promoted
+//!   would stay fenced (they would cost availability, not S1 or S3). The
+//!   harmful one rewrites the record:
+//!   [`PromotionRule::RetargetUnfinishedClaim`](crate::PromotionRule::RetargetUnfinishedClaim)
+//!   re-points an unfinished claim to another node at the same epoch
+//!   without a proof, believing the claimed node a replica; the claimed node
+//!   may have been promoted and unfenced since, and the checker finds the
+//!   split brain in 14 steps.
 //! - **Guards.** A guard renews its lease (`guard_ttl`) and reads the writer
 //!   record in one request. Its node is then unfenced if and only if the
 //!   record names it at the epoch it was promoted at and no fence carried a
@@ -105,6 +129,11 @@
 //!   store.
 //! - **a failover happens** (sometimes): `n1` becomes the writable writer and
 //!   DNS points at it.
+//! - **a successor finishes a claimed promotion** (sometimes): the record's
+//!   node takes writes, promoted at the record's epoch with a later term's
+//!   token than the one that wrote the record
+//!   ([`State::claim_finished_by_successor`](crate::State::claim_finished_by_successor)),
+//!   so S1 and S3 are not checked vacuously for that rule.
 //!
 //! # Abstracted away
 //!

@@ -13,11 +13,16 @@
 //!   a node) applies a side effect carrying a token older than one a
 //!   successor already used on it;
 //! - **a failover happens** (`sometimes`): node 1 becomes the writable
-//!   writer and DNS points at it, so the model is not vacuous.
+//!   writer and DNS points at it, so the model is not vacuous;
+//! - **a successor finishes a claimed promotion** (`sometimes`): a leader
+//!   claimed a node (moved the writer record) and lost its term before
+//!   promoting it, and a later leader promoted it at the record's epoch, as
+//!   `finish_claimed_promotion` does in the real controller.
 //!
 //! [`ModelConfig`] picks sizes and the variant: the safe protocol, the old
 //! "promote on unreachable" rule, a lease check split from the writer move,
-//! receivers without token checks, and Patroni-style failsafe mode. The [`design`] module says what is modelled,
+//! an unfinished claim re-pointed to another node without proof, receivers
+//! without token checks, and Patroni-style failsafe mode. The [`design`] module says what is modelled,
 //! what is abstracted, and how it maps onto the real code.
 //!
 //! ```

@@ -59,9 +59,18 @@ pub enum Action {
     /// epoch by compare-and-set.
     MoveWriter(u8, Proof, Delivery),
     /// Controller `c` asks the node its view names to promote at that epoch.
+    /// Any leader whose view is the current record may take this step,
+    /// whoever claimed the record: it is also how a successor finishes a
+    /// promotion that a leader claimed and then did not live (or lead) to
+    /// send (`finish_claimed_promotion` in the real controller).
     Promote(u8),
     /// Controller `c` points DNS at the node its view names.
     UpdateDns(u8),
+    /// Controller `c` finds its view's node claimed in an earlier term and
+    /// takes it for a replica, and re-points the record at the same epoch to
+    /// the other node without a proof
+    /// ([`PromotionRule::RetargetUnfinishedClaim`] only: unsafe).
+    RetargetClaim(u8),
     /// Controller `c` crashes and starts again, remembering nothing. (A
     /// controller that stays down takes no step, which the checker already
     /// explores by not scheduling it.)
@@ -199,6 +208,16 @@ impl OneWriter {
                 actions.push(Action::MoveWriter(cu, p, Delivery::Replied));
                 actions.push(Action::MoveWriter(cu, p, Delivery::ReplyLost));
             }
+        }
+        if self.config.promotion == PromotionRule::RetargetUnfinishedClaim
+            && to_store
+            && view.epoch > 1
+            && state.acted[Receiver::WriterRecord.index()] < lead.token
+            && state.acted[Receiver::Node(view.node).index()] < lead.token
+            && state.store.writer == view
+            && self.token_current(state, lead.token)
+        {
+            actions.push(Action::RetargetClaim(cu));
         }
         if self.up(state, Link::ControllerNode(cu, view.node))
             && self.promote_accepted(state, lead.token, view)
@@ -423,6 +442,19 @@ impl Model for OneWriter {
                 };
                 s.record_effect(Receiver::Dns, lead.token);
             }
+            Action::RetargetClaim(c) => {
+                let ctl = s.controllers[c as usize];
+                let (view, lead) = (ctl.view?, ctl.lead?);
+                let next = Writer {
+                    node: 1 - view.node,
+                    epoch: view.epoch,
+                };
+                s.store.writer = next;
+                s.record_effect(Receiver::WriterRecord, lead.token);
+                let ctl = &mut s.controllers[c as usize];
+                ctl.proof = false;
+                ctl.view = Some(next);
+            }
             Action::Crash(c) => s.controllers[c as usize] = Controller::FRESH,
             Action::Pause(c) => s.controllers[c as usize].paused = true,
             Action::Resume(c) => s.controllers[c as usize].paused = false,
@@ -476,6 +508,10 @@ impl Model for OneWriter {
             Property::sometimes("a failover happens", |_, s: &State| {
                 s.store.writer.node == 1 && s.nodes[1].writable() && s.dns.node == 1
             }),
+            Property::sometimes(
+                "a successor finishes a claimed promotion",
+                |_, s: &State| s.claim_finished_by_successor(),
+            ),
         ]
     }
 }

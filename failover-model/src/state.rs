@@ -211,6 +211,25 @@ impl State {
         (0..NODES).filter(|&n| self.nodes[n].writable()).collect()
     }
 
+    /// A leader other than the one that claimed the current writer finished
+    /// its promotion: the writer record names a node at an epoch above the
+    /// initial one (a claim), that node was promoted at that epoch with a
+    /// later term's token than the one that wrote the record, and it takes
+    /// writes. (Tokens and epochs only grow, and a node is promoted at most
+    /// once per epoch, so the highest token a node was promoted with is the
+    /// one of its promotion at the record's epoch.)
+    pub fn claim_finished_by_successor(&self) -> bool {
+        let writer = self.store.writer;
+        let node = &self.nodes[writer.node as usize];
+        let claimed_with = self.acted[Receiver::WriterRecord.index()];
+        let promoted_with = self.acted[Receiver::Node(writer.node).index()];
+        writer.epoch > 1
+            && node.promoted == Some(writer.epoch)
+            && node.writable()
+            && claimed_with > 0
+            && promoted_with > claimed_with
+    }
+
     /// Records a side effect on `receiver` with `token` for S3.
     pub(crate) fn record_effect(&mut self, receiver: Receiver, token: u8) {
         let acted = &mut self.acted[receiver.index()];

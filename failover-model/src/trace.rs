@@ -46,6 +46,9 @@ pub fn describe_action(action: &Action) -> String {
         }
         Action::Promote(c) => format!("c{c} promotes the node its view names"),
         Action::UpdateDns(c) => format!("c{c} points DNS at the node its view names"),
+        Action::RetargetClaim(c) => format!(
+            "c{c} takes the claimed node for a replica and re-points the record to the other node, same epoch, no proof"
+        ),
         Action::Crash(c) => format!("c{c} crashes and restarts with an empty memory"),
         Action::Pause(c) => format!("c{c} is paused (SIGSTOP)"),
         Action::Resume(c) => format!("c{c} resumes (SIGCONT)"),
