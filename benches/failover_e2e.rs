@@ -1,35 +1,76 @@
-//! End-to-end failover time on loopback, with real sockets and (when the
-//! machine has it) real PostgreSQL: from the first failed probe of the dying
-//! region to (a) the authoritative DNS answer switching and (b) the promoted
-//! replica committing a write. Interval 1 s, fall 3, TTL 1 s.
+//! End-to-end failover time on loopback, with real sockets, real PostgreSQL
+//! and a real etcd cluster. Every time is measured **from the fault
+//! injection** (the instant just before the fault is done), and "writable"
+//! means a commit by the application role on pg-west after the runtime
+//! reported the promotion done (issue 16's rules).
 //!
 //! ```sh
-//! cargo bench --bench failover_e2e            # 10 runs
-//! FAILOVER_E2E_RUNS=20 cargo bench --bench failover_e2e
+//! cargo bench --bench failover_e2e                       # every mode, 5 runs each
+//! FAILOVER_E2E_MODE=lease FAILOVER_E2E_RUNS=10 cargo bench --bench failover_e2e
+//! FAILOVER_E2E_INTERVAL_MS=1000 cargo bench --bench failover_e2e   # probe interval
 //! ```
 //!
-//! Each run starts fresh regions (and a fresh primary + replica), waits for
-//! steady state, kills us-east at a random phase of the probe interval and
-//! polls DNS every 5 ms and the replica every 10 ms.
+//! Modes (`FAILOVER_E2E_MODE`, default `all`):
+//!
+//! - `dns`: traffic only. us-east's API stops; fault → us-east down, fault →
+//!   the embedded DNS answers us-west (also from the first failed probe, as
+//!   the first version of this bench measured).
+//! - `fence`: us-east's API stops while pg-east (and its guard) stay up and
+//!   reachable: the controller fences pg-east, the node confirms it, and
+//!   pg-west is promoted. Goal: writable ≤ detection + 100 ms.
+//! - `lease`: us-east dies whole: API stopped, pg-east's postmaster and
+//!   children SIGKILLed, its guard dropped. No fence can be confirmed; the
+//!   proof is the guard lease (TTL 2 s) expiring at the controller's lease
+//!   server (single-controller runtime with `guard_leases`). Goal: writable ≤
+//!   detection + guard TTL + 500 ms.
+//! - `takeover`: three in-process controllers on a 3-member etcd cluster
+//!   (leader lease TTL 2 s, margin 500 ms), without database nodes. The
+//!   leader's `Runtime` is dropped without `shutdown` (no resign; its etcd
+//!   session stops); fault → another controller's status names a leader.
+//!
+//! Each run starts fresh servers (one etcd cluster is shared by the takeover
+//! runs, each run under its own service name), waits for steady state, and
+//! injects the fault at a different phase of the probe interval. DNS is
+//! polled every 5 ms, pg-west every ~5 ms once the promotion is reported.
+//! Nothing here asserts a speed: the results are printed.
 
 #[path = "../examples/support/regions.rs"]
 mod regions;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use failover::decision::{EventKind, Health, Policy};
-use regions::{BoxError, LiveRegions, EAST, WEST_IP};
+use failover::decision::{
+    Config, Event, EventKind, Health, NodeId, Policy, Region, RegionRole, StopProof, Topology,
+    VantageId,
+};
+use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
+use failover::etcd::{EtcdConfig, EtcdCoordinator};
+use failover::{Runtime, RuntimeBuilder, RuntimeHandle};
+use failover_testkit::etcd::EtcdCluster;
+use failover_testkit::http::RegionalApi;
+use regions::{BoxError, LiveRegions, EAST, EAST_IP, GUARD_TTL, SERVICE, WEST, WEST_IP};
+use tokio::sync::broadcast::{self, error::TryRecvError};
 
-struct Run {
-    detection: Duration,
-    dns: Duration,
-    writable: Option<Duration>,
+/// Leader lease TTL and margin of the takeover mode (as in the tests).
+const LEASE_TTL: Duration = Duration::from_secs(2);
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// The controllers' vantages in the takeover mode.
+const VANTAGES: [&str; 3] = ["east", "west", "central"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Dns,
+    Fence,
+    Lease,
+    Takeover,
 }
 
-fn policy() -> Policy {
+fn policy(interval: Duration) -> Policy {
     Policy {
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_millis(500),
+        interval,
+        timeout: interval / 2,
         jitter: Duration::ZERO,
         fall: 3,
         rise: 2,
@@ -38,70 +79,391 @@ fn policy() -> Policy {
     }
 }
 
-async fn one_run(with_database: bool, phase: Duration) -> Result<Run, BoxError> {
-    let live = LiveRegions::start(policy(), with_database).await?;
-    let handle = live.runtime.handle();
-    let steady = Instant::now() + Duration::from_secs(30);
-    while handle.status().controller.regions[EAST.index()].health != Health::Up {
-        if Instant::now() > steady {
-            return Err("us-east never became healthy".into());
+/// min / median / max of `values`, one line.
+fn summary(name: &str, mut values: Vec<Duration>) {
+    if values.is_empty() {
+        println!("{name:<48} (no value)");
+        return;
+    }
+    values.sort();
+    let median = values[values.len() / 2];
+    println!(
+        "{name:<48} min {:>6.3} s   median {:>6.3} s   max {:>6.3} s   (n = {})",
+        values[0].as_secs_f64(),
+        median.as_secs_f64(),
+        values[values.len() - 1].as_secs_f64(),
+        values.len()
+    );
+}
+
+/// The next event, if one is queued; a lagging receiver skips what it lost.
+fn next_event(events: &mut broadcast::Receiver<Event>) -> Option<Event> {
+    loop {
+        match events.try_recv() {
+            Ok(event) => return Some(event),
+            Err(TryRecvError::Lagged(n)) => println!("  (event receiver lagged by {n})"),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+        }
+    }
+}
+
+/// Waits (at most 30 s) until us-east is up and, with a database, pg-east is
+/// the known writer.
+async fn steady(handle: &RuntimeHandle, with_database: bool) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = handle.status();
+        if status.controller.regions[EAST.index()].health == Health::Up
+            && (!with_database || status.controller.writer == Some(NodeId(0)))
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("no steady state (us-east up, pg-east the writer) within 30 s".into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ------------------------------------------------------------------------
+// dns / fence / lease: the two live regions of examples/support/regions.rs.
+
+/// One run of a regions mode; every time is from the fault.
+struct RegionRun {
+    /// First failed probe of us-east, from the fault.
+    first_miss: Duration,
+    /// us-east marked down.
+    down: Duration,
+    /// The embedded DNS answers us-west only.
+    dns: Duration,
+    /// The proof that pg-east stopped, and when.
+    proof: Option<(Duration, StopProof)>,
+    /// The runtime reported pg-west promoted.
+    promoted: Option<Duration>,
+    /// First application-role commit on pg-west after that.
+    writable: Option<Duration>,
+}
+
+async fn region_run(mode: Mode, policy: &Policy, phase: Duration) -> Result<RegionRun, BoxError> {
+    let with_database = mode != Mode::Dns;
+    let live = LiveRegions::start(policy.clone(), with_database).await?;
+    let result = region_measure(&live, mode, with_database, phase).await;
+    live.runtime.shutdown().await;
+    live.dns.shutdown().await;
+    // `live.cluster` and the guards stop when `live` drops here.
+    result
+}
+
+async fn region_measure(
+    live: &LiveRegions,
+    mode: Mode,
+    with_database: bool,
+    phase: Duration,
+) -> Result<RegionRun, BoxError> {
+    let handle = live.runtime.handle();
+    steady(&handle, with_database).await?;
     tokio::time::sleep(phase).await;
     let mut events = handle.subscribe_events();
-    live.kill_east().await?;
-    let mut first_failure = None;
-    let mut down = None;
-    let mut dns = None;
-    let mut writable = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        while let Ok(event) = events.try_recv() {
+    let fault = match mode {
+        Mode::Lease => live.kill_east().await?,
+        _ => live.stop_east_api().await,
+    };
+    let (mut first_miss, mut down, mut dns) = (None, None, None);
+    let (mut proof, mut promoted, mut writable) = (None, None, None);
+    let deadline = fault + Duration::from_secs(60);
+    loop {
+        while let Some(event) = next_event(&mut events) {
             match event.kind {
-                EventKind::ProbeFailed { region, .. }
-                    if region == EAST && first_failure.is_none() =>
-                {
-                    first_failure = Some(event.at)
+                EventKind::ProbeFailed { region, .. } if region == EAST => {
+                    first_miss.get_or_insert(event.at);
                 }
-                EventKind::RegionDown { region, .. } if region == EAST => down = Some(event.at),
+                EventKind::RegionDown { region, .. } if region == EAST => {
+                    down.get_or_insert(event.at);
+                }
+                EventKind::StopProven {
+                    node: NodeId(0),
+                    proof: p,
+                } => {
+                    proof.get_or_insert((event.at, p));
+                }
+                EventKind::Promoted {
+                    node: NodeId(1), ..
+                } => {
+                    promoted.get_or_insert(event.at);
+                }
+                // A retried step explains a slow run: show it.
+                EventKind::ActionFailed { .. } | EventKind::StepTimedOut { .. } => println!(
+                    "  t+{:.3} s: {}",
+                    event.at.saturating_duration_since(fault).as_secs_f64(),
+                    event.display(live.config.topology())
+                ),
                 _ => {}
             }
         }
         if dns.is_none() && live.resolve().await.unwrap_or_default() == [WEST_IP] {
             dns = Some(Instant::now());
         }
-        if with_database && down.is_some() && writable.is_none() && live.west_writable().await {
+        // Writable counts only after the runtime reported the promotion.
+        if promoted.is_some() && writable.is_none() && live.west_writable().await {
             writable = Some(Instant::now());
         }
-        if dns.is_some() && (!with_database || writable.is_some()) {
+        if down.is_some() && dns.is_some() && (!with_database || writable.is_some()) {
             break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not done 60 s after the fault: down {down:?}, DNS {dns:?}, proof {proof:?}, \
+                 promoted {promoted:?}, writable {writable:?}; recent events: {:?}",
+                handle.status().recent_events
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    live.runtime.shutdown().await;
-    live.dns.shutdown().await;
-    let first = first_failure.ok_or("no failed probe was seen")?;
-    Ok(Run {
-        detection: down.ok_or("us-east was never marked down")? - first,
-        dns: dns.ok_or("DNS never switched")? - first,
-        writable: writable.map(|w| w - first),
+    let since = |t: Instant| t.saturating_duration_since(fault);
+    Ok(RegionRun {
+        first_miss: since(first_miss.ok_or("no failed probe of us-east was seen")?),
+        down: since(down.ok_or("us-east was never marked down")?),
+        dns: since(dns.ok_or("DNS never switched")?),
+        proof: proof.map(|(at, p)| (since(at), p)),
+        promoted: promoted.map(since),
+        writable: writable.map(since),
     })
 }
 
-fn summary(name: &str, mut values: Vec<Duration>) {
-    if values.is_empty() {
-        return;
+async fn region_mode(mode: Mode, runs: usize, policy: &Policy) -> Result<(), BoxError> {
+    let interval_ms = policy.interval.as_millis() as u64;
+    let mut results = Vec::new();
+    for i in 0..runs {
+        // Spread the fault over the probe interval.
+        let phase = Duration::from_millis((i as u64 * interval_ms / runs as u64) % interval_ms);
+        let run = region_run(mode, policy, phase).await?;
+        let opt =
+            |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.3}", d.as_secs_f64()));
+        println!(
+            "run {:>2} (phase {:>3} ms): first miss {:.3}, down {:.3}, DNS {:.3}, proof {}, promoted {}, writable {} s",
+            i + 1,
+            phase.as_millis(),
+            run.first_miss.as_secs_f64(),
+            run.down.as_secs_f64(),
+            run.dns.as_secs_f64(),
+            run.proof
+                .map_or("-".to_owned(), |(at, p)| format!("{p:?} at {:.3}", at.as_secs_f64())),
+            opt(run.promoted),
+            opt(run.writable),
+        );
+        results.push(run);
     }
-    values.sort();
-    let median = values[values.len() / 2];
-    let max = values[values.len() - 1];
+    println!();
+    let all = |f: &dyn Fn(&RegionRun) -> Option<Duration>| -> Vec<Duration> {
+        results.iter().filter_map(f).collect()
+    };
+    summary("fault → us-east down (detection)", all(&|r| Some(r.down)));
+    if mode == Mode::Dns {
+        summary("fault → DNS answers us-west", all(&|r| Some(r.dns)));
+        summary(
+            "DNS after detection (goal ≤ 100 ms)",
+            all(&|r| Some(r.dns.saturating_sub(r.down))),
+        );
+        summary(
+            "first failed probe → down",
+            all(&|r| Some(r.down.saturating_sub(r.first_miss))),
+        );
+        summary(
+            "first failed probe → DNS switched",
+            all(&|r| Some(r.dns.saturating_sub(r.first_miss))),
+        );
+        return Ok(());
+    }
+    let proofs: Vec<String> = results
+        .iter()
+        .map(|r| r.proof.map_or("none".to_owned(), |(_, p)| format!("{p:?}")))
+        .collect();
     println!(
-        "{name:<34} median {:>7.3} s   max {:>7.3} s   (n = {})",
-        median.as_secs_f64(),
-        max.as_secs_f64(),
-        values.len()
+        "{:<48} {}",
+        "proof that pg-east stopped, per run",
+        proofs.join(", ")
     );
+    summary("fault → stop proven", all(&|r| r.proof.map(|(at, _)| at)));
+    summary(
+        "fault → promotion reported (Promoted)",
+        all(&|r| r.promoted),
+    );
+    summary(
+        "fault → first app-role commit on pg-west",
+        all(&|r| r.writable),
+    );
+    summary("fault → DNS answers us-west", all(&|r| Some(r.dns)));
+    let goal = match mode {
+        Mode::Fence => "≤ 100 ms".to_owned(),
+        _ => format!("≤ TTL {:.1} s + 0.5 s", GUARD_TTL.as_secs_f64()),
+    };
+    summary(
+        &format!("writable after detection (goal {goal})"),
+        all(&|r| r.writable.map(|w| w.saturating_sub(r.down))),
+    );
+    // Where the time after detection goes.
+    summary(
+        "  detection → stop proven",
+        all(&|r| r.proof.map(|(at, _)| at.saturating_sub(r.down))),
+    );
+    summary(
+        "  stop proven → promotion reported",
+        all(&|r| Some(r.promoted?.saturating_sub(r.proof?.0))),
+    );
+    summary(
+        "  promotion reported → app-role commit",
+        all(&|r| Some(r.writable?.saturating_sub(r.promoted?))),
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------
+// takeover: three controllers on a 3-member etcd cluster.
+
+fn fleet_topology() -> Result<Topology, BoxError> {
+    let mut east = Region::new("us-east", RegionRole::Active);
+    east.records = vec![EAST_IP];
+    let mut west = Region::new("us-west", RegionRole::Standby);
+    west.capacity = 0.6;
+    west.records = vec![WEST_IP];
+    let mut builder = Topology::builder(SERVICE).region(east).region(west);
+    for v in VANTAGES {
+        builder = builder.vantage(v);
+    }
+    Ok(builder.build()?)
+}
+
+/// One controller: its runtime and its embedded DNS (which the stored plan
+/// is served from).
+struct Controller {
+    runtime: Runtime,
+    _dns: EmbeddedDns,
+}
+
+async fn start_controller(
+    index: usize,
+    service: &str,
+    endpoints: &[String],
+    policy: &Policy,
+    apis: [&RegionalApi; 2],
+) -> Result<Controller, BoxError> {
+    let topology = fleet_topology()?;
+    let name = VANTAGES[index];
+    let mut etcd = EtcdConfig::new(
+        endpoints.iter().cloned(),
+        service,
+        format!("ctl-{name}"),
+        name,
+    );
+    etcd.lease_ttl = LEASE_TTL;
+    etcd.lease_margin = LEASE_MARGIN;
+    etcd.connect_timeout = Duration::from_millis(500);
+    etcd.request_timeout = Duration::from_secs(1);
+    let coordinator = EtcdCoordinator::connect(etcd, topology.clone(), policy).await?;
+    let mut dns_config = EmbeddedConfig::new("failover.test.");
+    dns_config.selection = Selection::AllServing;
+    let dns = EmbeddedDns::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &topology,
+        policy,
+        dns_config,
+    )
+    .await?;
+    let vantage = VantageId(index as u32);
+    let runtime = RuntimeBuilder::new(Config::new(topology, policy.clone())?)
+        .coordinator(Arc::new(coordinator))
+        .serve(Arc::new(dns.router()))
+        .probe(EAST, vantage, regions::probe(apis[0], policy)?)
+        .probe(WEST, vantage, regions::probe(apis[1], policy)?)
+        .start()
+        .await?;
+    Ok(Controller { runtime, _dns: dns })
+}
+
+/// The index of the one controller that leads, waiting at most `limit`.
+async fn one_leader(controllers: &[Controller], limit: Duration) -> Result<usize, BoxError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let leaders: Vec<usize> = (0..controllers.len())
+            .filter(|&i| {
+                controllers[i]
+                    .runtime
+                    .handle()
+                    .status()
+                    .controller
+                    .leader
+                    .is_some()
+            })
+            .collect();
+        if let [one] = leaders[..] {
+            return Ok(one);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no single leader within {limit:?}: {leaders:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn takeover_run(
+    run: usize,
+    endpoints: &[String],
+    policy: &Policy,
+    apis: [&RegionalApi; 2],
+    phase: Duration,
+) -> Result<Duration, BoxError> {
+    // A service name per run: no key of an earlier run is in the way.
+    let service = format!("bench{run}");
+    let mut controllers = Vec::new();
+    for i in 0..VANTAGES.len() {
+        controllers.push(start_controller(i, &service, endpoints, policy, apis).await?);
+    }
+    let leader = one_leader(&controllers, Duration::from_secs(20)).await?;
+    // Let the leader settle (plan stored, keep-alives running).
+    tokio::time::sleep(policy.interval * 2 + phase).await;
+    let crashed = controllers.remove(leader);
+    let crash = Instant::now();
+    // No `shutdown`: the tasks stop, the etcd session with them, no resign.
+    drop(crashed);
+    let result = one_leader(&controllers, LEASE_TTL + Duration::from_secs(10))
+        .await
+        .map(|_| crash.elapsed());
+    for c in controllers {
+        c.runtime.shutdown().await;
+    }
+    result
+}
+
+async fn takeover_mode(runs: usize, policy: &Policy) -> Result<(), BoxError> {
+    let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3)).await??;
+    let endpoints = etcd.endpoints();
+    let east = RegionalApi::start_named("us-east", None)?;
+    let west = RegionalApi::start_named("us-west", None)?;
+    let mut results = Vec::new();
+    for i in 0..runs {
+        // Spread the crash over a second against the keep-alive schedule.
+        let phase = Duration::from_millis((i as u64 * 1000 / runs as u64) % 1000);
+        let took = takeover_run(i, &endpoints, policy, [&east, &west], phase).await?;
+        println!(
+            "run {:>2} (phase {:>3} ms): crash → successor leads {:.3} s",
+            i + 1,
+            phase.as_millis(),
+            took.as_secs_f64()
+        );
+        results.push(took);
+    }
+    println!();
+    summary(
+        &format!(
+            "crash → successor leads (lease TTL {:.0} s)",
+            LEASE_TTL.as_secs_f64()
+        ),
+        results,
+    );
+    // `etcd` stops its members and removes its directory when dropped.
+    drop(etcd);
+    Ok(())
 }
 
 #[tokio::main]
@@ -111,60 +473,75 @@ async fn main() -> Result<(), BoxError> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let runs: usize = std::env::var("FAILOVER_E2E_RUNS")
-        .ok()
+    let env = |name: &str| std::env::var(name).ok();
+    let runs: usize = env("FAILOVER_E2E_RUNS")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let with_database = failover_testkit::postgres::find_bindir().is_ok();
-    println!(
-        "end-to-end failover, interval 1 s, fall 3, TTL 1 s, {runs} runs, {}",
-        if with_database {
-            "with PostgreSQL"
-        } else {
-            "traffic only (no PostgreSQL found)"
+        .filter(|&n| n > 0)
+        .unwrap_or(5);
+    let interval = Duration::from_millis(
+        env("FAILOVER_E2E_INTERVAL_MS")
+            .and_then(|v| v.parse().ok())
+            .filter(|&ms| ms >= 100)
+            .unwrap_or(500),
+    );
+    let modes = match env("FAILOVER_E2E_MODE").as_deref().unwrap_or("all") {
+        "all" => vec![Mode::Dns, Mode::Fence, Mode::Lease, Mode::Takeover],
+        "dns" => vec![Mode::Dns],
+        "fence" => vec![Mode::Fence],
+        "lease" => vec![Mode::Lease],
+        "takeover" => vec![Mode::Takeover],
+        other => {
+            return Err(format!(
+                "FAILOVER_E2E_MODE={other}: expected dns, fence, lease, takeover or all"
+            )
+            .into())
         }
+    };
+    let with_database = failover_testkit::postgres::find_bindir().is_ok();
+    let policy = policy(interval);
+    println!(
+        "end-to-end failover from the fault: interval {} ms, timeout {} ms, fall {}, DNS TTL {} s, {runs} runs per mode",
+        policy.interval.as_millis(),
+        policy.timeout.as_millis(),
+        policy.fall,
+        policy.ttl.as_secs()
     );
-    let mut results = Vec::new();
-    for i in 0..runs {
-        // Spread the kill over the probe interval.
-        let phase = Duration::from_millis((i as u64 * 1000 / runs as u64) % 1000);
-        let run = one_run(with_database, phase).await?;
-        println!(
-            "run {:>2}: detection {:.3} s, DNS {:.3} s, writable {}",
-            i + 1,
-            run.detection.as_secs_f64(),
-            run.dns.as_secs_f64(),
-            run.writable
-                .map_or("-".into(), |w| format!("{:.3} s", w.as_secs_f64()))
-        );
-        results.push(run);
+    for mode in modes {
+        println!();
+        match mode {
+            Mode::Dns => {
+                println!("== dns: us-east's API stops (traffic only) ==");
+                region_mode(mode, runs, &policy).await?;
+            }
+            Mode::Fence | Mode::Lease if !with_database => {
+                println!("(no PostgreSQL found: the fence and lease modes are skipped)");
+            }
+            Mode::Fence => {
+                println!(
+                    "== fence: us-east's API stops, pg-east stays up (fence confirmed); \
+                     single controller, guard TTL {} s ==",
+                    GUARD_TTL.as_secs()
+                );
+                region_mode(mode, runs, &policy).await?;
+            }
+            Mode::Lease => {
+                println!(
+                    "== lease: us-east dies whole (API stopped, pg-east SIGKILL, guard dropped); \
+                     single controller with guard_leases, guard TTL {} s ==",
+                    GUARD_TTL.as_secs()
+                );
+                region_mode(mode, runs, &policy).await?;
+            }
+            Mode::Takeover => {
+                println!(
+                    "== takeover: 3 controllers on a 3-member etcd, lease TTL {} s, margin {} ms; \
+                     the leader's Runtime dropped without shutdown ==",
+                    LEASE_TTL.as_secs(),
+                    LEASE_MARGIN.as_millis()
+                );
+                takeover_mode(runs, &policy).await?;
+            }
+        }
     }
-    println!();
-    summary(
-        "detection (first miss → down)",
-        results.iter().map(|r| r.detection).collect(),
-    );
-    summary(
-        "(a) first miss → DNS switched",
-        results.iter().map(|r| r.dns).collect(),
-    );
-    summary(
-        "(b) first miss → primary writable",
-        results.iter().filter_map(|r| r.writable).collect(),
-    );
-    summary(
-        "DNS after detection",
-        results
-            .iter()
-            .map(|r| r.dns.saturating_sub(r.detection))
-            .collect(),
-    );
-    summary(
-        "writable after detection",
-        results
-            .iter()
-            .filter_map(|r| r.writable.map(|w| w.saturating_sub(r.detection)))
-            .collect(),
-    );
     Ok(())
 }

@@ -91,6 +91,9 @@ impl LiveRegions {
         } else {
             None
         };
+        if let Some(cluster) = &cluster {
+            create_app_table(cluster).await?;
+        }
         let config = config(policy.clone(), with_database)?;
         let east = RegionalApi::start_named("us-east", None)?;
         let west = RegionalApi::start_named("us-west", None)?;
@@ -157,6 +160,15 @@ impl LiveRegions {
         })
     }
 
+    /// Only us-east's API fails (its HTTP server stops accepting
+    /// connections); pg-east and its guard stay up and reachable, so the
+    /// controller can confirm pg-east's fence. Returns when it was done.
+    pub async fn stop_east_api(&self) -> Instant {
+        let at = Instant::now();
+        self.east.stop().await;
+        at
+    }
+
     /// The region dies whole: its API stops accepting connections, its
     /// PostgreSQL primary gets SIGKILL and its node guard stops. Returns when it was done.
     pub async fn kill_east(&self) -> Result<Instant, BoxError> {
@@ -182,19 +194,17 @@ impl LiveRegions {
         resolve(self.dns.local_addr()).await
     }
 
-    /// Whether a write commits on pg-west now.
+    /// Whether the application role (not a superuser) commits a write on
+    /// pg-west now, over a new connection, as a reconnecting client would.
+    /// The table was created on pg-east at start.
     pub async fn west_writable(&self) -> bool {
         let Some(cluster) = &self.cluster else {
             return false;
         };
-        let dsn = cluster.nodes()[1].admin_dsn();
-        let attempt = async {
-            let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
-            client
-                .batch_execute("CREATE TABLE IF NOT EXISTS live_writes (at timestamptz DEFAULT now()); INSERT INTO live_writes DEFAULT VALUES")
-                .await
-        };
+        let attempt = app_execute(
+            cluster.nodes()[1].app_dsn(),
+            "INSERT INTO live_writes DEFAULT VALUES",
+        );
         matches!(
             tokio::time::timeout(Duration::from_secs(1), attempt).await,
             Ok(Ok(()))
@@ -202,7 +212,40 @@ impl LiveRegions {
     }
 }
 
-fn probe(api: &RegionalApi, policy: &Policy) -> Result<Arc<HttpProbe>, BoxError> {
+/// Runs `sql` as the application role over a new connection to `dsn`.
+async fn app_execute(dsn: String, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.batch_execute(sql).await
+}
+
+/// Creates the application's table on the primary (pg-east) as the
+/// application role and waits (at most 15 s) until the replica has it.
+async fn create_app_table(cluster: &PgTestCluster) -> Result<(), BoxError> {
+    app_execute(
+        cluster.nodes()[0].app_dsn(),
+        "CREATE TABLE IF NOT EXISTS live_writes (at timestamptz DEFAULT now())",
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let probe = app_execute(
+            cluster.nodes()[1].app_dsn(),
+            "SELECT 1 FROM live_writes LIMIT 1",
+        );
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("the application table did not reach pg-west within 15 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An HTTP probe of `api`'s `/healthz`, with the policy's timeout split
+/// into connect (half) and response timeouts.
+pub fn probe(api: &RegionalApi, policy: &Policy) -> Result<Arc<HttpProbe>, BoxError> {
     let mut config = HttpProbeConfig::new(api.addr().ip().to_string(), api.addr().port());
     config.path = "/healthz".into();
     config.connect_timeout = policy.timeout / 2;
