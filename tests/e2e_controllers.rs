@@ -524,9 +524,10 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
     let _ = &mut fleet.etcd;
 }
 
-/// The leader is paused (SIGSTOP) past its lease; meanwhile us-east fails
-/// and the successor fails over. Resumed (SIGCONT), the old leader learns it
-/// was deposed and changes nothing: the writer record, the stored plan and
+/// us-east fails and the leader is paused (SIGSTOP) as it starts the
+/// failover (its fence sent), past its lease; the successor fails over.
+/// Resumed (SIGCONT), the old leader learns it was deposed, abandons its
+/// own failover and changes nothing: the writer record, the stored plan and
 /// every controller's DNS stay as the successor set them, and pg-west stays
 /// the only writer, at the epoch the successor promoted it at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,7 +537,15 @@ async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
     for p in &fleet.processes {
         wait_answer(p.dns, EAST_IP, Duration::from_secs(15)).await;
     }
+    // us-east fails; the leader is paused right as it starts the failover
+    // (its fence sent), so it resumes with a failover of its own under way.
+    fleet.regions.east.stop().await;
     let paused = &fleet.processes[leader];
+    paused
+        .wait_line(Duration::from_secs(30), |l| {
+            l.starts_with("EVENT") && l.contains("fencing pg-east")
+        })
+        .await;
     paused.signal("-STOP");
     let paused_at = Instant::now();
     let others: Vec<&Process> = (0..fleet.processes.len())
@@ -554,7 +563,6 @@ async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     println!("takeover from a paused leader: {:?}", paused_at.elapsed());
-    fleet.regions.east.stop().await;
     for p in &others {
         wait_answer(p.dns, WEST_IP, Duration::from_secs(30)).await;
     }
