@@ -23,41 +23,18 @@ use std::time::{Duration, Instant};
 use common::fleet::*;
 use common::*;
 use failover::decision::{Config, NodeId, VantageId};
-use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
+use failover::dns::{EmbeddedConfig, EmbeddedDns};
 use failover::etcd::EtcdCoordinator;
-use failover::pg::{NodeGuard, PgCluster};
+use failover::pg::PgCluster;
 use failover::{RuntimeBuilder, RuntimeError};
-use failover_testkit::etcd::EtcdCluster;
-use failover_testkit::postgres::PgTestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once() {
-    let (etcd, cluster) = tokio::join!(
-        tokio::task::spawn_blocking(|| EtcdCluster::start(3)),
-        tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start()),
-    );
-    let etcd = etcd.expect("etcd task").expect("etcd cluster starts");
-    let cluster = cluster
-        .expect("cluster task")
-        .expect("PostgreSQL primary + replica start");
-    let endpoints = etcd.endpoints();
-    let regions = TwoRegions::start();
-    let (east_db, west_db) = (&cluster.nodes()[0], &cluster.nodes()[1]);
-    let _east_guard = guard(&endpoints, 0, "pg-east", &east_db.admin_dsn()).await;
-    let _west_guard = guard(&endpoints, 1, "pg-west", &west_db.admin_dsn()).await;
-
+    let base = Base::start().await;
+    let (cluster, regions) = (&base.cluster, &base.regions);
     let mut controllers = Vec::new();
     for i in 0..VANTAGES.len() {
-        controllers.push(
-            start_controller(
-                i,
-                &endpoints,
-                &cluster.nodes()[0].admin_dsn(),
-                &cluster.nodes()[1].admin_dsn(),
-                &regions,
-            )
-            .await,
-        );
+        controllers.push(base.controller(i).await);
     }
     let leader = one_leader(&controllers, Duration::from_secs(15)).await;
     println!("leader: controller {}", controllers[leader].name);
@@ -117,7 +94,7 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
     // (It need not be 1: a guard that fences its node before the first
     // writer record exists records a fence epoch, which the controllers'
     // floor then counts.)
-    let admin = pg(&cluster);
+    let admin = pg(cluster);
     use failover::decision::ports::DatabaseAdmin;
     assert_eq!(
         admin.recorded_epoch().await.expect("recorded epoch"),
@@ -190,50 +167,12 @@ fn controller_process() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
-        let name = VANTAGES[index];
-        let policy = fleet_policy();
-        let config = Config::new(fleet_topology(), policy.clone()).expect("valid config");
-        let coordinator = EtcdCoordinator::connect(
-            etcd_config(&endpoints, &format!("ctl-{name}"), name),
-            fleet_topology(),
-            &policy,
-        )
-        .await
-        .expect("valid etcd settings");
-        let mut dns_config = EmbeddedConfig::new(ZONE);
-        dns_config.selection = Selection::AllServing;
-        let dns = EmbeddedDns::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            &fleet_topology(),
-            &policy,
-            dns_config,
-        )
-        .await
-        .expect("embedded DNS binds on loopback");
-        let pg = PgCluster::new()
-            .with_node(NodeId(0), "pg-east", east_dsn)
-            .expect("east DSN parses")
-            .with_node(NodeId(1), "pg-west", west_dsn)
-            .expect("west DSN parses");
-        let probe = |addr: &str| {
-            let addr: SocketAddr = addr.parse().expect("API address");
-            let mut probe =
-                failover::probe::HttpProbeConfig::new(addr.ip().to_string(), addr.port());
-            probe.path = "/healthz".to_owned();
-            probe.connect_timeout = policy.timeout / 2;
-            probe.response_timeout = policy.timeout;
-            Arc::new(failover::probe::HttpProbe::new(probe).expect("valid probe config"))
-        };
-        let vantage = VantageId(index as u32);
-        let rt = RuntimeBuilder::new(config)
-            .database(Arc::new(pg))
-            .coordinator(Arc::new(coordinator))
-            .serve(Arc::new(dns.router()))
-            .probe(EAST, vantage, probe(east_api))
-            .probe(WEST, vantage, probe(west_api))
-            .start()
-            .await
-            .expect("runtime starts");
+        let apis = [
+            east_api.parse().expect("API address"),
+            west_api.parse().expect("API address"),
+        ];
+        let Controller { runtime: rt, dns, .. } =
+            start_controller(index, &endpoints, east_dsn, west_dsn, apis).await;
         let handle = rt.handle();
         let mut events = handle.subscribe_events();
         let mut status = handle.watch_status();
@@ -333,20 +272,16 @@ impl Process {
     }
 }
 
-async fn spawn_controller(
-    index: usize,
-    endpoints: &[String],
-    cluster: &PgTestCluster,
-    regions: &TwoRegions,
-) -> Process {
+async fn spawn_controller(index: usize, base: &Base) -> Process {
     use tokio::io::AsyncBufReadExt;
+    let [east_api, west_api] = base.apis();
     let settings = [
         index.to_string(),
-        endpoints.join(","),
-        cluster.nodes()[0].admin_dsn(),
-        cluster.nodes()[1].admin_dsn(),
-        regions.east.addr().to_string(),
-        regions.west.addr().to_string(),
+        base.etcd.endpoints().join(","),
+        base.cluster.nodes()[0].admin_dsn(),
+        base.cluster.nodes()[1].admin_dsn(),
+        east_api.to_string(),
+        west_api.to_string(),
     ]
     .join("|");
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
@@ -407,42 +342,19 @@ async fn one_leading_process(processes: &[Process], limit: Duration) -> usize {
     }
 }
 
-/// Three controller processes over one etcd cluster, PostgreSQL pair with
-/// guards, and the regions' APIs.
+/// Three controller processes over the [`Base`].
 struct Fleet {
-    etcd: EtcdCluster,
-    cluster: PgTestCluster,
-    regions: TwoRegions,
+    base: Base,
     processes: Vec<Process>,
-    _guards: Vec<NodeGuard>,
 }
 
 async fn fleet() -> Fleet {
-    let (etcd, cluster) = tokio::join!(
-        tokio::task::spawn_blocking(|| EtcdCluster::start(3)),
-        tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start()),
-    );
-    let etcd = etcd.expect("etcd task").expect("etcd cluster starts");
-    let cluster = cluster
-        .expect("cluster task")
-        .expect("PostgreSQL primary + replica start");
-    let endpoints = etcd.endpoints();
-    let regions = TwoRegions::start();
-    let guards = vec![
-        guard(&endpoints, 0, "pg-east", &cluster.nodes()[0].admin_dsn()).await,
-        guard(&endpoints, 1, "pg-west", &cluster.nodes()[1].admin_dsn()).await,
-    ];
+    let base = Base::start().await;
     let mut processes = Vec::new();
     for i in 0..VANTAGES.len() {
-        processes.push(spawn_controller(i, &endpoints, &cluster, &regions).await);
+        processes.push(spawn_controller(i, &base).await);
     }
-    Fleet {
-        etcd,
-        cluster,
-        regions,
-        processes,
-        _guards: guards,
-    }
+    Fleet { base, processes }
 }
 
 /// The leader is killed with SIGKILL in the middle of a failover, right
@@ -456,7 +368,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
     for p in &fleet.processes {
         wait_answer(p.dns, EAST_IP, Duration::from_secs(15)).await;
     }
-    fleet.regions.east.stop().await;
+    fleet.base.regions.east.stop().await;
     // The leader claims the writer record for pg-west; kill it right then.
     let (_, claim) = fleet.processes[leader]
         .wait_line(Duration::from_secs(60), |l| {
@@ -484,7 +396,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
     for p in &fleet.processes {
         wait_answer(p.dns, WEST_IP, Duration::from_secs(30)).await;
     }
-    let admin = pg(&fleet.cluster);
+    let admin = pg(&fleet.base.cluster);
     use failover::decision::ports::DatabaseAdmin;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -521,7 +433,6 @@ async fn a_leader_killed_mid_failover_is_replaced_and_nothing_is_promoted_twice(
         Some(failover::decision::Epoch(epoch_in(&claim))),
         "promoted more than once"
     );
-    let _ = &mut fleet.etcd;
 }
 
 /// us-east fails and the leader is paused (SIGSTOP) as it starts the
@@ -539,7 +450,7 @@ async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
     }
     // us-east fails; the leader is paused right as it starts the failover
     // (its fence sent), so it resumes with a failover of its own under way.
-    fleet.regions.east.stop().await;
+    fleet.base.regions.east.stop().await;
     let paused = &fleet.processes[leader];
     paused
         .wait_line(Duration::from_secs(30), |l| {
@@ -595,7 +506,7 @@ async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
     for p in &fleet.processes {
         wait_answer(p.dns, WEST_IP, Duration::from_secs(10)).await;
     }
-    let admin = pg(&fleet.cluster);
+    let admin = pg(&fleet.base.cluster);
     use failover::decision::ports::DatabaseAdmin;
     assert_eq!(
         admin.recorded_epoch().await.expect("recorded epoch"),
@@ -611,54 +522,32 @@ async fn a_paused_leader_resumed_after_its_lease_changes_nothing() {
     );
 }
 
-/// Starts etcd (3 members), PostgreSQL (primary + replica) with a guard per
-/// node on etcd, the regions' APIs and three in-process controllers.
-async fn in_process_fleet() -> (
-    EtcdCluster,
-    PgTestCluster,
-    TwoRegions,
-    Vec<NodeGuard>,
-    Vec<Controller>,
-) {
-    let (etcd, cluster) = tokio::join!(
-        tokio::task::spawn_blocking(|| EtcdCluster::start(3)),
-        tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start()),
-    );
-    let etcd = etcd.expect("etcd task").expect("etcd cluster starts");
-    let cluster = cluster
-        .expect("cluster task")
-        .expect("PostgreSQL primary + replica start");
-    let endpoints = etcd.endpoints();
-    let regions = TwoRegions::start();
-    let guards = vec![
-        guard(&endpoints, 0, "pg-east", &cluster.nodes()[0].admin_dsn()).await,
-        guard(&endpoints, 1, "pg-west", &cluster.nodes()[1].admin_dsn()).await,
-    ];
+/// The [`Base`] and three in-process controllers, one of them leading and
+/// every DNS answering us-east.
+async fn in_process_fleet() -> (Base, Vec<Controller>) {
+    let base = Base::start().await;
     let mut controllers = Vec::new();
     for i in 0..VANTAGES.len() {
-        controllers.push(
-            start_controller(
-                i,
-                &endpoints,
-                &cluster.nodes()[0].admin_dsn(),
-                &cluster.nodes()[1].admin_dsn(),
-                &regions,
-            )
-            .await,
-        );
+        controllers.push(base.controller(i).await);
     }
     one_leader(&controllers, Duration::from_secs(20)).await;
     for c in &controllers {
         wait_answer(c.dns.local_addr(), EAST_IP, Duration::from_secs(15)).await;
     }
-    (etcd, cluster, regions, guards, controllers)
+    (base, controllers)
 }
 
 /// With one etcd member of three down — the raft leader, forcing an
 /// election — a failover still happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcd_minority_down_still_fails_over() {
-    let (mut etcd, cluster, regions, _guards, controllers) = in_process_fleet().await;
+    let (base, controllers) = in_process_fleet().await;
+    let Base {
+        mut etcd,
+        cluster,
+        regions,
+        guards: _guards,
+    } = base;
     let member = tokio::task::spawn_blocking(move || {
         let member = etcd.leader().unwrap_or(0);
         etcd.stop_member(member);
@@ -691,7 +580,13 @@ async fn an_etcd_minority_down_still_fails_over() {
 /// leader is elected again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcd_majority_down_holds_the_last_state_and_says_why() {
-    let (mut etcd, cluster, regions, _guards, controllers) = in_process_fleet().await;
+    let (base, controllers) = in_process_fleet().await;
+    let Base {
+        mut etcd,
+        cluster,
+        regions,
+        guards: _guards,
+    } = base;
     let epochs: Vec<_> = controllers
         .iter()
         .map(|c| c.runtime.handle().status().controller.epoch)

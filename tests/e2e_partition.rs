@@ -226,7 +226,14 @@ async fn with_three_controllers_on_etcd_a_partitioned_primary_acknowledges_nothi
     let mut controllers = Vec::new();
     for i in 0..VANTAGES.len() {
         controllers.push(
-            start_controller(i, &endpoints, &east_via_path, &west.admin_dsn(), &regions).await,
+            start_controller(
+                i,
+                &endpoints,
+                &east_via_path,
+                &west.admin_dsn(),
+                [regions.east.addr(), regions.west.addr()],
+            )
+            .await,
         );
     }
     let leader = one_leader(&controllers, Duration::from_secs(20)).await;

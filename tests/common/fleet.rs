@@ -88,7 +88,7 @@ pub async fn start_controller(
     endpoints: &[String],
     east_dsn: &str,
     west_dsn: &str,
-    regions: &TwoRegions,
+    apis: [SocketAddr; 2],
 ) -> Controller {
     let name = VANTAGES[index];
     let policy = fleet_policy();
@@ -115,8 +115,8 @@ pub async fn start_controller(
         .database(Arc::new(pg_admin(east_dsn, west_dsn)))
         .coordinator(Arc::new(coordinator))
         .serve(Arc::new(dns.router()))
-        .probe(EAST, vantage, http_probe(&regions.east, &policy))
-        .probe(WEST, vantage, http_probe(&regions.west, &policy))
+        .probe(EAST, vantage, http_probe_at(apis[0], &policy))
+        .probe(WEST, vantage, http_probe_at(apis[1], &policy))
         .start()
         .await
         .expect("runtime starts");
@@ -158,5 +158,57 @@ pub async fn one_leader(controllers: &[Controller], limit: Duration) -> usize {
             "no single leader within {limit:?}: leaders {leaders:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What every fleet runs on: a 3-member etcd cluster, PostgreSQL pg-east
+/// (primary) and pg-west (replica) with a guard each on etcd, and the two
+/// regional APIs.
+pub struct Base {
+    pub etcd: failover_testkit::etcd::EtcdCluster,
+    pub cluster: PgTestCluster,
+    pub regions: TwoRegions,
+    pub guards: Vec<NodeGuard>,
+}
+
+impl Base {
+    pub async fn start() -> Base {
+        let (etcd, cluster) = tokio::join!(
+            tokio::task::spawn_blocking(|| failover_testkit::etcd::EtcdCluster::start(3)),
+            tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start()),
+        );
+        let etcd = etcd.expect("etcd task").expect("etcd cluster starts");
+        let cluster = cluster
+            .expect("cluster task")
+            .expect("PostgreSQL primary + replica start");
+        let endpoints = etcd.endpoints();
+        let regions = TwoRegions::start();
+        let guards = vec![
+            guard(&endpoints, 0, "pg-east", &cluster.nodes()[0].admin_dsn()).await,
+            guard(&endpoints, 1, "pg-west", &cluster.nodes()[1].admin_dsn()).await,
+        ];
+        Base {
+            etcd,
+            cluster,
+            regions,
+            guards,
+        }
+    }
+
+    /// The regional APIs' addresses, us-east first.
+    pub fn apis(&self) -> [SocketAddr; 2] {
+        [self.regions.east.addr(), self.regions.west.addr()]
+    }
+
+    /// Starts controller `index` (of [`VANTAGES`]) in this process.
+    pub async fn controller(&self, index: usize) -> Controller {
+        start_controller(
+            index,
+            &self.etcd.endpoints(),
+            &self.cluster.nodes()[0].admin_dsn(),
+            &self.cluster.nodes()[1].admin_dsn(),
+            self.apis(),
+        )
+        .await
     }
 }

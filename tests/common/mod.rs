@@ -76,7 +76,11 @@ pub fn config(topology: Topology, policy: Policy) -> Config {
 /// An HTTP probe of `api` with the policy's timeout split into connect and
 /// response timeouts.
 pub fn http_probe(api: &RegionalApi, policy: &Policy) -> Arc<HttpProbe> {
-    let addr = api.addr();
+    http_probe_at(api.addr(), policy)
+}
+
+/// An HTTP probe of the regional API at `addr` (see [`http_probe`]).
+pub fn http_probe_at(addr: SocketAddr, policy: &Policy) -> Arc<HttpProbe> {
     let mut probe = HttpProbeConfig::new(addr.ip().to_string(), addr.port());
     probe.path = "/healthz".to_owned();
     probe.connect_timeout = policy.timeout / 2;
