@@ -16,6 +16,23 @@ fn config() -> Config {
     Config::new(seed_topology(&[]), auto_promote(seed_policy(), 16 * 1024)).unwrap()
 }
 
+/// A drill whose controller runs with a coordinator (it acts only while it
+/// leads, which it learns from `CoordinationEvent::Leadership`).
+fn coordinated_drill() -> Drill {
+    let config = config();
+    let mut d = Drill::new(config.clone());
+    d.c = failover_core::Controller::restore(
+        config,
+        std::time::Instant::now(),
+        Restored {
+            coordinated: true,
+            ..Restored::default()
+        },
+    );
+    d.drain();
+    d
+}
+
 fn node(d: &Drill, name: &str) -> NodeId {
     d.c.topology().node_id(name).unwrap()
 }
@@ -449,18 +466,7 @@ fn a_controller_that_does_not_lead_sends_nothing_until_it_does() {
 
 #[test]
 fn claims_carry_the_leaders_token_and_a_newer_record_from_a_successor_is_adopted() {
-    let config = config();
-    let t0 = std::time::Instant::now();
-    let mut d = Drill::new(config.clone());
-    d.c = failover_core::Controller::restore(
-        config,
-        t0,
-        Restored {
-            coordinated: true,
-            ..Restored::default()
-        },
-    );
-    d.drain();
+    let mut d = coordinated_drill();
     let east = node(&d, "pg-east");
     let west = node(&d, "pg-west");
     d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
@@ -715,18 +721,7 @@ fn a_peer_verdict_lives_with_its_publishers_lease_not_by_age() {
 
 #[test]
 fn a_coordinated_plan_carries_the_token_and_continues_the_stored_generations() {
-    let config = config();
-    let t0 = std::time::Instant::now();
-    let mut d = Drill::new(config.clone());
-    d.c = failover_core::Controller::restore(
-        config,
-        t0,
-        Restored {
-            coordinated: true,
-            ..Restored::default()
-        },
-    );
-    d.drain();
+    let mut d = coordinated_drill();
     d.log.clear();
     // The previous leader stored generation 40.
     let stored = failover_core::WeightPlan::in_region_order(40, Duration::from_secs(30), [1, 1]);
@@ -760,18 +755,7 @@ fn a_coordinated_plan_carries_the_token_and_continues_the_stored_generations() {
 /// that promotion at epoch 1 — never a second epoch, never left writerless.
 #[test]
 fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
-    let config = config();
-    let t0 = std::time::Instant::now();
-    let mut d = Drill::new(config.clone());
-    d.c = failover_core::Controller::restore(
-        config,
-        t0,
-        Restored {
-            coordinated: true,
-            ..Restored::default()
-        },
-    );
-    d.drain();
+    let mut d = coordinated_drill();
     d.log.clear();
     let east = node(&d, "pg-east");
     let west = node(&d, "pg-west");

@@ -289,41 +289,39 @@ impl Controller {
             return;
         };
         let node = attempt.candidate;
-        if let RpoGate::Within { max, .. } = attempt.gate {
-            // A failover: within max_rpo of the final position is enough.
-            let received = self.db.replica_lsn(node).unwrap_or_default();
-            let lag = lsn.bytes_after(received);
-            if max.bytes.is_none_or(|b| lag <= b) {
-                let mut attempt = attempt;
-                attempt.lag_bytes = Some(lag);
-                self.claim(now, attempt);
-            } else if !reported {
-                self.db.phase = Phase::CatchingUp {
-                    attempt,
-                    lsn,
-                    reported: true,
-                    final_known,
-                    fenced_at,
+        // A failover needs the candidate within max_rpo of the final
+        // position; a switchover needs it to have replayed all of it.
+        let (ready, next, waiting) = match attempt.gate {
+            RpoGate::Within { max, .. } => {
+                let received = self.db.replica_lsn(node).unwrap_or_default();
+                let lag = lsn.bytes_after(received);
+                let mut next = attempt;
+                next.lag_bytes = Some(lag);
+                let waiting = EventKind::FailoverCatchingUp {
+                    node,
+                    lag_bytes: lag,
                 };
-                self.notify(
-                    now,
-                    EventKind::FailoverCatchingUp {
-                        node,
-                        lag_bytes: lag,
-                    },
-                );
+                (max.bytes.is_none_or(|b| lag <= b), next, waiting)
             }
-            return;
-        }
-        let replayed = match self.db.nodes[node.index()].last {
-            Some(NodeObservation::Replica { replay_lsn, .. }) => replay_lsn.unwrap_or_default(),
-            _ => Lsn(0),
+            _ => {
+                let replayed = match self.db.nodes[node.index()].last {
+                    Some(NodeObservation::Replica { replay_lsn, .. }) => {
+                        replay_lsn.unwrap_or_default()
+                    }
+                    _ => Lsn(0),
+                };
+                let mut next = attempt;
+                next.gate = RpoGate::CaughtUp { lsn };
+                next.lag_bytes = Some(0);
+                let waiting = EventKind::SwitchoverWaiting {
+                    node,
+                    lag_bytes: lsn.bytes_after(replayed),
+                };
+                (final_known && replayed >= lsn, next, waiting)
+            }
         };
-        if final_known && replayed >= lsn {
-            let mut attempt = attempt;
-            attempt.gate = RpoGate::CaughtUp { lsn };
-            attempt.lag_bytes = Some(0);
-            self.claim(now, attempt);
+        if ready {
+            self.claim(now, next);
         } else if !reported {
             self.db.phase = Phase::CatchingUp {
                 attempt,
@@ -332,13 +330,7 @@ impl Controller {
                 final_known,
                 fenced_at,
             };
-            self.notify(
-                now,
-                EventKind::SwitchoverWaiting {
-                    node,
-                    lag_bytes: lsn.bytes_after(replayed),
-                },
-            );
+            self.notify(now, waiting);
         }
     }
 
