@@ -3,13 +3,14 @@
 //! This facade re-exports the member crates and holds the tokio [`runtime`]
 //! that wires probes, the decision core, DNS and PostgreSQL together.
 //!
-//! | module | crate | what |
-//! |---|---|---|
-//! | [`decision`] | `failover-core` | the sans-IO Controller, policy, RTO/RPO arithmetic, simulator, port traits |
-//! | [`probe`] | `failover-probe` | HTTP(S)/TCP probes and their scheduler |
-//! | [`dns`] | `failover-dns` | embedded authoritative DNS; RFC 2136 + TSIG |
-//! | [`pg`] | `failover-pg` | PostgreSQL status, fencing, promotion, switchover, rejoin, node guard |
-//! | [`lease`] | (here) | guard leases of the single-controller default over HTTP |
+//! | module | crate | feature | what |
+//! |---|---|---|---|
+//! | [`decision`] | `failover-core` | always | the sans-IO Controller, policy, RTO/RPO arithmetic, simulator, port traits |
+//! | `probe` | `failover-probe` | `probe` | HTTP(S)/TCP probes and their scheduler |
+//! | `dns` | `failover-dns` | `dns` | embedded authoritative DNS; RFC 2136 + TSIG |
+//! | `pg` | `failover-pg` | `pg` | PostgreSQL status, fencing, promotion, switchover, rejoin, node guard |
+//! | `etcd` | `failover-etcd` | `etcd` | controllers in every region, coordinated through etcd |
+//! | [`lease`] | (here) | always | guard leases of the single-controller default over HTTP |
 //!
 //! (The decision core is re-exported as `decision`, not `core`: a module
 //! named `core` would shadow Rust's own `core` crate for anyone who writes
@@ -146,13 +147,38 @@
 //! runtime.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! Each adapter is a feature, so you compile only what you use:
+//!
+//! | feature | enables | pulls in |
+//! |---|---|---|
+//! | `probe` (default) | `failover::probe`: HTTP(S)/TCP probes; [`RuntimeBuilder::probe`] and its scheduler | failover-probe, hyper client, rustls |
+//! | `dns` (default) | `failover::dns`: the embedded authoritative server, RFC 2136 + TSIG | failover-dns, hickory |
+//! | `pg` | `failover::pg`: PostgreSQL observation, fencing, promotion, `NodeGuard` | failover-pg, tokio-postgres |
+//! | `etcd` | `failover::etcd`: controllers in every region coordinated through etcd | failover-etcd, etcd-client (tonic) |
+//! | `full` | all of the above | |
+//!
+//! The decision core ([`decision`]), the runtime ([`RuntimeBuilder`]) and the
+//! single-controller guard lease server ([`lease`]) are always there. Without
+//! `probe`, feed probe results of your own with [`RuntimeHandle::report_probe`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use failover_core as decision;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use failover_dns as dns;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use failover_etcd as etcd;
+#[cfg(feature = "pg")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pg")))]
 pub use failover_pg as pg;
+#[cfg(feature = "probe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub use failover_probe as probe;
 
 /// The attribute the port traits ([`decision::ports`]) are written with, for

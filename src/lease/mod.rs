@@ -2,7 +2,7 @@
 //!
 //! In the embedded default there is no etcd: the running controller is the
 //! coordination store. Each PostgreSQL node's guard
-//! ([`failover_pg::NodeGuard`]) leases from it through a small HTTP/1.1 JSON
+//! (`failover_pg::NodeGuard`) leases from it through a small HTTP/1.1 JSON
 //! protocol: [`LeaseServer`] runs next to the controller, [`LeaseClient`]
 //! implements [`GuardLease`](failover_core::ports::GuardLease) for the guard.
 //!

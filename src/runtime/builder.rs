@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use failover_core::ports::{Coordinator, DatabaseAdmin, TrafficRouter};
 use failover_core::{Config, Controller, Input};
+#[cfg(feature = "probe")]
 use failover_probe::{ProbeScheduler, ProbeTarget, SchedulerConfig};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -30,7 +31,9 @@ pub struct RuntimeBuilder {
     config: Config,
     router: Option<Arc<dyn TrafficRouter>>,
     database: Option<Arc<dyn DatabaseAdmin>>,
+    #[cfg(feature = "probe")]
     probes: Vec<ProbeTarget>,
+    #[cfg(feature = "probe")]
     scheduler: SchedulerConfig,
     audit_log: Option<PathBuf>,
     audit_fsync: bool,
@@ -50,7 +53,9 @@ impl RuntimeBuilder {
             config,
             router: None,
             database: None,
+            #[cfg(feature = "probe")]
             probes: Vec::new(),
+            #[cfg(feature = "probe")]
             scheduler: SchedulerConfig::default(),
             audit_log: None,
             audit_fsync: false,
@@ -98,6 +103,8 @@ impl RuntimeBuilder {
         self
     }
 
+    #[cfg(feature = "probe")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
     /// Probes `region` from `vantage` with `probe` every `policy.interval`,
     /// each round starting a random `0..policy.jitter` after its slot (the
     /// scheduler's seeded generator, see [`SchedulerConfig::jitter_seed`]).
@@ -118,6 +125,8 @@ impl RuntimeBuilder {
     }
 
     /// Scheduler settings (concurrency, phase spread, jitter seed) for the probes.
+    #[cfg(feature = "probe")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
     pub fn scheduler(mut self, config: SchedulerConfig) -> Self {
         self.scheduler = config;
         self
@@ -167,7 +176,7 @@ impl RuntimeBuilder {
     /// Serves the node guards' leases from this controller (the
     /// single-controller default's coordination store, see
     /// [`crate::lease`]): every database node runs a
-    /// [`NodeGuard`](failover_pg::NodeGuard) that leases from
+    /// `failover_pg::NodeGuard` that leases from
     /// [`Runtime::lease_server`]'s URL. The controller then learns when a
     /// guard lease expires — proof that its node stopped writing — and
     /// claims the writer record here before each promotion. Set
@@ -434,6 +443,7 @@ impl RuntimeBuilder {
             None => WriterStore::Controller,
         };
 
+        #[cfg(feature = "probe")]
         let scheduler = if self.probes.is_empty() {
             None
         } else {
@@ -479,6 +489,7 @@ impl RuntimeBuilder {
             stop: stop_tx,
             shutdown_deadline: self.shutdown_deadline,
             driver: Some(driver_task),
+            #[cfg(feature = "probe")]
             scheduler,
             tasks,
             audit_task,
@@ -514,6 +525,7 @@ impl RuntimeBuilder {
                 topology.vantages()
             )));
         }
+        #[cfg(feature = "probe")]
         if let Some(target) = self.probes.iter().find(|t| t.vantage != vantage) {
             let name = |v: failover_core::VantageId| {
                 topology
@@ -536,7 +548,6 @@ impl RuntimeBuilder {
 /// A task of the runtime, before it is supervised and spawned.
 type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Passes the scheduler's results to the controller until shutdown begins.
 /// Feeds guard lease transitions to the controller.
 async fn forward_coordination(
     mut events: mpsc::UnboundedReceiver<failover_core::CoordinationEvent>,
@@ -556,6 +567,8 @@ async fn forward_coordination(
     }
 }
 
+/// Passes the scheduler's results to the controller until shutdown begins.
+#[cfg(feature = "probe")]
 async fn forward_probe_results(
     mut results: mpsc::Receiver<failover_core::ProbeResult>,
     inputs: mpsc::Sender<Input>,

@@ -66,6 +66,7 @@ mod writer_store;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "probe")]
 use failover_probe::ProbeScheduler;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -157,6 +158,7 @@ pub struct Runtime {
     stop: watch::Sender<stop::Stop>,
     shutdown_deadline: Duration,
     driver: Option<JoinHandle<()>>,
+    #[cfg(feature = "probe")]
     scheduler: Option<ProbeScheduler>,
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
@@ -188,6 +190,7 @@ impl Runtime {
     /// synced.
     pub async fn shutdown(mut self) {
         let deadline = tokio::time::Instant::now() + self.shutdown_deadline;
+        #[cfg(feature = "probe")]
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;
         }
@@ -233,6 +236,7 @@ impl Drop for Runtime {
             deadline: tokio::time::Instant::now(),
         });
         // Dropping the scheduler drops each target's stop signal, which ends it.
+        #[cfg(feature = "probe")]
         self.scheduler.take();
         for task in self.driver.take().into_iter().chain(self.tasks.drain(..)) {
             task.abort();
