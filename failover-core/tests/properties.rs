@@ -254,13 +254,17 @@ fn run(scenario: &Scenario, t0: Instant) -> Vec<Step> {
                 lsn,
                 replay_behind,
             } => {
-                received[*node as usize] = Some(*lsn);
+                // A streaming replica's received position never goes back
+                // (a re-cloned replica would; the adapter re-checks the gate
+                // against the node itself when it promotes).
+                let lsn = received[*node as usize].map_or(*lsn, |r| r.max(*lsn));
+                received[*node as usize] = Some(lsn);
                 Some(obs(
                     *node,
                     now,
                     NodeObservation::Replica {
                         timeline: 1,
-                        receive_lsn: Some(Lsn(*lsn)),
+                        receive_lsn: Some(Lsn(lsn)),
                         replay_lsn: Some(Lsn(lsn.saturating_sub(*replay_behind))),
                         replay_delay: None,
                     },

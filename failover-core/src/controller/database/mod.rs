@@ -178,6 +178,9 @@ pub(super) struct Database {
     /// The writer, fenced by an attempt that did not finish: unfenced when it
     /// is still the writer and its region serves.
     pub(super) fenced_writer: Option<(NodeId, Epoch)>,
+    /// When `fenced_writer`'s fence was confirmed: the writer seen as an
+    /// unfenced primary in an observation begun after that lifted it.
+    pub(super) fenced_writer_at: Option<Instant>,
     /// The old writer of the attempt in progress, and when it was proven
     /// stopped: seeing it as an unfenced primary after that voids the proof.
     pub(super) proven_at: Option<(NodeId, Instant)>,
@@ -201,6 +204,7 @@ impl Database {
             record: None,
             uncertain: None,
             fenced_writer: None,
+            fenced_writer_at: None,
             proven_at: None,
             unfence: None,
             seeding: None,

@@ -160,6 +160,7 @@ impl Controller {
         }
         if let (Some(old), Some(lsn)) = (attempt.old, final_lsn) {
             self.db.fenced_writer = Some((old, attempt.epoch));
+            self.db.fenced_writer_at = Some(now);
             let best = self.db.primary_lsn.map_or(lsn, |(l, _)| l.max(lsn));
             self.db.primary_lsn = Some((best, now));
         }
@@ -347,6 +348,7 @@ impl Controller {
             if fence.purpose == FencePurpose::Promotion && self.db.writer == Some(node) {
                 // Whatever happens to the attempt, the writer is fenced now.
                 self.db.fenced_writer = Some((node, fence.epoch));
+                self.db.fenced_writer_at = Some(now);
                 match self.db.phase {
                     Phase::Fencing { attempt, .. } if attempt.old == Some(node) => {
                         self.proven(now, node, StopProof::FenceConfirmed, final_lsn);

@@ -207,16 +207,22 @@ impl Controller {
     /// abandoned (and retried, needing proof again); a sent one cannot be
     /// recalled, and the event says so.
     fn void_proof(&mut self, now: Instant, node: NodeId, observed_at: Instant) {
-        let Some((proven, at)) = self.db.proven_at else {
-            return;
-        };
-        if proven != node || observed_at < at {
+        // A fence confirmed earlier (kept as the proof for a retry) is
+        // lifted, whether or not an attempt is under way.
+        let fence_lifted = self.db.fenced_writer.is_some_and(|(n, _)| n == node)
+            && self.db.fenced_writer_at.is_some_and(|at| observed_at >= at);
+        if fence_lifted {
+            self.db.fenced_writer = None;
+            self.db.fenced_writer_at = None;
+        }
+        let proof_void = self
+            .db
+            .proven_at
+            .is_some_and(|(n, at)| n == node && observed_at >= at);
+        if !fence_lifted && !proof_void {
             return;
         }
         self.db.proven_at = None;
-        if self.db.fenced_writer.is_some_and(|(n, _)| n == node) {
-            self.db.fenced_writer = None;
-        }
         self.notify(now, EventKind::ProofVoided { node });
         let pending = matches!(
             self.db.phase,
