@@ -5,9 +5,9 @@
 //! reported the promotion done (issue 16's rules).
 //!
 //! ```sh
-//! cargo bench --bench failover_e2e                       # every mode, 5 runs each
-//! FAILOVER_E2E_MODE=lease FAILOVER_E2E_RUNS=10 cargo bench --bench failover_e2e
-//! FAILOVER_E2E_INTERVAL_MS=1000 cargo bench --bench failover_e2e   # probe interval
+//! cargo bench --bench failover_e2e --features full                       # every mode, 5 runs each
+//! FAILOVER_E2E_MODE=lease FAILOVER_E2E_RUNS=10 cargo bench --bench failover_e2e --features full
+//! FAILOVER_E2E_INTERVAL_MS=1000 cargo bench --bench failover_e2e --features full   # probe interval
 //! ```
 //!
 //! Modes (`FAILOVER_E2E_MODE`, default `all`):

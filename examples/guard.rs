@@ -1,7 +1,7 @@
 //! Runs a node guard next to one PostgreSQL node until ctrl-c.
 //!
 //! ```text
-//! cargo run --example guard -- \
+//! cargo run --example guard --features pg -- \
 //!     --node pg-east --dsn "host=127.0.0.1 port=5432 user=postgres dbname=postgres" \
 //!     --lease-url http://10.0.0.1:7070 --peer pg-west --ttl 10s
 //! ```

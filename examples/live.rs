@@ -2,10 +2,10 @@
 //! machine has PostgreSQL, a real primary and streaming replica.
 //!
 //! ```sh
-//! cargo run --example live                      # with PostgreSQL if found
-//! cargo run --example live -- --no-database     # traffic only
-//! cargo run --example live -- --metrics 127.0.0.1:9464   # Prometheus endpoint
-//! RUST_LOG=failover=info cargo run --example live        # the runtime's tracing events too
+//! cargo run --example live --features full                      # with PostgreSQL if found
+//! cargo run --example live --features full -- --no-database     # traffic only
+//! cargo run --example live --features full -- --metrics 127.0.0.1:9464   # Prometheus endpoint
+//! RUST_LOG=failover=info cargo run --example live --features full        # the runtime's tracing events too
 //! ```
 //!
 //! It starts two regional HTTP APIs (us-east active, us-west standby), the
