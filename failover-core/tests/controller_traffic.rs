@@ -343,15 +343,32 @@ fn failed_weight_plan_is_resent_with_a_new_id_after_backoff() {
 }
 
 #[test]
-fn extra_timeouts_do_nothing() {
+fn early_and_extra_timeouts_do_nothing() {
     let mut d = Drill::new(seed_config());
     healthy_start(&mut d);
+    // us-east goes down and comes back: its hold-down arms a timer.
+    d.rounds(30, 3, "us-east", false);
+    d.rounds(60, 2, "us-east", true);
+    let due = d.c.poll_timeout().expect("a hold-down timer is armed");
+    assert!(due > d.now, "the timer is in the future");
     let before = d.log.len();
+    // Woken early, or several times, before the deadline: nothing happens,
+    // and the deadline stays.
     for _ in 0..3 {
         d.c.handle_timeout(d.now);
         d.drain();
     }
-    assert_eq!(d.log.len(), before);
+    assert_eq!(d.log.len(), before, "{:?}", &d.log[before..]);
+    assert_eq!(d.c.poll_timeout(), Some(due));
+    // At the deadline it acts once (the region may return); again at the
+    // same instant, nothing more.
+    d.c.handle_timeout(due);
+    d.drain();
+    let acted = d.log.len();
+    assert!(acted > before, "the due timer did nothing");
+    d.c.handle_timeout(due);
+    d.drain();
+    assert_eq!(d.log.len(), acted, "{:?}", &d.log[acted..]);
 }
 
 #[test]
@@ -457,6 +474,32 @@ fn an_unknown_region_never_counts_for_promotion_but_keeps_its_weight() {
     assert_eq!(status.regions[0].weight, 100);
     assert_eq!(status.plan.as_ref().map(|p| p.generation), Some(1));
     assert!(!status.paused);
+
+    // The writer's region goes down while us-west was never probed: its
+    // replica is not a candidate, so nothing is fenced or promoted.
+    let config = Config::new(seed_topology(&[]), auto_promote(seed_policy(), 1 << 20)).unwrap();
+    let mut d = Drill::new(config);
+    d.rounds(0, 2, "us-east", true);
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west", 1000);
+    d.rounds(30, 3, "us-east", false);
+    assert_eq!(d.health("us-west"), Health::Unknown);
+    let acted = |d: &Drill| {
+        d.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Fence { .. } | Action::Promote { .. }))
+    };
+    assert!(
+        !acted(&d),
+        "a replica in a region of unknown health was used"
+    );
+    // Once us-west is known up, the same replica is a candidate.
+    d.rounds(70, 2, "us-west", true);
+    d.replica("pg-west", 1000);
+    assert!(
+        acted(&d),
+        "a replica in a healthy region must be a candidate"
+    );
 }
 
 #[test]

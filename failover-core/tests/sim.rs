@@ -33,11 +33,25 @@ fn controller_events(report: &failover_core::sim::Report) -> Vec<EventKind> {
 
 #[test]
 fn outage_is_detected_and_cut_over_within_the_planned_bounds() {
+    let mut detections = Vec::new();
     for seed in 1..=5 {
-        let scenario = seed_scenario(seed);
+        // Each seed jitters the probes differently (1 s of jitter) and
+        // starts the outage at another phase of the 10 s probe grid.
+        let mut config =
+            Config::new(seed_topology(&[]), auto_promote(seed_policy(), 16 << 20)).unwrap();
+        let mut policy = config.policy().clone();
+        policy.jitter = Duration::from_secs(1);
+        config = Config::new(config.topology().clone(), policy).unwrap();
+        let east = config.topology().region_id("us-east").unwrap();
+        let phase = Duration::from_millis(1_900 * seed);
+        let scenario = Scenario::new(config, seed)
+            .duration(S(900))
+            .replication(2_000_000.0, Duration::from_millis(250))
+            .outage(east, S(120) + phase, Some(S(500)));
         let report = scenario.run();
         let bounds = Bounds::for_policy(scenario.config.policy(), scenario.actuation);
         let detection = report.detection.expect("detected");
+        detections.push(detection);
         let cutover = report.cutover.expect("cut over");
         assert!(
             detection >= bounds.best_detection && detection <= bounds.worst_detection,
@@ -90,6 +104,13 @@ fn outage_is_detected_and_cut_over_within_the_planned_bounds() {
             .collect();
         assert_eq!(ramp, vec![10, 25, 50, 100], "seed {seed}");
     }
+    // The seeds are not five copies of one run.
+    detections.sort();
+    detections.dedup();
+    assert!(
+        detections.len() >= 3,
+        "seeds and phases must give different detections: {detections:?}"
+    );
 }
 
 #[test]
