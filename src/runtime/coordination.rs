@@ -114,16 +114,13 @@ pub(crate) async fn store_worker(
                 new,
                 guard_absent,
             } => {
-                let result = match token {
-                    _ if !term.allows(token) => Err(PortError::new(
-                        PortErrorKind::Refused,
-                        format!("dropped: the leadership term ({token:?}) it was issued under ended before it ran"),
-                    )),
-                    None => Err(PortError::new(
+                let result = match (term.admit(token, "set_writer"), token) {
+                    (Err(dropped), _) => Err(dropped),
+                    (Ok(()), None) => Err(PortError::new(
                         PortErrorKind::Config,
                         "a writer claim without a leadership token cannot go to the coordination store",
                     )),
-                    Some(token) => {
+                    (Ok(()), Some(token)) => {
                         guarded(
                             "coordinator.set_writer",
                             call_timeout,
@@ -156,8 +153,7 @@ pub(crate) async fn store_worker(
             }
             StoreJob::SetIntent { token, intent } => {
                 for attempt in 1..=5u32 {
-                    if !term.allows(Some(token)) {
-                        tracing::warn!(%token, "operator intent not stored: leadership ended");
+                    if term.admit(Some(token), "set_intent").is_err() {
                         break;
                     }
                     let stored = guarded(

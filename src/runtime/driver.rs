@@ -296,8 +296,10 @@ impl Driver {
                 self.controller.handle(Instant::now(), input);
             }
         }
-        self.sync_coordination();
         if std::mem::take(dirty) {
+            // A change of term, verdict or intent always comes with an
+            // event, so only a dirty pass can have one to pass on.
+            self.sync_coordination();
             let mut status = self.view.clone();
             status.controller = self.controller.status();
             self.telemetry

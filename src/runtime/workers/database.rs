@@ -57,10 +57,7 @@ pub(crate) async fn administer(
         };
         let mut attempt = 0u32;
         let outcome = loop {
-            if !term.allows(job.term()) {
-                let error = Term::dropped(job.term());
-                tracing::warn!(action = what, action_id = id.0, %error, "deposed leader's action dropped");
-                metrics::counter!("failover_actions_dropped_total", "action" => what).increment(1);
+            if let Err(error) = term.admit(job.term(), what) {
                 break Err(error);
             }
             attempt += 1;

@@ -63,20 +63,26 @@ impl Term {
         }
     }
 
-    /// Whether a job issued under `term` may still run.
-    pub(crate) fn allows(&self, term: Option<FencingToken>) -> bool {
-        !self.coordinated || (term.is_some() && *self.current.borrow() == term)
-    }
-
-    /// The failure a dropped job reports.
-    pub(crate) fn dropped(term: Option<FencingToken>) -> PortError {
-        PortError::new(
+    /// Whether a job of kind `action` issued under `term` may still run:
+    /// `Ok`, or the failure a dropped job reports (logged and counted here).
+    pub(crate) fn admit(
+        &self,
+        term: Option<FencingToken>,
+        action: &'static str,
+    ) -> Result<(), PortError> {
+        if !self.coordinated || (term.is_some() && *self.current.borrow() == term) {
+            return Ok(());
+        }
+        let error = PortError::new(
             failover_core::PortErrorKind::Refused,
             format!(
                 "dropped: the leadership term it was issued under ({}) ended before it ran",
                 term.map_or_else(|| "none".to_owned(), |t| t.to_string())
             ),
-        )
+        );
+        tracing::warn!(action, %error, "deposed leader's action dropped");
+        metrics::counter!("failover_actions_dropped_total", "action" => action).increment(1);
+        Err(error)
     }
 }
 

@@ -62,11 +62,7 @@ pub(crate) async fn route(
         }
         let mut attempt = 0u32;
         loop {
-            if !term.allows(plan.token) {
-                let error = Term::dropped(plan.token);
-                tracing::warn!(generation = plan.generation, %error, "deposed leader's plan dropped");
-                metrics::counter!("failover_actions_dropped_total", "action" => "set_weights")
-                    .increment(1);
+            if let Err(error) = term.admit(plan.token, "set_weights") {
                 audit.record(
                     "action_failed",
                     json!({"action": id.0, "attempts": attempt, "error": error.to_string()}),
