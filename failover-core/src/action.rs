@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::{Epoch, Event, FencingToken, Lsn, MaxRpo, NodeId, RegionId, WriterRecord};
+use crate::{
+    Epoch, Event, FencingToken, Lsn, MaxRpo, NodeId, RegionId, SyncSet, Synchronous, WriterRecord,
+};
 
 /// Identifies one action so its completion or failure can be reported back
 /// with [`Input::ActionDone`](crate::Input::ActionDone) / [`Input::ActionFailed`](crate::Input::ActionFailed).
@@ -99,6 +101,11 @@ pub enum RpoGate {
         /// The position the candidate must have replayed.
         lsn: Lsn,
     },
+    /// The candidate is a synchronous standby the old writer required (the
+    /// writer record names it in `sync`): every commit the old writer
+    /// acknowledged is on it, so there is no acknowledged loss to measure.
+    /// The adapter checks nothing more.
+    Synchronous,
 }
 
 /// A request to promote one replica.
@@ -110,6 +117,13 @@ pub struct PromoteRequest {
     pub epoch: Epoch,
     /// What to check first.
     pub gate: RpoGate,
+    /// The replication mode the new writer starts in: with
+    /// [`Synchronous::On`] it starts asynchronous (no standby required yet:
+    /// `synchronous_standby_names = ''`); with [`Synchronous::Strict`] it
+    /// requires any one standby (`'*'`) so it never acknowledges a commit
+    /// no standby has; with [`Synchronous::Off`] the setting is left as it is.
+    /// The controller then names its synchronous standby.
+    pub synchronous: Synchronous,
 }
 
 /// An instruction from the controller. Execute it, then report
@@ -172,6 +186,24 @@ pub enum Action {
         /// guard renewing in between could unfence it as the writer.
         guard_absent: Option<NodeId>,
     },
+    /// Make the writer `node` (at `epoch`) require exactly `standbys` for
+    /// every commit it acknowledges (`synchronous_standby_names =
+    /// 'FIRST n (…)'` naming them all; empty: `''`, asynchronous). Report
+    /// done only once the setting is in effect and, for each standby, it is
+    /// a streaming synchronous standby that has flushed everything the
+    /// writer had flushed when the setting took effect: from then on every
+    /// acknowledged commit is on every standby.
+    SetSynchronous {
+        /// Report completion with this id.
+        id: ActionId,
+        /// The writer.
+        node: NodeId,
+        /// The writer's epoch: an adapter refuses a node that carries
+        /// another.
+        epoch: Epoch,
+        /// The standbys to require.
+        standbys: SyncSet,
+    },
     /// Something happened that an operator should know; log it, count it.
     Notify(Event),
 }
@@ -184,7 +216,8 @@ impl Action {
             | Action::Fence { id, .. }
             | Action::Promote { id, .. }
             | Action::Unfence { id, .. }
-            | Action::SetWriter { id, .. } => Some(*id),
+            | Action::SetWriter { id, .. }
+            | Action::SetSynchronous { id, .. } => Some(*id),
             Action::Notify(_) => None,
         }
     }

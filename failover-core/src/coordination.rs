@@ -48,15 +48,114 @@ impl fmt::Display for FencingToken {
     }
 }
 
-/// Which node takes writes, and the fencing epoch it was promoted at. The
-/// store's copy is the truth: a guard unfences its node only when this
-/// record names the node at the epoch the node itself has recorded.
+/// Which node takes writes, the fencing epoch it was promoted at, and the
+/// standbys its `synchronous_standby_names` requires. The store's copy is
+/// the truth: a guard unfences its node only when this record names the
+/// node at the epoch the node itself has recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WriterRecord {
     /// The writer.
     pub node: NodeId,
     /// The epoch of its promotion (0 for the configured primary).
     pub epoch: Epoch,
+    /// The standbys the writer requires for every commit it acknowledges
+    /// (all of them: `FIRST n (…)` with n the set's size). A standby is in
+    /// this set only after the writer was configured to require it and it
+    /// caught up, and it leaves the set before the writer stops requiring
+    /// it — so every commit the writer acknowledged is on every member, and
+    /// a member may be promoted without waiting for the writer's guard
+    /// lease. Empty: asynchronous replication (or `policy.synchronous` off).
+    pub sync: SyncSet,
+}
+
+impl WriterRecord {
+    /// A record with no synchronous standbys.
+    pub const fn new(node: NodeId, epoch: Epoch) -> Self {
+        WriterRecord {
+            node,
+            epoch,
+            sync: SyncSet::EMPTY,
+        }
+    }
+}
+
+impl fmt::Display for WriterRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "writer {} at {}", self.node, self.epoch)?;
+        if !self.sync.is_empty() {
+            write!(f, ", synchronous {}", self.sync)?;
+        }
+        Ok(())
+    }
+}
+
+/// A set of database nodes, by [`NodeId`] (at most 64 nodes: a bit each).
+/// Used for the writer's synchronous standbys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SyncSet(u64);
+
+impl SyncSet {
+    /// No node.
+    pub const EMPTY: SyncSet = SyncSet(0);
+    /// Nodes a set can hold: ids `0..CAPACITY`.
+    pub const CAPACITY: u32 = 64;
+
+    /// The set holding only `node` (empty if its id is beyond [`Self::CAPACITY`]).
+    pub fn of(node: NodeId) -> Self {
+        SyncSet::EMPTY.with(node)
+    }
+    /// This set plus `node` (unchanged if its id is beyond [`Self::CAPACITY`]).
+    pub fn with(self, node: NodeId) -> Self {
+        match 1u64.checked_shl(node.0) {
+            Some(bit) => SyncSet(self.0 | bit),
+            None => self,
+        }
+    }
+    /// This set without `node`.
+    pub fn without(self, node: NodeId) -> Self {
+        match 1u64.checked_shl(node.0) {
+            Some(bit) => SyncSet(self.0 & !bit),
+            None => self,
+        }
+    }
+    /// Whether `node` is in the set.
+    pub fn contains(self, node: NodeId) -> bool {
+        1u64.checked_shl(node.0)
+            .is_some_and(|bit| self.0 & bit != 0)
+    }
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// How many nodes it holds.
+    pub const fn len(self) -> u32 {
+        self.0.count_ones()
+    }
+    /// Its nodes, in id order.
+    pub fn iter(self) -> impl Iterator<Item = NodeId> {
+        (0..Self::CAPACITY)
+            .filter(move |i| self.0 & (1u64 << i) != 0)
+            .map(NodeId)
+    }
+}
+
+impl FromIterator<NodeId> for SyncSet {
+    fn from_iter<I: IntoIterator<Item = NodeId>>(iter: I) -> Self {
+        iter.into_iter().fold(SyncSet::EMPTY, SyncSet::with)
+    }
+}
+
+impl fmt::Display for SyncSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, n) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n}")?;
+        }
+        f.write_str("}")
+    }
 }
 
 /// One controller's view of one region, published for the others: the

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     duration_serde, ActionId, AllDownPolicy, Epoch, FencingToken, MaxRpo, NodeId, PortErrorKind,
-    ProbeFailure, RegionId, Topology, VantageId,
+    ProbeFailure, RegionId, SyncSet, Topology, VantageId,
 };
 
 /// One decision or observation worth telling an operator, with its reason.
@@ -45,6 +45,8 @@ pub enum ActionKind {
     Unfence,
     /// [`Action::SetWriter`](crate::Action::SetWriter).
     SetWriter,
+    /// [`Action::SetSynchronous`](crate::Action::SetSynchronous).
+    SetSynchronous,
 }
 
 /// What proved that an old writer stopped taking writes.
@@ -55,6 +57,12 @@ pub enum StopProof {
     /// Its guard lease expired at the coordination store: its guard fenced
     /// it before that, or guard and node are down.
     GuardLeaseExpired,
+    /// The candidate is a synchronous standby the old writer required (the
+    /// writer record says so): the old writer cannot acknowledge a commit
+    /// the candidate lacks, and once the candidate is promoted it stops
+    /// receiving, so the old writer acknowledges nothing more. Its guard
+    /// still fences it within the guard TTL.
+    SynchronousStandby,
     /// An operator forced the promotion: no proof (split-brain risk accepted).
     Forced,
 }
@@ -369,6 +377,37 @@ pub enum EventKind {
         /// The node.
         node: NodeId,
     },
+    /// The writer's synchronous standbys are being changed (one step of it:
+    /// `step` is "configure the writer" or "record"), with the reason.
+    SynchronousChanging {
+        /// The writer.
+        writer: NodeId,
+        /// The set it will require (configure) or the record will name (record).
+        standbys: SyncSet,
+        /// Which step: the writer's configuration, or the writer record.
+        step: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The writer record now names these synchronous standbys: each has
+    /// every commit the writer acknowledged, and may be promoted without
+    /// waiting for the writer's guard lease. Empty: the writer replicates
+    /// asynchronously, and `max_rpo` bounds what a failover may lose.
+    SynchronousRecorded {
+        /// The writer.
+        writer: NodeId,
+        /// The standbys.
+        standbys: SyncSet,
+    },
+    /// Strict synchronous mode: the writer's synchronous standby is lost and
+    /// no replica can replace it, so the writer's commits wait (writes stop)
+    /// rather than be acknowledged without a standby.
+    SynchronousBlocked {
+        /// The writer.
+        writer: NodeId,
+        /// The standby it still requires.
+        standby: NodeId,
+    },
     /// The writer record names a node that is still a replica: the leader
     /// that claimed it (after proving the old writer stopped) did not finish
     /// the promotion, so this leader does, at the claimed epoch.
@@ -416,6 +455,18 @@ impl EventDisplay<'_> {
             .nodes()
             .get(id.index())
             .map_or("?", |n| n.name.as_str())
+    }
+    fn nodes(&self, f: &mut fmt::Formatter<'_>, set: SyncSet) -> fmt::Result {
+        if set.is_empty() {
+            return f.write_str("no standby");
+        }
+        for (i, n) in set.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(self.node(n))?;
+        }
+        Ok(())
     }
 }
 
@@ -637,6 +688,11 @@ impl fmt::Display for EventDisplay<'_> {
                     "{} proven stopped: its guard lease expired",
                     self.node(*node)
                 ),
+                StopProof::SynchronousStandby => write!(
+                    f,
+                    "{} cannot acknowledge a commit the candidate lacks: it requires the candidate as its synchronous standby (its guard fences it within the TTL)",
+                    self.node(*node)
+                ),
                 StopProof::Forced => write!(
                     f,
                     "{} NOT proven stopped: promotion forced by operator (split-brain risk accepted)",
@@ -704,6 +760,38 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::DatabaseUp { node } => {
                 write!(f, "database {} answers again", self.node(*node))
             }
+            EventKind::SynchronousChanging {
+                writer,
+                standbys,
+                step,
+                reason,
+            } => {
+                write!(f, "synchronous standbys of {}: {step} ", self.node(*writer))?;
+                self.nodes(f, *standbys)?;
+                write!(f, " ({reason})")
+            }
+            EventKind::SynchronousRecorded { writer, standbys } => {
+                if standbys.is_empty() {
+                    write!(
+                        f,
+                        "writer {} replicates asynchronously: a failover may lose up to max_rpo",
+                        self.node(*writer)
+                    )
+                } else {
+                    write!(f, "writer {} requires ", self.node(*writer))?;
+                    self.nodes(f, *standbys)?;
+                    write!(
+                        f,
+                        " for every commit: promotable without waiting for its guard lease"
+                    )
+                }
+            }
+            EventKind::SynchronousBlocked { writer, standby } => write!(
+                f,
+                "writer {} still requires lost standby {} (strict synchronous mode): its commits wait until the standby returns or a replica can replace it",
+                self.node(*writer),
+                self.node(*standby)
+            ),
             EventKind::PromotionResumed { node, epoch } => write!(
                 f,
                 "resuming the promotion of {} ({epoch}): the writer record names it, and the leader that claimed it did not finish",

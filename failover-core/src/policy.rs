@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{duration_serde, ConfigError, Topology};
+use crate::{duration_serde, ConfigError, SyncSet, Topology};
 
 /// What a region's health is before it has been evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +47,39 @@ pub enum MoveWriterOn {
     /// drains the region's traffic but leaves the writer where it is, and
     /// the surviving regions' APIs write to it across regions.
     Database,
+}
+
+/// Whether the writer replicates synchronously, and what happens when its
+/// synchronous standby is lost — the runtime manages the writer's
+/// `synchronous_standby_names`, as Patroni's `synchronous_mode` does.
+///
+/// With synchronous replication, the standby the writer requires has every
+/// commit the writer acknowledged, so it may be promoted without waiting for
+/// the old writer's guard lease (the third proof, besides a confirmed fence
+/// and an expired guard lease): no acknowledged loss, and a database cutover
+/// without the guard TTL. The price is commit latency (one round trip to the
+/// standby's region) and, in strict mode, availability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Synchronous {
+    /// Asynchronous replication (the default): `synchronous_standby_names`
+    /// is left as configured, promotions need a confirmed fence or an
+    /// expired guard lease, and the loss is bounded by `max_rpo`.
+    #[default]
+    Off,
+    /// The writer requires one synchronous standby, chosen among healthy
+    /// replicas in other regions; only it may be promoted automatically.
+    /// When it is lost and no other replica can replace it, the writer falls
+    /// back to asynchronous replication so writes go on — first in the
+    /// writer record (so no promotion relies on it), then on the writer,
+    /// with an event saying so; `max_rpo` applies until a standby is
+    /// required again.
+    On,
+    /// As `On`, but the writer never falls back to asynchronous
+    /// replication: with no standby to require, commits wait (writes stop)
+    /// rather than be acknowledged by the writer alone. A new writer starts
+    /// requiring any one standby (`'*'`).
+    Strict,
 }
 
 /// The most data a promotion may lose. Both limits apply when both are set.
@@ -158,6 +191,10 @@ pub struct Policy {
     /// intervals; expired votes count neither up nor down, so a dead vantage
     /// cannot pin a region up. 0 = votes never expire.
     pub vote_expiry: u32,
+    /// Synchronous replication (`"off"`, `"on"`, `"strict"`): see
+    /// [`Synchronous`]. Needs `auto_promote`'s `max_rpo` all the same (it
+    /// bounds loss while `on` runs asynchronously).
+    pub synchronous: Synchronous,
 }
 
 impl Default for Policy {
@@ -192,6 +229,7 @@ impl Default for Policy {
             step_timeout: Duration::from_secs(60),
             max_attempts: 3,
             vote_expiry: 3,
+            synchronous: Synchronous::Off,
         }
     }
 }
@@ -362,6 +400,24 @@ impl Policy {
                 "policy.max_attempts",
                 "must be at least 1, got 0",
             ));
+        }
+        if self.synchronous != Synchronous::Off {
+            if self.guard_ttl.is_none() {
+                return Err(ConfigError::invalid(
+                    "policy.synchronous",
+                    "needs policy.guard_ttl: a synchronous standby is promoted without waiting for the old writer, and its guard is what stops it within the TTL (a client that cancels its wait for the standby leaves a local commit behind)",
+                ));
+            }
+            let nodes = topology.nodes().len();
+            if nodes < 2 || nodes > SyncSet::CAPACITY as usize {
+                return Err(ConfigError::invalid(
+                    "policy.synchronous",
+                    format!(
+                        "needs between 2 and {} database nodes, the topology has {nodes}",
+                        SyncSet::CAPACITY
+                    ),
+                ));
+            }
         }
         Ok(())
     }

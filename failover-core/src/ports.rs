@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::{
     CoordinationEvent, Epoch, FencingToken, Intent, Lsn, NodeId, NodeObservation, ProbeOutcome,
-    PromoteRequest, RegionWeight, VantageId, Verdict, WeightPlan, WriterRecord,
+    PromoteRequest, RegionWeight, SyncSet, VantageId, Verdict, WeightPlan, WriterRecord,
 };
 
 /// Checks one target once. Implementations enforce their own timeouts and
@@ -61,6 +61,26 @@ pub trait DatabaseAdmin: Send + Sync {
     /// The highest epoch durably recorded on any reachable node (`None` if
     /// none was ever recorded), so a restarted controller resumes after it.
     async fn recorded_epoch(&self) -> Result<Option<Epoch>, PortError>;
+    /// Makes the writer `node` (carrying `epoch`) require exactly `standbys`
+    /// for every commit it acknowledges, and returns once that is in effect
+    /// and each standby has flushed everything the writer had acknowledged
+    /// (see [`Action::SetSynchronous`](crate::Action::SetSynchronous)).
+    /// Refuses (kind [`PortErrorKind::Refused`]) a node that is not a
+    /// primary at `epoch`. The default refuses with
+    /// [`PortErrorKind::Config`]: an adapter that cannot manage synchronous
+    /// replication cannot run with `policy.synchronous` on.
+    async fn set_synchronous(
+        &self,
+        node: NodeId,
+        epoch: Epoch,
+        standbys: SyncSet,
+    ) -> Result<(), PortError> {
+        let _ = (node, epoch, standbys);
+        Err(PortError::new(
+            PortErrorKind::Config,
+            "this database adapter does not manage synchronous replication; set policy.synchronous = \"off\"",
+        ))
+    }
 }
 
 /// One controller's membership in the coordination store: its leader

@@ -103,6 +103,9 @@ pub struct Status {
     /// `Some(FencingToken(0))` without a coordinator), `None` while another
     /// controller does or nobody is known to.
     pub leader: Option<FencingToken>,
+    /// The synchronous standbys the writer record names (empty: the writer
+    /// replicates asynchronously, or `policy.synchronous` is off).
+    pub synchronous: crate::SyncSet,
 }
 
 impl Status {

@@ -402,10 +402,7 @@ fn restore_takes_epoch_writer_drains_and_pause_in_one_step() {
         std::time::Instant::now(),
         Restored {
             epoch_floor: Epoch(7),
-            writer: Some(WriterRecord {
-                node: west,
-                epoch: Epoch(5),
-            }),
+            writer: Some(WriterRecord::new(west, Epoch(5))),
             drained: vec![east_region, RegionId(99)],
             paused: true,
             coordinated: false,
@@ -478,16 +475,13 @@ fn claims_carry_the_leaders_token_and_a_newer_record_from_a_successor_is_adopted
         Action::SetWriter {
             token: Some(FencingToken(9)),
             expected: None,
-            new: WriterRecord { node, epoch: Epoch(0) },
+            new: WriterRecord { node, epoch: Epoch(0), .. },
             ..
         } if *node == east
     )));
     // A successor claimed pg-west at epoch 3: adopted as the writer.
     d.input(Input::Coordination(CoordinationEvent::Writer(Some(
-        WriterRecord {
-            node: west,
-            epoch: Epoch(3),
-        },
+        WriterRecord::new(west, Epoch(3)),
     ))));
     assert_eq!(d.c.writer(), Some(west));
     assert_eq!(d.c.epoch(), Epoch(3));
@@ -650,10 +644,7 @@ fn an_unfinished_promotion_is_dropped_once_another_writer_is_adopted() {
         FencingToken(1),
     ))));
     d.input(Input::Coordination(CoordinationEvent::Writer(Some(
-        WriterRecord {
-            node: east,
-            epoch: Epoch(0),
-        },
+        WriterRecord::new(east, Epoch(0)),
     ))));
     steady(&mut d);
     lose_east(&mut d);
@@ -663,10 +654,7 @@ fn an_unfinished_promotion_is_dropped_once_another_writer_is_adopted() {
     d.fail(promote, PortErrorKind::Timeout);
     // A successor claimed pg-east back at a later epoch: adopted.
     d.input(Input::Coordination(CoordinationEvent::Writer(Some(
-        WriterRecord {
-            node: east,
-            epoch: Epoch(first.epoch.0 + 1),
-        },
+        WriterRecord::new(east, Epoch(first.epoch.0 + 1)),
     ))));
     assert_eq!(d.c.epoch(), Epoch(first.epoch.0 + 1));
     // pg-west shows up as a primary without its epoch: stale now, fenced,
@@ -762,17 +750,11 @@ fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
     steady(&mut d);
     // A follower: it sees the predecessor's claim, while pg-west is still a replica.
     d.input(Input::Coordination(CoordinationEvent::Writer(Some(
-        WriterRecord {
-            node: east,
-            epoch: Epoch(0),
-        },
+        WriterRecord::new(east, Epoch(0)),
     ))));
     lose_east(&mut d);
     d.input(Input::Coordination(CoordinationEvent::Writer(Some(
-        WriterRecord {
-            node: west,
-            epoch: Epoch(1),
-        },
+        WriterRecord::new(west, Epoch(1)),
     ))));
     d.replica("pg-west", 1000);
     assert_eq!(d.promotes(), 0, "a follower promotes nothing");

@@ -84,6 +84,10 @@ impl Keys {
 struct WriterJson {
     node: String,
     epoch: u64,
+    /// The synchronous standbys, by name, in node order; omitted when none,
+    /// so a record without any encodes as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sync: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -160,16 +164,23 @@ pub(crate) fn decode_plan(
     Ok(plan)
 }
 
-/// The writer record's value: `{"node":"pg-east","epoch":3}`. The encoding
-/// is deterministic, so a compare on the value is a compare on the record.
+/// The writer record's value: `{"node":"pg-east","epoch":3}`, plus
+/// `"sync":["pg-west"]` when the writer requires synchronous standbys. The
+/// encoding is deterministic, so a compare on the value is a compare on the
+/// record.
 pub(crate) fn encode_writer(
     topology: &Topology,
     record: WriterRecord,
 ) -> Result<String, EtcdError> {
     let node = node_name(topology, record.node)?;
+    let mut sync = Vec::with_capacity(record.sync.len() as usize);
+    for standby in record.sync.iter() {
+        sync.push(node_name(topology, standby)?.to_owned());
+    }
     serde_json::to_string(&WriterJson {
         node: node.to_owned(),
         epoch: record.epoch.0,
+        sync,
     })
     .map_err(|e| EtcdError::Malformed {
         key: "writer".into(),
@@ -189,9 +200,18 @@ pub(crate) fn decode_writer(
             key: key.to_owned(),
             reason: format!("node `{}` is not in the topology", json.node),
         })?;
+    let mut sync = failover_core::SyncSet::EMPTY;
+    for name in &json.sync {
+        let standby = topology.node_id(name).ok_or_else(|| EtcdError::Malformed {
+            key: key.to_owned(),
+            reason: format!("synchronous standby `{name}` is not in the topology"),
+        })?;
+        sync = sync.with(standby);
+    }
     Ok(WriterRecord {
         node,
         epoch: Epoch(json.epoch),
+        sync,
     })
 }
 
@@ -351,10 +371,7 @@ mod tests {
             assert_eq!(e.kind(), failover_core::PortErrorKind::Malformed, "{e}");
         }
         assert!(decode_health("/k/v", b"\"sideways\"").is_err());
-        let rec = WriterRecord {
-            node: NodeId(0),
-            epoch: Epoch(3),
-        };
+        let rec = WriterRecord::new(NodeId(0), Epoch(3));
         let text = encode_writer(&t, rec).unwrap();
         assert_eq!(text, r#"{"node":"pg-east","epoch":3}"#);
         assert_eq!(decode_writer(&t, "k", text.as_bytes()).unwrap(), rec);

@@ -15,10 +15,7 @@ use failover_core::{
 use failover_testkit::etcd::EtcdCluster;
 
 fn rec(node: u32, epoch: u64) -> WriterRecord {
-    WriterRecord {
-        node: NodeId(node),
-        epoch: Epoch(epoch),
-    }
+    WriterRecord::new(NodeId(node), Epoch(epoch))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

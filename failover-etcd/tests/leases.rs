@@ -35,10 +35,7 @@ async fn guard_lease_shows_lost_after_ttl_never_before() {
         "no guard yet: {joined:?}"
     );
     let token = joined_leadership(&joined).expect("sole controller leads");
-    let rec = WriterRecord {
-        node: NodeId(0),
-        epoch: Epoch(1),
-    };
+    let rec = WriterRecord::new(NodeId(0), Epoch(1));
     east.set_writer(token, None, rec, None).await.unwrap();
 
     let guard = EtcdGuardLease::connect(&config(&endpoints, "-", "east"), topology())
@@ -70,10 +67,7 @@ async fn guard_lease_shows_lost_after_ttl_never_before() {
 
     // While pg-east's guard holds its lease, a claim that needs it gone is
     // refused in the same transaction, and changes nothing.
-    let next = WriterRecord {
-        node: NodeId(1),
-        epoch: Epoch(2),
-    };
+    let next = WriterRecord::new(NodeId(1), Epoch(2));
     let e = east
         .set_writer(token, Some(rec), next, Some(NodeId(0)))
         .await

@@ -16,10 +16,7 @@ use failover_etcd::{EtcdCoordinator, EtcdGuardLease};
 use failover_testkit::etcd::EtcdCluster;
 
 fn rec(epoch: u64) -> WriterRecord {
-    WriterRecord {
-        node: NodeId(0),
-        epoch: Epoch(epoch),
-    }
+    WriterRecord::new(NodeId(0), Epoch(epoch))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,7 @@ async fn promote_run() -> BenchResult<(Duration, Duration)> {
             node: NodeId(1),
             epoch: Epoch(1),
             gate: RpoGate::Forced,
+            synchronous: failover_core::Synchronous::Off,
         })
         .await?;
     let promote = started.elapsed();

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use failover_core::ports::DatabaseAdmin;
-use failover_core::{Epoch, Lsn, NodeId, NodeObservation, PortError, PromoteRequest};
+use failover_core::{Epoch, Lsn, NodeId, NodeObservation, PortError, PromoteRequest, SyncSet};
 
 use crate::{PgCluster, PgError};
 
@@ -42,5 +42,16 @@ impl DatabaseAdmin for PgCluster {
 
     async fn recorded_epoch(&self) -> Result<Option<Epoch>, PortError> {
         self.highest_epoch().await.map_err(Into::into)
+    }
+
+    async fn set_synchronous(
+        &self,
+        node: NodeId,
+        epoch: Epoch,
+        standbys: SyncSet,
+    ) -> Result<(), PortError> {
+        PgCluster::set_synchronous(self, node, epoch, standbys)
+            .await
+            .map_err(Into::into)
     }
 }

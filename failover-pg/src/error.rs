@@ -181,6 +181,17 @@ pub enum PgError {
         /// How long it waited.
         waited: Duration,
     },
+    /// A standby did not become a caught-up synchronous standby of the
+    /// primary in time (`PgCluster::set_synchronous`).
+    #[error("node {node}: standby {standby} is not a caught-up synchronous standby in time ({state}); is it streaming, with application_name = its node name?")]
+    NotSynchronous {
+        /// The primary's name.
+        node: String,
+        /// The standby's name.
+        standby: String,
+        /// What was last seen of it.
+        state: String,
+    },
     /// `pg_promote` returned false or the node stayed in recovery.
     #[error("node {node}: promotion did not complete: {reason}")]
     PromotionFailed {
@@ -311,6 +322,7 @@ impl PgError {
             | PgError::LagExceeded { .. }
             | PgError::RpoUnknown { .. }
             | PgError::NotCaughtUp { .. }
+            | PgError::NotSynchronous { .. }
             | PgError::PromotionFailed { .. }
             | PgError::Rejoin { .. } => PortErrorKind::Refused,
         }

@@ -59,6 +59,7 @@
 //!         node: NodeId(1),
 //!         epoch: next,
 //!         gate: RpoGate::Within { max: MaxRpo::bytes(1 << 20), reference: None },
+//!         synchronous: failover_core::Synchronous::Off,
 //!     })
 //!     .await?;
 //! println!("promoted at {lsn}");
@@ -78,6 +79,7 @@ mod promote;
 pub mod rejoin;
 mod status;
 mod switchover;
+mod sync;
 pub mod tls;
 pub mod unfence;
 
@@ -88,5 +90,6 @@ pub use guard::{GuardDecision, GuardSettings, GuardStatus, NodeGuard};
 pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
 pub use switchover::SwitchoverReport;
+pub use sync::synchronous_standby_names;
 pub use tls::SslMode;
 pub use unfence::UnfenceReport;

@@ -40,6 +40,10 @@ impl PgCluster {
     /// 4. writes the intent `failover.promoting = 'EPOCH:TIMELINE'` to the
     ///    node's `postgresql.auto.conf` (`ALTER SYSTEM`, which a replica
     ///    accepts: it is a file, not WAL);
+    ///    and, unless `request.synchronous` is off, the node's own
+    ///    `synchronous_standby_names` for its term as writer (`''` for on,
+    ///    `'*'` for strict): a setting inherited from a base backup or
+    ///    `pg_rewind` may name a standby that is not there, or the node itself;
     /// 5. runs `pg_promote(wait => true)`, lifts a fence the node inherited
     ///    (read-only default, revoked `LOGIN`s), records the epoch in
     ///    `failover.epoch` in a transaction that is also the write check.
@@ -77,6 +81,7 @@ impl PgCluster {
         self.check_epoch(&s.node, request.epoch).await?;
         self.check_gate(&s, request.gate).await?;
         write_intent(&s, request.epoch, status.timeline).await?;
+        self.prepare_synchronous(&s, request.synchronous).await?;
 
         let wait_seconds = self.timeouts().promote.as_secs().clamp(1, i32::MAX as u64);
         let row = s
@@ -207,6 +212,10 @@ impl PgCluster {
                 }
             }
             RpoGate::CaughtUp { lsn } => self.wait_replayed(s, lsn).await,
+            RpoGate::Synchronous => {
+                tracing::info!(node = %s.node, "RPO gate passed: the candidate is a synchronous standby the old primary required, so it has every acknowledged commit");
+                Ok(())
+            }
         }
     }
 

@@ -62,6 +62,7 @@ impl PgCluster {
                 node: to,
                 epoch,
                 gate: RpoGate::CaughtUp { lsn: final_lsn },
+                synchronous: failover_core::Synchronous::Off,
             })
             .await?;
         let total_time = started.elapsed();

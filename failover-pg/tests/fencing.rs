@@ -107,6 +107,7 @@ async fn no_application_write_commits_after_fence() {
             gate: RpoGate::CaughtUp {
                 lsn: report.flush_lsn.unwrap(),
             },
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect("promote after fence");
@@ -257,6 +258,7 @@ async fn unfence_gives_writes_back_and_refuses_a_stale_epoch() {
             node: NodeId(1),
             epoch: Epoch(3),
             gate: RpoGate::Forced,
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect("promotion at 3");

@@ -37,6 +37,7 @@ async fn sync_replication_kill_primary_then_promote_loses_no_acknowledged_row() 
                 max: MaxRpo::bytes(16 << 20),
                 reference,
             },
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect("promote the synchronous standby");
@@ -127,6 +128,7 @@ async fn async_replica_behind_max_rpo_is_refused_with_its_lag() {
                 max: MaxRpo::bytes(64 * 1024),
                 reference,
             },
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect_err("lag above max_rpo");
@@ -160,6 +162,7 @@ async fn async_replica_behind_max_rpo_is_refused_with_its_lag() {
                 },
                 reference,
             },
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect_err("delay above max_rpo");
@@ -174,6 +177,7 @@ async fn async_replica_behind_max_rpo_is_refused_with_its_lag() {
             node: NodeId(1),
             epoch: Epoch(1),
             gate: RpoGate::Forced,
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect("forced promotion");
@@ -200,6 +204,7 @@ async fn a_second_promotion_with_the_same_or_an_older_epoch_is_refused() {
         node: NodeId(node),
         epoch: Epoch(epoch),
         gate: RpoGate::Forced,
+        synchronous: failover_core::Synchronous::Off,
     };
     admin.promote(&req(1, 5)).await.expect("first promotion");
     // A retried call with the same request is idempotent.
@@ -305,6 +310,7 @@ async fn a_promotion_retried_after_pg_promote_took_effect_records_its_epoch() {
         gate: RpoGate::CaughtUp {
             lsn: fence.flush_lsn.unwrap(),
         },
+        synchronous: failover_core::Synchronous::Off,
     };
     let err = short
         .promote(&request)
@@ -416,6 +422,7 @@ async fn without_a_reference_the_gate_measures_against_the_best_reachable_node()
             node: NodeId(2),
             epoch: Epoch(1),
             gate,
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect_err("node2 lags node1 by ~1 MB");
@@ -442,6 +449,7 @@ async fn without_a_reference_the_gate_measures_against_the_best_reachable_node()
             node: NodeId(1),
             epoch: Epoch(1),
             gate,
+            synchronous: failover_core::Synchronous::Off,
         },
     )
     .await

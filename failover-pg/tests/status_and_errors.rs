@@ -66,6 +66,7 @@ async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
             node: NodeId(0),
             epoch: Epoch(1),
             gate: RpoGate::Forced,
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect_err("promoting a primary");
@@ -84,6 +85,7 @@ async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
             gate: RpoGate::CaughtUp {
                 lsn: failover_core::Lsn(u64::MAX / 2),
             },
+            synchronous: failover_core::Synchronous::Off,
         })
         .await
         .expect_err("cannot catch up");

@@ -157,10 +157,7 @@ impl LeaseClient {
                         w.node
                     ))
                 })?;
-                Ok(Some(WriterRecord {
-                    node: id,
-                    epoch: Epoch(w.epoch),
-                }))
+                Ok(Some(WriterRecord::new(id, Epoch(w.epoch))))
             }
         }
     }

@@ -403,7 +403,7 @@ impl LeaseServer {
 
     /// Convenience for [`set_writer`](Self::set_writer) by node and epoch.
     pub fn set_writer_at(&self, node: NodeId, epoch: Epoch) {
-        self.set_writer(Some(WriterRecord { node, epoch }));
+        self.set_writer(Some(WriterRecord::new(node, epoch)));
     }
 
     /// Whether `node`'s guard lease is held now.

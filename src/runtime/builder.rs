@@ -339,6 +339,7 @@ impl RuntimeBuilder {
             tx
         });
         let mut fences = None;
+        let mut syncs = None;
         let jobs = self.database.map(|adapter| {
             let (tx, rx) = mpsc::unbounded_channel();
             let work = database::administer(
@@ -363,6 +364,18 @@ impl RuntimeBuilder {
             );
             tasks.push(spawn("fence worker", Box::pin(work)));
             fences = Some(fence_tx);
+            let (sync_tx, sync_rx) = mpsc::unbounded_channel();
+            let work = database::administer(
+                adapter.clone(),
+                sync_rx,
+                reports_tx.clone(),
+                self.retry,
+                term.clone(),
+                audit.clone(),
+                stop.clone(),
+            );
+            tasks.push(spawn("synchronous standby worker", Box::pin(work)));
+            syncs = Some(sync_tx);
             let work = observer::observe(
                 adapter,
                 nodes,
@@ -464,6 +477,7 @@ impl RuntimeBuilder {
             plans,
             jobs,
             fences,
+            syncs,
             audit: audit.clone(),
             status: status_tx,
             events: events_tx.clone(),

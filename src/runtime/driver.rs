@@ -38,6 +38,9 @@ pub(crate) struct Driver {
     /// unreachable node that hangs until its timeout never holds up a
     /// promotion the controller already has proof for.
     pub(crate) fences: Option<mpsc::UnboundedSender<DatabaseJob>>,
+    /// Changes of the writer's synchronous standbys go to a third worker:
+    /// waiting for a standby to catch up holds up no fence or promotion.
+    pub(crate) syncs: Option<mpsc::UnboundedSender<DatabaseJob>>,
     pub(crate) audit: AuditLog,
     pub(crate) status: watch::Sender<RuntimeStatus>,
     pub(crate) events: broadcast::Sender<Event>,
@@ -140,6 +143,7 @@ impl Driver {
         self.plans = None;
         self.jobs = None;
         self.fences = None;
+        self.syncs = None;
         self.poll_actions(dirty);
         while let Some(report) = self.reports.recv().await {
             *dirty |= self.on_report(report);
@@ -374,7 +378,7 @@ impl Driver {
                 // the guards must see named.
                 if let failover_core::EventKind::WriterMoved { to, epoch, .. } = event.kind {
                     self.writer_store
-                        .adopted(failover_core::WriterRecord { node: to, epoch });
+                        .adopted(failover_core::WriterRecord::new(to, epoch));
                 }
                 let text = event.display(topology).to_string();
                 let kind = super::telemetry::event_kind_name(&event);
@@ -404,6 +408,32 @@ impl Driver {
                     epoch,
                 })
             }
+            Action::SetSynchronous {
+                id,
+                node,
+                epoch,
+                standbys,
+            } => {
+                let name = &topology.node(node).name;
+                let names: Vec<&str> = standbys
+                    .iter()
+                    .map(|n| topology.node(n).name.as_str())
+                    .collect();
+                tracing::warn!(action = id.0, node = %name, epoch = epoch.0, standbys = ?names, "set the writer's synchronous standbys");
+                self.audit.record(
+                    "action",
+                    json!({"action": id.0, "type": "set_synchronous", "node": name,
+                           "epoch": epoch.0, "standbys": names}),
+                );
+                let term = self.controller.token();
+                self.send_job(DatabaseJob::SetSynchronous {
+                    id,
+                    term,
+                    node,
+                    epoch,
+                    standbys,
+                })
+            }
             Action::SetWriter {
                 id,
                 token,
@@ -412,11 +442,16 @@ impl Driver {
                 guard_absent,
             } => {
                 let name = &topology.node(new.node).name;
-                tracing::warn!(action = id.0, node = %name, epoch = new.epoch.0, "claim the writer record");
+                let sync: Vec<&str> = new
+                    .sync
+                    .iter()
+                    .map(|n| topology.node(n).name.as_str())
+                    .collect();
+                tracing::warn!(action = id.0, node = %name, epoch = new.epoch.0, sync = ?sync, "claim the writer record");
                 self.audit.record(
                     "action",
                     json!({"action": id.0, "type": "set_writer", "node": name,
-                           "epoch": new.epoch.0, "token": token.map(|t| t.0)}),
+                           "epoch": new.epoch.0, "sync": sync, "token": token.map(|t| t.0)}),
                 );
                 let Some(c) = &self.coordination else {
                     return Some(self.writer_store.claim(id, expected, new, guard_absent));
@@ -454,6 +489,7 @@ impl Driver {
         }
         let queue = match job {
             DatabaseJob::Fence { .. } | DatabaseJob::Unfence { .. } => &self.fences,
+            DatabaseJob::SetSynchronous { .. } => &self.syncs,
             DatabaseJob::Promote { .. } => &self.jobs,
         };
         match queue {

@@ -222,6 +222,7 @@ impl Controller {
             promotion: self.db.phase(),
             paused: self.paused,
             leader: self.leader,
+            synchronous: self.db.writer_sync,
         }
     }
 

@@ -612,6 +612,9 @@ impl Engine<'_> {
                 max.admits(lag, Some(self.s.replication_lag))
             }
             RpoGate::CaughtUp { lsn } => n.lsn >= lsn.0,
+            // The simulator replicates asynchronously: it never names a
+            // synchronous standby, so the controller never sends this gate.
+            RpoGate::Synchronous => true,
         };
         if !admitted {
             return Err(PortErrorKind::Refused);

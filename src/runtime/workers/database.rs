@@ -1,8 +1,9 @@
 //! A database worker: runs its jobs strictly in the order the controller
 //! issued them, retrying retryable errors up to `retry.fence_attempts` /
-//! `retry.database_attempts` times. The runtime runs two: one for fences
+//! `retry.database_attempts` times. The runtime runs three: one for fences
 //! and unfences (so operations on one node stay in order), one for
-//! promotions. A promotion needs no ordering against fences here: the
+//! promotions, and one for the writer's synchronous standbys (which may wait
+//! for a standby to catch up, and must hold up neither). A promotion needs no ordering against fences here: the
 //! controller sends it only once the old writer is proven stopped (its
 //! fence reported done, or its guard lease expired), so a fence of an
 //! unreachable node hanging until its timeout never holds it up.
@@ -54,6 +55,8 @@ pub(crate) async fn administer(
             DatabaseJob::Fence { id, .. } => (id, "fence", retry.fence_attempts),
             DatabaseJob::Promote { id, .. } => (id, "promote", retry.database_attempts),
             DatabaseJob::Unfence { id, .. } => (id, "unfence", retry.fence_attempts),
+            // Decided afresh by the controller after a failure.
+            DatabaseJob::SetSynchronous { id, .. } => (id, "set synchronous", 1),
         };
         let mut attempt = 0u32;
         let outcome = loop {
@@ -82,6 +85,18 @@ pub(crate) async fn administer(
                         "database.unfence",
                         retry.call_timeout,
                         database.unfence(node, epoch),
+                    )
+                    .await
+                    .map(|()| None),
+                    DatabaseJob::SetSynchronous {
+                        node,
+                        epoch,
+                        standbys,
+                        ..
+                    } => guarded(
+                        "database.set_synchronous",
+                        retry.promote_timeout,
+                        database.set_synchronous(node, epoch, standbys),
                     )
                     .await
                     .map(|()| None),

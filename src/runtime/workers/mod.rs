@@ -109,6 +109,13 @@ pub(crate) enum DatabaseJob {
         node: failover_core::NodeId,
         epoch: failover_core::Epoch,
     },
+    SetSynchronous {
+        id: ActionId,
+        term: Option<FencingToken>,
+        node: failover_core::NodeId,
+        epoch: failover_core::Epoch,
+        standbys: failover_core::SyncSet,
+    },
 }
 
 impl DatabaseJob {
@@ -116,7 +123,8 @@ impl DatabaseJob {
         match self {
             DatabaseJob::Fence { id, .. }
             | DatabaseJob::Promote { id, .. }
-            | DatabaseJob::Unfence { id, .. } => *id,
+            | DatabaseJob::Unfence { id, .. }
+            | DatabaseJob::SetSynchronous { id, .. } => *id,
         }
     }
 
@@ -125,7 +133,8 @@ impl DatabaseJob {
         match self {
             DatabaseJob::Fence { term, .. }
             | DatabaseJob::Promote { term, .. }
-            | DatabaseJob::Unfence { term, .. } => *term,
+            | DatabaseJob::Unfence { term, .. }
+            | DatabaseJob::SetSynchronous { term, .. } => *term,
         }
     }
 }

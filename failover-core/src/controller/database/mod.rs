@@ -16,13 +16,32 @@
 
 mod promotion;
 mod rpo;
+mod sync;
 mod writer;
 
 use std::time::{Duration, Instant};
 
 use crate::{
-    ActionId, Epoch, Lsn, NodeId, NodeObservation, PromotionPhase, RpoGate, Topology, WriterRecord,
+    ActionId, Epoch, Lsn, NodeId, NodeObservation, PromotionPhase, RpoGate, SyncSet, Topology,
+    WriterRecord,
 };
+
+/// One step of changing the writer's synchronous standbys (see [`sync`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SyncStep {
+    /// The writer's `synchronous_standby_names`.
+    Configure,
+    /// The writer record's `sync`.
+    Record,
+}
+
+/// The synchronous step in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SyncOp {
+    pub(super) id: ActionId,
+    pub(super) step: SyncStep,
+    pub(super) standbys: SyncSet,
+}
 
 /// What a node guard's lease is known to be.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -188,6 +207,17 @@ pub(super) struct Database {
     pub(super) unfence: Option<ActionId>,
     /// The first write of the writer record, in flight.
     pub(super) seeding: Option<ActionId>,
+    /// The synchronous standbys the writer's record names (as last
+    /// confirmed by the store or by our own write).
+    pub(super) writer_sync: SyncSet,
+    /// What the writer was last configured to require (`None`: unknown).
+    pub(super) sync_configured: Option<SyncSet>,
+    /// The synchronous step in flight.
+    pub(super) sync_op: Option<SyncOp>,
+    /// No synchronous step before this (after a failed one).
+    pub(super) sync_retry_at: Option<Instant>,
+    /// Strict mode: the lost standby the writer still requires, once said.
+    pub(super) sync_blocked: Option<NodeId>,
 }
 
 impl Database {
@@ -208,6 +238,11 @@ impl Database {
             proven_at: None,
             unfence: None,
             seeding: None,
+            writer_sync: SyncSet::EMPTY,
+            sync_configured: None,
+            sync_op: None,
+            sync_retry_at: None,
+            sync_blocked: None,
         }
     }
 
@@ -300,6 +335,7 @@ impl Database {
         self.writer.map(|node| WriterRecord {
             node,
             epoch: self.writer_epoch,
+            sync: self.writer_sync,
         })
     }
 }

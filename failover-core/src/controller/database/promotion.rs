@@ -59,7 +59,14 @@ impl Controller {
             }
             return;
         };
-        match self.rpo_gate(now, candidate, lsn) {
+        // A synchronous standby the writer required has every acknowledged
+        // commit: no RPO gate to pass, no guard lease to wait for.
+        let gate = if self.sync_proof(writer, candidate) {
+            Ok((RpoGate::Synchronous, 0))
+        } else {
+            self.rpo_gate(now, candidate, lsn)
+        };
+        match gate {
             Ok((gate, lag_bytes)) => {
                 let attempt = Attempt {
                     old: Some(writer),
@@ -115,6 +122,10 @@ impl Controller {
                 return;
             }
         }
+        if attempt.gate == RpoGate::Synchronous && self.sync_proof(old, attempt.candidate) {
+            self.proven(now, old, StopProof::SynchronousStandby, None);
+            return;
+        }
         if attempt.intent != Intent::Switchover
             && self.db.nodes[old.index()].guard == super::GuardLease::Expired
         {
@@ -155,7 +166,9 @@ impl Controller {
             return;
         };
         attempt.proof = Some(proof);
-        if proof != StopProof::Forced {
+        // A synchronous standby's proof holds while the old writer runs: it
+        // cannot acknowledge a commit without the candidate.
+        if !matches!(proof, StopProof::Forced | StopProof::SynchronousStandby) {
             self.db.proven_at = Some((node, now));
         }
         if let (Some(old), Some(lsn)) = (attempt.old, final_lsn) {
@@ -239,10 +252,7 @@ impl Controller {
             id,
             token: self.coordinated.then_some(self.leader).flatten(),
             expected,
-            new: WriterRecord {
-                node: attempt.candidate,
-                epoch: attempt.epoch,
-            },
+            new: WriterRecord::new(attempt.candidate, attempt.epoch),
             guard_absent: attempt
                 .old
                 .filter(|_| attempt.proof == Some(StopProof::GuardLeaseExpired)),
@@ -274,6 +284,7 @@ impl Controller {
                 node: attempt.candidate,
                 epoch: attempt.epoch,
                 gate: attempt.gate,
+                synchronous: self.policy.synchronous,
             },
         });
     }
@@ -368,12 +379,12 @@ impl Controller {
             self.db.seeding = None;
             return;
         }
+        if self.on_sync_done(now, id) {
+            return;
+        }
         match self.db.phase {
             Phase::Claiming { attempt, id: claim } if claim == id => {
-                self.db.record = Some(WriterRecord {
-                    node: attempt.candidate,
-                    epoch: attempt.epoch,
-                });
+                self.db.record = Some(WriterRecord::new(attempt.candidate, attempt.epoch));
                 self.promote(now, attempt);
             }
             Phase::Promoting {
@@ -390,6 +401,11 @@ impl Controller {
                 self.db.uncertain = None;
                 self.db.fenced_writer = None;
                 self.timers.stop(Timer::DatabaseStep);
+                // It starts asynchronous (on) or requiring any standby
+                // (strict): a standby is named once one streams from it.
+                let configured = (self.policy.synchronous == crate::Synchronous::On)
+                    .then_some(crate::SyncSet::EMPTY);
+                self.reset_sync(crate::SyncSet::EMPTY, configured);
                 self.notify(
                     now,
                     EventKind::Promoted {
@@ -397,6 +413,7 @@ impl Controller {
                         epoch: attempt.epoch,
                     },
                 );
+                self.evaluate_sync(now);
             }
             _ => {}
         }
@@ -447,6 +464,9 @@ impl Controller {
         if self.db.seeding == Some(id) {
             self.db.seeding = None;
             self.action_failed_event(now, id, ActionKind::SetWriter, &failure);
+            return;
+        }
+        if self.on_sync_failed(now, id, &failure) {
             return;
         }
         match self.db.phase {

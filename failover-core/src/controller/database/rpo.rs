@@ -16,9 +16,15 @@ impl Controller {
     /// The replica in a serving region with the most WAL, ties by priority.
     pub(super) fn best_candidate(&self, writer: NodeId) -> Option<(NodeId, Lsn)> {
         let writer_region = self.topology.node_region(writer);
+        // With synchronous replication, only the standbys the writer
+        // required have every acknowledged commit: they alone are
+        // candidates, unless the writer ran asynchronously (none named).
+        let sync = self.db.writer_sync;
+        let sync_only = self.policy.synchronous != crate::Synchronous::Off && !sync.is_empty();
         self.topology
             .node_ids()
             .filter(|n| *n != writer && self.db.nodes[n.index()].fence.is_none())
+            .filter(|n| !sync_only || sync.contains(*n))
             .filter(|n| {
                 let r = self.topology.node_region(*n);
                 let region = &self.regions[r.index()];

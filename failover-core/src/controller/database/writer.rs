@@ -40,6 +40,7 @@ impl Controller {
                 if self.db.writer == Some(node) && self.writer_lost() {
                     self.evaluate_writer(now);
                 }
+                self.evaluate_sync(now);
             }
             return;
         }
@@ -94,6 +95,7 @@ impl Controller {
             // The writer's database answers again.
             self.evaluate_writer(now);
         }
+        self.evaluate_sync(now);
     }
 
     fn on_primary_seen(
@@ -245,6 +247,7 @@ impl Controller {
         self.db.reported = None;
         self.db.attempts = 0;
         self.db.fenced_writer = None;
+        self.reset_sync(crate::SyncSet::EMPTY, None);
         // A promotion of another node whose outcome we never learnt is
         // superseded: that node, if primary, is now stale — fenced, never
         // promoted again.
@@ -288,6 +291,21 @@ impl Controller {
         }
         self.db.record = record;
         match record {
+            Some(r) if Some(r.node) == self.db.writer && r.epoch == self.db.writer_epoch => {
+                // The writer's own record: only its synchronous standbys
+                // may have changed (our write, or a predecessor's).
+                if self.db.writer_sync != r.sync {
+                    self.db.writer_sync = r.sync;
+                    self.notify(
+                        now,
+                        EventKind::SynchronousRecorded {
+                            writer: r.node,
+                            standbys: r.sync,
+                        },
+                    );
+                }
+                self.evaluate_sync(now);
+            }
             Some(r) => {
                 let ours = self.db.attempt().is_some_and(|a| a.candidate == r.node)
                     && matches!(
@@ -301,6 +319,7 @@ impl Controller {
                     let from = self.db.writer;
                     self.db.writer = Some(r.node);
                     self.db.writer_epoch = r.epoch;
+                    self.reset_sync(r.sync, None);
                     // A claimed node still a replica is not promoted yet:
                     // the old writer's last position stays the reference
                     // its promotion is gated against.

@@ -1,0 +1,241 @@
+//! Synchronous replication as the third proof: the writer requires a
+//! standby before the record names it, the record drops it before the
+//! writer stops requiring it, and a recorded standby is promoted without
+//! waiting for the old writer's guard lease — each a drill on the real
+//! Controller.
+
+mod common;
+
+use common::*;
+use failover_core::{
+    Action, Config, CoordinationEvent, EventKind, Input, NodeId, NodeObservation, PortErrorKind,
+    RpoGate, StopProof, SyncSet, Synchronous,
+};
+
+fn config(mode: Synchronous) -> Config {
+    let mut policy = auto_promote(seed_policy(), 16 * 1024);
+    policy.synchronous = mode;
+    Config::new(seed_topology(&[]), policy).unwrap()
+}
+
+fn node(d: &Drill, name: &str) -> NodeId {
+    d.c.topology().node_id(name).unwrap()
+}
+
+fn steady(d: &mut Drill) {
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west", 1000);
+}
+
+fn lease(d: &mut Drill, name: &str, held: bool) {
+    let node = node(d, name);
+    d.input(Input::Coordination(CoordinationEvent::GuardLease {
+        node,
+        held,
+    }));
+}
+
+/// The last `SetSynchronous` sent: its id, node and standbys.
+fn last_set_synchronous(d: &Drill) -> Option<(failover_core::ActionId, NodeId, SyncSet)> {
+    d.log.iter().rev().find_map(|(_, a)| match a {
+        Action::SetSynchronous {
+            id, node, standbys, ..
+        } => Some((*id, *node, *standbys)),
+        _ => None,
+    })
+}
+
+/// The last `SetWriter` sent: its id, expected and new sync sets.
+fn last_set_writer(d: &Drill) -> Option<(failover_core::ActionId, Option<SyncSet>, SyncSet)> {
+    d.log.iter().rev().find_map(|(_, a)| match a {
+        Action::SetWriter {
+            id, expected, new, ..
+        } => Some((*id, expected.map(|e| e.sync), new.sync)),
+        _ => None,
+    })
+}
+
+/// Steady state with pg-west recorded as pg-east's synchronous standby.
+fn synchronous(mode: Synchronous) -> Drill {
+    let mut d = Drill::new(config(mode));
+    steady(&mut d);
+    let west = node(&d, "pg-west");
+    let (id, writer, standbys) = last_set_synchronous(&d).expect("the writer is configured");
+    assert_eq!(writer, node(&d, "pg-east"));
+    assert_eq!(standbys, SyncSet::of(west));
+    assert!(
+        last_set_writer(&d).is_none(),
+        "the record names no standby before the writer requires it"
+    );
+    d.done(id);
+    let (id, expected, new) = last_set_writer(&d).expect("then recorded");
+    assert_eq!(expected, Some(SyncSet::EMPTY));
+    assert_eq!(new, SyncSet::of(west));
+    d.done(id);
+    assert_eq!(d.c.status().synchronous, SyncSet::of(west));
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::SynchronousRecorded { standbys, .. } if *standbys == SyncSet::of(west)
+    )));
+    d
+}
+
+#[test]
+fn the_writer_requires_a_standby_before_the_record_names_it() {
+    let d = synchronous(Synchronous::On);
+    // Nothing more to do once both agree.
+    let sets = d
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::SetSynchronous { .. } | Action::SetWriter { .. }))
+        .count();
+    assert_eq!(sets, 2);
+}
+
+#[test]
+fn a_recorded_synchronous_standby_is_promoted_without_waiting_for_the_guard_lease() {
+    let mut d = synchronous(Synchronous::On);
+    let east = node(&d, "pg-east");
+    let west = node(&d, "pg-west");
+    lease(&mut d, "pg-east", true);
+    d.rounds(30, 3, "us-east", false);
+    // No fence confirmed, the guard lease still held: the third proof.
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::StopProven {
+            node,
+            proof: StopProof::SynchronousStandby,
+        } if *node == east
+    )));
+    let (claim, expected, new) = last_set_writer(&d).expect("claimed");
+    assert_eq!(
+        expected,
+        Some(SyncSet::of(west)),
+        "the claim compares the record the proof was read from"
+    );
+    assert_eq!(new, SyncSet::EMPTY);
+    d.done(claim);
+    let (id, request) = d.last_promote();
+    assert_eq!(request.node, west);
+    assert_eq!(request.gate, RpoGate::Synchronous);
+    assert_eq!(request.synchronous, Synchronous::On);
+    d.done(id);
+    assert_eq!(d.c.writer(), Some(west));
+    assert_eq!(d.c.status().synchronous, SyncSet::EMPTY);
+}
+
+#[test]
+fn a_standby_the_record_does_not_name_yet_needs_the_usual_proof() {
+    let mut d = Drill::new(config(Synchronous::On));
+    steady(&mut d);
+    let (_configuring, _, _) = last_set_synchronous(&d).expect("configuring");
+    lease(&mut d, "pg-east", true);
+    // The writer is lost while it is being configured: the record does not
+    // name pg-west, so only a fence or the lease proves anything.
+    d.rounds(30, 3, "us-east", false);
+    assert_eq!(d.promotes(), 0);
+    assert!(!d.events().iter().any(|e| matches!(
+        e,
+        EventKind::StopProven {
+            proof: StopProof::SynchronousStandby,
+            ..
+        }
+    )));
+    let (fence, _, _) = d.last_fence();
+    d.fail(fence, PortErrorKind::Unavailable);
+    assert_eq!(d.promotes(), 0, "an unreachable writer is no proof");
+}
+
+#[test]
+fn a_lost_standby_leaves_the_record_before_the_writer_stops_requiring_it() {
+    let mut d = synchronous(Synchronous::On);
+    let before = d.log.len();
+    for s in [30, 40, 50] {
+        d.advance_to(s);
+        d.observe("pg-west", NodeObservation::Unreachable);
+        d.primary("pg-east", 2000, None);
+    }
+    let after: Vec<Action> = d.log[before..]
+        .iter()
+        .map(|(_, a)| a.clone())
+        .filter(|a| matches!(a, Action::SetSynchronous { .. } | Action::SetWriter { .. }))
+        .collect();
+    // (The drill acknowledges writer-record writes at once, as the
+    // single-controller store does.)
+    let west = SyncSet::of(node(&d, "pg-west"));
+    match after.as_slice() {
+        [Action::SetWriter {
+            expected: Some(expected),
+            new,
+            ..
+        }, Action::SetSynchronous {
+            node: writer,
+            standbys,
+            ..
+        }] => {
+            assert_eq!(expected.sync, west);
+            assert_eq!(new.sync, SyncSet::EMPTY, "the record drops it first");
+            assert_eq!(*writer, node(&d, "pg-east"));
+            assert_eq!(
+                *standbys,
+                SyncSet::EMPTY,
+                "on: then the writer goes on asynchronously"
+            );
+        }
+        other => panic!("record first, then the writer: {other:?}"),
+    }
+    assert_eq!(d.c.status().synchronous, SyncSet::EMPTY);
+}
+
+#[test]
+fn strict_mode_never_lets_the_writer_go_on_without_a_standby() {
+    let mut d = synchronous(Synchronous::Strict);
+    let before = d.log.len();
+    for s in [30, 40, 50, 60] {
+        d.advance_to(s);
+        d.observe("pg-west", NodeObservation::Unreachable);
+        d.primary("pg-east", 2000, None);
+    }
+    assert!(
+        !d.log[before..]
+            .iter()
+            .any(|(_, a)| matches!(a, Action::SetSynchronous { .. } | Action::SetWriter { .. })),
+        "strict: nothing changes, the writer keeps requiring pg-west"
+    );
+    assert_eq!(d.c.status().synchronous, SyncSet::of(node(&d, "pg-west")));
+    let blocked = d
+        .events()
+        .iter()
+        .filter(|e| matches!(e, EventKind::SynchronousBlocked { .. }))
+        .count();
+    assert_eq!(blocked, 1, "said once");
+}
+
+#[test]
+fn a_failed_configuration_is_decided_again_after_an_interval() {
+    let mut d = Drill::new(config(Synchronous::On));
+    steady(&mut d);
+    let (id, _, _) = last_set_synchronous(&d).unwrap();
+    d.fail(id, PortErrorKind::Timeout);
+    d.primary("pg-east", 1100, None);
+    assert_eq!(last_set_synchronous(&d).unwrap().0, id, "not again at once");
+    d.advance_to(25);
+    d.primary("pg-east", 1200, None);
+    let (again, _, standbys) = last_set_synchronous(&d).unwrap();
+    assert_ne!(again, id);
+    assert_eq!(standbys, SyncSet::of(node(&d, "pg-west")));
+}
+
+#[test]
+fn synchronous_mode_needs_guards() {
+    let mut policy = auto_promote(seed_policy(), 16 * 1024);
+    policy.synchronous = Synchronous::On;
+    policy.guard_ttl = None;
+    let err = Config::new(seed_topology(&[]), policy).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("policy.synchronous"), "{text}");
+    assert!(text.contains("guard_ttl"), "{text}");
+}

@@ -1,0 +1,216 @@
+//! The writer's synchronous standbys: `synchronous_standby_names`, set so
+//! that the controller may rely on it.
+//!
+//! A standby's `application_name` must be its node name (the testkit's
+//! replicas use their `cluster_name`, which is the default).
+
+use std::time::{Duration, Instant};
+
+use failover_core::{Epoch, NodeId, SyncSet, Synchronous};
+
+use crate::cluster::Session;
+use crate::epoch::read_epochs;
+use crate::fence::quote_ident;
+use crate::status::read_status;
+use crate::{NodeRole, PgCluster, PgError};
+
+const OP: &str = "set synchronous standbys";
+
+/// The `synchronous_standby_names` value that requires every one of `names`
+/// (`FIRST n (…)` with n their count); `''` for none.
+pub fn synchronous_standby_names(names: &[&str]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+    format!("FIRST {} ({})", names.len(), list.join(", "))
+}
+
+impl PgCluster {
+    /// Makes the primary `node` (which must carry `epoch`) require exactly
+    /// `standbys` for every commit it acknowledges, and returns once that is
+    /// in effect:
+    ///
+    /// 1. refuses a node that is not a primary ([`PgError::NotAPrimary`]) or
+    ///    that records another promotion epoch ([`PgError::StaleEpoch`]);
+    /// 2. `ALTER SYSTEM SET synchronous_standby_names = 'FIRST n (…)'`
+    ///    (`''` for none) and `pg_reload_conf()`;
+    /// 3. with standbys: waits until this session sees the new value (the
+    ///    postmaster passed the reload on), then runs `CHECKPOINT`, which the
+    ///    checkpointer serves only after handling its pending reload — and
+    ///    the checkpointer is the process that tells committing backends to
+    ///    wait for standbys at all;
+    /// 4. waits until every standby is a streaming `sync` standby in
+    ///    `pg_stat_replication` and has flushed the WAL the primary had
+    ///    flushed after step 3: every commit acknowledged before the
+    ///    setting took effect is then on every standby, and every later one
+    ///    waits for them.
+    ///
+    /// Steps 3–4 wait at most `timeouts.catch_up`
+    /// ([`PgError::NotSynchronous`] says which standby, in which state).
+    /// Dropping standbys returns after step 2: until the reload is
+    /// processed the old, stricter setting applies.
+    pub async fn set_synchronous(
+        &self,
+        node: NodeId,
+        epoch: Epoch,
+        standbys: SyncSet,
+    ) -> Result<(), PgError> {
+        let started = Instant::now();
+        let s = self.connect(node, OP).await?;
+        s.admin_session(OP).await?;
+        let status = read_status(&s).await?;
+        if status.role != NodeRole::Primary {
+            return Err(PgError::NotAPrimary {
+                node: s.node.clone(),
+            });
+        }
+        let recorded = read_epochs(&s).await?.promoted.unwrap_or(Epoch(0));
+        if recorded != epoch {
+            return Err(PgError::StaleEpoch {
+                node: s.node.clone(),
+                requested: epoch,
+                recorded,
+                recorded_on: s.node.clone(),
+            });
+        }
+        let mut names = Vec::with_capacity(standbys.len() as usize);
+        for id in standbys.iter() {
+            names.push(self.node_name(id).ok_or_else(|| PgError::Malformed {
+                node: s.node.clone(),
+                operation: OP,
+                reason: format!("standby {id} is not in the cluster"),
+            })?);
+        }
+        let value = synchronous_standby_names(&names);
+        set_names(&s, &value).await?;
+        if names.is_empty() {
+            tracing::warn!(node = %s.node, %epoch, "synchronous standbys dropped: commits are acknowledged without a standby");
+            return Ok(());
+        }
+        let deadline = started + self.timeouts().catch_up;
+        wait_until(&s, deadline, &value, &names).await?;
+        let elapsed = started.elapsed();
+        tracing::info!(node = %s.node, %epoch, standbys = %value, ?elapsed, "synchronous standbys in effect");
+        metrics::histogram!("failover_pg_set_synchronous_seconds").record(elapsed.as_secs_f64());
+        Ok(())
+    }
+
+    /// Sets a replica's `synchronous_standby_names` for the start of its
+    /// term as writer, before its promotion: `on` starts asynchronous
+    /// (`''`), `strict` requires any one standby (`'*'`), `off` leaves the
+    /// setting alone.
+    pub(crate) async fn prepare_synchronous(
+        &self,
+        s: &Session,
+        mode: Synchronous,
+    ) -> Result<(), PgError> {
+        match mode {
+            Synchronous::Off => Ok(()),
+            Synchronous::On => set_names(s, "").await,
+            Synchronous::Strict => set_names(s, "*").await,
+        }
+    }
+}
+
+async fn set_names(s: &Session, value: &str) -> Result<(), PgError> {
+    // Separate statements: ALTER SYSTEM refuses to run in a transaction.
+    s.batch(
+        OP,
+        &format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{}'",
+            value.replace('\'', "''")
+        ),
+    )
+    .await?;
+    s.batch(OP, "SELECT pg_reload_conf()").await
+}
+
+async fn wait_until(
+    s: &Session,
+    deadline: Instant,
+    value: &str,
+    names: &[&str],
+) -> Result<(), PgError> {
+    let poll = Duration::from_millis(10);
+    // 3. This backend sees the reload, so the postmaster has passed it on.
+    loop {
+        let row = s
+            .query_one(OP, "SELECT current_setting('synchronous_standby_names')")
+            .await?;
+        let current: String = s.get(OP, &row, 0)?;
+        if current == value {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(not_synchronous(s, names[0], "the reload was not seen"));
+        }
+        tokio::time::sleep(poll).await;
+    }
+    s.batch(OP, "CHECKPOINT").await?;
+    // 4. Every standby streams synchronously and has flushed all the
+    // primary had flushed once the setting was in effect.
+    let mut target = None;
+    loop {
+        let status = read_status(s).await?;
+        let target_lsn = *target.get_or_insert(status.flush_lsn);
+        let mut missing = None;
+        for name in names {
+            match status.replicas.iter().find(|r| r.application_name == *name) {
+                None => missing = Some((*name, "not connected".to_owned())),
+                Some(r) if r.state != "streaming" || r.sync_state != "sync" => {
+                    missing = Some((*name, format!("{} / {}", r.state, r.sync_state)));
+                    // Measured again once it is synchronous.
+                    target = None;
+                }
+                Some(r) if r.flush_lsn < target_lsn => {
+                    missing = Some((
+                        *name,
+                        format!(
+                            "flushed {} of {}",
+                            r.flush_lsn.map_or("nothing".to_owned(), |l| l.to_string()),
+                            target_lsn.map_or("?".to_owned(), |l| l.to_string())
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if missing.is_some() {
+                break;
+            }
+        }
+        let Some((name, state)) = missing else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(not_synchronous(s, name, &state));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+fn not_synchronous(s: &Session, standby: &str, state: &str) -> PgError {
+    PgError::NotSynchronous {
+        node: s.node.clone(),
+        standby: standby.to_owned(),
+        state: state.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synchronous_standby_names;
+
+    #[test]
+    fn names_require_every_standby() {
+        assert_eq!(synchronous_standby_names(&[]), "");
+        assert_eq!(
+            synchronous_standby_names(&["pg-west"]),
+            "FIRST 1 (\"pg-west\")"
+        );
+        assert_eq!(
+            synchronous_standby_names(&["a", "b\"c"]),
+            "FIRST 2 (\"a\", \"b\"\"c\")"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! `PgCluster::set_synchronous` against real streaming replication: once it
+//! returns, every commit the primary acknowledges is on the standby; the
+//! promotion of that standby loses no acknowledged commit; a promoted node
+//! starts in the mode it is told.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use failover_core::{Epoch, NodeId, PortErrorKind, PromoteRequest, RpoGate, SyncSet, Synchronous};
+use failover_pg::{PgError, ReplicaLag};
+use failover_testkit::postgres::PgTestCluster;
+
+async fn setting(dsn: &str) -> String {
+    let c = common::connect(dsn).await.expect("connect");
+    let row = c
+        .query_one("SELECT current_setting('synchronous_standby_names')", &[])
+        .await
+        .expect("show");
+    row.get(0)
+}
+
+fn standby<'a>(replicas: &'a [ReplicaLag], name: &str) -> Option<&'a ReplicaLag> {
+    replicas.iter().find(|r| r.application_name == name)
+}
+
+/// Waits (at most 30 s) until a backend on `dsn`'s node waits for a
+/// synchronous standby (`wait_event = 'SyncRep'`).
+async fn wait_for_syncrep(dsn: &str) {
+    let c = common::connect(dsn).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if row.get::<_, i64>(0) > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no commit waited for the standby"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_standby_holds_every_commit_until_it_is_dropped() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let admin = common::admin(&tk);
+    let primary = tk.node(0).unwrap().clone();
+    let replica_name = tk.node(1).unwrap().name.clone();
+    common::create_table(&primary.app_dsn()).await;
+    assert_eq!(
+        setting(&primary.admin_dsn()).await,
+        "",
+        "starts asynchronous"
+    );
+
+    admin
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)))
+        .await
+        .expect("require the replica");
+    assert_eq!(
+        setting(&primary.admin_dsn()).await,
+        format!("FIRST 1 (\"{replica_name}\")")
+    );
+    let st = admin.status(NodeId(0)).await.unwrap();
+    let r = standby(&st.replicas, &replica_name).expect("streaming");
+    assert_eq!(
+        (r.state.as_str(), r.sync_state.as_str()),
+        ("streaming", "sync")
+    );
+
+    // The standby stops: a commit now waits for it (never acknowledged).
+    tk.kill(1).unwrap();
+    let app = primary.app_dsn();
+    let insert = tokio::spawn(async move {
+        let c = common::connect(&app).await.expect("connect");
+        c.execute("INSERT INTO rows (n) VALUES (1)", &[]).await
+    });
+    wait_for_syncrep(&primary.admin_dsn()).await;
+    assert!(!insert.is_finished(), "acknowledged without its standby");
+
+    // Dropping the standby releases it: the writer goes on asynchronously.
+    admin
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::EMPTY)
+        .await
+        .expect("drop the standby");
+    let done = tokio::time::timeout(Duration::from_secs(30), insert)
+        .await
+        .expect("released once no standby is required")
+        .expect("task");
+    done.expect("the insert commits");
+    assert_eq!(setting(&primary.admin_dsn()).await, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_synchronous_refuses_what_it_cannot_make_true() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let admin = common::admin_with_catch_up(&tk, Duration::from_millis(500));
+
+    // Not a primary.
+    let err = admin
+        .set_synchronous(NodeId(1), Epoch(0), SyncSet::of(NodeId(0)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::NotAPrimary { .. }), "{err}");
+    // Another epoch than the node carries.
+    let err = admin
+        .set_synchronous(NodeId(0), Epoch(3), SyncSet::of(NodeId(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::StaleEpoch { .. }), "{err}");
+    // A standby that is not there never becomes synchronous: refused in
+    // time, naming it (and the port error is not retried as is).
+    tk.kill(1).unwrap();
+    let err = admin
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)))
+        .await
+        .unwrap_err();
+    let name = &tk.node(1).unwrap().name;
+    match &err {
+        PgError::NotSynchronous { standby, state, .. } => {
+            assert_eq!(standby, name);
+            assert_eq!(state, "not connected");
+        }
+        other => panic!("{other}"),
+    }
+    let port: failover_core::PortError = err.into();
+    assert_eq!(port.kind(), PortErrorKind::Refused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_required_standby_is_promoted_with_every_acknowledged_commit_and_starts_asynchronous() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let admin = common::admin(&tk);
+    let (old, new) = (tk.node(0).unwrap().clone(), tk.node(1).unwrap().clone());
+    common::create_table(&old.app_dsn()).await;
+    admin
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)))
+        .await
+        .expect("require the replica");
+
+    let writer = common::Writer::start(old.app_dsn());
+    writer.wait_acked(200).await;
+    tk.kill(0).unwrap();
+    let (acked, err) = writer.finish().await;
+    assert!(err.is_some(), "the writer must have seen the primary die");
+
+    // No reference position, no lag check: the synchronous gate.
+    admin
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::Synchronous,
+            synchronous: Synchronous::On,
+        })
+        .await
+        .expect("promote the required standby");
+    common::assert_all_present(&new.app_dsn(), &acked).await;
+    assert_eq!(
+        setting(&new.admin_dsn()).await,
+        "",
+        "on: the new writer starts asynchronous, with no standby yet"
+    );
+    // So it takes the application's writes at once.
+    let c = common::connect(&new.app_dsn()).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        c.execute("INSERT INTO rows (n) VALUES (-1)", &[]),
+    )
+    .await
+    .expect("not waiting for a standby")
+    .unwrap();
+}
