@@ -23,6 +23,14 @@
 //!   proof is the guard lease (TTL 2 s) expiring at the controller's lease
 //!   server (single-controller runtime with `guard_leases`). Goal: writable ≤
 //!   detection + guard TTL + 500 ms.
+//! - `sync`: as `lease`, with synchronous replication (`policy.synchronous =
+//!   "on"`: pg-east requires pg-west for every commit, and the writer record
+//!   says so) and sub-second detection (interval 200 ms, timeout 100 ms,
+//!   fall 2; `FAILOVER_E2E_SYNC_INTERVAL_MS` changes the interval). The
+//!   proof is the synchronous standby, so no guard lease is waited for. A
+//!   writer commits rows on pg-east as the application role until the kill;
+//!   every row it saw acknowledged must be on pg-west. Goal: fault →
+//!   writable, median ≤ 1.0 s, 0 acknowledged rows lost.
 //! - `takeover`: three in-process controllers on a 3-member etcd cluster
 //!   (leader lease TTL 2 s, margin 500 ms), without database nodes. The
 //!   leader's `Runtime` is dropped without `shutdown` (no resign; its etcd
@@ -42,14 +50,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failover::decision::{
-    Config, Event, EventKind, Health, NodeId, Policy, Region, RegionRole, StopProof, Topology,
-    VantageId,
+    Config, Event, EventKind, Health, NodeId, Policy, Region, RegionRole, StopProof, SyncSet,
+    Synchronous, Topology, VantageId,
 };
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
 use failover::etcd::{EtcdConfig, EtcdCoordinator};
 use failover::{Runtime, RuntimeBuilder, RuntimeHandle};
 use failover_testkit::etcd::EtcdCluster;
 use failover_testkit::http::RegionalApi;
+use failover_testkit::postgres::writer;
 use regions::{BoxError, LiveRegions, EAST, EAST_IP, GUARD_TTL, SERVICE, WEST, WEST_IP};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
@@ -64,6 +73,7 @@ enum Mode {
     Dns,
     Fence,
     Lease,
+    Sync,
     Takeover,
 }
 
@@ -109,17 +119,21 @@ fn next_event(events: &mut broadcast::Receiver<Event>) -> Option<Event> {
 
 /// Waits (at most 30 s) until us-east is up and, with a database, pg-east is
 /// the known writer.
-async fn steady(handle: &RuntimeHandle, with_database: bool) -> Result<(), BoxError> {
+async fn steady(handle: &RuntimeHandle, with_database: bool, sync: bool) -> Result<(), BoxError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = handle.status();
         if status.controller.regions[EAST.index()].health == Health::Up
             && (!with_database || status.controller.writer == Some(NodeId(0)))
+            && (!sync || status.controller.synchronous == SyncSet::of(NodeId(1)))
         {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err("no steady state (us-east up, pg-east the writer) within 30 s".into());
+            return Err(
+                "no steady state (us-east up, pg-east the writer, pg-west its synchronous standby in sync mode) within 30 s"
+                    .into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -142,6 +156,9 @@ struct RegionRun {
     promoted: Option<Duration>,
     /// First application-role commit on pg-west after that.
     writable: Option<Duration>,
+    /// Sync mode: rows the writer saw acknowledged on pg-east, and how many
+    /// of them pg-west lacks.
+    acked: Option<(usize, usize)>,
 }
 
 async fn region_run(mode: Mode, policy: &Policy, phase: Duration) -> Result<RegionRun, BoxError> {
@@ -161,11 +178,21 @@ async fn region_measure(
     phase: Duration,
 ) -> Result<RegionRun, BoxError> {
     let handle = live.runtime.handle();
-    steady(&handle, with_database).await?;
+    steady(&handle, with_database, mode == Mode::Sync).await?;
+    let nodes = live.cluster.as_ref().map(|c| c.nodes().to_vec());
+    let writer = match (&nodes, mode) {
+        (Some(nodes), Mode::Sync) => {
+            writer::create_rows_table(&nodes[0].app_dsn()).await?;
+            let w = writer::RowWriter::start(nodes[0].app_dsn());
+            w.wait_acked(100, Duration::from_secs(30)).await?;
+            Some(w)
+        }
+        _ => None,
+    };
     tokio::time::sleep(phase).await;
     let mut events = handle.subscribe_events();
     let fault = match mode {
-        Mode::Lease => live.kill_east().await?,
+        Mode::Lease | Mode::Sync => live.kill_east().await?,
         _ => live.stop_east_api().await,
     };
     let (mut first_miss, mut down, mut dns) = (None, None, None);
@@ -220,8 +247,17 @@ async fn region_measure(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let acked = match (writer, &nodes) {
+        (Some(w), Some(nodes)) => {
+            let (acked, _) = w.finish().await;
+            let lost = writer::missing_rows(&nodes[1].app_dsn(), &acked).await?;
+            Some((acked.len(), lost.len()))
+        }
+        _ => None,
+    };
     let since = |t: Instant| t.saturating_duration_since(fault);
     Ok(RegionRun {
+        acked,
         first_miss: since(first_miss.ok_or("no failed probe of us-east was seen")?),
         down: since(down.ok_or("us-east was never marked down")?),
         dns: since(dns.ok_or("DNS never switched")?),
@@ -252,6 +288,11 @@ async fn region_mode(mode: Mode, runs: usize, policy: &Policy) -> Result<(), Box
             opt(run.promoted),
             opt(run.writable),
         );
+        if let Some((acked, lost)) = run.acked {
+            println!(
+                "        {acked} rows acknowledged on pg-east, {lost} of them missing on pg-west"
+            );
+        }
         results.push(run);
     }
     println!();
@@ -294,8 +335,21 @@ async fn region_mode(mode: Mode, runs: usize, policy: &Policy) -> Result<(), Box
         all(&|r| r.writable),
     );
     summary("fault → DNS answers us-west", all(&|r| Some(r.dns)));
+    if mode == Mode::Sync {
+        let lost: usize = results.iter().filter_map(|r| r.acked.map(|a| a.1)).sum();
+        let acked: usize = results.iter().filter_map(|r| r.acked.map(|a| a.0)).sum();
+        println!(
+            "{:<48} {lost} of {acked} (goal 0)",
+            "acknowledged rows lost, all runs"
+        );
+        summary(
+            "fault → writable (goal: median ≤ 1.0 s)",
+            all(&|r| r.writable),
+        );
+    }
     let goal = match mode {
         Mode::Fence => "≤ 100 ms".to_owned(),
+        Mode::Sync => "no guard TTL: the standby is the proof".to_owned(),
         _ => format!("≤ TTL {:.1} s + 0.5 s", GUARD_TTL.as_secs_f64()),
     };
     summary(
@@ -485,18 +539,31 @@ async fn main() -> Result<(), BoxError> {
             .unwrap_or(500),
     );
     let modes = match env("FAILOVER_E2E_MODE").as_deref().unwrap_or("all") {
-        "all" => vec![Mode::Dns, Mode::Fence, Mode::Lease, Mode::Takeover],
+        "all" => vec![
+            Mode::Dns,
+            Mode::Fence,
+            Mode::Lease,
+            Mode::Sync,
+            Mode::Takeover,
+        ],
         "dns" => vec![Mode::Dns],
         "fence" => vec![Mode::Fence],
         "lease" => vec![Mode::Lease],
+        "sync" => vec![Mode::Sync],
         "takeover" => vec![Mode::Takeover],
         other => {
             return Err(format!(
-                "FAILOVER_E2E_MODE={other}: expected dns, fence, lease, takeover or all"
+                "FAILOVER_E2E_MODE={other}: expected dns, fence, lease, sync, takeover or all"
             )
             .into())
         }
     };
+    let sync_interval = Duration::from_millis(
+        env("FAILOVER_E2E_SYNC_INTERVAL_MS")
+            .and_then(|v| v.parse().ok())
+            .filter(|&ms| ms >= 50)
+            .unwrap_or(200),
+    );
     let with_database = failover_testkit::postgres::find_bindir().is_ok();
     let policy = policy(interval);
     println!(
@@ -513,8 +580,25 @@ async fn main() -> Result<(), BoxError> {
                 println!("== dns: us-east's API stops (traffic only) ==");
                 region_mode(mode, runs, &policy).await?;
             }
-            Mode::Fence | Mode::Lease if !with_database => {
-                println!("(no PostgreSQL found: the fence and lease modes are skipped)");
+            Mode::Fence | Mode::Lease | Mode::Sync if !with_database => {
+                println!("(no PostgreSQL found: the fence, lease and sync modes are skipped)");
+            }
+            Mode::Sync => {
+                let mut sync = policy.clone();
+                sync.interval = sync_interval;
+                sync.timeout = sync_interval / 2;
+                sync.fall = 2;
+                sync.synchronous = Synchronous::On;
+                println!(
+                    "== sync: us-east dies whole (API stopped, pg-east SIGKILL, guard dropped); \
+                     synchronous replication (pg-west required), interval {} ms, timeout {} ms, \
+                     fall {}; single controller with guard_leases, guard TTL {} s ==",
+                    sync.interval.as_millis(),
+                    sync.timeout.as_millis(),
+                    sync.fall,
+                    GUARD_TTL.as_secs()
+                );
+                region_mode(mode, runs, &sync).await?;
             }
             Mode::Fence => {
                 println!(

@@ -85,8 +85,15 @@ impl LiveRegions {
     pub async fn start(policy: Policy, with_database: bool) -> Result<LiveRegions, BoxError> {
         let cluster = if with_database {
             Some(
-                tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
-                    .await??,
+                // Named as in the topology: a replica's application_name is
+                // what the writer's synchronous_standby_names names.
+                tokio::task::spawn_blocking(|| {
+                    PgTestCluster::builder()
+                        .replicas(1)
+                        .names(["pg-east", "pg-west"])
+                        .start()
+                })
+                .await??,
             )
         } else {
             None

@@ -375,8 +375,13 @@ pub struct PlanChoice {
     pub warning: Option<PlanWarning>,
 }
 
-/// Intervals the planner considers, in seconds.
-pub const PLAN_INTERVALS: [u64; 10] = [1, 2, 3, 5, 10, 15, 20, 30, 45, 60];
+/// Intervals the planner considers, in milliseconds: sub-second ones (for a
+/// database cutover under a second, with probes that answer in tens of
+/// milliseconds) up to a minute. An interval must exceed the target's probe
+/// timeout to be considered.
+pub const PLAN_INTERVALS_MS: [u64; 14] = [
+    100, 200, 250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 15_000, 20_000, 30_000, 45_000, 60_000,
+];
 
 /// Interval/fall choices whose worst cutover fits the target's budget (the
 /// RTO less its margin): for each candidate interval above the timeout, the
@@ -388,13 +393,13 @@ pub const PLAN_INTERVALS: [u64; 10] = [1, 2, 3, 5, 10, 15, 20, 30, 45, 60];
 /// probes a year, then by cutover. Because bursts fail every probe for a
 /// while, a short interval with a large `fall` is no safer than a long one
 /// with the same window, and costs more: the planner does not push to the
-/// shortest interval. Empty when even fall 1 at 1 s cannot meet the budget
+/// shortest interval. Empty when even fall 1 at 100 ms cannot meet the budget
 /// (the TTL alone may exceed it).
 pub fn plan(target: &PlanTarget) -> Vec<PlanChoice> {
     let budget = target.budget();
-    let mut choices: Vec<PlanChoice> = PLAN_INTERVALS
+    let mut choices: Vec<PlanChoice> = PLAN_INTERVALS_MS
         .iter()
-        .map(|s| Duration::from_secs(*s))
+        .map(|ms| Duration::from_millis(*ms))
         .filter(|interval| *interval > target.timeout)
         .filter_map(|interval| {
             (1..=10u32)
@@ -486,6 +491,21 @@ pub fn database_cutover_unconfirmed(
     promote: Duration,
 ) -> Duration {
     detection.saturating_add(guard_ttl).saturating_add(promote)
+}
+
+/// Time from the start of an outage of the writer's region until a replica
+/// accepts writes, when that replica is a **synchronous standby the old
+/// writer required** (`policy.synchronous` on or strict, and the writer
+/// record names it): `detection + promote`.
+///
+/// No fence and no guard lease is waited for: the old writer cannot
+/// acknowledge a commit the standby lacks, and stops acknowledging anything
+/// once the standby is promoted (its guard still fences it within the TTL).
+/// The price is paid on every commit instead — one round trip to the
+/// standby's region — and, in strict mode, writes stop while no standby can
+/// be required.
+pub fn database_cutover_synchronous(detection: Duration, promote: Duration) -> Duration {
+    detection.saturating_add(promote)
 }
 
 #[cfg(test)]

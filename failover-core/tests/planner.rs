@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use failover_core::objectives::{
     self, burst_covers, database_cutover_fenced, database_cutover_unconfirmed, plan, Bounds,
-    LossBurst, PlanTarget, PlanWarning, NEGLIGIBLE_FALSE_FAILOVERS_PER_YEAR, PLAN_INTERVALS,
+    LossBurst, PlanTarget, PlanWarning, NEGLIGIBLE_FALSE_FAILOVERS_PER_YEAR, PLAN_INTERVALS_MS,
 };
 use failover_core::Policy;
 
@@ -195,7 +195,7 @@ fn every_choice_shows_its_cost_in_probes_a_year() {
             assert!(w[0].probes_per_year <= w[1].probes_per_year, "{w:?}");
         }
     }
-    assert!(PLAN_INTERVALS.contains(&10));
+    assert!(PLAN_INTERVALS_MS.contains(&10_000));
 }
 
 /// Issue 9 item 5: the database cutover with a confirmed fence and without.
@@ -247,5 +247,47 @@ fn database_cutover_bounds_with_and_without_a_confirmed_fence() {
     assert_eq!(
         database_cutover_unconfirmed(Duration::MAX, secs(1), secs(1)),
         Duration::MAX
+    );
+}
+
+/// Issue 17: sub-second probes are among the planner's choices when the RTO
+/// needs them, and it says what they cost in false failovers.
+#[test]
+fn sub_second_probes_are_chosen_when_the_rto_needs_them_with_their_odds() {
+    let ms = Duration::from_millis;
+    let target = PlanTarget {
+        rto: ms(2_000),
+        margin: 0.0,
+        ttl: ms(1_000),
+        timeout: ms(100),
+        jitter: Duration::ZERO,
+        actuation: ms(50),
+        false_failure: 0.0001,
+        burst: LossBurst::NONE,
+    };
+    let choices = plan(&target);
+    assert!(!choices.is_empty());
+    assert!(
+        choices.iter().all(|c| c.interval < ms(1_000)),
+        "only sub-second intervals meet a 2 s RTO with a 1 s TTL: {choices:?}"
+    );
+    let two = choices
+        .iter()
+        .find(|c| c.interval == ms(200))
+        .expect("200 ms is a choice");
+    // 200 ms × fall 4 + 100 ms = 0.9 s detection; + 50 ms + 1 s TTL = 1.95 s.
+    assert_eq!(two.fall, 4);
+    assert_eq!(two.worst_cutover, ms(1_950));
+    // The odds: (1 − p) × p^fall per probe, 157.68 M probes a year.
+    let expected = 157_680_000.0 * (1.0 - 1e-4) * 1e-16;
+    assert!(
+        (two.false_failovers_per_year - expected).abs() < expected * 1e-6,
+        "{}",
+        two.false_failovers_per_year
+    );
+    // The writer's cutover with a synchronous standby as the proof: no TTL.
+    assert_eq!(
+        failover_core::objectives::database_cutover_synchronous(ms(400), ms(150)),
+        ms(550)
     );
 }

@@ -359,20 +359,6 @@ impl Session {
             .await
     }
 
-    /// Runs `sql` with a longer limit than the statement timeout.
-    pub(crate) async fn query_one_within(
-        &self,
-        operation: &'static str,
-        limit: Duration,
-        sql: &str,
-    ) -> Result<Row, PgError> {
-        let mut rows = self
-            .timed(operation, limit, self.client.query(sql, &[]))
-            .await?;
-        rows.pop()
-            .ok_or_else(|| self.malformed(operation, "no row".into()))
-    }
-
     pub(crate) fn malformed(&self, operation: &'static str, reason: String) -> PgError {
         PgError::Malformed {
             node: self.node.clone(),

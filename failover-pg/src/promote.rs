@@ -44,7 +44,8 @@ impl PgCluster {
     ///    `synchronous_standby_names` for its term as writer (`''` for on,
     ///    `'*'` for strict): a setting inherited from a base backup or
     ///    `pg_rewind` may name a standby that is not there, or the node itself;
-    /// 5. runs `pg_promote(wait => true)`, lifts a fence the node inherited
+    /// 5. runs `pg_promote(wait => false)` and polls `pg_is_in_recovery()` every
+    ///    5 ms (up to `timeouts.promote`), lifts a fence the node inherited
     ///    (read-only default, revoked `LOGIN`s), records the epoch in
     ///    `failover.epoch` in a transaction that is also the write check.
     ///
@@ -83,20 +84,33 @@ impl PgCluster {
         write_intent(&s, request.epoch, status.timeline).await?;
         self.prepare_synchronous(&s, request.synchronous).await?;
 
-        let wait_seconds = self.timeouts().promote.as_secs().clamp(1, i32::MAX as u64);
-        let row = s
-            .query_one_within(
-                OP,
-                self.timeouts().promote + self.timeouts().statement,
-                &format!("SELECT pg_promote(wait => true, wait_seconds => {wait_seconds})"),
-            )
-            .await?;
-        let done: bool = s.get(OP, &row, 0)?;
-        if !done {
+        // `pg_promote(wait => true)` checks for the end of recovery every
+        // 100 ms; polling ourselves every 5 ms saves most of one such step.
+        let row = s.query_one(OP, "SELECT pg_promote(wait => false)").await?;
+        let signalled: bool = s.get(OP, &row, 0)?;
+        if !signalled {
             return Err(PgError::PromotionFailed {
                 node: s.node.clone(),
-                reason: format!("pg_promote did not finish within {wait_seconds} s"),
+                reason: "pg_promote could not signal the postmaster".into(),
             });
+        }
+        let promoting = Instant::now();
+        loop {
+            let row = s.query_one(OP, "SELECT pg_is_in_recovery()").await?;
+            let in_recovery: bool = s.get(OP, &row, 0)?;
+            if !in_recovery {
+                break;
+            }
+            if promoting.elapsed() >= self.timeouts().promote {
+                return Err(PgError::PromotionFailed {
+                    node: s.node.clone(),
+                    reason: format!(
+                        "still in recovery {:?} after pg_promote",
+                        self.timeouts().promote
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let row = s
             .query_one(

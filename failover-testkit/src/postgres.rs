@@ -66,6 +66,8 @@ pub enum PgTestError {
     },
     /// No node with that index.
     NoSuchNode(usize),
+    /// The builder was given something it cannot use.
+    Config(String),
 }
 
 impl fmt::Display for PgTestError {
@@ -78,6 +80,7 @@ impl fmt::Display for PgTestError {
             PgTestError::Command { command, detail } => write!(f, "`{command}` failed: {detail}"),
             PgTestError::Io { what, error } => write!(f, "{what}: {error}"),
             PgTestError::NoSuchNode(i) => write!(f, "no node with index {i} in the test cluster"),
+            PgTestError::Config(why) => write!(f, "test cluster configuration: {why}"),
         }
     }
 }
@@ -122,6 +125,7 @@ pub struct PgTestClusterBuilder {
     replicas: usize,
     synchronous: bool,
     tls: bool,
+    names: Vec<String>,
 }
 
 impl Default for PgTestClusterBuilder {
@@ -130,6 +134,7 @@ impl Default for PgTestClusterBuilder {
             replicas: 1,
             synchronous: false,
             tls: false,
+            names: Vec::new(),
         }
     }
 }
@@ -153,6 +158,18 @@ impl PgTestClusterBuilder {
     /// [`PgTestCluster::tls_root_cert`]. Unix-socket `psql` is unaffected.
     pub fn tls(mut self, yes: bool) -> Self {
         self.tls = yes;
+        self
+    }
+    /// The nodes' names, primary first (default `node0`, `node1`, …): each
+    /// node's `cluster_name`, so a replica's `application_name`, which is
+    /// what `synchronous_standby_names` names. A node beyond the list keeps
+    /// its default name. Names are letters, digits, `-` and `_`.
+    pub fn names<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.names = names.into_iter().map(Into::into).collect();
         self
     }
     /// Creates and starts the cluster; blocks for a few seconds.
@@ -208,6 +225,8 @@ pub struct PgTestCluster {
     children: Mutex<Vec<Child>>,
     /// The CA file when the cluster serves TLS.
     tls_root: Option<PathBuf>,
+    /// Names given by the builder, primary first.
+    names: Vec<String>,
     // Declared last: removed after `Drop::drop` stopped the servers.
     dir: tempfile::TempDir,
 }
@@ -240,6 +259,7 @@ impl PgTestCluster {
             nodes: Vec::new(),
             children: Mutex::new(Vec::new()),
             tls_root: None,
+            names: b.names.clone(),
             dir,
         };
         cluster.init_primary(b.tls)?;
@@ -277,7 +297,7 @@ impl PgTestCluster {
     }
 
     fn init_primary(&mut self, tls: bool) -> Result<(), PgTestError> {
-        let name = "node0".to_string();
+        let name = self.node_name(0)?;
         let (data_dir, log_file) = self.node_dirs(&name);
         let mut c = pg_command(&self.bindir, "initdb");
         c.arg("-D").arg(&data_dir).args([
@@ -441,8 +461,25 @@ impl PgTestCluster {
         Ok(())
     }
 
+    /// Node `i`'s name: the builder's, or `node{i}`.
+    fn node_name(&self, i: usize) -> Result<String, PgTestError> {
+        let Some(name) = self.names.get(i) else {
+            return Ok(format!("node{i}"));
+        };
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(PgTestError::Config(format!(
+                "node name {name:?}: use letters, digits, '-' and '_'"
+            )));
+        }
+        Ok(name.clone())
+    }
+
     fn add_replica(&mut self, i: usize) -> Result<(), PgTestError> {
-        let name = format!("node{i}");
+        let name = self.node_name(i)?;
         let (data_dir, log_file) = self.node_dirs(&name);
         let primary = &self.nodes[0];
         let mut c = pg_command(&self.bindir, "pg_basebackup");
