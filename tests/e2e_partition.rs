@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use failover::decision::{Config, MaxRpo, NodeId};
+use failover::decision::{Config, MaxRpo, NodeId, SyncSet, Synchronous};
 use failover::lease::LeaseServerConfig;
 use failover::pg::PgCluster;
 use failover::RuntimeBuilder;
-use failover_testkit::postgres::writer::{connect, create_rows_table};
+use failover_testkit::postgres::writer::{connect, create_rows_table, missing_rows};
 use failover_testkit::postgres::PgTestCluster;
 use failover_testkit::proxy::TcpProxy;
 
@@ -28,7 +28,7 @@ use failover_testkit::proxy::TcpProxy;
 fn writer(
     dsn: String,
     stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Instant>>>,
+    acks: Arc<Mutex<Vec<(Instant, i64)>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut n: i64 = 0;
@@ -44,7 +44,7 @@ fn writer(
                     .execute("INSERT INTO rows (n) VALUES ($1)", &[&n])
                     .await
                 {
-                    Ok(_) => acks.lock().unwrap().push(Instant::now()),
+                    Ok(_) => acks.lock().unwrap().push((Instant::now(), n)),
                     Err(_) => break,
                 }
             }
@@ -54,14 +54,36 @@ fn writer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_live_primary_acknowledges_nothing_after_the_new_primary_commits() {
-    partition(Path::Refused).await;
+    partition(Path::Refused, Proof::GuardLease).await;
 }
 
 /// The same over a silent path: the fence hangs until its timeout, which must
 /// not hold up the promotion once the guard lease has expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silently_partitioned_primary_acknowledges_nothing_after_the_new_primary_commits() {
-    partition(Path::Silent).await;
+    partition(Path::Silent, Proof::GuardLease).await;
+}
+
+/// Issue 17's settings: synchronous replication (pg-east requires pg-west)
+/// and 200 ms probes with fall 2. pg-west is promoted on the synchronous
+/// proof, without waiting for pg-east's guard lease, while pg-east is alive
+/// and its in-region client keeps committing: from pg-west's promotion on,
+/// pg-east's commits wait for a standby that no longer follows it, until
+/// its guard fences it. So it acknowledges nothing after pg-west's first
+/// commit, and pg-west has every commit pg-east acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synchronous_replication_a_partitioned_primary_acknowledges_nothing_after_the_new_primary_commits(
+) {
+    partition(Path::Refused, Proof::SynchronousStandby).await;
+}
+
+/// What proves pg-east stopped in a partition run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proof {
+    /// Its guard lease expired (asynchronous replication).
+    GuardLease,
+    /// pg-west is the synchronous standby it requires.
+    SynchronousStandby,
 }
 
 /// How the controller's path to pg-east fails.
@@ -73,11 +95,18 @@ enum Path {
     Silent,
 }
 
-async fn partition(path: Path) {
-    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
-        .await
-        .expect("cluster task")
-        .expect("PostgreSQL primary + replica start");
+async fn partition(path: Path, proof: Proof) {
+    let sync = proof == Proof::SynchronousStandby;
+    let cluster = tokio::task::spawn_blocking(|| {
+        // Named as in the topology: synchronous_standby_names names pg-west.
+        PgTestCluster::builder()
+            .replicas(1)
+            .names(["pg-east", "pg-west"])
+            .start()
+    })
+    .await
+    .expect("cluster task")
+    .expect("PostgreSQL primary + replica start");
     let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
     create_rows_table(&east.app_dsn())
         .await
@@ -88,6 +117,12 @@ async fn partition(path: Path) {
     policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
     policy.guard_ttl = Some(GUARD_TTL);
     policy.proof_timeout = Duration::from_secs(10);
+    if sync {
+        policy.synchronous = Synchronous::On;
+        policy.interval = Duration::from_millis(200);
+        policy.timeout = Duration::from_millis(100);
+        policy.fall = 2;
+    }
     let config = Config::new(topology_with(true), policy.clone()).expect("valid config");
 
     // The controller reaches pg-east only through a path we can cut.
@@ -134,7 +169,28 @@ async fn partition(path: Path) {
         |_| leases.is_held(NodeId(0)) && leases.is_held(NodeId(1)),
     )
     .await;
+    if sync {
+        wait_status(
+            &runtime.handle(),
+            Duration::from_secs(30),
+            "pg-west recorded as pg-east's synchronous standby",
+            |s| s.controller.synchronous == SyncSet::of(NodeId(1)),
+        )
+        .await;
+    }
 
+    {
+        let c = connect(&east.admin_dsn()).await.unwrap();
+        for q in ["SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication",
+                  "SELECT current_setting('synchronous_standby_names')",
+                  "SELECT coalesce(wait_event,'-') || ' ' || coalesce(query,'') FROM pg_stat_activity WHERE backend_type='client backend'"] {
+            for r in c.query(q, &[]).await.unwrap() { eprintln!("DEBUG {q}: {}", r.get::<_, String>(0)); }
+        }
+        eprintln!(
+            "DEBUG events {:#?}",
+            runtime.handle().status().recent_events
+        );
+    }
     let workload = Workload::start(east.app_dsn(), west.app_dsn()).await;
 
     // The partition: us-east is cut off from the controller (its API, its
@@ -163,15 +219,24 @@ async fn partition(path: Path) {
         .recent_events
         .into_iter()
         .collect();
-    workload
-        .finish(cut_at, &format!("{path:?} path"), &events)
+    let acked = workload
+        .finish(cut_at, &format!("{path:?} path, {proof:?}"), &events)
         .await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("pg-east proven stopped: its guard lease expired")),
-        "{events:#?}"
-    );
+    let proven = match proof {
+        Proof::GuardLease => "pg-east proven stopped: its guard lease expired",
+        Proof::SynchronousStandby => "pg-east cannot acknowledge a commit the candidate lacks",
+    };
+    assert!(events.iter().any(|e| e.contains(proven)), "{events:#?}");
+    if sync {
+        // S2: no acknowledged commit is lost.
+        let lost = missing_rows(&west.app_dsn(), &acked)
+            .await
+            .expect("read pg-west");
+        assert!(
+            lost.is_empty(),
+            "acknowledged on pg-east, missing on pg-west: {lost:?}"
+        );
+    }
     drop(east_guard);
     drop(west_guard);
     runtime.shutdown().await;
@@ -293,7 +358,7 @@ async fn with_three_controllers_on_etcd_a_partitioned_primary_acknowledges_nothi
 /// committing on pg-west as the application as soon as it can.
 struct Workload {
     stop: Arc<AtomicBool>,
-    east_acks: Arc<Mutex<Vec<Instant>>>,
+    east_acks: Arc<Mutex<Vec<(Instant, i64)>>>,
     west_first: Arc<Mutex<Option<Instant>>>,
     east_writer: tokio::task::JoinHandle<()>,
     watcher: tokio::task::JoinHandle<()>,
@@ -302,6 +367,7 @@ struct Workload {
 impl Workload {
     /// Starts both clients and waits until pg-east has acknowledged 50 commits.
     async fn start(east_dsn: String, west_dsn: String) -> Workload {
+        let east_dsn_dbg = east_dsn.replace("user=app ", "user=postgres ");
         let stop = Arc::new(AtomicBool::new(false));
         let east_acks = Arc::new(Mutex::new(Vec::new()));
         let east_writer = writer(east_dsn, Arc::clone(&stop), Arc::clone(&east_acks));
@@ -329,7 +395,17 @@ impl Workload {
             })
         };
         let warmup = Instant::now() + Duration::from_secs(20);
+        let dbg_dsn = east_dsn_dbg.clone();
         while east_acks.lock().unwrap().len() < 50 {
+            if Instant::now() >= warmup {
+                let c = connect(&dbg_dsn).await.unwrap();
+                for q in ["SELECT application_name || ' ' || state || ' ' || sync_state || ' ' || coalesce(flush_lsn::text,'-') FROM pg_stat_replication",
+                          "SELECT pg_current_wal_lsn()::text || ' ' || current_setting('synchronous_standby_names') || ' ' || current_setting('default_transaction_read_only')",
+                          "SELECT usename || ' ' || coalesce(wait_event_type,'-') || ' ' || coalesce(wait_event,'-') || ' ' || coalesce(state,'') || ' ' || coalesce(query,'') FROM pg_stat_activity WHERE backend_type='client backend'"] {
+                    for r in c.query(q, &[]).await.unwrap() { eprintln!("DEBUG2 {}", r.get::<_, String>(0)); }
+                }
+                eprintln!("DEBUG2 acks {}", east_acks.lock().unwrap().len());
+            }
             assert!(
                 Instant::now() < warmup,
                 "the in-region client never got going"
@@ -348,7 +424,8 @@ impl Workload {
     /// Waits for pg-west's first application commit, keeps the in-region
     /// client going a second longer, stops both, and checks S1: after
     /// pg-west's first commit pg-east acknowledged nothing.
-    async fn finish(self, cut_at: Instant, what: &str, events: &[String]) {
+    /// Returns the ids of the rows pg-east acknowledged.
+    async fn finish(self, cut_at: Instant, what: &str, events: &[String]) -> Vec<i64> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.west_first.lock().unwrap().is_none() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -362,7 +439,8 @@ impl Workload {
             .lock()
             .unwrap()
             .expect("pg-west took an application commit");
-        let acks = self.east_acks.lock().unwrap().clone();
+        let acked = self.east_acks.lock().unwrap().clone();
+        let acks: Vec<Instant> = acked.iter().map(|(t, _)| *t).collect();
         let after_cut = acks.iter().filter(|t| **t > cut_at).count();
         let last_east = acks
             .iter()
@@ -384,5 +462,6 @@ impl Workload {
             overlap, 0,
             "pg-east acknowledged {overlap} commits after pg-west's first: two writers; {events:#?}"
         );
+        acked.into_iter().map(|(_, n)| n).collect()
     }
 }

@@ -203,6 +203,13 @@ pub enum Action {
         epoch: Epoch,
         /// The standbys to require.
         standbys: SyncSet,
+        /// The leadership term it is sent under (`None` without a
+        /// coordinator). The node keeps the newest token that configured it
+        /// and refuses an older one: a deposed leader's late "require
+        /// nothing" must never land after its successor made the writer
+        /// require a standby and recorded it — the successor would then
+        /// promote that standby on a proof that no longer holds.
+        token: Option<FencingToken>,
     },
     /// Something happened that an operator should know; log it, count it.
     Notify(Event),

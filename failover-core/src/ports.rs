@@ -66,7 +66,8 @@ pub trait DatabaseAdmin: Send + Sync {
     /// and each standby has flushed everything the writer had acknowledged
     /// (see [`Action::SetSynchronous`](crate::Action::SetSynchronous)).
     /// Refuses (kind [`PortErrorKind::Refused`]) a node that is not a
-    /// primary at `epoch`. The default refuses with
+    /// primary at `epoch`, and a `token` older than the newest one that
+    /// configured the node (kept durably on the node). The default refuses with
     /// [`PortErrorKind::Config`]: an adapter that cannot manage synchronous
     /// replication cannot run with `policy.synchronous` on.
     async fn set_synchronous(
@@ -74,8 +75,9 @@ pub trait DatabaseAdmin: Send + Sync {
         node: NodeId,
         epoch: Epoch,
         standbys: SyncSet,
+        token: Option<FencingToken>,
     ) -> Result<(), PortError> {
-        let _ = (node, epoch, standbys);
+        let _ = (node, epoch, standbys, token);
         Err(PortError::new(
             PortErrorKind::Config,
             "this database adapter does not manage synchronous replication; set policy.synchronous = \"off\"",

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use failover_core::ports::DatabaseAdmin;
-use failover_core::{Epoch, Lsn, NodeId, NodeObservation, PortError, PromoteRequest, SyncSet};
+use failover_core::{
+    Epoch, FencingToken, Lsn, NodeId, NodeObservation, PortError, PromoteRequest, SyncSet,
+};
 
 use crate::{PgCluster, PgError};
 
@@ -49,8 +51,9 @@ impl DatabaseAdmin for PgCluster {
         node: NodeId,
         epoch: Epoch,
         standbys: SyncSet,
+        token: Option<FencingToken>,
     ) -> Result<(), PortError> {
-        PgCluster::set_synchronous(self, node, epoch, standbys)
+        PgCluster::set_synchronous(self, node, epoch, standbys, token)
             .await
             .map_err(Into::into)
     }

@@ -192,6 +192,17 @@ pub enum PgError {
         /// What was last seen of it.
         state: String,
     },
+    /// A synchronous-standby configuration under a leadership token older
+    /// than the newest one that configured the node: a deposed leader.
+    #[error("node {node}: synchronous configuration under {requested} refused, the node was configured under {recorded} (a newer leader)")]
+    StaleToken {
+        /// The node's name.
+        node: String,
+        /// The token of the refused request.
+        requested: failover_core::FencingToken,
+        /// The newest token recorded on the node.
+        recorded: failover_core::FencingToken,
+    },
     /// `pg_promote` returned false or the node stayed in recovery.
     #[error("node {node}: promotion did not complete: {reason}")]
     PromotionFailed {
@@ -323,6 +334,7 @@ impl PgError {
             | PgError::RpoUnknown { .. }
             | PgError::NotCaughtUp { .. }
             | PgError::NotSynchronous { .. }
+            | PgError::StaleToken { .. }
             | PgError::PromotionFailed { .. }
             | PgError::Rejoin { .. } => PortErrorKind::Refused,
         }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use failover_core::{Epoch, NodeId, SyncSet, Synchronous};
+use failover_core::{Epoch, FencingToken, NodeId, SyncSet, Synchronous};
 
 use crate::cluster::Session;
 use crate::epoch::read_epochs;
@@ -15,6 +15,20 @@ use crate::status::read_status;
 use crate::{NodeRole, PgCluster, PgError};
 
 const OP: &str = "set synchronous standbys";
+
+/// The advisory lock that serialises configurations of one node, so a
+/// token check and the setting it admits are never interleaved with
+/// another's (an arbitrary constant: "fo-sync").
+const SYNC_LOCK: i64 = 0x666f_2d73_796e_63;
+
+/// The newest leadership token that configured the node's synchronous
+/// standbys: one row, kept in the database so it survives restarts and
+/// follows the node's data.
+const SYNC_TOKEN_SQL: &str = "\
+CREATE SCHEMA IF NOT EXISTS failover; \
+CREATE TABLE IF NOT EXISTS failover.sync_token ( \
+  id int PRIMARY KEY CHECK (id = 1), token bigint NOT NULL, \
+  recorded_at timestamptz NOT NULL DEFAULT now());";
 
 /// The `synchronous_standby_names` value that requires every one of `names`
 /// (`FIRST n (…)` with n their count); `''` for none.
@@ -33,6 +47,11 @@ impl PgCluster {
     ///
     /// 1. refuses a node that is not a primary ([`PgError::NotAPrimary`]) or
     ///    that records another promotion epoch ([`PgError::StaleEpoch`]);
+    ///    with a `token` (a coordinated leader's), refuses one older than
+    ///    the newest that configured the node ([`PgError::StaleToken`]) and
+    ///    records it — under an advisory lock held until step 2 is done, in
+    ///    a transaction committed locally (`synchronous_commit = local`: it
+    ///    must not wait for the standby it may be dropping);
     /// 2. `ALTER SYSTEM SET synchronous_standby_names = 'FIRST n (…)'`
     ///    (`''` for none) and `pg_reload_conf()`;
     /// 3. with standbys: waits until this session sees the new value (the
@@ -55,10 +74,13 @@ impl PgCluster {
         node: NodeId,
         epoch: Epoch,
         standbys: SyncSet,
+        token: Option<FencingToken>,
     ) -> Result<(), PgError> {
         let started = Instant::now();
         let s = self.connect(node, OP).await?;
         s.admin_session(OP).await?;
+        // Our own bookkeeping never waits for a standby.
+        s.batch(OP, "SET synchronous_commit = local").await?;
         let status = read_status(&s).await?;
         if status.role != NodeRole::Primary {
             return Err(PgError::NotAPrimary {
@@ -83,7 +105,16 @@ impl PgCluster {
             })?);
         }
         let value = synchronous_standby_names(&names);
+        if let Some(token) = token {
+            s.batch(OP, &format!("SELECT pg_advisory_lock({SYNC_LOCK})"))
+                .await?;
+            check_and_record_token(&s, token).await?;
+        }
         set_names(&s, &value).await?;
+        if token.is_some() {
+            s.batch(OP, &format!("SELECT pg_advisory_unlock({SYNC_LOCK})"))
+                .await?;
+        }
         if names.is_empty() {
             tracing::warn!(node = %s.node, %epoch, "synchronous standbys dropped: commits are acknowledged without a standby");
             return Ok(());
@@ -111,6 +142,40 @@ impl PgCluster {
             Synchronous::Strict => set_names(s, "*").await,
         }
     }
+}
+
+/// Refuses `token` if the node was configured under a newer one; records it
+/// otherwise. The caller holds the advisory lock.
+async fn check_and_record_token(s: &Session, token: FencingToken) -> Result<(), PgError> {
+    let requested = i64::try_from(token.0)
+        .map_err(|_| s.malformed(OP, format!("{token} does not fit a bigint")))?;
+    s.batch(OP, SYNC_TOKEN_SQL).await?;
+    let rows = s
+        .query_with(
+            OP,
+            "SELECT token FROM failover.sync_token WHERE id = 1",
+            &[],
+        )
+        .await?;
+    if let Some(row) = rows.first() {
+        let recorded: i64 = s.get(OP, row, 0)?;
+        if recorded > requested {
+            tracing::warn!(node = %s.node, %token, recorded, "synchronous configuration refused: a newer leader configured this node");
+            return Err(PgError::StaleToken {
+                node: s.node.clone(),
+                requested: token,
+                recorded: FencingToken(recorded as u64),
+            });
+        }
+    }
+    s.query_with(
+        OP,
+        "INSERT INTO failover.sync_token (id, token) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token, recorded_at = now()",
+        &[&requested],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn set_names(s: &Session, value: &str) -> Result<(), PgError> {

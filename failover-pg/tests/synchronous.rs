@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use failover_core::{Epoch, NodeId, PortErrorKind, PromoteRequest, RpoGate, SyncSet, Synchronous};
+use failover_core::{
+    Epoch, FencingToken, NodeId, PortErrorKind, PromoteRequest, RpoGate, SyncSet, Synchronous,
+};
 use failover_pg::{PgError, ReplicaLag};
 use failover_testkit::postgres::PgTestCluster;
 
@@ -62,9 +64,31 @@ async fn a_required_standby_holds_every_commit_until_it_is_dropped() {
     );
 
     admin
-        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)))
+        .set_synchronous(
+            NodeId(0),
+            Epoch(0),
+            SyncSet::of(NodeId(1)),
+            Some(FencingToken(7)),
+        )
         .await
         .expect("require the replica");
+    // A deposed leader's late "require nothing" (an older token) is refused
+    // and changes nothing.
+    let err = admin
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::EMPTY, Some(FencingToken(3)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PgError::StaleToken {
+                requested: FencingToken(3),
+                recorded: FencingToken(7),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(
         setting(&primary.admin_dsn()).await,
         format!("FIRST 1 (\"{replica_name}\")")
@@ -88,9 +112,11 @@ async fn a_required_standby_holds_every_commit_until_it_is_dropped() {
 
     // Dropping the standby releases it: the writer goes on asynchronously.
     admin
-        .set_synchronous(NodeId(0), Epoch(0), SyncSet::EMPTY)
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::EMPTY, Some(FencingToken(7)))
         .await
-        .expect("drop the standby");
+        .expect(
+            "drop the standby (the same leader; the token write never waits for the lost standby)",
+        );
     let done = tokio::time::timeout(Duration::from_secs(30), insert)
         .await
         .expect("released once no standby is required")
@@ -106,13 +132,13 @@ async fn set_synchronous_refuses_what_it_cannot_make_true() {
 
     // Not a primary.
     let err = admin
-        .set_synchronous(NodeId(1), Epoch(0), SyncSet::of(NodeId(0)))
+        .set_synchronous(NodeId(1), Epoch(0), SyncSet::of(NodeId(0)), None)
         .await
         .unwrap_err();
     assert!(matches!(err, PgError::NotAPrimary { .. }), "{err}");
     // Another epoch than the node carries.
     let err = admin
-        .set_synchronous(NodeId(0), Epoch(3), SyncSet::of(NodeId(1)))
+        .set_synchronous(NodeId(0), Epoch(3), SyncSet::of(NodeId(1)), None)
         .await
         .unwrap_err();
     assert!(matches!(err, PgError::StaleEpoch { .. }), "{err}");
@@ -120,7 +146,7 @@ async fn set_synchronous_refuses_what_it_cannot_make_true() {
     // time, naming it (and the port error is not retried as is).
     tk.kill(1).unwrap();
     let err = admin
-        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)))
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)), None)
         .await
         .unwrap_err();
     let name = &tk.node(1).unwrap().name;
@@ -142,7 +168,7 @@ async fn the_required_standby_is_promoted_with_every_acknowledged_commit_and_sta
     let (old, new) = (tk.node(0).unwrap().clone(), tk.node(1).unwrap().clone());
     common::create_table(&old.app_dsn()).await;
     admin
-        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)))
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)), None)
         .await
         .expect("require the replica");
 

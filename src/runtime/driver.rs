@@ -413,6 +413,7 @@ impl Driver {
                 node,
                 epoch,
                 standbys,
+                token,
             } => {
                 let name = &topology.node(node).name;
                 let names: Vec<&str> = standbys
@@ -423,7 +424,7 @@ impl Driver {
                 self.audit.record(
                     "action",
                     json!({"action": id.0, "type": "set_synchronous", "node": name,
-                           "epoch": epoch.0, "standbys": names}),
+                           "epoch": epoch.0, "standbys": names, "token": token.map(|t| t.0)}),
                 );
                 let term = self.controller.token();
                 self.send_job(DatabaseJob::SetSynchronous {
@@ -432,6 +433,7 @@ impl Driver {
                     node,
                     epoch,
                     standbys,
+                    token,
                 })
             }
             Action::SetWriter {

@@ -92,11 +92,12 @@ pub(crate) async fn administer(
                         node,
                         epoch,
                         standbys,
+                        token,
                         ..
                     } => guarded(
                         "database.set_synchronous",
                         retry.promote_timeout,
-                        database.set_synchronous(node, epoch, standbys),
+                        database.set_synchronous(node, epoch, standbys, token),
                     )
                     .await
                     .map(|()| None),

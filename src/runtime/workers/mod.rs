@@ -115,6 +115,7 @@ pub(crate) enum DatabaseJob {
         node: failover_core::NodeId,
         epoch: failover_core::Epoch,
         standbys: failover_core::SyncSet,
+        token: Option<FencingToken>,
     },
 }
 

@@ -136,6 +136,7 @@ impl Controller {
                 node: writer,
                 epoch: self.db.writer_epoch,
                 standbys,
+                token: self.coordinated.then_some(self.leader).flatten(),
             }),
             SyncStep::Record => {
                 let expected = if self.coordinated {
