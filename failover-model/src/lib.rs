@@ -45,7 +45,10 @@ mod model;
 mod state;
 mod trace;
 
-pub use config::{Failsafe, ModelConfig, Network, PromotionRule, ReceiverChecks};
+pub use config::{
+    Failsafe, ModelConfig, Network, PromotionRule, ReceiverChecks, SyncCheck, SyncOrder,
+    Synchronous,
+};
 pub use model::{Action, Delivery, OneWriter, Proof};
 pub use state::{
     Controller, Dns, Lead, LeaderKey, Link, Node, Receiver, State, Store, Writer, CONTROLLERS,
