@@ -243,8 +243,10 @@
 //!   synchronous set one flag; `FIRST n of n` with more standbys, and the
 //!   choice among them, are not modelled.
 //! - **Synchronous sizes**: the on and strict models are checked
-//!   exhaustively with one leadership term, and with two terms to depth 14
-//!   (the exhaustive two-term check is an ignored test: minutes).
+//!   exhaustively with one leadership term, and with two terms to depth 14,
+//!   in `cargo test`. The exhaustive two-term check of mode on is an ignored
+//!   test (`cargo test -p failover-model --test sync -- --ignored`): it
+//!   passed with 29,444,479 states in 974 s on a loaded 2-core machine.
 //! - **Rejoin / rewind** of an old primary is not modelled; with the epoch
 //!   bound of one failover it cannot matter.
 //! - **Sizes and bounds**: two controllers, two nodes, [`ModelConfig`]
