@@ -37,6 +37,13 @@ pub struct ModelConfig {
     pub receivers: ReceiverChecks,
     /// Patroni-style failsafe mode for a store outage.
     pub failsafe: Failsafe,
+    /// Synchronous replication (`policy.synchronous`): off, on or strict.
+    pub synchronous: Synchronous,
+    /// The order in which the writer's configuration and the writer
+    /// record's `sync` set change (the safe one, or one step reversed).
+    pub sync_order: SyncOrder,
+    /// What a node checks before it applies a synchronous configuration.
+    pub sync_check: SyncCheck,
 }
 
 impl ModelConfig {
@@ -57,7 +64,37 @@ impl ModelConfig {
             promotion: PromotionRule::ProofOfStop,
             receivers: ReceiverChecks::Token,
             failsafe: Failsafe::Off,
+            synchronous: Synchronous::Off,
+            sync_order: SyncOrder::Safe,
+            sync_check: SyncCheck::EpochAndToken,
         }
+    }
+
+    /// The synchronous-replication model: [`small`](Self::small) with
+    /// `policy.synchronous = on`, the safe order of changes and a node that
+    /// refuses a configuration from a term older than the last one that
+    /// configured it.
+    pub const fn synchronous() -> Self {
+        Self::small().with_synchronous(Synchronous::On)
+    }
+
+    /// The same model with another synchronous replication mode.
+    pub const fn with_synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// The same model with another order of synchronous changes.
+    pub const fn with_sync_order(mut self, sync_order: SyncOrder) -> Self {
+        self.sync_order = sync_order;
+        self
+    }
+
+    /// The same model with another check at the node for a synchronous
+    /// configuration.
+    pub const fn with_sync_check(mut self, sync_check: SyncCheck) -> Self {
+        self.sync_check = sync_check;
+        self
     }
 
     /// The same model with another network.
@@ -174,4 +211,56 @@ pub enum Failsafe {
     /// A confirming guard refuses promotion and unfencing until the
     /// extension it granted has run out (a guard TTL), store or not.
     HoldForGrantedTtl,
+}
+
+/// Synchronous replication, as `policy.synchronous` sets it.
+///
+/// With two nodes the writer's synchronous set is either empty or the other
+/// node, so the writer record's `sync` is one flag and so is the writer's
+/// configuration (`synchronous_standby_names` requiring the other node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Synchronous {
+    /// Asynchronous replication: no synchronous set, no synchronous proof.
+    Off,
+    /// The leader adds the replica to the writer's synchronous set and may
+    /// drop it again (the writer then acknowledges asynchronously). A
+    /// promoted node starts asynchronous.
+    On,
+    /// As `On`, but the writer is never reconfigured to require nothing and
+    /// the record's set is never emptied; a promoted node starts requiring
+    /// any one standby (`'*'`).
+    Strict,
+}
+
+/// The order of the two changes that add or drop a synchronous standby: the
+/// writer's configuration and the writer record's `sync` set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyncOrder {
+    /// Add: configure the writer to require the standby, wait until it
+    /// streams synchronously and has flushed everything, then record it.
+    /// Drop: record the set without it, then reconfigure the writer.
+    Safe,
+    /// The drop reversed: the writer may be reconfigured to require nothing
+    /// while the record still names the standby. The checker must find an
+    /// acknowledged commit lost by a synchronous promotion.
+    WriterAsyncBeforeRecordDrop,
+    /// The add reversed: the record may name the standby before the writer
+    /// was configured to require it (and before it caught up). The checker
+    /// must find an acknowledged commit lost by a synchronous promotion.
+    RecordBeforeWriterRequires,
+}
+
+/// What a node's guard checks before it applies a synchronous configuration
+/// (`Action::SetSynchronous`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyncCheck {
+    /// Only that the node is the writer at the request's epoch (the request
+    /// carries node and epoch, no token). A deposed leader's late request
+    /// is applied: the checker must find an acknowledged commit lost.
+    EpochOnly,
+    /// Also that the request's fencing token is not older than the newest
+    /// one that configured this node (kept durably on the node, as the DNS
+    /// keeps its `_failover` TXT token): a deposed leader's late request is
+    /// refused once a successor configured the node.
+    EpochAndToken,
 }

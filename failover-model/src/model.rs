@@ -4,10 +4,13 @@
 
 use stateright::{Model, Property};
 
-use crate::config::{Failsafe, ModelConfig, Network, PromotionRule, ReceiverChecks};
+use crate::config::{
+    Failsafe, ModelConfig, Network, PromotionRule, ReceiverChecks, SyncCheck, SyncOrder,
+    Synchronous,
+};
 use crate::state::{
-    Controller, Dns, Lead, LeaderKey, Link, Node, Receiver, State, Store, Writer, CONTROLLERS,
-    NODES,
+    streams, Controller, Dns, Lead, LeaderKey, Link, Node, Receiver, State, Store, Writer,
+    CONTROLLERS, NODES,
 };
 
 /// How a request and its reply fared.
@@ -32,6 +35,11 @@ pub enum Proof {
     /// The transaction itself requires the old writer's guard lease to be
     /// gone.
     LeaseExpired,
+    /// The record read (and expected by the compare-and-set) names the old
+    /// writer with the candidate in its synchronous set: the old writer
+    /// cannot acknowledge a commit the candidate lacks
+    /// (`StopProof::SynchronousStandby`). No fence, no lease wait.
+    SynchronousStandby,
 }
 
 /// One step of one party. `c` is a controller index, `n` a node index.
@@ -66,6 +74,22 @@ pub enum Action {
     Promote(u8),
     /// Controller `c` points DNS at the node its view names.
     UpdateDns(u8),
+    /// Controller `c` configures the writer its view names to require the
+    /// other node (`true`) or nothing (`false`) for every commit it
+    /// acknowledges (`Action::SetSynchronous`). A request to require is
+    /// reported done only once the standby streams and has flushed
+    /// everything; its reply may be lost.
+    SetSynchronous(u8, bool, Delivery),
+    /// Controller `c` compare-and-sets the writer record its view names to
+    /// the same writer and epoch with the other node in its synchronous set
+    /// (`true`) or an empty one (`false`).
+    RecordSync(u8, bool),
+    /// Node `n` acknowledges a commit to its client: it is writable, and
+    /// the standby its configuration requires (if any) streams from it and
+    /// flushed the commit. Asynchronously, the standby lacks it.
+    Ack(u8),
+    /// Replica `n`, streaming, flushes every commit it lacked.
+    CatchUp(u8),
     /// Controller `c` finds its view's node claimed in an earlier term and
     /// takes it for a replica, and re-points the record at the same epoch to
     /// the other node without a proof
@@ -204,6 +228,9 @@ impl OneWriter {
             {
                 proofs.push(Proof::LeaseExpired);
             }
+            if view.sync {
+                proofs.push(Proof::SynchronousStandby);
+            }
             for p in proofs {
                 actions.push(Action::MoveWriter(cu, p, Delivery::Replied));
                 actions.push(Action::MoveWriter(cu, p, Delivery::ReplyLost));
@@ -218,6 +245,9 @@ impl OneWriter {
             && self.token_current(state, lead.token)
         {
             actions.push(Action::RetargetClaim(cu));
+        }
+        if self.config.synchronous != Synchronous::Off {
+            self.sync_actions(state, c, lead, view, to_store, actions);
         }
         if self.up(state, Link::ControllerNode(cu, view.node))
             && self.promote_accepted(state, lead.token, view)
@@ -237,6 +267,70 @@ impl OneWriter {
         {
             actions.push(Action::UpdateDns(cu));
         }
+    }
+
+    /// The steps that keep the writer's synchronous set and the record's
+    /// `sync` in step (`evaluate_sync` in the real controller).
+    fn sync_actions(
+        &self,
+        state: &State,
+        c: usize,
+        lead: Lead,
+        view: Writer,
+        to_store: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let cu = c as u8;
+        let ctl = &state.controllers[c];
+        let cfg = &self.config;
+        let writer = view.node as usize;
+        let standby = 1 - writer;
+        let record_current =
+            to_store && state.store.writer == view && self.token_current(state, lead.token);
+        // Add, step 1: configure the writer to require the standby. Done is
+        // reported only once it streams and has flushed everything.
+        if !ctl.configured && self.sync_config_accepted(state, c, lead, view) {
+            if streams(&state.nodes, standby, writer) && !state.nodes[standby].lacks_acked {
+                actions.push(Action::SetSynchronous(cu, true, Delivery::Replied));
+            }
+            actions.push(Action::SetSynchronous(cu, true, Delivery::ReplyLost));
+        }
+        // Add, step 2: record it, once the writer reported it required and
+        // caught up (the reversed order records it first).
+        if record_current
+            && !view.sync
+            && (ctl.configured || cfg.sync_order == SyncOrder::RecordBeforeWriterRequires)
+        {
+            actions.push(Action::RecordSync(cu, true));
+        }
+        if cfg.synchronous == Synchronous::Strict {
+            return; // never falls back to asynchronous
+        }
+        // Drop, step 1: record the empty set.
+        if record_current && view.sync {
+            actions.push(Action::RecordSync(cu, false));
+        }
+        // Drop, step 2: the writer stops requiring the standby, once the
+        // record no longer names it (the reversed order does it first).
+        if (!view.sync || cfg.sync_order == SyncOrder::WriterAsyncBeforeRecordDrop)
+            && state.nodes[writer].requires
+            && self.sync_config_accepted(state, c, lead, view)
+        {
+            actions.push(Action::SetSynchronous(cu, false, Delivery::Replied));
+        }
+    }
+
+    /// Whether node `view.node`'s guard applies a synchronous configuration
+    /// from controller `c`: the node is the writer at `view.epoch`, and,
+    /// with [`SyncCheck::EpochAndToken`], no newer term configured it.
+    fn sync_config_accepted(&self, state: &State, c: usize, lead: Lead, view: Writer) -> bool {
+        let node = &state.nodes[view.node as usize];
+        self.up(state, Link::ControllerNode(c as u8, view.node))
+            && node.up
+            && (self.config.receivers == ReceiverChecks::None
+                || (node.promoted == Some(view.epoch)
+                    && (self.config.sync_check == SyncCheck::EpochOnly
+                        || lead.token >= node.sync_token)))
     }
 
     /// Whether node `view.node` (and its guard) accepts "promote at
@@ -261,6 +355,24 @@ impl OneWriter {
         }
     }
 
+    /// Whether node `n` can acknowledge a commit, and doing so changes
+    /// what the properties read. A synchronous acknowledgement (the standby
+    /// streams and has the commit) changes nothing, so it is no step.
+    fn ack_changes_state(&self, state: &State, n: usize) -> bool {
+        let node = &state.nodes[n];
+        let other = &state.nodes[1 - n];
+        if !node.writable() || node.requires {
+            return false;
+        }
+        match (other.promoted, node.promoted) {
+            (Some(theirs), Some(mine)) if theirs > mine => {
+                !state.ack_after_successor || (state.sync_claim && !state.lost_ack)
+            }
+            (Some(_), _) => false,
+            (None, _) => !other.lacks_acked,
+        }
+    }
+
     fn node_actions(&self, state: &State, n: usize, actions: &mut Vec<Action>) {
         let nu = n as u8;
         let node = &state.nodes[n];
@@ -271,6 +383,14 @@ impl OneWriter {
         actions.push(Action::CrashNode(nu));
         if self.up(state, Link::GuardStore(nu)) {
             actions.push(Action::Renew(nu));
+        }
+        if self.config.synchronous != Synchronous::Off {
+            if self.ack_changes_state(state, n) {
+                actions.push(Action::Ack(nu));
+            }
+            if node.lacks_acked && streams(&state.nodes, n, 1 - n) {
+                actions.push(Action::CatchUp(nu));
+            }
         }
         let peer = &state.nodes[1 - n];
         if self.config.failsafe != Failsafe::Off
@@ -300,20 +420,30 @@ impl Model for OneWriter {
             deadline: guard_deadline,
             hold: 0,
             lag: 0,
+            requires: false,
+            sync_token: 0,
+            lacks_acked: false,
         };
         vec![State {
             store: Store {
                 leader: None,
                 last_token: 0,
-                writer: Writer { node: 0, epoch: 1 },
+                writer: Writer {
+                    node: 0,
+                    epoch: 1,
+                    sync: false,
+                },
                 guard_lease: [cfg.guard_ttl; NODES],
             },
             controllers: [Controller::FRESH; CONTROLLERS],
             nodes: [node(true), node(false)],
             dns: Dns { node: 0, token: 0 },
             cut: 0,
-            acted: [0; 2 + NODES],
+            acted: [0; 2 + 2 * NODES],
             stale_effect: false,
+            sync_claim: false,
+            ack_after_successor: false,
+            lost_ack: false,
         }]
     }
 
@@ -372,6 +502,7 @@ impl Model for OneWriter {
                 });
                 ctl.view = None;
                 ctl.proof = false;
+                ctl.configured = false;
             }
             Action::KeepAlive(c) => {
                 let ctl = &mut s.controllers[c as usize];
@@ -388,6 +519,7 @@ impl Model for OneWriter {
                         ctl.lead = None;
                         ctl.view = None;
                         ctl.proof = false;
+                        ctl.configured = false;
                     }
                 }
             }
@@ -395,6 +527,7 @@ impl Model for OneWriter {
                 let ctl = &mut s.controllers[c as usize];
                 ctl.view = Some(s.store.writer);
                 ctl.proof = false;
+                ctl.configured = false;
             }
             Action::Fence(c, delivery) => {
                 let ctl = s.controllers[c as usize];
@@ -414,25 +547,72 @@ impl Model for OneWriter {
                 s.controllers[c as usize].proof = proven;
             }
             Action::SeeLeaseExpired(c) => s.controllers[c as usize].proof = true,
-            Action::MoveWriter(c, _proof, delivery) => {
+            Action::MoveWriter(c, proof, delivery) => {
                 let ctl = s.controllers[c as usize];
                 let (view, lead) = (ctl.view?, ctl.lead?);
                 let next = Writer {
                     node: 1 - view.node,
                     epoch: view.epoch + 1,
+                    sync: false,
                 };
                 s.store.writer = next;
+                s.sync_claim = proof == Proof::SynchronousStandby;
                 s.record_effect(Receiver::WriterRecord, lead.token);
                 let ctl = &mut s.controllers[c as usize];
                 ctl.proof = false;
+                ctl.configured = false;
                 ctl.view = (delivery == Delivery::Replied).then_some(next);
             }
             Action::Promote(c) => {
                 let ctl = s.controllers[c as usize];
                 let (view, lead) = (ctl.view?, ctl.lead?);
-                s.nodes[view.node as usize].promoted = Some(view.epoch);
+                let node = &mut s.nodes[view.node as usize];
+                // The synchronous proof promised the candidate every
+                // acknowledged commit; from now on it streams no more.
+                if s.sync_claim && s.store.writer == view && node.lacks_acked {
+                    s.lost_ack = true;
+                }
+                node.promoted = Some(view.epoch);
+                node.lacks_acked = false;
+                // On: it starts asynchronous; strict: requiring any one
+                // standby (`'*'`), here the other node.
+                node.requires = cfg.synchronous == Synchronous::Strict;
                 s.record_effect(Receiver::Node(view.node), lead.token);
             }
+            Action::SetSynchronous(c, require, delivery) => {
+                let ctl = s.controllers[c as usize];
+                let (view, lead) = (ctl.view?, ctl.lead?);
+                let node = &mut s.nodes[view.node as usize];
+                node.requires = require;
+                if cfg.sync_check == SyncCheck::EpochAndToken {
+                    node.sync_token = node.sync_token.max(lead.token);
+                }
+                s.record_effect(Receiver::SyncConfig(view.node), lead.token);
+                s.controllers[c as usize].configured = require && delivery == Delivery::Replied;
+            }
+            Action::RecordSync(c, sync) => {
+                let ctl = s.controllers[c as usize];
+                let (view, lead) = (ctl.view?, ctl.lead?);
+                let next = Writer { sync, ..view };
+                s.store.writer = next;
+                s.record_effect(Receiver::WriterRecord, lead.token);
+                s.controllers[c as usize].view = Some(next);
+            }
+            Action::Ack(n) => {
+                let n = n as usize;
+                let mine = s.nodes[n].promoted;
+                let other = &mut s.nodes[1 - n];
+                match other.promoted {
+                    Some(theirs) if mine.is_some_and(|m| theirs > m) => {
+                        // A successor was promoted: the commit is not on it.
+                        s.ack_after_successor = true;
+                        s.lost_ack |= s.sync_claim;
+                    }
+                    Some(_) => {}
+                    None => other.lacks_acked = true,
+                }
+            }
+            Action::CatchUp(n) => s.nodes[n as usize].lacks_acked = false,
             Action::UpdateDns(c) => {
                 let ctl = s.controllers[c as usize];
                 let (view, lead) = (ctl.view?, ctl.lead?);
@@ -448,11 +628,14 @@ impl Model for OneWriter {
                 let next = Writer {
                     node: 1 - view.node,
                     epoch: view.epoch,
+                    sync: false,
                 };
                 s.store.writer = next;
+                s.sync_claim = false;
                 s.record_effect(Receiver::WriterRecord, lead.token);
                 let ctl = &mut s.controllers[c as usize];
                 ctl.proof = false;
+                ctl.configured = false;
                 ctl.view = Some(next);
             }
             Action::Crash(c) => s.controllers[c as usize] = Controller::FRESH,
@@ -504,6 +687,10 @@ impl Model for OneWriter {
             Property::always("S1 one writer", |_, s: &State| {
                 s.writable_nodes().len() <= 1
             }),
+            Property::always("S1 one acknowledging writer", |_, s: &State| {
+                !s.ack_after_successor
+            }),
+            Property::always("S2 no acknowledged loss", |_, s: &State| !s.lost_ack),
             Property::always("S3 no stale side effect", |_, s: &State| !s.stale_effect),
             Property::sometimes("a failover happens", |_, s: &State| {
                 s.store.writer.node == 1 && s.nodes[1].writable() && s.dns.node == 1
@@ -512,6 +699,9 @@ impl Model for OneWriter {
                 "a successor finishes a claimed promotion",
                 |_, s: &State| s.claim_finished_by_successor(),
             ),
+            Property::sometimes("a synchronous standby is promoted", |_, s: &State| {
+                s.synchronous_promotion()
+            }),
         ]
     }
 }
@@ -534,6 +724,7 @@ impl OneWriter {
                     ctl.lead = None;
                     ctl.view = None;
                     ctl.proof = false;
+                    ctl.configured = false;
                 }
             }
         }

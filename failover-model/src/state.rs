@@ -10,13 +10,17 @@ pub const CONTROLLERS: usize = 2;
 /// Database nodes (each with its guard) in the model.
 pub const NODES: usize = 2;
 
-/// The writer record `{node, epoch}` as the store holds it.
+/// The writer record `{node, epoch, sync}` as the store holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Writer {
     /// Index of the node that takes writes.
     pub node: u8,
     /// The epoch it was promoted at; the initial writer has epoch 1.
     pub epoch: u8,
+    /// The record's synchronous set names the other node: the writer
+    /// requires it for every commit it acknowledges (with two nodes the set
+    /// is empty or the other node). Always false with synchronous off.
+    pub sync: bool,
 }
 
 /// The leader key at the store.
@@ -68,6 +72,12 @@ pub struct Controller {
     /// It holds proof that `view`'s node stopped writing: the node confirmed
     /// the fence (or, under the old rule, the fence merely failed).
     pub proof: bool,
+    /// Its request that `view`'s node require the other node was reported
+    /// done: the setting is in effect and the standby streamed
+    /// synchronously and had flushed everything (the real controller's
+    /// `sync_configured`). What allows recording the standby in the
+    /// writer record.
+    pub configured: bool,
 }
 
 /// A database node and the guard next to it. They share fate: one crash
@@ -93,6 +103,18 @@ pub struct Node {
     /// Ticks the guard's clock has fallen behind since it last renewed
     /// (clock drift, or the guard paused), at most `guard_drift`.
     pub lag: u8,
+    /// Its `synchronous_standby_names` requires the other node (durable
+    /// configuration): a commit is acknowledged only once the other node,
+    /// streaming from this one, flushed it.
+    pub requires: bool,
+    /// The newest fencing token that configured its synchronous standbys
+    /// (durable; 0 = none, and always 0 unless
+    /// [`SyncCheck::EpochAndToken`](crate::SyncCheck::EpochAndToken)).
+    pub sync_token: u8,
+    /// As a replica: it lacks a commit that the node it streams from
+    /// acknowledged (it catches up while it streams). Once promoted it no
+    /// longer streams, and what it lacks then is lost to it.
+    pub lacks_acked: bool,
 }
 
 impl Controller {
@@ -102,6 +124,7 @@ impl Controller {
         lead: None,
         view: None,
         proof: false,
+        configured: false,
     };
 }
 
@@ -110,6 +133,15 @@ impl Node {
     pub fn writable(&self) -> bool {
         self.up && self.promoted.is_some() && !self.fenced
     }
+}
+
+/// Whether node `standby` streams from node `from`: both run, `from` is a
+/// primary and `standby` a replica (a promoted node never streams again;
+/// an old primary is not rejoined). Only a streaming standby flushes, and
+/// so acknowledges receipt of, the commits of `from`.
+pub(crate) fn streams(nodes: &[Node; NODES], standby: usize, from: usize) -> bool {
+    let (s, f) = (&nodes[standby], &nodes[from]);
+    standby != from && s.up && s.promoted.is_none() && f.up && f.promoted.is_some()
 }
 
 /// The DNS (or router) that receives the leader's updates.
@@ -172,6 +204,8 @@ pub enum Receiver {
     Dns,
     /// Node `n` (a promote).
     Node(u8),
+    /// Node `n`'s synchronous configuration.
+    SyncConfig(u8),
 }
 
 impl Receiver {
@@ -180,6 +214,7 @@ impl Receiver {
             Receiver::WriterRecord => 0,
             Receiver::Dns => 1,
             Receiver::Node(n) => 2 + n as usize,
+            Receiver::SyncConfig(n) => 2 + NODES + n as usize,
         }
     }
 }
@@ -199,10 +234,19 @@ pub struct State {
     pub cut: u16,
     /// Ghost: per [`Receiver`], the highest token whose side effect it
     /// applied.
-    pub acted: [u8; 2 + NODES],
+    pub acted: [u8; 2 + 2 * NODES],
     /// Ghost: a side effect was applied with a token older than one a
     /// successor had already used on the same receiver (S3 broken).
     pub stale_effect: bool,
+    /// Ghost: the current writer record was written by a move on the
+    /// synchronous-standby proof (no fence, no lease wait).
+    pub sync_claim: bool,
+    /// Ghost: a node acknowledged a commit after another node was promoted
+    /// at a higher epoch (S1 for acknowledged commits broken).
+    pub ack_after_successor: bool,
+    /// Ghost: an acknowledged commit is missing on a node promoted on the
+    /// synchronous-standby proof (S2 broken).
+    pub lost_ack: bool,
 }
 
 impl State {
@@ -228,6 +272,15 @@ impl State {
             && node.writable()
             && claimed_with > 0
             && promoted_with > claimed_with
+    }
+
+    /// The record's node takes writes, promoted at the record's epoch, and
+    /// the record was written on the synchronous-standby proof: a promotion
+    /// that waited for neither a fence nor the old writer's guard lease.
+    pub fn synchronous_promotion(&self) -> bool {
+        let writer = self.store.writer;
+        let node = &self.nodes[writer.node as usize];
+        self.sync_claim && node.promoted == Some(writer.epoch) && node.writable()
     }
 
     /// Records a side effect on `receiver` with `token` for S3.

@@ -41,11 +41,32 @@ pub fn describe_action(action: &Action) -> String {
             let why = match p {
                 Proof::Held => "on the proof it holds",
                 Proof::LeaseExpired => "on the old writer's expired guard lease",
+                Proof::SynchronousStandby => {
+                    "on the synchronous-standby proof (the record names the candidate in sync)"
+                }
             };
             format!("c{c} moves the writer record {why}: {}", delivery(d))
         }
         Action::Promote(c) => format!("c{c} promotes the node its view names"),
         Action::UpdateDns(c) => format!("c{c} points DNS at the node its view names"),
+        Action::SetSynchronous(c, true, d) => format!(
+            "c{c} configures its view's writer to require the other node: {}",
+            match d {
+                Delivery::Replied => "done, the standby streams and caught up",
+                _ => "applied, reply lost",
+            }
+        ),
+        Action::SetSynchronous(c, false, _) => {
+            format!("c{c} configures its view's writer to require nothing (asynchronous)")
+        }
+        Action::RecordSync(c, true) => {
+            format!("c{c} records the other node in the writer record's sync set")
+        }
+        Action::RecordSync(c, false) => {
+            format!("c{c} records an empty sync set in the writer record")
+        }
+        Action::Ack(n) => format!("n{n} acknowledges a commit the other node lacks"),
+        Action::CatchUp(n) => format!("n{n}, streaming, flushes the commits it lacked"),
         Action::RetargetClaim(c) => format!(
             "c{c} takes the claimed node for a replica and re-points the record to the other node, same epoch, no proof"
         ),
@@ -72,15 +93,44 @@ pub fn describe_state(state: &State) -> String {
         .iter()
         .map(|n| format!("n{n}"))
         .collect();
-    format!(
-        "writer n{}@{}, leader {}, dns n{} token {}, writable [{}]",
+    let mut line = format!(
+        "writer n{}@{}{}, leader {}, dns n{} token {}, writable [{}]",
         state.store.writer.node,
         state.store.writer.epoch,
+        if state.store.writer.sync {
+            " sync {other}"
+        } else {
+            ""
+        },
         leader,
         state.dns.node,
         state.dns.token,
         writable.join(", ")
-    )
+    );
+    let requiring: Vec<String> = (0..state.nodes.len())
+        .filter(|&n| state.nodes[n].requires)
+        .map(|n| format!("n{n}"))
+        .collect();
+    if !requiring.is_empty() {
+        line.push_str(&format!(", requiring a standby [{}]", requiring.join(", ")));
+    }
+    let lacking: Vec<String> = (0..state.nodes.len())
+        .filter(|&n| state.nodes[n].lacks_acked)
+        .map(|n| format!("n{n}"))
+        .collect();
+    if !lacking.is_empty() {
+        line.push_str(&format!(
+            ", lacking an acknowledged commit [{}]",
+            lacking.join(", ")
+        ));
+    }
+    if state.ack_after_successor {
+        line.push_str(", OLD WRITER ACKNOWLEDGED AFTER A SUCCESSOR'S PROMOTION");
+    }
+    if state.lost_ack {
+        line.push_str(", ACKNOWLEDGED COMMIT LOST");
+    }
+    line
 }
 
 /// The whole path, one numbered line per step.

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use failover_model::{
-    describe_path, Action, Delivery, ModelConfig, Network, OneWriter, PromotionRule,
-    ReceiverChecks, State,
+    describe_action, describe_path, describe_state, Action, Delivery, ModelConfig, Network,
+    OneWriter, PromotionRule, Proof, ReceiverChecks, State, SyncCheck, SyncOrder, Synchronous,
 };
 use stateright::{Checker, HasDiscoveries, Model, Path};
 
@@ -131,5 +131,148 @@ fn retargeting_an_unfinished_claim_without_proof_makes_two_writers() {
     assert!(
         retarget_term.token > claim_term.token,
         "the retarget must come from a later term than the claim"
+    );
+}
+
+/// The drop of a synchronous standby reversed: the leader reconfigures the
+/// writer to require nothing while the record still names the standby. The
+/// writer acknowledges a commit asynchronously, the leader moves the writer
+/// on the record's synchronous proof, and the promoted standby lacks the
+/// commit (S2); the old writer, unfenced and asynchronous, can also go on
+/// acknowledging after the promotion (S1 for acknowledged commits).
+#[test]
+fn reconfiguring_the_writer_before_the_record_drops_the_standby_loses_an_acknowledged_commit() {
+    let config = ModelConfig::synchronous().with_sync_order(SyncOrder::WriterAsyncBeforeRecordDrop);
+    for property in ["S2 no acknowledged loss", "S1 one acknowledging writer"] {
+        let path = find(config, property);
+        let steps = path.into_vec();
+        let last = &steps[steps.len() - 1].0;
+        let actions: Vec<Action> = steps.iter().filter_map(|(_, a)| *a).collect();
+        let async_at = actions
+            .iter()
+            .position(|a| matches!(a, Action::SetSynchronous(_, false, _)))
+            .expect("the writer must be made asynchronous");
+        assert!(
+            steps[async_at].0.store.writer.sync,
+            "the writer must stop requiring the standby while the record names it"
+        );
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::MoveWriter(_, Proof::SynchronousStandby, _))));
+        assert!(actions.contains(&Action::Ack(0)));
+        match property {
+            "S2 no acknowledged loss" => assert!(last.lost_ack),
+            _ => assert!(last.ack_after_successor),
+        }
+    }
+}
+
+/// The add of a synchronous standby reversed: the record names the standby
+/// before the writer requires it. The writer still acknowledges commits
+/// asynchronously, and the standby promoted on the record's proof lacks one.
+/// In strict mode too: strictness does not help a record written first.
+#[test]
+fn recording_the_standby_before_the_writer_requires_it_loses_an_acknowledged_commit() {
+    for mode in [Synchronous::On, Synchronous::Strict] {
+        let config = ModelConfig::synchronous()
+            .with_synchronous(mode)
+            .with_sync_order(SyncOrder::RecordBeforeWriterRequires);
+        let path = find(config, "S2 no acknowledged loss");
+        assert!(path.last_state().lost_ack);
+        let actions = path.into_actions();
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::SetSynchronous(_, true, _))),
+            "the writer was never configured to require the standby: {actions:?}"
+        );
+        assert!(
+            actions.contains(&Action::RecordSync(0, true))
+                || actions.contains(&Action::RecordSync(1, true))
+        );
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::MoveWriter(_, Proof::SynchronousStandby, _))));
+    }
+}
+
+/// Replays `actions` from the initial state, checking that the model offers
+/// each one (so the interleaving is one the checker explores).
+fn replay(model: &OneWriter, actions: &[Action]) -> State {
+    let mut state = model.init_states().remove(0);
+    for (i, action) in actions.iter().enumerate() {
+        let mut offered = Vec::new();
+        model.actions(&state, &mut offered);
+        assert!(
+            offered.contains(action),
+            "step {}: {} is not offered in {}; offered: {offered:?}",
+            i + 1,
+            describe_action(action),
+            describe_state(&state)
+        );
+        state = model
+            .next_state(&state, *action)
+            .expect("an offered action has a next state");
+    }
+    state
+}
+
+/// A deposed leader's late `SetSynchronous`, applied because the node checks
+/// only its epoch (the request carries node and epoch, no token).
+///
+/// c0 leads and reads the record (writer n0, no standby), then is paused
+/// past its term (n0's guard renews meanwhile). c1 leads, adds n1 in the safe order (configures n0 to
+/// require it, then records it). c0 resumes, still believing it leads and
+/// that the record names no standby — the second step of a drop — and tells
+/// n0 to require nothing; n0 is still the writer at epoch 1, so it applies
+/// it. n0 acknowledges a commit asynchronously, c1 moves the writer on the
+/// record's synchronous proof and promotes n1, which lacks that commit.
+/// Every step of the protocol was in the safe order; the receiver's check is
+/// what fails. With `SyncCheck::EpochAndToken` (the node keeps the newest
+/// token that configured it, as the DNS keeps its `_failover` TXT token)
+/// c0's late request is refused. The exhaustive search needs minutes to
+/// reach this 18-step trace; the replay shows it is one the model contains.
+#[test]
+fn a_deposed_leaders_late_synchronous_configuration_loses_an_acknowledged_commit_without_a_token() {
+    let trace = [
+        Action::Campaign(0),
+        Action::ReadWriter(0),
+        Action::Pause(0),
+        Action::Tick(0),
+        Action::Renew(0),
+        Action::Tick(0),
+        Action::Renew(0),
+        Action::Tick(0),
+        Action::Renew(0),
+        Action::Campaign(1),
+        Action::ReadWriter(1),
+        Action::SetSynchronous(1, true, Delivery::Replied),
+        Action::RecordSync(1, true),
+        Action::Resume(0),
+        Action::SetSynchronous(0, false, Delivery::Replied),
+        Action::Ack(0),
+        Action::MoveWriter(1, Proof::SynchronousStandby, Delivery::Replied),
+        Action::Promote(1),
+    ];
+    let epoch_only =
+        OneWriter::new(ModelConfig::synchronous().with_sync_check(SyncCheck::EpochOnly));
+    let state = replay(&epoch_only, &trace);
+    println!("with SyncCheck::EpochOnly: {}", describe_state(&state));
+    assert!(
+        state.lost_ack,
+        "the promoted standby must lack the acknowledged commit"
+    );
+    assert!(
+        state.stale_effect,
+        "the late configuration is a stale side effect (S3)"
+    );
+
+    let with_token = OneWriter::new(ModelConfig::synchronous());
+    let resumed = replay(&with_token, &trace[..14]);
+    let mut offered = Vec::new();
+    with_token.actions(&resumed, &mut offered);
+    assert!(
+        !offered.contains(&Action::SetSynchronous(0, false, Delivery::Replied)),
+        "a node configured by term 2 must refuse term 1's request: {offered:?}"
     );
 }
