@@ -19,7 +19,7 @@ const OP: &str = "set synchronous standbys";
 /// The advisory lock that serialises configurations of one node, so a
 /// token check and the setting it admits are never interleaved with
 /// another's (an arbitrary constant: "fo-sync").
-const SYNC_LOCK: i64 = 0x666f_2d73_796e_63;
+const SYNC_LOCK: i64 = 0x0066_6f2d_7379_6e63;
 
 /// The newest leadership token that configured the node's synchronous
 /// standbys: one row, kept in the database so it survives restarts and
