@@ -8,13 +8,18 @@
 //!   receive / replay LSN, lag in bytes and seconds ([`NodeStatus`]);
 //! - [`PgCluster::fence`]: stops writes on an old primary (see [`fence`] for
 //!   the mechanism and its limits);
-//! - [`PgCluster::promote`]: RPO gate, epoch check, `pg_promote(wait => true)`,
-//!   durable epoch, write check. A retry of the same request after
+//! - [`PgCluster::promote`]: RPO gate, epoch check, `pg_promote` with a 5 ms
+//!   poll for the end of recovery, durable epoch, write check. A retry of the same request after
 //!   `pg_promote` took effect but the epoch was not recorded (a client
 //!   timeout) finishes the job and returns `Ok`; a node another epoch
 //!   promoted is refused. Without a reference position the RPO gate
 //!   measures against the best position a reachable node reports, as the
 //!   core's controller does;
+//! - [`PgCluster::set_synchronous`]: makes the writer require exactly the
+//!   given standbys (`synchronous_standby_names = 'FIRST n (…)'`) and returns
+//!   once that is in effect and each has flushed all the writer had flushed,
+//!   refusing a deposed leader's older token ([`PgError::StaleToken`]); a
+//!   standby's `application_name` must be its node name;
 //! - [`PgCluster::unfence`]: gives writes back to a fenced primary whose
 //!   promotion did not happen (see [`unfence`](mod@unfence) for the rule);
 //! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
