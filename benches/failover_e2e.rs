@@ -31,6 +31,12 @@
 //!   writer commits rows on pg-east as the application role until the kill;
 //!   every row it saw acknowledged must be on pg-west. Goal: fault →
 //!   writable, median ≤ 1.0 s, 0 acknowledged rows lost.
+//! - `soak`: the `sync` settings with every region healthy for
+//!   `FAILOVER_SOAK_SECS` (default 1800) and a writer committing on pg-east
+//!   throughout. Counts probe failures (the measured false-failure rate p),
+//!   regions marked down, databases marked down and promotions — every one a
+//!   false failover — and prints the planner's expected count for that p
+//!   beside them. Not part of `all`.
 //! - `takeover`: three in-process controllers on a 3-member etcd cluster
 //!   (leader lease TTL 2 s, margin 500 ms), without database nodes. The
 //!   leader's `Runtime` is dropped without `shutdown` (no resign; its etcd
@@ -74,6 +80,7 @@ enum Mode {
     Fence,
     Lease,
     Sync,
+    Soak,
     Takeover,
 }
 
@@ -372,6 +379,109 @@ async fn region_mode(mode: Mode, runs: usize, policy: &Policy) -> Result<(), Box
     Ok(())
 }
 
+/// Issue 17's settings: synchronous replication, `interval` probes with half
+/// of it as timeout, fall 2.
+fn sync_policy(base: &Policy, interval: Duration) -> Policy {
+    let mut sync = base.clone();
+    sync.interval = interval;
+    sync.timeout = interval / 2;
+    sync.fall = 2;
+    sync.synchronous = Synchronous::On;
+    sync
+}
+
+/// Every region healthy for `duration`, a writer on pg-east: counts what
+/// would be a false failover, and what the planner predicts for the
+/// measured probe-failure rate.
+async fn soak(policy: Policy, duration: Duration) -> Result<(), BoxError> {
+    println!(
+        "== soak: all regions healthy for {} s, synchronous replication, interval {} ms, \
+         timeout {} ms, fall {}; a writer commits on pg-east throughout ==",
+        duration.as_secs(),
+        policy.interval.as_millis(),
+        policy.timeout.as_millis(),
+        policy.fall
+    );
+    let live = LiveRegions::start(policy.clone(), true).await?;
+    let handle = live.runtime.handle();
+    steady(&handle, true, true).await?;
+    let nodes = live.cluster.as_ref().ok_or("no cluster")?.nodes().to_vec();
+    writer::create_rows_table(&nodes[0].app_dsn()).await?;
+    let w = writer::RowWriter::start(nodes[0].app_dsn());
+    let mut events = handle.subscribe_events();
+    let started = Instant::now();
+    let (mut probe_failures, mut regions_down, mut databases_down) = (0u64, 0u64, 0u64);
+    let (mut promotions, mut sync_changes) = (0u64, 0u64);
+    while started.elapsed() < duration {
+        while let Some(event) = next_event(&mut events) {
+            let line = || {
+                println!(
+                    "  t+{:.1} s: {}",
+                    started.elapsed().as_secs_f64(),
+                    event.display(live.config.topology())
+                )
+            };
+            match event.kind {
+                EventKind::ProbeFailed { .. } => probe_failures += 1,
+                EventKind::RegionDown { .. } => {
+                    regions_down += 1;
+                    line();
+                }
+                EventKind::DatabaseDown { .. } => {
+                    databases_down += 1;
+                    line();
+                }
+                EventKind::Promoted { .. } => {
+                    promotions += 1;
+                    line();
+                }
+                EventKind::SynchronousChanging { .. } => {
+                    sync_changes += 1;
+                    line();
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (acked, error) = w.finish().await;
+    let elapsed = started.elapsed();
+    live.runtime.shutdown().await;
+    live.dns.shutdown().await;
+    // Two regions probed from one vantage.
+    let probes = 2.0 * elapsed.as_secs_f64() / policy.interval.as_secs_f64();
+    let p = probe_failures as f64 / probes;
+    let per_year =
+        failover::decision::objectives::false_failovers_per_year(p, policy.fall, policy.interval);
+    let year = 365.0 * 24.0 * 3600.0;
+    let predicted = 2.0 * per_year * elapsed.as_secs_f64() / year;
+    println!();
+    println!("{:<48} {:.0} s", "soak length", elapsed.as_secs_f64());
+    println!(
+        "{:<48} {probe_failures} of ~{probes:.0} (p = {p:.2e})",
+        "probe failures (all regions healthy)"
+    );
+    println!(
+        "{:<48} {regions_down} region(s) down, {databases_down} database(s) down, {promotions} promotion(s) (goal 0)",
+        "false failovers"
+    );
+    println!(
+        "{:<48} {predicted:.2e} in this soak ({per_year:.2e} a year per region)",
+        "planner's prediction for the measured p"
+    );
+    println!(
+        "{:<48} {sync_changes}",
+        "synchronous standby changes after steady state"
+    );
+    println!(
+        "{:<48} {} (writer stopped by: {})",
+        "commits acknowledged on pg-east",
+        acked.len(),
+        error.as_deref().unwrap_or("the end of the soak")
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------------
 // takeover: three controllers on a 3-member etcd cluster.
 
@@ -550,10 +660,11 @@ async fn main() -> Result<(), BoxError> {
         "fence" => vec![Mode::Fence],
         "lease" => vec![Mode::Lease],
         "sync" => vec![Mode::Sync],
+        "soak" => vec![Mode::Soak],
         "takeover" => vec![Mode::Takeover],
         other => {
             return Err(format!(
-                "FAILOVER_E2E_MODE={other}: expected dns, fence, lease, sync, takeover or all"
+                "FAILOVER_E2E_MODE={other}: expected dns, fence, lease, sync, soak, takeover or all"
             )
             .into())
         }
@@ -580,15 +691,24 @@ async fn main() -> Result<(), BoxError> {
                 println!("== dns: us-east's API stops (traffic only) ==");
                 region_mode(mode, runs, &policy).await?;
             }
-            Mode::Fence | Mode::Lease | Mode::Sync if !with_database => {
-                println!("(no PostgreSQL found: the fence, lease and sync modes are skipped)");
+            Mode::Fence | Mode::Lease | Mode::Sync | Mode::Soak if !with_database => {
+                println!(
+                    "(no PostgreSQL found: the fence, lease, sync and soak modes are skipped)"
+                );
+            }
+            Mode::Soak => {
+                let secs = env("FAILOVER_SOAK_SECS")
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&s: &u64| s > 0)
+                    .unwrap_or(1800);
+                soak(
+                    sync_policy(&policy, sync_interval),
+                    Duration::from_secs(secs),
+                )
+                .await?;
             }
             Mode::Sync => {
-                let mut sync = policy.clone();
-                sync.interval = sync_interval;
-                sync.timeout = sync_interval / 2;
-                sync.fall = 2;
-                sync.synchronous = Synchronous::On;
+                let sync = sync_policy(&policy, sync_interval);
                 println!(
                     "== sync: us-east dies whole (API stopped, pg-east SIGKILL, guard dropped); \
                      synchronous replication (pg-west required), interval {} ms, timeout {} ms, \
