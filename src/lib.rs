@@ -189,5 +189,6 @@ pub mod lease;
 pub mod runtime;
 
 pub use runtime::{
-    RetryPolicy, RouterStatus, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus,
+    NodeRole, NodeView, RetryPolicy, RouterStatus, Runtime, RuntimeBuilder, RuntimeError,
+    RuntimeHandle, RuntimeStatus,
 };

@@ -1,0 +1,448 @@
+//! The admin API over real HTTP on loopback, in front of a real runtime
+//! probing real regional APIs and routing through the embedded DNS.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
+use failover::runtime::admin::{AdminAuth, AdminConfig};
+use failover::{Runtime, RuntimeBuilder};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+const ALICE: &str = "alice-admin-token-0123456789";
+const BOT: &str = "deploy-bot-token-0123456789";
+
+/// A runtime over two live regions, the embedded DNS as its router, an
+/// audit log, and the admin API on a free loopback port.
+struct Fixture {
+    runtime: Runtime,
+    dns: EmbeddedDns,
+    admin: SocketAddr,
+    audit: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _regions: TwoRegions,
+}
+
+impl Fixture {
+    async fn start(tune: impl FnOnce(&mut AdminConfig)) -> Fixture {
+        let policy = fast_policy();
+        let regions = TwoRegions::start();
+        let mut selection = EmbeddedConfig::new(ZONE);
+        selection.selection = Selection::AllServing;
+        let dns = EmbeddedDns::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &topology(),
+            &policy,
+            selection,
+        )
+        .await
+        .expect("embedded DNS binds on loopback");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let audit = dir.path().join("audit.jsonl");
+        let auth = AdminAuth::new()
+            .token("alice", ALICE)
+            .token("deploy-bot", BOT);
+        let mut admin = AdminConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), auth);
+        tune(&mut admin);
+        let runtime = regions
+            .run(
+                RuntimeBuilder::new(config(topology(), policy))
+                    .router(Arc::new(dns.router()))
+                    .audit_log(&audit)
+                    .admin_config(admin),
+            )
+            .await;
+        let admin = runtime.admin_addr().expect("the admin API listens");
+        Fixture {
+            runtime,
+            dns,
+            admin,
+            audit,
+            _dir: dir,
+            _regions: regions,
+        }
+    }
+
+    async fn stop(self) {
+        self.runtime.shutdown().await;
+        self.dns.shutdown().await;
+    }
+}
+
+/// One HTTP/1.1 request; the status and the body as text.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("HTTP handshake");
+    let conn = tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("the admin API answers within 10 s")
+        .expect("response");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    conn.abort();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let (status, body) = request(addr, "GET", path, Some(ALICE), b"").await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// Polls `/status` (at most `limit`) until `check` holds; returns it.
+async fn wait_api_status(
+    addr: SocketAddr,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = get_json(addr, "/status").await;
+        if check(&status) {
+            return status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}; last /status: {status:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn region<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["regions"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no region {name} in {status:#}"))
+}
+
+/// The audit log's records, once `until` holds for them (at most 10 s).
+async fn wait_audit(path: &Path, what: &str, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let records: Vec<Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if until(&records) {
+            return records;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("audit log never had: {what}; it has {records:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn commands_in(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["record"] == "command")
+        .map(|r| r["command"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Sends `pause` then `resume` as alice and waits for the runtime's own
+/// record of the resume: every command sent before them has been handled
+/// (the command channel is ordered), so the log shows all that arrived.
+async fn barrier(f: &Fixture) -> Vec<Value> {
+    for verb in ["pause", "resume"] {
+        let (status, body) = request(
+            f.admin,
+            "POST",
+            &format!("/commands/{verb}"),
+            Some(ALICE),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 202, "{verb}: {body}");
+    }
+    wait_audit(&f.audit, "the barrier's resume", |records| {
+        commands_in(records).iter().any(|c| c == "Resume")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_right_token_get_401_and_change_nothing() {
+    let f = Fixture::start(|_| {}).await;
+    let drain = br#"{"region": "us-east"}"#;
+    for token in [
+        None,
+        Some("alice-admin-token-012345678X"),
+        Some(""),
+        Some("alice"),
+    ] {
+        let (status, body) = request(f.admin, "POST", "/commands/drain", token, drain).await;
+        assert_eq!(status, 401, "token {token:?}: {body}");
+        assert!(body.contains("bearer token"), "{body}");
+    }
+    for path in ["/status", "/metrics", "/history"] {
+        let (status, body) = request(f.admin, "GET", path, None, b"").await;
+        assert_eq!(status, 401, "GET {path} without a token: {body}");
+    }
+
+    let records = barrier(&f).await;
+    assert_eq!(
+        commands_in(&records),
+        ["Pause", "Resume"],
+        "only the authenticated commands reached the controller"
+    );
+    let status = get_json(f.admin, "/status").await;
+    assert_eq!(region(&status, "us-east")["drained"], false, "{status:#}");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_posted_by_alice_shows_in_status_and_in_the_audit_log() {
+    let f = Fixture::start(|_| {}).await;
+    wait_api_status(f.admin, Duration::from_secs(10), "us-east serving", |s| {
+        region(s, "us-east")["applied_weight"].as_u64() > Some(0)
+    })
+    .await;
+
+    let (status, body) = request(
+        f.admin,
+        "POST",
+        "/commands/drain",
+        Some(ALICE),
+        br#"{"region": "us-east", "reason": "kernel upgrade"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let drained = wait_api_status(
+        f.admin,
+        Duration::from_secs(10),
+        "us-east drained, desired and applied",
+        |s| {
+            let east = region(s, "us-east");
+            east["drained"] == true && east["desired_weight"] == 0 && east["applied_weight"] == 0
+        },
+    )
+    .await;
+    assert!(
+        region(&drained, "us-west")["applied_weight"].as_u64() > Some(0),
+        "us-west takes the traffic: {drained:#}"
+    );
+    assert_eq!(drained["plan"]["applied"], true, "{drained:#}");
+    assert_eq!(drained["leader"]["leading"], true, "{drained:#}");
+    assert!(drained["epoch"].is_u64(), "{drained:#}");
+    wait_answer(f.dns.local_addr(), WEST_IP, Duration::from_secs(5)).await;
+
+    let records = wait_audit(&f.audit, "alice's drain", |records| {
+        records.iter().any(|r| r["record"] == "admin_command")
+    })
+    .await;
+    let entry = records
+        .iter()
+        .find(|r| r["record"] == "admin_command")
+        .expect("admin_command record");
+    assert_eq!(entry["caller"], "alice", "{entry:#}");
+    assert_eq!(entry["command"], "drain us-east", "{entry:#}");
+    assert_eq!(entry["reason"], "kernel upgrade", "{entry:#}");
+    assert_eq!(entry["outcome"], "accepted", "{entry:#}");
+    assert!(
+        entry["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{entry:#}"
+    );
+
+    let history = get_json(f.admin, "/history?limit=50").await;
+    let history = history["records"].as_array().expect("records");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["record"] == "admin_command" && r["caller"] == "alice"),
+        "{history:#?}"
+    );
+
+    let (status, body) = request(
+        f.admin,
+        "POST",
+        "/commands/undrain",
+        Some(BOT),
+        br#"{"region": "us-east"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    wait_api_status(f.admin, Duration::from_secs(10), "us-east back", |s| {
+        region(s, "us-east")["drained"] == false
+    })
+    .await;
+    wait_audit(&f.audit, "the bot's undrain", |records| {
+        records
+            .iter()
+            .any(|r| r["record"] == "admin_command" && r["caller"] == "deploy-bot")
+    })
+    .await;
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_bodies_are_refused_without_touching_state() {
+    let f = Fixture::start(|admin| admin.max_body = 4096).await;
+    let cases: [(&str, &[u8], &str); 8] = [
+        (
+            "/commands/drain",
+            br#"{"region": 5}"#,
+            "field `region` must be a string",
+        ),
+        (
+            "/commands/drain",
+            br#"{"regoin": "us-east"}"#,
+            "unknown field `regoin`",
+        ),
+        ("/commands/drain", b"{}", "field `region` is missing"),
+        (
+            "/commands/drain",
+            br#"{"region": "eu-north"}"#,
+            "no region named `eu-north`",
+        ),
+        ("/commands/drain", br#"{"region": "us-east""#, "not JSON"),
+        ("/commands/drain", b"[\"us-east\"]", "must be a JSON object"),
+        (
+            "/commands/switchover",
+            br#"{"to": "pg-nowhere"}"#,
+            "field `to`",
+        ),
+        (
+            "/commands/pause",
+            br#"{"reason": 7}"#,
+            "field `reason` must be a string",
+        ),
+    ];
+    for (path, body, want) in cases {
+        let (status, answer) = request(f.admin, "POST", path, Some(ALICE), body).await;
+        assert_eq!(
+            status,
+            400,
+            "{path} {}: {answer}",
+            String::from_utf8_lossy(body)
+        );
+        let error: Value = serde_json::from_str(&answer).expect("JSON error");
+        let error = error["error"].as_str().expect("error text");
+        assert!(
+            error.contains(want),
+            "{path}: {error:?} should say {want:?}"
+        );
+    }
+    let huge = format!(
+        r#"{{"region": "us-east", "reason": "{}"}}"#,
+        "x".repeat(8192)
+    );
+    let (status, answer) = request(
+        f.admin,
+        "POST",
+        "/commands/drain",
+        Some(ALICE),
+        huge.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413, "a body over max_body: {answer}");
+
+    let records = barrier(&f).await;
+    assert_eq!(
+        commands_in(&records),
+        ["Pause", "Resume"],
+        "no refused command reached the controller"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["record"] == "admin_command" && r["command"] == "drain us-east"),
+        "{records:#?}"
+    );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_stalls_is_cut_off_at_the_time_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = Fixture::start(|admin| admin.request_timeout = Duration::from_millis(500)).await;
+    let mut tcp = tokio::net::TcpStream::connect(f.admin)
+        .await
+        .expect("connect");
+    // Headers, then only part of the promised body.
+    let head = format!(
+        "POST /commands/drain HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE}\r\ncontent-length: 100\r\n\r\n{{\"region\""
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the server held the stalled request beyond 5 s"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let records = barrier(&f).await;
+    assert_eq!(commands_in(&records), ["Pause", "Resume"]);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_serve_the_runtime_metric_names() {
+    let f = Fixture::start(|_| {}).await;
+    let (status, text) = request(f.admin, "GET", "/metrics", Some(ALICE), b"").await;
+    assert_eq!(status, 200, "{text}");
+    for name in [
+        "failover_region_health",
+        "failover_region_weight",
+        "failover_epoch",
+        "failover_events_total",
+        "failover_region_probe_latency_seconds",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    assert!(text.contains("region=\"us-east\""), "{text}");
+    f.stop().await;
+}
