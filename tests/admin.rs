@@ -1,5 +1,7 @@
 //! The admin API over real HTTP on loopback, in front of a real runtime
-//! probing real regional APIs and routing through the embedded DNS.
+//! probing real regional APIs and routing through the embedded DNS; and the
+//! `failoverctl` binary driven against it (with real PostgreSQL nodes for
+//! a switchover).
 
 mod common;
 
@@ -10,9 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use failover::decision::MaxRpo;
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
 use failover::runtime::admin::{AdminAuth, AdminConfig};
 use failover::{Runtime, RuntimeBuilder};
+use failover_testkit::postgres::PgTestCluster;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -33,7 +37,20 @@ struct Fixture {
 
 impl Fixture {
     async fn start(tune: impl FnOnce(&mut AdminConfig)) -> Fixture {
-        let policy = fast_policy();
+        Fixture::start_with(None, tune).await
+    }
+
+    /// [`Fixture::start`], with pg-east and pg-west (the cluster's primary
+    /// and replica) when `cluster` is given.
+    async fn start_with(
+        cluster: Option<&PgTestCluster>,
+        tune: impl FnOnce(&mut AdminConfig),
+    ) -> Fixture {
+        let mut policy = fast_policy();
+        if cluster.is_some() {
+            policy.auto_promote = true;
+            policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+        }
         let regions = TwoRegions::start();
         let mut selection = EmbeddedConfig::new(ZONE);
         selection.selection = Selection::AllServing;
@@ -52,14 +69,18 @@ impl Fixture {
             .token("deploy-bot", BOT);
         let mut admin = AdminConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), auth);
         tune(&mut admin);
-        let runtime = regions
-            .run(
-                RuntimeBuilder::new(config(topology(), policy))
-                    .router(Arc::new(dns.router()))
-                    .audit_log(&audit)
-                    .admin_config(admin),
-            )
-            .await;
+        let mut builder = RuntimeBuilder::new(config(topology_with(cluster.is_some()), policy))
+            .router(Arc::new(dns.router()))
+            .audit_log(&audit)
+            .admin_config(admin);
+        if let Some(cluster) = cluster {
+            let nodes = cluster.nodes();
+            builder = builder.database(Arc::new(fleet::pg_admin(
+                &nodes[0].admin_dsn(),
+                &nodes[1].admin_dsn(),
+            )));
+        }
+        let runtime = regions.run(builder).await;
         let admin = runtime.admin_addr().expect("the admin API listens");
         Fixture {
             runtime,
@@ -444,5 +465,218 @@ async fn metrics_serve_the_runtime_metric_names() {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
     assert!(text.contains("region=\"us-east\""), "{text}");
+    f.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// failoverctl
+
+/// Runs the built `failoverctl` against the fixture's admin API with
+/// `token`; its exit code, stdout and stderr.
+async fn ctl(f: &Fixture, token: &str, args: &[&str]) -> (i32, String, String) {
+    ctl_at(&format!("http://{}", f.admin), token, args).await
+}
+
+async fn ctl_at(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_failoverctl"))
+        .args(["--url", url])
+        .args(args)
+        .env("FAILOVERCTL_TOKEN", token)
+        .env_remove("FAILOVERCTL_URL")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("failoverctl ends within 30 s")
+        .expect("failoverctl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `failoverctl status --json` until `check` holds (at most `limit`).
+async fn wait_ctl_status(
+    f: &Fixture,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (code, out, err) = ctl(f, ALICE, &["--json", "status"]).await;
+        assert_eq!(code, 0, "status --json: {err}");
+        let status: Value = serde_json::from_str(&out).expect("status --json prints JSON");
+        if check(&status) {
+            return status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}; last status: {status:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failoverctl_shows_status_drains_and_reports_errors_by_exit_code() {
+    let f = Fixture::start(|_| {}).await;
+    wait_api_status(f.admin, Duration::from_secs(10), "us-east serving", |s| {
+        region(s, "us-east")["applied_weight"].as_u64() > Some(0)
+    })
+    .await;
+
+    let (code, table, err) = ctl(&f, ALICE, &["status"]).await;
+    assert_eq!(code, 0, "{err}");
+    let east_row = table
+        .lines()
+        .find(|l| l.contains("| us-east"))
+        .unwrap_or_else(|| panic!("no us-east row:\n{table}"));
+    assert!(
+        east_row.contains("up") && east_row.contains("| no "),
+        "{table}"
+    );
+    assert!(table.contains("Service: api.failover.test."), "{table}");
+
+    let (code, out, err) = ctl(&f, ALICE, &["drain", "us-east", "--reason", "maintenance"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("accepted: drain us-east"), "{out}");
+    let status = wait_ctl_status(&f, Duration::from_secs(10), "us-east drained", |s| {
+        let east = region(s, "us-east");
+        east["drained"] == true && east["applied_weight"] == 0
+    })
+    .await;
+    assert_eq!(region(&status, "us-east")["desired_weight"], 0);
+    let (_, table, _) = ctl(&f, ALICE, &["status"]).await;
+    let east_row = table
+        .lines()
+        .find(|l| l.contains("| us-east"))
+        .unwrap_or_default();
+    assert!(
+        east_row.contains("| yes "),
+        "drained shows in the table:\n{table}"
+    );
+
+    // The history comes from the audit log, which is written behind.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out, err) = ctl(&f, ALICE, &["history", "--limit", "50"]).await;
+        assert_eq!(code, 0, "{err}");
+        if out.contains("drain us-east by alice") && out.contains("(reason: maintenance)") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history lacks the drain:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 1: the server refused (wrong token; unknown region, named).
+    let (code, _, err) = ctl(&f, "wrong-token-0123456789abc", &["undrain", "us-east"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("401"), "{err}");
+    let (code, out, err) = ctl(&f, ALICE, &["--json", "drain", "eu-north"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no region named `eu-north`"), "{err}");
+    assert!(
+        out.contains("\"error\""),
+        "--json prints the server's error: {out}"
+    );
+    // 2: usage.
+    let (code, _, err) = ctl(&f, ALICE, &["drain"]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = ctl(&f, ALICE, &["force-promote", "pg-west"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--i-accept-split-brain-risk"), "{err}");
+    // 3: nobody there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let (code, _, err) = ctl_at(&url, ALICE, &["status"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+
+    // Nothing refused reached the controller: still drained.
+    let status = get_json(f.admin, "/status").await;
+    assert_eq!(region(&status, "us-east")["drained"], true, "{status:#}");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failoverctl_switches_the_writer_over_to_a_replica() {
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let f = Fixture::start_with(Some(&cluster), |_| {}).await;
+    let node = |s: &Value, name: &str| -> Value {
+        s["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {name} in {s:#}"))
+    };
+    // Each node's role and lag come from the observer.
+    wait_ctl_status(
+        &f,
+        Duration::from_secs(20),
+        "pg-east primary, pg-west a replica with a known lag",
+        |s| {
+            let (east, west) = (node(s, "pg-east"), node(s, "pg-west"));
+            east["role"] == "primary"
+                && east["lag_bytes"] == 0
+                && west["role"] == "replica"
+                && west["lag_bytes"].is_u64()
+        },
+    )
+    .await;
+    let (_, table, _) = ctl(&f, ALICE, &["status"]).await;
+    let east_row = table
+        .lines()
+        .find(|l| l.contains("| pg-east"))
+        .unwrap_or_default();
+    assert!(east_row.contains("Leader"), "{table}");
+
+    // On a loaded machine one observation of pg-west can time out and the
+    // switchover be refused ("not seen as a replica"): the operator tries
+    // again, as this test does (bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let switched = loop {
+        let (code, out, err) = ctl(&f, ALICE, &["switchover", "--to", "pg-west"]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("accepted: switchover pg-west"), "{out}");
+        let attempt = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut last = Value::Null;
+        while tokio::time::Instant::now() < attempt {
+            let (_, out, _) = ctl(&f, ALICE, &["--json", "status"]).await;
+            last = serde_json::from_str(&out).expect("JSON");
+            if last["writer"] == "pg-west"
+                || last["promotion"]["phase"] == "idle"
+                    && last["recent_events"].to_string().contains("refused")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if last["writer"] == "pg-west" {
+            break last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no switchover within 60 s: {last:#}"
+        );
+    };
+    assert!(switched["epoch"].as_u64() >= Some(1), "{switched:#}");
+    let status = wait_ctl_status(
+        &f,
+        Duration::from_secs(20),
+        "pg-west observed as the primary",
+        |s| node(s, "pg-west")["role"] == "primary",
+    )
+    .await;
+    assert_eq!(node(&status, "pg-west")["writer"], true, "{status:#}");
+    let (_, table, _) = ctl(&f, ALICE, &["status"]).await;
+    assert!(table.contains("writer: pg-west"), "{table}");
     f.stop().await;
 }
