@@ -487,6 +487,8 @@ impl RuntimeBuilder {
             Some(scheduler)
         };
 
+        let mut telemetry = Telemetry::default();
+        telemetry.register(controller.topology(), controller.policy());
         let driver = Driver {
             controller,
             commands: commands_rx,
@@ -499,7 +501,7 @@ impl RuntimeBuilder {
             status: status_tx,
             events: events_tx.clone(),
             events_kept: self.events_kept,
-            telemetry: Telemetry::default(),
+            telemetry,
             view: status0,
             plans_in_flight: HashMap::new(),
             draining: false,

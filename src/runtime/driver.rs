@@ -311,7 +311,7 @@ impl Driver {
             let mut status = self.view.clone();
             status.controller = self.controller.status();
             self.telemetry
-                .record_status(&status.controller, self.controller.topology());
+                .record_status(&status, self.controller.topology());
             self.status.send_replace(status);
         }
     }

@@ -143,10 +143,16 @@ impl AdminServer {
         let addr = listener
             .local_addr()
             .map_err(|source| RuntimeError::Admin { listen, source })?;
+        // Installed now, before the runtime registers its metrics.
+        let metrics = match config.metrics.clone() {
+            Some(handle) => Ok(handle),
+            None => process_recorder(),
+        };
         Ok(AdminBound {
             config,
             listener,
             addr,
+            metrics,
         })
     }
 }
@@ -156,6 +162,7 @@ pub(crate) struct AdminBound {
     config: AdminConfig,
     listener: TcpListener,
     addr: SocketAddr,
+    metrics: Result<PrometheusHandle, String>,
 }
 
 impl AdminBound {
@@ -171,11 +178,8 @@ impl AdminBound {
             config,
             listener,
             addr,
+            metrics,
         } = self;
-        let metrics = match config.metrics {
-            Some(handle) => Ok(handle),
-            None => process_recorder(),
-        };
         let state = Arc::new(AdminState {
             handle,
             topology,
