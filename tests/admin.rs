@@ -262,6 +262,65 @@ async fn metrics_serve_the_runtime_metric_names() {
     f.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_does_not_lead_refuses_commands_with_503() {
+    use failover::runtime::admin::{AdminAuth, AdminConfig};
+    let base = fleet::Base::start().await;
+    let with_admin = |b: failover::RuntimeBuilder| {
+        let auth = AdminAuth::new().token("alice", ALICE);
+        b.admin_config(AdminConfig::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth,
+        ))
+    };
+    let controllers = vec![
+        base.controller_with(0, with_admin).await,
+        base.controller_with(1, with_admin).await,
+    ];
+    let leader = fleet::one_leader(&controllers, Duration::from_secs(20)).await;
+    let follower = 1 - leader;
+    let addr = |i: usize| controllers[i].runtime.admin_addr().expect("admin API");
+
+    let status = get_json(addr(follower), "/status").await;
+    assert_eq!(status["leader"]["coordinated"], true, "{status:#}");
+    assert_eq!(status["leader"]["leading"], false, "{status:#}");
+    let drain = br#"{"region": "us-west"}"#;
+    let (code, body) = request(
+        addr(follower),
+        "POST",
+        "/commands/drain",
+        Some(ALICE),
+        drain,
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["leader"], false, "{answer:#}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not lead")),
+        "{answer:#}"
+    );
+
+    let (code, body) = request(addr(leader), "POST", "/commands/drain", Some(ALICE), drain).await;
+    assert_eq!(code, 202, "{body}");
+    // The leader stores the drain; every controller converges on it.
+    for i in [leader, follower] {
+        wait_api_status(
+            addr(i),
+            Duration::from_secs(20),
+            "us-west drained everywhere",
+            |s| region(s, "us-west")["drained"] == true,
+        )
+        .await;
+    }
+    for c in controllers {
+        c.runtime.shutdown().await;
+        c.dns.shutdown().await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // failoverctl
 
@@ -472,5 +531,47 @@ async fn failoverctl_switches_the_writer_over_to_a_replica() {
     assert_eq!(node(&status, "pg-west")["writer"], true, "{status:#}");
     let (_, table, _) = ctl(&f, ALICE, &["status"]).await;
     assert!(table.contains("writer: pg-west"), "{table}");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failoverctl_talks_to_an_admin_api_over_tls() {
+    let ca = failover_testkit::http::TestCa::generate("127.0.0.1").expect("test CA");
+    let config = ca.server_config().expect("TLS server config");
+    let f = Fixture::start(|admin| admin.tls = Some(config)).await;
+    let ca_file = f.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).expect("write CA");
+    let url = format!("https://{}", f.admin);
+    let ca_arg = ca_file.to_str().expect("UTF-8 path");
+
+    let (code, out, err) = ctl_at(&url, ALICE, &["--ca", ca_arg, "--json", "status"]).await;
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(region(&status, "us-east")["health"], "up", "{status:#}");
+    let (code, _, err) = ctl_at(
+        &url,
+        "wrong-token-0123456789abc",
+        &["--ca", ca_arg, "status"],
+    )
+    .await;
+    assert_eq!(code, 1, "a wrong token over TLS is still 401: {err}");
+    assert!(err.contains("401"), "{err}");
+
+    // Without the CA, or over plain HTTP, nothing is exchanged.
+    let (code, _, err) = ctl_at(&url, ALICE, &["status"]).await;
+    assert_eq!(code, 2, "{err}");
+    let other = failover_testkit::http::TestCa::generate("127.0.0.1").expect("second CA");
+    let other_file = f.dir.path().join("other.pem");
+    std::fs::write(&other_file, other.ca_pem()).expect("write CA");
+    let (code, _, err) = ctl_at(
+        &url,
+        ALICE,
+        &["--ca", other_file.to_str().expect("UTF-8 path"), "status"],
+    )
+    .await;
+    assert_eq!(code, 3, "a certificate from another CA is refused: {err}");
+    assert!(err.contains("TLS"), "{err}");
+    let (code, _, err) = ctl_at(&format!("http://{}", f.admin), ALICE, &["status"]).await;
+    assert_eq!(code, 3, "plain HTTP to the TLS port gets no answer: {err}");
     f.stop().await;
 }

@@ -78,7 +78,11 @@ impl AdminAuth {
     /// if it is `Bearer <a configured token>`. Every configured token is
     /// compared, whichever matches, so the time taken does not tell which.
     pub(crate) fn caller(&self, authorization: &[u8]) -> Option<&str> {
-        let token = authorization.strip_prefix(b"Bearer ")?;
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        let (scheme, token) = authorization.split_at_checked(7)?;
+        if !scheme.eq_ignore_ascii_case(b"bearer ") {
+            return None;
+        }
         let mut found = None;
         for (name, expected) in &self.tokens {
             if secrets_equal(token, expected) && found.is_none() {
@@ -107,6 +111,8 @@ mod tests {
         assert_eq!(auth.caller(b"Bearer alice-token-012345678"), None);
         assert_eq!(auth.caller(b"alice-token-0123456789"), None);
         assert_eq!(auth.caller(b"Bearer "), None);
+        assert_eq!(auth.caller(b"bearer alice-token-0123456789"), Some("alice"));
+        assert_eq!(auth.caller(b"Basic alice-token-0123456789"), None);
     }
 
     #[test]
