@@ -26,7 +26,9 @@
 //! (router and database workers, the observer),
 //! `adapter_call` (every adapter call under a timeout and `catch_unwind`),
 //! `supervisor` (a dead task is an error on the handle, never silence),
-//! `stop` (shutdown's deadline), `audit`, `retry`, `status`, `telemetry`.
+//! `stop` (shutdown's deadline), `audit`, `retry`, `status`, `telemetry`;
+//! with the `admin` feature, `admin` (the operator's HTTP API, started by
+//! `RuntimeBuilder::admin`).
 //!
 //! Failure handling:
 //! - every adapter call runs under a time limit ([`RetryPolicy::call_timeout`],
@@ -105,7 +107,7 @@ pub enum RuntimeError {
     /// Builder settings that do not go together; the message names them.
     #[error("invalid runtime setup: {0}")]
     Setup(String),
-    /// The admin API (see [`RuntimeBuilder::admin`]) could not listen.
+    /// The admin API (see `RuntimeBuilder::admin`, feature `admin`) could not listen.
     #[error("cannot start the admin API on {listen}: {source}")]
     Admin {
         /// The address it was to listen on.
