@@ -11,6 +11,7 @@
 //! | `pg` | `failover-pg` | `pg` | PostgreSQL status, fencing, promotion, switchover, rejoin, node guard |
 //! | `etcd` | `failover-etcd` | `etcd` | controllers in every region, coordinated through etcd |
 //! | [`lease`] | (here) | always | guard leases of the single-controller default over HTTP |
+//! | `runtime::admin` | (here) | `admin` | the operator's HTTP API: status, Prometheus metrics, commands, history |
 //!
 //! (The decision core is re-exported as `decision`, not `core`: a module
 //! named `core` would shadow Rust's own `core` crate for anyone who writes
@@ -158,7 +159,9 @@
 //! | `dns` (default) | `failover::dns`: the embedded authoritative server, RFC 2136 + TSIG | failover-dns, hickory |
 //! | `pg` | `failover::pg`: PostgreSQL observation, fencing, promotion, `NodeGuard` | failover-pg, tokio-postgres |
 //! | `etcd` | `failover::etcd`: controllers in every region coordinated through etcd | failover-etcd, etcd-client (tonic) |
+//! | `admin` | `failover::runtime::admin`: the operator's HTTP API, `RuntimeBuilder::admin` | axum, metrics-exporter-prometheus, rustls |
 //! | `full` | all of the above | |
+//! | `ctl` | the `failoverctl` binary, the admin API's command-line client | clap |
 //!
 //! The decision core ([`decision`]), the runtime ([`RuntimeBuilder`]) and the
 //! single-controller guard lease server ([`lease`]) are always there. Without
@@ -189,5 +192,6 @@ pub mod lease;
 pub mod runtime;
 
 pub use runtime::{
-    RetryPolicy, RouterStatus, Runtime, RuntimeBuilder, RuntimeError, RuntimeHandle, RuntimeStatus,
+    NodeRole, NodeView, RetryPolicy, RouterStatus, Runtime, RuntimeBuilder, RuntimeError,
+    RuntimeHandle, RuntimeStatus,
 };

@@ -129,7 +129,9 @@ impl TestCa {
         &self.ca_pem
     }
 
-    fn acceptor(&self) -> io::Result<TlsAcceptor> {
+    /// A rustls server configuration presenting the server certificate,
+    /// for servers of the code under test (e.g. the admin API).
+    pub fn server_config(&self) -> io::Result<Arc<rustls::ServerConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -140,7 +142,11 @@ impl TestCa {
                 PrivateKeyDer::Pkcs8(self.server_key.clone_key()),
             )
             .map_err(io::Error::other)?;
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        Ok(Arc::new(config))
+    }
+
+    fn acceptor(&self) -> io::Result<TlsAcceptor> {
+        Ok(TlsAcceptor::from(self.server_config()?))
     }
 }
 

@@ -44,6 +44,8 @@ pub struct RuntimeBuilder {
     guard_leases: Option<crate::lease::LeaseServerConfig>,
     coordinator: Option<Arc<dyn Coordinator>>,
     serve: Option<Arc<dyn TrafficRouter>>,
+    #[cfg(feature = "admin")]
+    admin: Option<super::admin::AdminConfig>,
 }
 
 impl RuntimeBuilder {
@@ -66,6 +68,8 @@ impl RuntimeBuilder {
             guard_leases: None,
             coordinator: None,
             serve: None,
+            #[cfg(feature = "admin")]
+            admin: None,
         }
     }
 
@@ -226,6 +230,26 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Serves the operator's HTTP API on `listen` to holders of `auth`'s
+    /// tokens (see [`admin`](super::admin) for its endpoints), with the
+    /// default limits; [`admin_config`](Self::admin_config) sets TLS, limits
+    /// and the metrics recorder. Commands are audit-logged with the caller's
+    /// token name; give an [`audit_log`](Self::audit_log) to keep them
+    /// (and serve `/history`).
+    #[cfg(feature = "admin")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+    pub fn admin(self, listen: std::net::SocketAddr, auth: super::admin::AdminAuth) -> Self {
+        self.admin_config(super::admin::AdminConfig::new(listen, auth))
+    }
+
+    /// Serves the operator's HTTP API with these settings (see [`admin`](Self::admin)).
+    #[cfg(feature = "admin")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+    pub fn admin_config(mut self, config: super::admin::AdminConfig) -> Self {
+        self.admin = Some(config);
+        self
+    }
+
     /// Starts the runtime on the current tokio runtime. Reads the recorded
     /// fencing epoch first, so a restarted controller never reuses one.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
@@ -233,6 +257,11 @@ impl RuntimeBuilder {
             return Err(RuntimeError::NoDatabase);
         }
         self.check_coordination()?;
+        #[cfg(feature = "admin")]
+        let admin = match self.admin {
+            Some(config) => Some(super::admin::AdminServer::bind(config).await?),
+            None => None,
+        };
         let (audit, audit_task) = match &self.audit_log {
             Some(path) => {
                 let (log, task) = AuditLog::open(path, self.audit_fsync).await?;
@@ -254,6 +283,8 @@ impl RuntimeBuilder {
             }
         }
         let coordinated = self.coordinator.is_some();
+        #[cfg(feature = "admin")]
+        let admin_topology = self.config.topology().clone();
         let controller = Controller::restore(
             self.config,
             std::time::Instant::now(),
@@ -299,7 +330,7 @@ impl RuntimeBuilder {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop) = StopSignal::new();
         let deaths = Deaths::default();
-        let status0 = RuntimeStatus::new(controller.status());
+        let status0 = RuntimeStatus::new(controller.status(), controller.topology().node_ids());
         let (status_tx, status_rx) = watch::channel(status0.clone());
         let (events_tx, _) = broadcast::channel(1024);
         let mut tasks = Vec::new();
@@ -469,6 +500,8 @@ impl RuntimeBuilder {
             Some(scheduler)
         };
 
+        let mut telemetry = Telemetry::default();
+        telemetry.register(controller.topology(), controller.policy());
         let driver = Driver {
             controller,
             commands: commands_rx,
@@ -482,7 +515,7 @@ impl RuntimeBuilder {
             status: status_tx,
             events: events_tx.clone(),
             events_kept: self.events_kept,
-            telemetry: Telemetry::default(),
+            telemetry,
             view: status0,
             plans_in_flight: HashMap::new(),
             draining: false,
@@ -491,15 +524,25 @@ impl RuntimeBuilder {
             coordination,
         };
         let driver_task = spawn(DRIVER, Box::pin(driver.run(stop.clone())));
+        let handle = RuntimeHandle {
+            commands: commands_tx,
+            inputs: inputs_tx,
+            status: status_rx,
+            events: events_tx,
+            deaths,
+            coordinated,
+        };
+        #[cfg(feature = "admin")]
+        let admin = admin.map(|bound| {
+            bound.serve(
+                handle.clone(),
+                admin_topology,
+                audit.clone(),
+                self.audit_log.clone(),
+            )
+        });
         Ok(Runtime {
-            handle: RuntimeHandle {
-                commands: commands_tx,
-                inputs: inputs_tx,
-                status: status_rx,
-                events: events_tx,
-                deaths,
-                coordinated,
-            },
+            handle,
             stop: stop_tx,
             shutdown_deadline: self.shutdown_deadline,
             driver: Some(driver_task),
@@ -512,6 +555,8 @@ impl RuntimeBuilder {
                 WriterStore::Controller => None,
             },
             coordinator: self.coordinator,
+            #[cfg(feature = "admin")]
+            admin,
         })
     }
 

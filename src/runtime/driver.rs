@@ -126,7 +126,7 @@ impl Driver {
                 () = sleep => self.controller.handle_timeout(Instant::now()),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { break };
-                    self.on_input(input);
+                    dirty |= self.on_input(input);
                 }
             }
         }
@@ -237,13 +237,21 @@ impl Driver {
         }
     }
 
-    fn on_input(&mut self, input: Input) {
+    /// Feeds a probe result or an observation to the controller; returns
+    /// whether the runtime's own view changed (a node's role or lag).
+    fn on_input(&mut self, input: Input) -> bool {
         self.telemetry
             .record_input(&input, self.controller.topology());
-        if matches!(input, Input::Probe(_)) {
-            self.view.probe_results_handled += 1;
-        }
+        let changed = match &input {
+            Input::Probe(_) => {
+                self.view.probe_results_handled += 1;
+                false
+            }
+            Input::Replication(seen) => self.view.observe(seen),
+            _ => false,
+        };
         self.controller.handle(Instant::now(), input);
+        changed
     }
 
     /// Feeds a worker's report to the controller and the status; returns
@@ -307,7 +315,7 @@ impl Driver {
             let mut status = self.view.clone();
             status.controller = self.controller.status();
             self.telemetry
-                .record_status(&status.controller, self.controller.topology());
+                .record_status(&status, self.controller.topology());
             self.status.send_replace(status);
         }
     }

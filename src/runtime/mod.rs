@@ -26,7 +26,9 @@
 //! (router and database workers, the observer),
 //! `adapter_call` (every adapter call under a timeout and `catch_unwind`),
 //! `supervisor` (a dead task is an error on the handle, never silence),
-//! `stop` (shutdown's deadline), `audit`, `retry`, `status`, `telemetry`.
+//! `stop` (shutdown's deadline), `audit`, `retry`, `status`, `telemetry`;
+//! with the `admin` feature, `admin` (the operator's HTTP API, started by
+//! `RuntimeBuilder::admin`).
 //!
 //! Failure handling:
 //! - every adapter call runs under a time limit ([`RetryPolicy::call_timeout`],
@@ -42,7 +44,7 @@
 //!   [`RouterStatus::applied`] shows the plan the router last confirmed,
 //!   beside the desired one in `controller.plan`.
 //!
-//! Shutdown ([`Runtime::shutdown`]): probes and observations stop; the driver
+//! Shutdown ([`Runtime::shutdown`]): the admin API stops; probes and observations stop; the driver
 //! stops taking commands and issuing actions, but keeps feeding completions
 //! to the controller until every worker has exited; an action in flight may
 //! finish (retries included) until [`RuntimeBuilder::shutdown_deadline`];
@@ -50,6 +52,9 @@
 //! `action_abandoned` audit record; then the audit log is drained and synced.
 
 mod adapter_call;
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod audit;
 mod builder;
 mod coordination;
@@ -74,7 +79,7 @@ use tokio::task::JoinHandle;
 pub use builder::RuntimeBuilder;
 pub use handle::RuntimeHandle;
 pub use retry::RetryPolicy;
-pub use status::{RouterStatus, RuntimeStatus};
+pub use status::{NodeRole, NodeView, RouterStatus, RuntimeStatus};
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +107,14 @@ pub enum RuntimeError {
     /// Builder settings that do not go together; the message names them.
     #[error("invalid runtime setup: {0}")]
     Setup(String),
+    /// The admin API (see `RuntimeBuilder::admin`, feature `admin`) could not listen.
+    #[error("cannot start the admin API on {listen}: {source}")]
+    Admin {
+        /// The address it was to listen on.
+        listen: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// This controller does not lead: operator commands go to the leader
     /// (see `controller.leader` in the leader's status).
     #[error(
@@ -164,6 +177,8 @@ pub struct Runtime {
     audit_task: Option<JoinHandle<()>>,
     lease_server: Option<std::sync::Arc<crate::lease::LeaseServer>>,
     coordinator: Option<std::sync::Arc<dyn failover_core::ports::Coordinator>>,
+    #[cfg(feature = "admin")]
+    admin: Option<admin::AdminServer>,
 }
 
 impl Runtime {
@@ -172,6 +187,14 @@ impl Runtime {
     /// to each node's guard.
     pub fn lease_server(&self) -> Option<&std::sync::Arc<crate::lease::LeaseServer>> {
         self.lease_server.as_ref()
+    }
+
+    /// The address the admin API listens on, when started with
+    /// [`RuntimeBuilder::admin`] (the port chosen when it was given as 0).
+    #[cfg(feature = "admin")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// A cloneable handle for operator commands, probe results, status and health.
@@ -190,6 +213,12 @@ impl Runtime {
     /// synced.
     pub async fn shutdown(mut self) {
         let deadline = tokio::time::Instant::now() + self.shutdown_deadline;
+        // No more operator requests; the server's hold on the audit log goes too.
+        #[cfg(feature = "admin")]
+        if let Some(admin) = self.admin.take() {
+            admin.task.abort();
+            let _ = admin.task.await;
+        }
         #[cfg(feature = "probe")]
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;
@@ -238,6 +267,10 @@ impl Drop for Runtime {
         // Dropping the scheduler drops each target's stop signal, which ends it.
         #[cfg(feature = "probe")]
         self.scheduler.take();
+        #[cfg(feature = "admin")]
+        if let Some(admin) = self.admin.take() {
+            admin.task.abort();
+        }
         for task in self.driver.take().into_iter().chain(self.tasks.drain(..)) {
             task.abort();
         }

@@ -22,12 +22,30 @@
 //! | `failover_task_deaths_total` | counter | task |
 //! | `failover_audit_write_errors_total` | counter | |
 //! | `failover_weight_plans_applied_total` | counter | |
+//! | `failover_plan_desired_generation`, `failover_plan_applied_generation` | gauge | |
+//! | `failover_region_applied_weight` (as the router last confirmed) | gauge | region |
+//! | `failover_writer` (1 the writer, 0 the others) | gauge | node |
+//! | `failover_leading` (1 while this controller leads), `failover_paused` | gauge | |
+//! | `failover_max_rpo_bytes`, `failover_max_rpo_seconds` (when set) | gauge | |
+//! | `failover_action_seconds` (first attempt to done or failed, retries included) | histogram | action, outcome |
+//! | `failover_admin_commands_total` | counter | command, outcome |
+//! | `failover_admin_refusals_total` | counter | status |
+//!
+//! Counters with known labels (retries and failed attempts per action,
+//! failovers per region, promotions and refusals per node, router
+//! failures) start at 0, so `rate()` and `increase()` work
+//! before the first one. README's "Telemetry" table is this one.
 //!
 //! The adapters add their own (`failover_probe_*`, `failover_dns_*`, `failover_pg_*`).
 
 use failover_core::{
-    Event, EventKind, Health, Input, Lsn, NodeObservation, ProbeOutcome, Status, Topology,
+    Event, EventKind, Health, Input, Lsn, NodeObservation, Policy, ProbeOutcome, Topology,
 };
+
+use super::status::RuntimeStatus;
+
+/// The actions the workers run, as the `action` label names them.
+pub(crate) const ACTIONS: [&str; 4] = ["set_weights", "fence", "promote", "unfence"];
 
 /// The little state metrics need between inputs: the primary's last WAL
 /// position, to express replicas' lag in bytes.
@@ -37,6 +55,35 @@ pub(crate) struct Telemetry {
 }
 
 impl Telemetry {
+    /// Starts the counters whose labels are known at 0, and records the
+    /// policy's limits.
+    pub(crate) fn register(&mut self, topology: &Topology, policy: &Policy) {
+        for action in ACTIONS {
+            metrics::counter!("failover_action_retries_total", "action" => action).increment(0);
+            metrics::counter!("failover_action_attempt_failures_total", "action" => action)
+                .increment(0);
+        }
+        for region in topology.regions() {
+            metrics::counter!("failover_failovers_total", "region" => region.name.clone())
+                .increment(0);
+        }
+        for node in topology.nodes() {
+            metrics::counter!("failover_promotions_total", "node" => node.name.clone())
+                .increment(0);
+            metrics::counter!("failover_promotion_refusals_total", "node" => node.name.clone())
+                .increment(0);
+        }
+        metrics::counter!("failover_router_failures_total").increment(0);
+        if let Some(rpo) = &policy.max_rpo {
+            if let Some(bytes) = rpo.bytes {
+                metrics::gauge!("failover_max_rpo_bytes").set(bytes as f64);
+            }
+            if let Some(time) = rpo.time {
+                metrics::gauge!("failover_max_rpo_seconds").set(time.as_secs_f64());
+            }
+        }
+    }
+
     pub(crate) fn record_input(&mut self, input: &Input, topology: &Topology) {
         match input {
             Input::Probe(result) => {
@@ -115,8 +162,12 @@ impl Telemetry {
         }
     }
 
-    /// Region health (1 up, 0 down, -1 unknown), weights and the epoch as gauges.
-    pub(crate) fn record_status(&mut self, status: &Status, topology: &Topology) {
+    /// Region health (1 up, 0 down, -1 unknown), desired and applied
+    /// weights, plan generations, the writer, the epoch, leadership and
+    /// pause as gauges.
+    pub(crate) fn record_status(&mut self, view: &RuntimeStatus, topology: &Topology) {
+        let status = &view.controller;
+        let applied = view.router.applied.as_ref();
         for region in &status.regions {
             let name = topology.region(region.id).name.clone();
             let health = match region.health {
@@ -125,10 +176,33 @@ impl Telemetry {
                 Health::Unknown => -1.0,
             };
             metrics::gauge!("failover_region_health", "region" => name.clone()).set(health);
-            metrics::gauge!("failover_region_weight", "region" => name)
+            metrics::gauge!("failover_region_weight", "region" => name.clone())
                 .set(f64::from(region.weight));
+            if let Some(weight) =
+                applied.and_then(|plan| plan.weights.iter().find(|w| w.region == region.id))
+            {
+                metrics::gauge!("failover_region_applied_weight", "region" => name)
+                    .set(f64::from(weight.weight));
+            }
+        }
+        if let Some(plan) = &status.plan {
+            metrics::gauge!("failover_plan_desired_generation").set(plan.generation as f64);
+        }
+        if let Some(plan) = applied {
+            metrics::gauge!("failover_plan_applied_generation").set(plan.generation as f64);
+        }
+        for node in topology.node_ids() {
+            let writer = if status.writer == Some(node) {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("failover_writer", "node" => topology.node(node).name.clone())
+                .set(writer);
         }
         metrics::gauge!("failover_epoch").set(status.epoch.0 as f64);
+        metrics::gauge!("failover_leading").set(if status.leader.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!("failover_paused").set(if status.paused { 1.0 } else { 0.0 });
     }
 }
 

@@ -90,6 +90,18 @@ pub async fn start_controller(
     west_dsn: &str,
     apis: [SocketAddr; 2],
 ) -> Controller {
+    start_controller_with(index, endpoints, east_dsn, west_dsn, apis, |b| b).await
+}
+
+/// [`start_controller`], with `tune` applied to the builder last.
+pub async fn start_controller_with(
+    index: usize,
+    endpoints: &[String],
+    east_dsn: &str,
+    west_dsn: &str,
+    apis: [SocketAddr; 2],
+    tune: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+) -> Controller {
     let name = VANTAGES[index];
     let policy = fleet_policy();
     let config = Config::new(fleet_topology(), policy.clone()).expect("valid config");
@@ -111,15 +123,13 @@ pub async fn start_controller(
     .await
     .expect("embedded DNS binds on loopback");
     let vantage = VantageId(index as u32);
-    let runtime = RuntimeBuilder::new(config)
+    let builder = RuntimeBuilder::new(config)
         .database(Arc::new(pg_admin(east_dsn, west_dsn)))
         .coordinator(Arc::new(coordinator))
         .serve(Arc::new(dns.router()))
         .probe(EAST, vantage, http_probe_at(apis[0], &policy))
-        .probe(WEST, vantage, http_probe_at(apis[1], &policy))
-        .start()
-        .await
-        .expect("runtime starts");
+        .probe(WEST, vantage, http_probe_at(apis[1], &policy));
+    let runtime = tune(builder).start().await.expect("runtime starts");
     Controller { name, runtime, dns }
 }
 
@@ -202,12 +212,22 @@ impl Base {
 
     /// Starts controller `index` (of [`VANTAGES`]) in this process.
     pub async fn controller(&self, index: usize) -> Controller {
-        start_controller(
+        self.controller_with(index, |b| b).await
+    }
+
+    /// [`Base::controller`], with `tune` applied to the builder last.
+    pub async fn controller_with(
+        &self,
+        index: usize,
+        tune: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
+    ) -> Controller {
+        start_controller_with(
             index,
             &self.etcd.endpoints(),
             &self.cluster.nodes()[0].admin_dsn(),
             &self.cluster.nodes()[1].admin_dsn(),
             self.apis(),
+            tune,
         )
         .await
     }

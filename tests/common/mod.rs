@@ -195,4 +195,5 @@ pub fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> failover::pg
     .expect("guard starts")
 }
 
+pub mod admin;
 pub mod fleet;

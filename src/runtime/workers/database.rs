@@ -16,8 +16,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{
-    abandon, failure, note_failed_attempt, DatabaseJob, Report, Reports, Term, NOT_STARTED,
-    PAST_DEADLINE,
+    abandon, failure, note_failed_attempt, record_duration, DatabaseJob, Report, Reports, Term,
+    NOT_STARTED, PAST_DEADLINE,
 };
 use crate::runtime::adapter_call::guarded;
 use crate::runtime::audit::AuditLog;
@@ -59,6 +59,7 @@ pub(crate) async fn administer(
             DatabaseJob::SetSynchronous { id, .. } => (id, "set synchronous", 1),
         };
         let mut attempt = 0u32;
+        let started = std::time::Instant::now();
         let outcome = loop {
             if let Err(error) = term.admit(job.term(), what) {
                 break Err(error);
@@ -129,6 +130,11 @@ pub(crate) async fn administer(
                 Ok(lsn) => break Ok(lsn),
             }
         };
+        record_duration(
+            what,
+            if outcome.is_ok() { "done" } else { "failed" },
+            started,
+        );
         let input = match outcome {
             Ok(lsn) => {
                 tracing::info!(action = what, attempt, lsn = ?lsn.map(|l| l.to_string()), "database action done");

@@ -179,6 +179,12 @@ fn note_failed_attempt(
 }
 
 /// Records that action `id` ends without a result: shutdown came first.
+/// How long an action took from its first attempt to its end, retries included.
+fn record_duration(action: &'static str, outcome: &'static str, started: std::time::Instant) {
+    metrics::histogram!("failover_action_seconds", "action" => action, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+}
+
 pub(crate) fn abandon(audit: &AuditLog, id: ActionId, attempts: u32, reason: &str) {
     tracing::warn!(action_id = id.0, attempts, reason, "action abandoned");
     metrics::counter!("failover_actions_abandoned_total").increment(1);

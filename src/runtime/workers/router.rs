@@ -13,7 +13,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{
-    abandon, failure, note_failed_attempt, Report, Reports, Term, NOT_STARTED, PAST_DEADLINE,
+    abandon, failure, note_failed_attempt, record_duration, Report, Reports, Term, NOT_STARTED,
+    PAST_DEADLINE,
 };
 use crate::runtime::adapter_call::guarded;
 use crate::runtime::audit::AuditLog;
@@ -61,6 +62,7 @@ pub(crate) async fn route(
             (id, plan) = newer;
         }
         let mut attempt = 0u32;
+        let started = std::time::Instant::now();
         loop {
             if let Err(error) = term.admit(plan.token, "set_weights") {
                 audit.record(
@@ -84,6 +86,7 @@ pub(crate) async fn route(
                 Ok(()) => {
                     tracing::info!(generation = plan.generation, attempt, "weight plan applied");
                     metrics::counter!("failover_weight_plans_applied_total").increment(1);
+                    record_duration("set_weights", "done", started);
                     audit.record(
                         "action_done",
                         json!({"action": id.0, "generation": plan.generation, "attempts": attempt}),
@@ -129,6 +132,7 @@ pub(crate) async fn route(
                 Err(error) => {
                     note_failed_attempt(&audit, &reports, id, "set_weights", attempt, &error, None);
                     tracing::error!(generation = plan.generation, %error, "weight plan rejected; not retrying");
+                    record_duration("set_weights", "failed", started);
                     audit.record(
                         "action_failed",
                         json!({"action": id.0, "attempts": attempt, "error": error.to_string()}),
