@@ -166,6 +166,7 @@ fn status_json(state: &AdminState, status: &RuntimeStatus, health: Option<String
                 "region": node.region,
                 "role": role,
                 "writer": c.writer == Some(n.node),
+                "synchronous_standby": c.synchronous.contains(n.node),
                 "fenced": fenced,
                 "epoch": epoch,
                 "lag_bytes": n.lag_bytes,
@@ -187,6 +188,13 @@ fn status_json(state: &AdminState, status: &RuntimeStatus, health: Option<String
             "router_last_failure": status.router.last_failure,
         },
         "writer": c.writer.map(|n| topology.node(n).name.clone()),
+        // The standbys the writer record says the writer requires: each may
+        // be promoted without waiting for the writer's guard lease.
+        "synchronous_standbys": c
+            .synchronous
+            .iter()
+            .map(|n| topology.node(n).name.clone())
+            .collect::<Vec<_>>(),
         "epoch": c.epoch.0,
         "leader": {
             "coordinated": state.handle.coordinated,
