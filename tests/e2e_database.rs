@@ -150,9 +150,17 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
         adopted.controller.epoch, epoch,
         "the epoch is read back, not reinvented"
     );
-    // Give a wrong decision time to happen: several probe intervals.
-    tokio::time::sleep(policy.interval * 6).await;
-    let status = second.handle().status();
+    // Nothing must happen here, so give a wrong decision ample time: six
+    // more probe rounds of both regions, counted as results the controller
+    // handled (not a wall-clock window that a loaded machine could shrink).
+    let handled = adopted.probe_results_handled;
+    let status = wait_status(
+        &second.handle(),
+        policy.interval * 6 + Duration::from_secs(30),
+        "six more probe rounds handled",
+        |s| s.probe_results_handled >= handled + 12,
+    )
+    .await;
     assert_eq!(status.controller.writer, Some(NodeId(1)));
     assert_eq!(status.controller.epoch, epoch);
     second.shutdown().await;
