@@ -338,3 +338,17 @@ fn bad_configuration_is_an_error_not_a_panic() {
     assert!(HttpProbe::new(config).is_err());
     assert!(TlsSettings::with_ca_pem(b"garbage").is_err());
 }
+
+/// The `Probe` trait boxes each check's future (async_trait), so its size is
+/// paid on every check: kept well under the 4.5 KB it once was.
+/// BENCHMARKS.md quotes the printed size.
+#[tokio::test]
+async fn the_check_future_stays_small() {
+    let api = RegionalApi::start_http().unwrap();
+    let probe = HttpProbe::new(config_for(&api, "/")).unwrap();
+    let future = Probe::check(&probe);
+    let bytes = std::mem::size_of_val(&*future);
+    println!("HttpProbe check future: {bytes} bytes");
+    assert!(bytes <= 1_536, "the check future grew to {bytes} bytes");
+    assert!(future.await.is_ok());
+}
