@@ -150,8 +150,22 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
         adopted.controller.epoch, epoch,
         "the epoch is read back, not reinvented"
     );
-    // Give a wrong decision time to happen: several probe intervals.
-    tokio::time::sleep(policy.interval * 6).await;
+    // Nothing must happen here, so give a wrong decision ample time: six
+    // more probe rounds, counted as requests us-west's API served (not a
+    // wall-clock window, which a loaded machine could shrink to nothing;
+    // the runtime publishes its status only when something changes, so its
+    // counters are no clock either).
+    let served = regions.west.requests();
+    let deadline = tokio::time::Instant::now() + policy.interval * 6 + Duration::from_secs(60);
+    while regions.west.requests() < served + 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "us-west was probed {} times in {:?}",
+            regions.west.requests() - served,
+            policy.interval * 6 + Duration::from_secs(60)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = second.handle().status();
     assert_eq!(status.controller.writer, Some(NodeId(1)));
     assert_eq!(status.controller.epoch, epoch);

@@ -14,10 +14,16 @@ use proptest::prelude::*;
 const MAX_RPO: u64 = 1_000;
 
 fn config(fail_open: bool) -> Config {
+    // Unequal base weights, one not a multiple of 10, so that the weight
+    // rule's scaling and rounding show.
+    let region = |name: &str, role, base_weight| Region {
+        base_weight,
+        ..Region::new(name, role)
+    };
     let mut b = Topology::builder("api.example.com.")
-        .region(Region::new("a", RegionRole::Active))
-        .region(Region::new("b", RegionRole::Active))
-        .region(Region::new("c", RegionRole::Standby))
+        .region(region("a", RegionRole::Active, 100))
+        .region(region("b", RegionRole::Active, 60))
+        .region(region("c", RegionRole::Standby, 7))
         .vantage("v1")
         .vantage("v2");
     for (i, region) in ["a", "b", "c"].iter().enumerate() {
@@ -523,6 +529,63 @@ proptest! {
                         "{:?} is down but weighted in {:?} (fail_open {})", region.id, plan, sc.fail_open);
                 }
             }
+        }
+    }
+
+    /// The desired plan lists every region once, in region order, and each
+    /// weight is the rule the controller documents (`Controller`'s "Rules
+    /// it applies"): `ceil(base_weight × share / 100)`, where a region's
+    /// step is 0 % unless it may serve (not drained, not down, not held),
+    /// its failback ramp step (`policy.ramp_steps[ramp_step]`) while
+    /// ramping, else 100 %; an active region's share is its step, and a
+    /// standby region's share is its step × (100 − the largest active step)
+    /// / 100 ("standby regions serve only the share the active regions
+    /// cannot, all of it when none serves"). When that gives every region
+    /// 0, fail-open serves every undrained region at its base weight and
+    /// fail-closed serves none. (Paused automation freezes the weights.)
+    #[test]
+    fn the_weights_are_base_times_ramp_step_with_the_standby_share(sc in scenario()) {
+        let config = config(sc.fail_open);
+        let regions = config.topology().regions();
+        let ramp = &config.policy().ramp_steps;
+        for step in run(&sc, Instant::now()) {
+            if step.after.paused {
+                continue;
+            }
+            let Some(plan) = &step.after.plan else { continue };
+            let order: Vec<RegionId> = plan.weights.iter().map(|w| w.region).collect();
+            let want: Vec<RegionId> = (0..regions.len() as u32).map(RegionId).collect();
+            prop_assert_eq!(order, want, "the plan is not in region order: {:?}", plan);
+            let percent: Vec<u32> = step.after.regions.iter().map(|r| {
+                let serves = !r.drained
+                    && r.health != failover_core::Health::Down
+                    && r.held_until.is_none_or(|until| until <= step.now);
+                match (serves, r.ramp_step) {
+                    (false, _) => 0,
+                    (true, Some(s)) => u32::from(ramp[s]),
+                    (true, None) => 100,
+                }
+            }).collect();
+            let active = regions.iter().zip(&percent)
+                .filter(|(r, _)| r.role == RegionRole::Active && r.base_weight > 0)
+                .map(|(_, p)| *p)
+                .max()
+                .unwrap_or(0);
+            let mut expected: Vec<u32> = regions.iter().zip(&percent).map(|(r, p)| {
+                let share = match r.role {
+                    RegionRole::Active => *p,
+                    RegionRole::Standby => p * (100 - active) / 100,
+                };
+                (u64::from(r.base_weight) * u64::from(share)).div_ceil(100) as u32
+            }).collect();
+            if expected.iter().all(|w| *w == 0) && sc.fail_open {
+                expected = regions.iter().zip(&step.after.regions)
+                    .map(|(r, s)| if s.drained { 0 } else { r.base_weight })
+                    .collect();
+            }
+            let actual: Vec<u32> = plan.weights.iter().map(|w| w.weight).collect();
+            prop_assert_eq!(&actual, &expected,
+                "steps {:?} (active share {}), status {:?}", percent, active, step.after.regions);
         }
     }
 

@@ -120,14 +120,16 @@ async fn accepted_but_unanswered_times_out_on_time() {
     config.response_timeout = timeout;
     let probe = HttpProbe::new(config).unwrap();
     let start = Instant::now();
-    let outcome = check(&probe).await;
+    // The server never answers: only the probe's own timeout can end the
+    // check. The outer bound is far beyond it, so a loaded machine cannot
+    // fail the test; a probe without a working timeout still does.
+    let outcome = tokio::time::timeout(Duration::from_secs(30), check(&probe))
+        .await
+        .expect("the response timeout ended the check");
     let elapsed = start.elapsed();
     assert_eq!(failure(outcome), ProbeFailure::ResponseTimeout);
+    // A timer never fires early, however loaded the machine.
     assert!(elapsed >= timeout, "fired early: {elapsed:?}");
-    assert!(
-        elapsed <= timeout + Duration::from_millis(100),
-        "fired {elapsed:?} after start, more than 100 ms past its {timeout:?} setting"
-    );
 }
 
 #[tokio::test]
@@ -184,9 +186,10 @@ async fn oversized_body_is_read_only_up_to_the_limit() {
         ProbeFailure::BodyMismatch
     );
 
-    // Give the server a moment to notice both hang-ups, then check that only
-    // socket buffers' worth was ever written, not gigabytes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop the server, which waits until its connection tasks have ended:
+    // the count is then final. Only socket buffers' worth was ever written,
+    // not gigabytes.
+    api.stop().await;
     let sent = api.oversized_bytes_sent();
     assert!(sent < 256 * 1024 * 1024, "server wrote {sent} bytes");
 }
@@ -201,7 +204,7 @@ async fn endless_response_head_is_a_protocol_failure() {
         failure(check_config(config_for(&api, "/")).await),
         ProbeFailure::Protocol
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.stop().await;
     let sent = api.oversized_bytes_sent();
     assert!(sent < 64 * 1024 * 1024, "server wrote {sent} header bytes");
 }
@@ -334,4 +337,18 @@ fn bad_configuration_is_an_error_not_a_panic() {
     config.expected_status.clear();
     assert!(HttpProbe::new(config).is_err());
     assert!(TlsSettings::with_ca_pem(b"garbage").is_err());
+}
+
+/// The `Probe` trait boxes each check's future (async_trait), so its size is
+/// paid on every check: kept well under the 4.5 KB it once was.
+/// BENCHMARKS.md quotes the printed size.
+#[tokio::test]
+async fn the_check_future_stays_small() {
+    let api = RegionalApi::start_http().unwrap();
+    let probe = HttpProbe::new(config_for(&api, "/")).unwrap();
+    let future = Probe::check(&probe);
+    let bytes = std::mem::size_of_val(&*future);
+    println!("HttpProbe check future: {bytes} bytes");
+    assert!(bytes <= 1_536, "the check future grew to {bytes} bytes");
+    assert!(future.await.is_ok());
 }

@@ -22,11 +22,13 @@ enum Step {
         region: u32,
     },
     /// A probe that started `took` before this step reports now; its outcome
-    /// was decided at its start (faults are functions of time).
+    /// was decided at its start (faults are functions of time). `slot` is
+    /// its place on the target's fixed grid; jitter delayed its start.
     ProbeReport {
         region: u32,
         vantage: u32,
         ok: bool,
+        slot: Duration,
     },
     Observe,
     Complete {
@@ -244,8 +246,14 @@ impl Engine<'_> {
         }
     }
 
-    /// Decides the outcome of a probe starting at `start` and schedules its report.
-    fn start_probe(&mut self, region: u32, vantage: u32, start: Duration) {
+    /// Starts the probe of grid slot `slot` a random `0..jitter` after it
+    /// (jitter capped at half the interval), as the probe scheduler does:
+    /// the grid itself never drifts. Decides the outcome at the start and
+    /// schedules the report.
+    fn start_probe(&mut self, region: u32, vantage: u32, slot: Duration) {
+        let policy = self.s.config.policy();
+        let jitter = policy.jitter.min(policy.interval / 2);
+        let start = slot + self.rng.duration_up_to(jitter);
         let down = self.is_down_at(RegionId(region), start);
         let ok = !down && !self.rng.chance(self.s.probe_loss);
         let at = start + self.probe_duration(ok);
@@ -255,6 +263,7 @@ impl Engine<'_> {
                 region,
                 vantage,
                 ok,
+                slot,
             },
         );
     }
@@ -290,12 +299,23 @@ impl Engine<'_> {
                 region,
                 vantage,
                 ok,
+                slot,
             } => {
                 self.report.probes += 1;
                 let took = self.probe_duration(ok);
                 let started = self.now.saturating_sub(took);
-                let policy = self.s.config.policy();
-                let next = started + policy.interval + self.rng.duration_up_to(policy.jitter);
+                // The next slot still ahead; slots the probe overran are
+                // skipped, never run late.
+                let interval = self
+                    .s
+                    .config
+                    .policy()
+                    .interval
+                    .max(Duration::from_millis(1));
+                let mut next = slot + interval;
+                while next < self.now {
+                    next += interval;
+                }
                 self.start_probe(region, vantage, next);
                 let outcome = if ok {
                     ProbeOutcome::Ok {

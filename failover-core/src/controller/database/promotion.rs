@@ -115,9 +115,12 @@ impl Controller {
             TimerReason::AwaitingProof,
         );
         // Already fenced by an earlier attempt that did not finish: that
-        // fence is the proof.
+        // fence is the proof — unless an unfence of it is in flight, which
+        // may have lifted it already. Then a new fence is sent; the driver
+        // keeps one node's operations in order, so its confirmation comes
+        // after the unfence and proves the node stopped.
         if let Some((node, epoch)) = self.db.fenced_writer {
-            if node == old && epoch <= attempt.epoch {
+            if node == old && epoch <= attempt.epoch && self.db.unfence.is_none() {
                 self.proven(now, node, StopProof::FenceConfirmed, None);
                 return;
             }
