@@ -93,9 +93,15 @@ mod embedded;
 mod error;
 mod name;
 mod rfc2136;
+#[cfg(feature = "route53")]
+mod route53;
 mod transport;
 
 pub use answer::Selection;
 pub use embedded::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter};
 pub use error::DnsError;
 pub use rfc2136::{LiveRecords, Rfc2136Config, Rfc2136Router};
+#[cfg(feature = "route53")]
+pub use route53::{
+    Route53Config, Route53RecordType, Route53Router, StaticCredentials, WeightedSet,
+};
