@@ -330,6 +330,35 @@ impl Route53Router {
         })
     }
 
+    /// Creates a public hosted zone for `zone_name` (like `example.test.`)
+    /// with `config`'s endpoint and credentials and returns its id; for
+    /// demos and tests against moto or a sandbox account (production zones
+    /// are created by whoever owns the domain).
+    pub async fn create_hosted_zone(
+        config: &Route53Config,
+        zone_name: &str,
+    ) -> Result<String, DnsError> {
+        let zone_name = parse_fqdn("route53.zone_name", zone_name)?.to_ascii();
+        let client = sdk::client(config).await;
+        let reference = format!(
+            "failover-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let endpoint = config.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
+        let out = client
+            .create_hosted_zone()
+            .name(&zone_name)
+            .caller_reference(reference)
+            .send()
+            .await
+            .map_err(|e| classify(e).into_error("CreateHostedZone", &zone_name, endpoint))?;
+        let id = out.hosted_zone().map(|z| z.id()).unwrap_or_default();
+        Ok(id.trim_start_matches("/hostedzone/").to_owned())
+    }
+
     /// The record name the weighted sets live at, like `api.example.com.`.
     pub fn record_name(&self) -> &str {
         &self.name

@@ -11,8 +11,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
-use aws_smithy_http_client::tls;
 use failover_core::ports::TrafficRouter;
 use failover_core::{
     AllDownPolicy, FencingToken, Policy, PortErrorKind, Region as FoRegion, RegionId, RegionRole,
@@ -57,37 +55,11 @@ fn keys() -> StaticCredentials {
     }
 }
 
-/// Creates the hosted zone through the SDK and returns its id.
+/// Creates the hosted zone and returns its id.
 async fn create_zone(moto: &MotoServer) -> String {
-    let config = aws_sdk_route53::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto.endpoint())
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .credentials_provider(Credentials::new(
-            "AKIDFAILOVERTEST",
-            "x",
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    let client = aws_sdk_route53::Client::from_conf(config);
-    let out = client
-        .create_hosted_zone()
-        .name(ZONE)
-        .caller_reference(format!("failover-{}", std::process::id()))
-        .send()
+    Route53Router::create_hosted_zone(&config(moto, "Z0"), ZONE)
         .await
-        .unwrap_or_else(|e| panic!("create zone: {e:?}\n{}", moto.log_tail()));
-    let id = out.hosted_zone().map(|z| z.id().to_owned()).unwrap();
-    id.trim_start_matches("/hostedzone/").to_owned()
+        .unwrap_or_else(|e| panic!("create zone: {e}\n{}", moto.log_tail()))
 }
 
 fn config(moto: &MotoServer, zone: &str) -> Route53Config {
