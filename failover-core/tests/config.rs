@@ -272,6 +272,7 @@ fn the_readme_configuration_loads() {
     assert_eq!(config.topology().regions().len(), 2);
     assert_eq!(config.topology().nodes().len(), 2);
     assert!(config.policy().auto_promote);
+    assert_eq!(config.router().kind, RouterKind::Route53);
     let bounds =
         failover_core::objectives::Bounds::for_policy(config.policy(), std::time::Duration::ZERO);
     assert_eq!(
