@@ -300,3 +300,78 @@ async fn rejected_credentials_are_auth() {
     assert_eq!(err.kind(), PortErrorKind::Auth, "{err}");
     assert!(!err.kind().is_retryable());
 }
+
+#[tokio::test]
+async fn a_token_record_holding_something_else_is_malformed_and_names_it() {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    use aws_smithy_http_client::tls;
+
+    let moto = MotoServer::start().unwrap();
+    let zone = create_zone(&moto).await;
+    let router = router(&moto, &zone, AllDownPolicy::FailOpen).await;
+    // Someone else's TXT record sits at the token's name.
+    let client = aws_sdk_route53::Client::from_conf(
+        aws_sdk_route53::Config::builder()
+            .behavior_version(aws_sdk_route53::config::BehaviorVersion::latest())
+            .region(aws_sdk_route53::config::Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint())
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(
+                        tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .credentials_provider(aws_sdk_route53::config::Credentials::new(
+                "AKIDFAILOVERTEST",
+                "x",
+                None,
+                None,
+                "test",
+            ))
+            .build(),
+    );
+    let txt = ResourceRecordSet::builder()
+        .name(router.token_name())
+        .r#type(RrType::Txt)
+        .ttl(60)
+        .resource_records(
+            ResourceRecord::builder()
+                .value("\"v=spf1 -all\"")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    client
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Create)
+                        .resource_record_set(txt)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let err = router
+        .apply(&plan(1, [100, 100], Some(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), PortErrorKind::Malformed, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("_failover.api.example.test."), "{text}");
+    assert!(text.contains("v=spf1"), "{text}");
+    // Nothing was written.
+    assert_eq!(router.live_sets().await.unwrap(), vec![]);
+}
