@@ -6,7 +6,17 @@
 //! cargo run --example live --features full -- --no-database     # traffic only
 //! cargo run --example live --features full -- --metrics 127.0.0.1:9464   # Prometheus endpoint
 //! RUST_LOG=failover=info cargo run --example live --features full        # the runtime's tracing events too
+//! # Route 53 weighted records instead of the embedded server, against moto
+//! # (`moto_server -p 5000`; scripts/test installs it in /tmp/failover-moto-venv):
+//! cargo run --example live --features full,route53 -- --no-database --router route53 --endpoint http://127.0.0.1:5000
 //! ```
+//!
+//! With `--router route53` the plans go to a Route 53 hosted zone (created
+//! at the endpoint, or `--hosted-zone-id ID`), and "the DNS answer" printed
+//! is what Route 53 serves by its weighted-routing rule: the records of
+//! every set with a weight above 0 (every set when all are 0). Credentials
+//! come from the standard AWS chain; when the environment has none and an
+//! endpoint is given, placeholder keys are used (moto accepts any).
 //!
 //! It starts two regional HTTP APIs (us-east active, us-west standby), the
 //! embedded authoritative DNS server and the failover runtime with fast
@@ -26,6 +36,8 @@ use failover::decision::objectives::{database_cutover_unconfirmed, load_after_lo
 use failover::decision::{EventKind, Health, Policy};
 use failover::pg::GuardSettings;
 use regions::{BoxError, LiveRegions, EAST, WEST_IP};
+use std::net::IpAddr;
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 fn policy() -> Policy {
@@ -51,10 +63,26 @@ fn secs(d: Duration) -> String {
 async fn main() -> Result<(), BoxError> {
     let mut with_database = true;
     let mut metrics: Option<SocketAddr> = None;
+    let mut router_kind = "embedded".to_owned();
+    let mut endpoint: Option<String> = None;
+    let mut zone_id: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-database" => with_database = false,
+            "--router" => {
+                router_kind = args
+                    .next()
+                    .ok_or("--router needs a kind: embedded or route53")?;
+            }
+            "--endpoint" => {
+                endpoint = Some(args.next().ok_or(
+                    "--endpoint needs the Route 53 API URL, like http://127.0.0.1:5000",
+                )?);
+            }
+            "--hosted-zone-id" => {
+                zone_id = Some(args.next().ok_or("--hosted-zone-id needs an id")?);
+            }
             "--metrics" => {
                 let addr = args
                     .next()
@@ -63,7 +91,7 @@ async fn main() -> Result<(), BoxError> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (try --no-database, --metrics ADDR)"
+                    "unknown argument {other:?} (try --no-database, --metrics ADDR, --router route53 --endpoint URL)"
                 )
                 .into())
             }
@@ -94,14 +122,17 @@ async fn main() -> Result<(), BoxError> {
             ""
         }
     );
-    let live = LiveRegions::start(policy.clone(), with_database).await?;
+    let answers = Answers::for_kind(
+        &router_kind,
+        endpoint,
+        zone_id,
+        &regions::config(policy.clone(), with_database)?,
+    )
+    .await?;
+    let live = LiveRegions::start_routed(policy.clone(), with_database, answers.router()).await?;
     let topology = live.config.topology().clone();
     let handle = live.runtime.handle();
-    println!(
-        "embedded DNS for {} at {}",
-        topology.service(),
-        live.dns.local_addr()
-    );
+    answers.describe(&live);
 
     // Steady state: us-east up and answering.
     let steady = Instant::now() + Duration::from_secs(20);
@@ -114,7 +145,7 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "steady: {} → {:?}\n",
         topology.service(),
-        live.resolve().await?
+        answers.answer(&live).await?
     );
 
     let mut events = handle.subscribe_events();
@@ -132,11 +163,11 @@ async fn main() -> Result<(), BoxError> {
     let mut dns_switched = None;
     let mut promoted = None;
     let mut writable = None;
-    let mut last_answer = live.resolve().await?;
+    let mut last_answer = answers.answer(&live).await?;
     let deadline = outage + Duration::from_secs(30);
     while Instant::now() < deadline {
         drain(&mut events, &topology, outage, &mut detected, &mut promoted);
-        let answer = live.resolve().await.unwrap_or_default();
+        let answer = answers.answer(&live).await.unwrap_or_default();
         if answer != last_answer {
             println!(
                 "t+{}  DNS answer {:?} → {:?}",
@@ -240,6 +271,95 @@ async fn main() -> Result<(), BoxError> {
     live.runtime.shutdown().await;
     live.dns.shutdown().await;
     Ok(())
+}
+
+/// Where the plans go, and how the example reads "the DNS answer" back.
+enum Answers {
+    /// The embedded authoritative server: an uncached query.
+    Embedded,
+    /// Route 53 weighted records.
+    #[cfg(feature = "route53")]
+    Route53(Arc<failover::dns::Route53Router>),
+}
+
+impl Answers {
+    async fn for_kind(
+        kind: &str,
+        endpoint: Option<String>,
+        zone_id: Option<String>,
+        config: &failover::decision::Config,
+    ) -> Result<Answers, BoxError> {
+        match kind {
+            "embedded" => Ok(Answers::Embedded),
+            #[cfg(feature = "route53")]
+            "route53" => {
+                use failover::dns::{Route53Config, Route53Router, StaticCredentials};
+                let mut r53 = Route53Config::new(zone_id.clone().unwrap_or_else(|| "Z0".into()));
+                r53.endpoint = endpoint;
+                if r53.endpoint.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                    println!("no AWS credentials in the environment: using placeholder keys (moto accepts any)");
+                    r53.static_credentials = Some(StaticCredentials {
+                        access_key_id: "AKIDFAILOVERLIVE".into(),
+                        secret_access_key: "placeholder".into(),
+                    });
+                }
+                if zone_id.is_none() {
+                    r53.hosted_zone_id =
+                        Route53Router::create_hosted_zone(&r53, "failover.test.").await?;
+                    println!("created hosted zone {} for failover.test.", r53.hosted_zone_id);
+                }
+                let router =
+                    Route53Router::connect(r53, config.topology(), config.policy()).await?;
+                Ok(Answers::Route53(Arc::new(router)))
+            }
+            #[cfg(not(feature = "route53"))]
+            "route53" => Err("--router route53 needs the route53 feature: cargo run --example live --features full,route53 -- …".into()),
+            other => Err(format!("--router {other:?}: this example runs embedded or route53").into()),
+        }
+    }
+
+    fn router(&self) -> Option<Arc<dyn failover::decision::ports::TrafficRouter>> {
+        match self {
+            Answers::Embedded => None,
+            #[cfg(feature = "route53")]
+            Answers::Route53(router) => Some(router.clone()),
+        }
+    }
+
+    fn describe(&self, live: &LiveRegions) {
+        match self {
+            Answers::Embedded => println!(
+                "embedded DNS for {} at {}",
+                live.config.topology().service(),
+                live.dns.local_addr()
+            ),
+            #[cfg(feature = "route53")]
+            Answers::Route53(router) => println!(
+                "Route 53 weighted records for {} ({router:?})",
+                router.record_name()
+            ),
+        }
+    }
+
+    /// The addresses a client gets now.
+    async fn answer(&self, live: &LiveRegions) -> Result<Vec<IpAddr>, BoxError> {
+        match self {
+            Answers::Embedded => live.resolve().await,
+            #[cfg(feature = "route53")]
+            Answers::Route53(router) => {
+                let sets = router.live_sets().await?;
+                let all_zero = sets.iter().all(|s| s.weight == 0);
+                let mut addrs = Vec::new();
+                for set in sets.iter().filter(|s| all_zero || s.weight > 0) {
+                    for value in &set.values {
+                        addrs.push(value.parse()?);
+                    }
+                }
+                addrs.sort();
+                Ok(addrs)
+            }
+        }
+    }
 }
 
 /// Prints every event received so far and notes the ones measured.

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use failover::decision::ports::TrafficRouter;
 use failover::decision::{
     Config, MaxRpo, Node, NodeId, Policy, Region, RegionId, RegionRole, Topology, VantageId,
 };
@@ -83,6 +84,16 @@ pub fn config(policy: Policy, with_database: bool) -> Result<Config, BoxError> {
 impl LiveRegions {
     /// Starts it all; `with_database` also starts PostgreSQL (seconds).
     pub async fn start(policy: Policy, with_database: bool) -> Result<LiveRegions, BoxError> {
+        Self::start_routed(policy, with_database, None).await
+    }
+
+    /// Like [`start`](Self::start), with `router` applying the plans instead
+    /// of the embedded DNS server (which still runs, unused).
+    pub async fn start_routed(
+        policy: Policy,
+        with_database: bool,
+        router: Option<Arc<dyn TrafficRouter>>,
+    ) -> Result<LiveRegions, BoxError> {
         let cluster = if with_database {
             Some(
                 // Named as in the topology: a replica's application_name is
@@ -114,7 +125,7 @@ impl LiveRegions {
         )
         .await?;
         let mut builder = RuntimeBuilder::new(config.clone())
-            .router(Arc::new(dns.router()))
+            .router(router.unwrap_or_else(|| Arc::new(dns.router())))
             .probe(EAST, VantageId(0), probe(&east, &policy)?)
             .probe(WEST, VantageId(0), probe(&west, &policy)?);
         if let Some(cluster) = &cluster {

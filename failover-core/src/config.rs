@@ -1,6 +1,9 @@
 //! A complete configuration file: topology plus policy.
 
 mod place;
+mod router;
+
+pub use router::{RouterConfig, RouterKind};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,7 @@ pub struct Config {
     #[serde(flatten)]
     topology: Topology,
     policy: Policy,
+    router: RouterConfig,
 }
 
 /// The file's shape. The topology's fields are spelled out rather than
@@ -31,13 +35,31 @@ struct RawConfig {
     node: Vec<Node>,
     #[serde(default)]
     policy: Policy,
+    #[serde(default)]
+    router: RouterConfig,
 }
 
 impl Config {
     /// Validates a topology and policy together.
+    /// The router is the default (`embedded`); see [`Config::with_router`].
     pub fn new(topology: Topology, policy: Policy) -> Result<Self, ConfigError> {
         policy.validate(&topology)?;
-        Ok(Config { topology, policy })
+        Ok(Config {
+            topology,
+            policy,
+            router: RouterConfig::default(),
+        })
+    }
+
+    /// The same configuration with `router`, validated against the topology.
+    pub fn with_router(self, router: RouterConfig) -> Result<Self, ConfigError> {
+        router.validate(&self.topology)?;
+        Ok(Config { router, ..self })
+    }
+
+    /// Which traffic router applies the plans (the `[router]` table).
+    pub fn router(&self) -> &RouterConfig {
+        &self.router
     }
 
     /// What is deployed where.
@@ -75,6 +97,10 @@ impl Config {
     /// interval = "10s"
     /// fall = 3
     /// ttl = "60s"
+    ///
+    /// [router]
+    /// kind = "route53"                 # or "rfc2136", "embedded" (the default)
+    /// hosted_zone_id = "Z0123456789ABCDEFGHIJ"
     /// ```
     ///
     /// Every error names the field in the file's own terms (`service`,
@@ -95,6 +121,7 @@ impl Config {
         topology
             .validate()
             .and_then(|topology| Config::new(topology, raw.policy))
+            .and_then(|config| config.with_router(raw.router))
             .map_err(|error| place::Document::new(text).place_invalid(error))
     }
 

@@ -114,7 +114,7 @@ mod topology;
 pub use async_trait::async_trait;
 
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
-pub use config::Config;
+pub use config::{Config, RouterConfig, RouterKind};
 pub use controller::{Controller, Restored};
 pub use coordination::{CoordinationEvent, FencingToken, Intent, SyncSet, Verdict, WriterRecord};
 pub use error::{ConfigError, ConfigLocation};

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use failover_core::{
-    Config, ConfigError, ConfigLocation, MaxRpo, Node, Policy, Region, RegionRole, Topology,
+    Config, ConfigError, ConfigLocation, MaxRpo, Node, Policy, Region, RegionRole, RouterKind,
+    Topology,
 };
 
 const SEED: &str = r#"
@@ -271,6 +272,7 @@ fn the_readme_configuration_loads() {
     assert_eq!(config.topology().regions().len(), 2);
     assert_eq!(config.topology().nodes().len(), 2);
     assert!(config.policy().auto_promote);
+    assert_eq!(config.router().kind, RouterKind::Route53);
     let bounds =
         failover_core::objectives::Bounds::for_policy(config.policy(), std::time::Duration::ZERO);
     assert_eq!(
@@ -540,4 +542,62 @@ fn move_writer_on_parses_and_an_unknown_value_is_named() {
     );
     let error = Config::from_toml(&bad).unwrap_err().to_string();
     assert!(error.contains("move_writer_on"), "{error}");
+}
+
+#[test]
+fn the_router_table_picks_route53_with_its_settings() {
+    let text = format!(
+        "{SEED}\n[router]\nkind = \"route53\"\nhosted_zone_id = \"Z0123456789ABCDEFGHIJ\"\nset_identifiers = {{ us-east = \"use1\" }}\nendpoint = \"http://127.0.0.1:5000\"\n"
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let router = config.router();
+    assert_eq!(router.kind, RouterKind::Route53);
+    assert_eq!(
+        router.hosted_zone_id.as_deref(),
+        Some("Z0123456789ABCDEFGHIJ")
+    );
+    assert_eq!(router.set_identifiers["us-east"], "use1");
+    // It survives a round trip, and without [router] the kind is embedded.
+    let back = Config::from_toml(&config.to_toml().unwrap()).unwrap();
+    assert_eq!(back, config);
+    assert_eq!(
+        Config::from_toml(SEED).unwrap().router().kind,
+        RouterKind::Embedded
+    );
+}
+
+#[test]
+fn an_unknown_router_kind_names_the_field_and_the_choices() {
+    let text = format!("{SEED}\n[router]\nkind = \"route-53\"\n");
+    let err = Config::from_toml(&text).unwrap_err();
+    let message = err.to_string();
+    assert_eq!(err.field(), Some("router.kind"), "{message}");
+    assert!(
+        message.contains("route53") && message.contains("rfc2136"),
+        "{message}"
+    );
+    assert!(err.location().is_some(), "{message}");
+}
+
+#[test]
+fn router_keys_are_checked_against_the_kind() {
+    let error = |router: &str| {
+        let err = Config::from_toml(&format!("{SEED}\n[router]\n{router}\n")).unwrap_err();
+        (field(err.clone()), err.to_string())
+    };
+    let (f, m) = error("kind = \"route53\"");
+    assert_eq!(f, "router.hosted_zone_id", "{m}");
+    assert!(m.contains("required"), "{m}");
+    let (f, m) = error("kind = \"route53\"\nhosted_zone_id = \"not a zone!\"");
+    assert_eq!(f, "router.hosted_zone_id", "{m}");
+    assert!(m.contains("not a zone!"), "{m}");
+    let (f, m) = error("kind = \"rfc2136\"\nhosted_zone_id = \"Z1\"");
+    assert_eq!(f, "router.hosted_zone_id", "{m}");
+    assert!(m.contains("route53"), "{m}");
+    let (f, _) = error(
+        "kind = \"route53\"\nhosted_zone_id = \"Z1\"\nset_identifiers = { eu-north = \"x\" }",
+    );
+    assert_eq!(f, "router.set_identifiers.eu-north");
+    let (f, _) = error("kind = \"rfc2136\"\nserver = \"192.0.2.53:53\"\nzone = \"example.com.\"\nkey_name = \"k.\"");
+    assert_eq!(f, "router.key_secret_env");
 }

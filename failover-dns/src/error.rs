@@ -159,6 +159,79 @@ pub enum DnsError {
         /// The address the server answered on.
         addr: SocketAddr,
     },
+    /// A Route 53 API call was answered with an error; `code` and `message`
+    /// are Route 53's own (like `InvalidChangeBatch` and why), and `kind`
+    /// says whether to retry: `Malformed` for a refused change batch,
+    /// `Auth` for rejected credentials, `Config` for a hosted zone that does
+    /// not exist, `Unavailable` for throttling that outlasted the retries or
+    /// a server error.
+    #[error("Route 53 {operation} on hosted zone {zone} failed: {code}: {message}")]
+    Route53 {
+        /// The API operation, like `ChangeResourceRecordSets`.
+        operation: &'static str,
+        /// The hosted zone id.
+        zone: String,
+        /// Route 53's error code.
+        code: String,
+        /// Route 53's message.
+        message: String,
+        /// What the runtime should make of it.
+        kind: PortErrorKind,
+    },
+    /// The Route 53 endpoint could not be reached, or did not answer in
+    /// time, or no credentials could be found for it (`kind` is
+    /// `Unavailable`, `Timeout` or `Auth`).
+    #[error("cannot call Route 53 {operation} at {endpoint}: {reason}")]
+    Route53Transport {
+        /// The endpoint (`https://route53.amazonaws.com` unless overridden).
+        endpoint: String,
+        /// The API operation.
+        operation: &'static str,
+        /// What failed, with the SDK's whole error chain.
+        reason: String,
+        /// `Unavailable`, `Timeout` or `Auth`.
+        kind: PortErrorKind,
+    },
+    /// Route 53 accepted a change but did not report it `INSYNC` (served by
+    /// every Route 53 name server) before the deadline. Retryable: the
+    /// change may still complete.
+    #[error("Route 53 change {change_id} on hosted zone {zone} was still {status} after {after:?}; raise route53.insync_timeout or check the Route 53 service health")]
+    Route53NotInSync {
+        /// The hosted zone id.
+        zone: String,
+        /// The change id returned by `ChangeResourceRecordSets`.
+        change_id: String,
+        /// The last status seen (`PENDING`).
+        status: String,
+        /// How long we polled.
+        after: Duration,
+    },
+    /// After an accepted change, `ListResourceRecordSets` did not give what
+    /// was written: something else changed the records concurrently.
+    /// Retryable after re-reading.
+    #[error("Route 53 hosted zone {zone}: after the change {name} holds {found:?}, expected {expected:?}")]
+    Route53Mismatch {
+        /// The hosted zone id.
+        zone: String,
+        /// The record name and type, like `api.example.com. A`.
+        name: String,
+        /// What we wrote, one entry per record set, sorted.
+        expected: Vec<String>,
+        /// What Route 53 returned, sorted.
+        found: Vec<String>,
+    },
+    /// The TXT record meant to hold the fencing token in a Route 53 zone
+    /// holds something else. Not retryable: delete the record or set
+    /// `route53.token_name` to a name nothing else uses.
+    #[error("Route 53 hosted zone {zone}: the TXT record {name} holds {found:?}, not one \"token=N …\" string; delete it or set route53.token_name to a name nothing else uses")]
+    Route53TokenRecord {
+        /// The hosted zone id.
+        zone: String,
+        /// The owner name of the token record.
+        name: String,
+        /// The TXT values found.
+        found: Vec<String>,
+    },
     /// Encoding or signing a message failed (a bug or an unusable key).
     #[error("cannot encode the {what}: {reason}")]
     Encode {
@@ -185,6 +258,10 @@ impl DnsError {
             DnsError::TokenRecord { .. } => PortErrorKind::Malformed,
             DnsError::Conflict { .. } | DnsError::VerifyMismatch { .. } => PortErrorKind::Conflict,
             DnsError::Malformed { .. } | DnsError::Encode { .. } => PortErrorKind::Malformed,
+            DnsError::Route53 { kind, .. } | DnsError::Route53Transport { kind, .. } => *kind,
+            DnsError::Route53NotInSync { .. } => PortErrorKind::Timeout,
+            DnsError::Route53Mismatch { .. } => PortErrorKind::Conflict,
+            DnsError::Route53TokenRecord { .. } => PortErrorKind::Malformed,
         }
     }
 

@@ -1,4 +1,4 @@
-//! DNS adapters for `failover`: two implementations of
+//! DNS adapters for `failover`: implementations of
 //! [`TrafficRouter`](failover_core::ports::TrafficRouter) that turn a
 //! [`WeightPlan`](failover_core::WeightPlan) into DNS answers.
 //!
@@ -15,18 +15,26 @@
 //!   plan, guarded by prerequisites (a concurrent change is a retryable
 //!   `Conflict`), read back afterwards, never deleting the last record unless
 //!   the policy is fail-closed.
+//! - `Route53Router` (feature `route53`, off by default: it brings the AWS
+//!   SDK) — Route 53 weighted records, one set per region, each plan one
+//!   `ChangeResourceRecordSets` batch waited to `INSYNC` and read back; its
+//!   module docs give the weight scaling and how each all-down policy maps
+//!   (fail-closed deletes the sets: Route 53 serves every record of an
+//!   all-zero weighted name).
 //!
 //! **Fencing tokens.** With several controllers coordinated by a store, only
 //! the leader routes traffic, and its plans carry its
-//! [`FencingToken`](failover_core::FencingToken) (`WeightPlan::token`). Both
-//! routers refuse a plan whose token is older than one already in place, as
+//! [`FencingToken`](failover_core::FencingToken) (`WeightPlan::token`). Every
+//! router refuses a plan whose token is older than one already in place, as
 //! [`DnsError::StaleToken`] (kind `Refused`, not retryable), so a deposed
 //! leader (paused past its lease, then resumed) changes nothing. The
 //! RFC 2136 router keeps the token in a TXT record `"token=N"` at
 //! `_failover.<service name>` (configurable: [`Rfc2136Config::token_name`])
 //! and makes every update under a token carry a prerequisite on that record,
 //! so the DNS server itself refuses a stale leader's update. The embedded
-//! server remembers the highest token it applied. Plans without a token (a
+//! server remembers the highest token it applied. The Route 53 router keeps
+//! the token in a `_failover` TXT record too, replaced by an exact DELETE and
+//! a CREATE in the same batch as the weights. Plans without a token (a
 //! single controller) are applied as before and never touch the record.
 //!
 //! Errors are one [`DnsError`] enum; each maps to a
@@ -93,9 +101,15 @@ mod embedded;
 mod error;
 mod name;
 mod rfc2136;
+#[cfg(feature = "route53")]
+mod route53;
 mod transport;
 
 pub use answer::Selection;
 pub use embedded::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter};
 pub use error::DnsError;
 pub use rfc2136::{LiveRecords, Rfc2136Config, Rfc2136Router};
+#[cfg(feature = "route53")]
+pub use route53::{
+    Route53Config, Route53RecordType, Route53Router, StaticCredentials, WeightedSet,
+};
