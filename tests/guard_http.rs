@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::decision::{Epoch, NodeId};
+use failover::decision::{Epoch, NodeId, PromoteRequest, RpoGate};
 use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
 use failover::pg::{GuardSettings, GuardStatus, NodeGuard, PgCluster};
 use failover_testkit::postgres::PgTestCluster;
@@ -276,4 +276,209 @@ async fn health_is_503_once_postgres_is_stopped() {
     assert_eq!(code, 503);
     let (code, body) = get(s.east_http(), "/nowhere").await;
     assert_eq!(code, 404, "{body}");
+}
+
+// ---------------------------------------------------------------------------
+// examples/haproxy: the example configuration, checked by HAProxy itself and
+// run in front of the cluster above.
+
+const HAPROXY_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/haproxy/haproxy.cfg");
+
+/// The Debian `haproxy` binary, or `None` with the reason printed.
+fn haproxy() -> Option<&'static str> {
+    match std::process::Command::new("haproxy").arg("-v").output() {
+        Ok(out) if out.status.success() => Some("haproxy"),
+        _ => {
+            eprintln!(
+                "SKIPPED: haproxy is not installed (apt-get install -y haproxy; scripts/test installs it)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn haproxy_accepts_the_example_configuration() {
+    let Some(bin) = haproxy() else { return };
+    let out = std::process::Command::new(bin)
+        .args(["-c", "-f", HAPROXY_EXAMPLE])
+        .output()
+        .expect("haproxy runs");
+    assert!(
+        out.status.success(),
+        "haproxy -c refused {HAPROXY_EXAMPLE}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The example with this test's addresses: every replacement must apply, so
+/// the example keeps the shape the test runs.
+fn local_config(example: &str, east: (u16, u16), west: (u16, u16), ports: [u16; 3]) -> String {
+    let swaps = [
+        ("bind *:5000", format!("bind 127.0.0.1:{}", ports[0])),
+        ("bind *:5001", format!("bind 127.0.0.1:{}", ports[1])),
+        ("bind *:7000", format!("bind 127.0.0.1:{}", ports[2])),
+        (
+            "10.0.1.10:5432 maxconn 500 check port 8008",
+            format!("127.0.0.1:{} maxconn 500 check port {}", east.0, east.1),
+        ),
+        (
+            "10.0.2.10:5432 maxconn 500 check port 8008",
+            format!("127.0.0.1:{} maxconn 500 check port {}", west.0, west.1),
+        ),
+    ];
+    let mut cfg = example.to_owned();
+    for (from, to) in swaps {
+        assert!(cfg.contains(from), "the example no longer has {from:?}");
+        cfg = cfg.replace(from, &to);
+    }
+    cfg
+}
+
+/// Which node a new connection through `port` reaches (its `port` setting),
+/// or the error.
+async fn reached(port: u16) -> Result<u16, String> {
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2");
+    let connect = tokio_postgres::connect(&dsn, tokio_postgres::NoTls);
+    let (client, conn) = match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    let task = tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT current_setting('port')", &[])
+        .await
+        .map_err(|e| e.to_string());
+    drop(client);
+    task.abort();
+    row?.get::<_, String>(0).parse().map_err(|e| format!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_switchover() {
+    let Some(bin) = haproxy() else { return };
+    let s = setup().await;
+    let east_port = s.cluster.node(0).expect("east").port;
+    let west_port = s.cluster.node(1).expect("west").port;
+    let example = std::fs::read_to_string(HAPROXY_EXAMPLE).expect("example readable");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = [free_port(), free_port(), free_port()];
+    let cfg = local_config(
+        &example,
+        (east_port, s.east_http().port()),
+        (west_port, s.west_http().port()),
+        ports,
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, cfg).expect("config written");
+    let mut proxy = tokio::process::Command::new(bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy starts");
+    let writer = ports[0];
+
+    // The writer port reaches pg-east once HAProxy's checks mark it up.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Ok(Some(status)) = proxy.try_wait() {
+            panic!("haproxy exited: {status}");
+        }
+        match reached(writer).await {
+            Ok(p) => {
+                assert_eq!(
+                    p, east_port,
+                    "the writer port reached a node that is not the writer"
+                );
+                break;
+            }
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no connection through HAProxy within {LIMIT:?}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Switchover, in the order the controller keeps: fence pg-east at epoch
+    // 1, name pg-west at epoch 1, promote it once it replayed pg-east's
+    // final flush position (zero loss).
+    let pg = PgCluster::new()
+        .with_node(
+            EAST,
+            "pg-east",
+            &s.cluster.node(0).expect("east").admin_dsn(),
+        )
+        .expect("east dsn")
+        .with_node(
+            WEST,
+            "pg-west",
+            &s.cluster.node(1).expect("west").admin_dsn(),
+        )
+        .expect("west dsn");
+    let fence = pg.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
+    let fenced = tokio::time::Instant::now();
+    s.server.set_writer_at(WEST, Epoch(1));
+    pg.promote(&PromoteRequest {
+        node: WEST,
+        epoch: Epoch(1),
+        gate: RpoGate::CaughtUp {
+            lsn: fence.flush_lsn.expect("a fenced primary's flush position"),
+        },
+    })
+    .await
+    .expect("pg-west promoted");
+    let promoted = tokio::time::Instant::now();
+
+    // HAProxy takes the fenced pg-east out within fall 2 × inter 1 s (5 s
+    // allowed here, for a loaded machine); new connections reach pg-west
+    // once it is marked up (rise 2 × inter 1 s), and never pg-east again.
+    let window = Duration::from_secs(5);
+    let mut first_west = None;
+    let mut last_east = None;
+    let mut after_west = 0;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while after_west < 10 {
+        match reached(writer).await {
+            Ok(p) if p == east_port => {
+                assert!(
+                    first_west.is_none(),
+                    "a connection reached the fenced pg-east after pg-west"
+                );
+                let since = fenced.elapsed();
+                assert!(
+                    since < window,
+                    "HAProxy still sent a connection to the fenced pg-east {since:?} after its fence"
+                );
+                last_east = Some(since);
+            }
+            Ok(p) => {
+                assert_eq!(p, west_port);
+                first_west.get_or_insert_with(|| promoted.elapsed());
+                after_west += 1;
+            }
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no connection reached pg-west within {LIMIT:?} of its promotion: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "haproxy: last connection to the fenced pg-east {last_east:?} after its fence; \
+         first to the new writer {:?} after its promotion",
+        first_west.expect("reached")
+    );
+    let _ = proxy.kill().await;
 }
