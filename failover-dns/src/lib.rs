@@ -16,6 +16,15 @@
 //!   `Conflict`), read back afterwards, never deleting the last record unless
 //!   the policy is fail-closed.
 //!
+//! **The writer name.** Both routers can also serve one name (like
+//! `writer.db.example.com.`) whose A/AAAA records are the database writer's
+//! addresses ([`writer`], [`WriterNameConfig`]), through the
+//! [`WriterName`](failover_core::ports::WriterName) port: the embedded
+//! server answers it from memory ([`EmbeddedRouter::serve_writer_name`]),
+//! RFC 2136 replaces its records with one UPDATE under the same token
+//! prerequisite as plans ([`Rfc2136Router::with_writer_name`]). The runtime
+//! moves it only after a promotion completed.
+//!
 //! **Fencing tokens.** With several controllers coordinated by a store, only
 //! the leader routes traffic, and its plans carry its
 //! [`FencingToken`](failover_core::FencingToken) (`WeightPlan::token`). Both
@@ -94,8 +103,10 @@ mod error;
 mod name;
 mod rfc2136;
 mod transport;
+pub mod writer;
 
 pub use answer::Selection;
 pub use embedded::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter};
 pub use error::DnsError;
 pub use rfc2136::{LiveRecords, Rfc2136Config, Rfc2136Router};
+pub use writer::WriterNameConfig;
