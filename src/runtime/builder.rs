@@ -22,7 +22,7 @@ use super::status::RuntimeStatus;
 use super::stop::StopSignal;
 use super::supervisor::{supervise, Deaths, DRIVER};
 use super::telemetry::Telemetry;
-use super::workers::{database, observer, router, Term};
+use super::workers::{database, observer, router, writer_name, Term};
 use super::writer_store::WriterStore;
 use super::{Runtime, RuntimeError};
 
@@ -44,6 +44,7 @@ pub struct RuntimeBuilder {
     guard_leases: Option<crate::lease::LeaseServerConfig>,
     coordinator: Option<Arc<dyn Coordinator>>,
     serve: Option<Arc<dyn TrafficRouter>>,
+    writer_name: Option<Arc<dyn failover_core::ports::WriterName>>,
 }
 
 impl RuntimeBuilder {
@@ -66,6 +67,7 @@ impl RuntimeBuilder {
             guard_leases: None,
             coordinator: None,
             serve: None,
+            writer_name: None,
         }
     }
 
@@ -226,6 +228,20 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The writer's DNS name (like `writer.db.example.com.`): after every
+    /// completed promotion (`Promoted`, or a promoted writer adopted from
+    /// the nodes, `WriterMoved`) the runtime points it at the new writer,
+    /// under the leader's fencing token, retrying until it lands or a newer
+    /// promotion supersedes it. Never before the promotion completed, so
+    /// never before the old writer was fenced nor at an unpromoted node.
+    /// Typically `failover::dns::EmbeddedRouter` (after
+    /// `serve_writer_name`) or `failover::dns::Rfc2136Router` (built
+    /// `with_writer_name`).
+    pub fn writer_name(mut self, target: Arc<dyn failover_core::ports::WriterName>) -> Self {
+        self.writer_name = Some(target);
+        self
+    }
+
     /// Starts the runtime on the current tokio runtime. Reads the recorded
     /// fencing epoch first, so a restarted controller never reuses one.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
@@ -336,6 +352,19 @@ impl RuntimeBuilder {
                 stop.clone(),
             );
             tasks.push(spawn("router worker", Box::pin(work)));
+            tx
+        });
+        let writer_name = self.writer_name.map(|target| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let work = writer_name::follow(
+                target,
+                rx,
+                self.retry,
+                term.clone(),
+                audit.clone(),
+                stop.clone(),
+            );
+            tasks.push(spawn("writer name worker", Box::pin(work)));
             tx
         });
         let mut fences = None;
@@ -473,6 +502,7 @@ impl RuntimeBuilder {
             plans_in_flight: HashMap::new(),
             draining: false,
             writer_store: writer_store.clone(),
+            writer_name,
             term: term_tx,
             coordination,
         };
