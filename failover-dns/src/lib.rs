@@ -43,9 +43,10 @@
 //! `Conflict`, `Refused`, `Malformed`, `Unavailable`, `Config`) that tells the
 //! runtime whether to retry. Queries are counted in the
 //! `failover_dns_queries_total` counter, applied plans in
-//! `failover_dns_plans_applied_total` and plans refused for an older token in
-//! `failover_dns_stale_plans_refused_total` (label `adapter`), through the
-//! `metrics` facade.
+//! `failover_dns_plans_applied_total`, moves of the writer name in
+//! `failover_dns_writer_moves_total`, and plans (or writer-name updates)
+//! refused for an older token in `failover_dns_stale_plans_refused_total`
+//! (label `adapter`), through the `metrics` facade.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -22,6 +22,7 @@
 //! | `failover_task_deaths_total` | counter | task |
 //! | `failover_audit_write_errors_total` | counter | |
 //! | `failover_weight_plans_applied_total` | counter | |
+//! | `failover_writer_name_moves_total`, `failover_writer_name_failures_total` (each failed attempt) | counter | |
 //!
 //! The adapters add their own (`failover_probe_*`, `failover_dns_*`, `failover_pg_*`).
 

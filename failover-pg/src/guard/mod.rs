@@ -79,7 +79,9 @@
 //! Every decision is a `tracing` event with a sentence and increments
 //! `failover_guard_decisions_total{node, decision}`; gauges
 //! `failover_guard_lease_held{node}` and `failover_guard_fenced{node}` follow
-//! the state; `failover_guard_renew_seconds{node}` times renewals.
+//! the state; `failover_guard_renew_seconds{node}` times renewals;
+//! `failover_guard_http_requests_total{node, check, status}` counts the node
+//! endpoints' answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
