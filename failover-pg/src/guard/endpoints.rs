@@ -307,8 +307,12 @@ pub(super) fn writer_answer(
         }
         None => return Answer::no("no lease: the guard has not renewed its lease yet"),
     }
-    if guard.fenced != Some(false) {
-        return Answer::no("fenced");
+    match guard.fenced {
+        Some(false) => {}
+        Some(true) => return Answer::no("fenced"),
+        None => {
+            return Answer::no("the guard has not yet observed its node as an unfenced primary")
+        }
     }
     let Some(record) = guard.writer else {
         return Answer::no("no writer record: the store has named no writer yet");
