@@ -127,8 +127,28 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     // A new controller, from the same configuration (which still names
     // pg-east as the initial primary), must read the epoch back and adopt
     // pg-west, not promote again.
+    // Its own DNS serves the writer name: it must never name the fenced,
+    // dead pg-east that the configuration still calls the primary.
+    let writer_dns = EmbeddedDns::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        config.topology(),
+        &policy,
+        EmbeddedConfig::new(ZONE),
+    )
+    .await
+    .expect("embedded DNS for the writer name");
+    writer_dns
+        .router()
+        .serve_writer_name(
+            config.topology(),
+            &WriterNameConfig::new(WRITER_NAME)
+                .node("pg-east", [PG_EAST_IP.parse().expect("literal")])
+                .node("pg-west", [PG_WEST_IP.parse().expect("literal")]),
+        )
+        .expect("writer name served");
     let second = RuntimeBuilder::new(config)
         .router(Arc::new(dns.router()))
+        .writer_name(Arc::new(writer_dns.router()))
         .database(pg())
         .audit_log(&second_log)
         .probe(EAST, VantageId(0), http_probe(&regions.east, &policy))
@@ -136,6 +156,22 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
         .start()
         .await
         .expect("second runtime starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = dig_writer(writer_dns.local_addr()).await;
+        if answer == [PG_WEST_IP] {
+            break;
+        }
+        assert!(
+            answer.is_empty(),
+            "after a restart the writer name named {answer:?} before the adopted writer pg-west"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer name never named the adopted writer pg-west"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let adopted = wait_status(
         &second.handle(),
         Duration::from_secs(15),
@@ -158,6 +194,15 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     second.shutdown().await;
     let records = audit_records(&second_log);
     assert_eq!(promotions(&records), 0, "no second promotion: {records:#?}");
+    assert_eq!(dig_writer(writer_dns.local_addr()).await, [PG_WEST_IP]);
+    // Every move of the writer name, as audited: only to pg-west.
+    let moves: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["record"] == "writer_name")
+        .map(|r| &r["node"])
+        .collect();
+    assert_eq!(moves, [&serde_json::json!("pg-west")], "{records:#?}");
+    writer_dns.shutdown().await;
     dns.shutdown().await;
 }
 
@@ -207,7 +252,15 @@ async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() 
         .await;
     let handle = runtime.handle();
     let mut events = handle.subscribe_events();
-    assert_eq!(dig_writer(dns.local_addr()).await, [PG_EAST_IP]);
+    // A fresh deployment: the runtime points it at the configured primary.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while dig_writer(dns.local_addr()).await != [PG_EAST_IP] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer name never named the configured primary pg-east"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let watcher = tokio::spawn(watch_writer_name(
         dns.local_addr(),
         handle.subscribe_events(),

@@ -32,8 +32,8 @@ pub(crate) struct ZoneState {
 #[derive(Debug)]
 pub(crate) struct WriterAnswer {
     pub(crate) name: LowerName,
-    /// The node they point at.
-    pub(crate) node: NodeId,
+    /// The node they point at (`None`: no writer yet, no records).
+    pub(crate) node: Option<NodeId>,
     pub(crate) a: Vec<Record>,
     pub(crate) aaaa: Vec<Record>,
 }

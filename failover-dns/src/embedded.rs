@@ -239,38 +239,38 @@ impl EmbeddedRouter {
         })
     }
 
-    /// Starts answering A/AAAA for the writer name (see [`crate::writer`])
-    /// with the addresses of the topology's initial primary; from then on
-    /// [`WriterName::point`] moves it. Every clone of this router shares it.
-    /// Errors name the field; configuring it twice is an error.
+    /// Starts answering for the writer name (see [`crate::writer`]): no
+    /// records (NODATA) until the first [`WriterName::point`], which the
+    /// runtime sends for the configured primary of a fresh deployment and
+    /// after each completed promotion. (Starting from the configured
+    /// primary would name an old, fenced writer after a restart.) Every
+    /// clone of this router shares it. Errors name the field; configuring it
+    /// twice is an error.
     pub fn serve_writer_name(
         &self,
         topology: &Topology,
         config: &WriterNameConfig,
     ) -> Result<(), DnsError> {
         let facts = WriterFacts::new(&self.facts.zone, &self.facts.service, topology, config)?;
-        let initial = topology
-            .node_ids()
-            .find(|id| topology.node(*id).primary)
-            .ok_or_else(|| {
-                DnsError::config(
-                    "writer_name",
-                    "the topology names no initial primary (a node with primary = true) to start with",
-                )
-            })?;
-        let answer = writer_answer(&facts, initial)?;
+        let empty = WriterAnswer {
+            name: LowerName::new(&facts.name),
+            node: None,
+            a: Vec::new(),
+            aaaa: Vec::new(),
+        };
         let name = facts.name.clone();
         self.writer_name
             .set(facts)
             .map_err(|_| DnsError::config("writer_name", "already served; configure it once"))?;
-        tracing::info!(name = %name, writer = %topology.node(initial).name, "embedded DNS: serving the writer name {name}, pointing at the initial primary {}", topology.node(initial).name);
-        self.state.swap_writer(Arc::new(answer));
+        tracing::info!(name = %name, "embedded DNS: serving the writer name {name}; no records until the writer is known");
+        self.state.swap_writer(Arc::new(empty));
         Ok(())
     }
 
-    /// The node the writer name points at now (`None`: not served).
+    /// The node the writer name points at now (`None`: not served, or no
+    /// writer yet).
     pub fn writer_node(&self) -> Option<NodeId> {
-        self.state.writer().map(|w| w.node)
+        self.state.writer().and_then(|w| w.node)
     }
 
     /// [`WriterName::point`], with this crate's error.
@@ -306,7 +306,7 @@ impl EmbeddedRouter {
         if token > *highest {
             *highest = token;
         }
-        if self.state.writer().is_some_and(|w| w.node == node) {
+        if self.state.writer().is_some_and(|w| w.node == Some(node)) {
             tracing::debug!(name = %facts.name, node = facts.node_name(node), "embedded DNS: the writer name already points there");
             return Ok(());
         }
@@ -440,7 +440,7 @@ fn writer_answer(facts: &WriterFacts, node: NodeId) -> Result<WriterAnswer, DnsE
     };
     Ok(WriterAnswer {
         name: LowerName::new(&facts.name),
-        node,
+        node: Some(node),
         a: addrs.iter().filter(|a| a.is_ipv4()).map(record).collect(),
         aaaa: addrs.iter().filter(|a| a.is_ipv6()).map(record).collect(),
     })

@@ -4,8 +4,8 @@
 //!
 //! Both routers serve it through [`WriterName`](failover_core::ports::WriterName):
 //! [`EmbeddedRouter::serve_writer_name`](crate::EmbeddedRouter::serve_writer_name)
-//! answers it from the embedded server, starting with the topology's initial
-//! primary; [`Rfc2136Router::with_writer_name`](crate::Rfc2136Router::with_writer_name)
+//! answers it from the embedded server (no records until the writer is
+//! first pointed at); [`Rfc2136Router::with_writer_name`](crate::Rfc2136Router::with_writer_name)
 //! replaces its records by one TSIG-signed UPDATE that carries the leader's
 //! fencing token as a prerequisite, exactly as weight plans do. The runtime
 //! points it only after a promotion has completed, so it never names a node

@@ -69,7 +69,7 @@ fn stale(e: &DnsError) -> bool {
 }
 
 #[tokio::test]
-async fn embedded_answers_the_initial_writer_until_pointed_and_refuses_a_stale_token() {
+async fn embedded_answers_the_writer_it_was_pointed_at_and_refuses_a_stale_token() {
     let topology = topology();
     let server = EmbeddedDns::bind(
         "127.0.0.1:0".parse().expect("addr"),
@@ -86,6 +86,13 @@ async fn embedded_answers_the_initial_writer_until_pointed_and_refuses_a_stale_t
     router
         .serve_writer_name(&topology, &writer_config())
         .expect("writer name served");
+    // No writer known yet: no records (not the configured primary, which
+    // may have been fenced since).
+    assert!(dig_async(addr, WRITER, "A").await.is_empty());
+    assert_eq!(router.writer_node(), None);
+    WriterName::point(&router, EAST, Epoch(0), Some(FencingToken(1)))
+        .await
+        .expect("pointed at pg-east");
     assert_eq!(dig_async(addr, WRITER, "A").await, vec![PG_EAST]);
     assert_eq!(dig_async(addr, WRITER, "AAAA").await, vec![PG_EAST_V6]);
     assert_eq!(router.writer_node(), Some(EAST));

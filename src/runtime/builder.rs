@@ -234,9 +234,13 @@ impl RuntimeBuilder {
     /// under the leader's fencing token, retrying until it lands or a newer
     /// promotion supersedes it. Never before the promotion completed, so
     /// never before the old writer was fenced nor at an unpromoted node.
-    /// Typically `failover::dns::EmbeddedRouter` (after
+    /// A fresh deployment (no recorded epoch) starts by pointing it at the
+    /// configured primary. Typically `failover::dns::EmbeddedRouter` (after
     /// `serve_writer_name`) or `failover::dns::Rfc2136Router` (built
-    /// `with_writer_name`).
+    /// `with_writer_name`). With a [`coordinator`](Self::coordinator), only
+    /// the leader moves it (each job carries its term), so give it the one
+    /// DNS all controllers share (RFC 2136), not each controller's embedded
+    /// server.
     pub fn writer_name(mut self, target: Arc<dyn failover_core::ports::WriterName>) -> Self {
         self.writer_name = Some(target);
         self
@@ -365,6 +369,19 @@ impl RuntimeBuilder {
                 stop.clone(),
             );
             tasks.push(spawn("writer name worker", Box::pin(work)));
+            // As for the guards' record: a fresh deployment's writer is the
+            // configured primary; after a promotion (a recorded epoch) the
+            // writer is learnt from the nodes first (`WriterMoved`).
+            if floor.is_none() {
+                if let Some(writer) = controller.writer() {
+                    let _ = tx.send(writer_name::WriterJob {
+                        node: writer,
+                        name: controller.topology().node(writer).name.clone(),
+                        epoch: failover_core::Epoch(0),
+                        term: controller.token(),
+                    });
+                }
+            }
             tx
         });
         let mut fences = None;

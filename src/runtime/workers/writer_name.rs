@@ -1,7 +1,8 @@
 //! The writer-name worker: points the writer's DNS name at the node whose
 //! promotion completed ([`WriterName::point`]). The driver sends a job only
 //! on `Promoted` (or `WriterMoved`, a promoted writer adopted from the
-//! nodes), so the name never moves before the old writer was fenced nor to
+//! nodes), and the builder one for the configured primary of a fresh
+//! deployment, so the name never moves before the old writer was fenced nor to
 //! a node that was not promoted. Each job carries the leader's token; a
 //! retryable failure is retried with backoff until it lands, unless a newer
 //! job arrives first (only the latest writer matters), or the term ends.
@@ -79,7 +80,7 @@ pub(crate) async fn follow(
             match result {
                 Ok(()) => {
                     tracing::warn!(node = %job.name, epoch = job.epoch.0, attempt,
-                        "the writer name points at {} (promoted at {})", job.name, job.epoch);
+                        "the writer name points at {}, the writer at {}", job.name, job.epoch);
                     metrics::counter!("failover_writer_name_moves_total").increment(1);
                     audit.record(
                         "writer_name",
