@@ -11,6 +11,8 @@
 //! `--peer` names the other nodes (repeat it), so a writer record naming
 //! one of them is understood. `--margin`, `--renew`, `--fence-budget`
 //! override the values derived from `--ttl` (see `GuardSettings`).
+//! `--http 0.0.0.0:8008` serves `GET /writer`, `/replica?max_lag=BYTES` and
+//! `/health` there for load balancers (see `examples/haproxy/`).
 //!
 //! Deployment: the guard and its PostgreSQL node must share fate; for
 //! example, give the PostgreSQL unit `BindsTo=` and `After=` on this guard's
@@ -35,7 +37,7 @@ struct Args {
 
 const USAGE: &str = "usage: guard --node NAME --dsn DSN --lease-url http://HOST:PORT \
 [--secret S | env FAILOVER_GUARD_SECRET] [--peer NAME]... [--ttl 10s] [--margin D] \
-[--renew D] [--fence-budget D]";
+[--renew D] [--fence-budget D] [--http ADDR:PORT]";
 
 /// `10s`, `1500ms`, `2.5s`.
 fn duration(flag: &str, v: &str) -> Result<Duration, String> {
@@ -56,6 +58,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut secret = std::env::var("FAILOVER_GUARD_SECRET").ok();
     let mut peers = Vec::new();
     let (mut ttl, mut margin, mut renew, mut budget) = (None, None, None, None);
+    let mut http = None;
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.into());
@@ -73,6 +76,11 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--margin" => margin = Some(duration(&flag, &value)?),
             "--renew" => renew = Some(duration(&flag, &value)?),
             "--fence-budget" => budget = Some(duration(&flag, &value)?),
+            "--http" => {
+                http = Some(value.parse().map_err(|e| {
+                    format!("--http {value:?}: {e}; give an address like 0.0.0.0:8008")
+                })?)
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -83,6 +91,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     settings.margin = margin.unwrap_or(settings.margin);
     settings.renew_interval = renew.unwrap_or(settings.renew_interval);
     settings.fence_budget = budget.unwrap_or(settings.fence_budget);
+    settings.http = http;
     Ok(Args {
         node: node.ok_or_else(|| format!("--node is required\n{USAGE}"))?,
         dsn: dsn.ok_or_else(|| format!("--dsn is required\n{USAGE}"))?,
@@ -131,6 +140,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(lease),
         Arc::new(pg),
     )?;
+    if let Some(addr) = guard.http_addr() {
+        println!(
+            "guard {}: serving /writer, /replica and /health on http://{addr}",
+            args.node
+        );
+    }
     println!(
         "guard {}: running (ttl {:?}, margin {:?}, renew every {:?}, fence budget {:?}); ctrl-c stops it",
         args.node,

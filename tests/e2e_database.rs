@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use failover::decision::{Config, Health, MaxRpo, NodeId, VantageId};
-use failover::dns::{EmbeddedConfig, EmbeddedDns};
+use failover::dns::{EmbeddedConfig, EmbeddedDns, WriterNameConfig};
 use failover::lease::LeaseServerConfig;
 use failover::pg::PgCluster;
 use failover::RuntimeBuilder;
@@ -127,8 +127,28 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     // A new controller, from the same configuration (which still names
     // pg-east as the initial primary), must read the epoch back and adopt
     // pg-west, not promote again.
+    // Its own DNS serves the writer name: it must never name the fenced,
+    // dead pg-east that the configuration still calls the primary.
+    let writer_dns = EmbeddedDns::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        config.topology(),
+        &policy,
+        EmbeddedConfig::new(ZONE),
+    )
+    .await
+    .expect("embedded DNS for the writer name");
+    writer_dns
+        .router()
+        .serve_writer_name(
+            config.topology(),
+            &WriterNameConfig::new(WRITER_NAME)
+                .node("pg-east", [PG_EAST_IP.parse().expect("literal")])
+                .node("pg-west", [PG_WEST_IP.parse().expect("literal")]),
+        )
+        .expect("writer name served");
     let second = RuntimeBuilder::new(config)
         .router(Arc::new(dns.router()))
+        .writer_name(Arc::new(writer_dns.router()))
         .database(pg())
         .audit_log(&second_log)
         .probe(EAST, VantageId(0), http_probe(&regions.east, &policy))
@@ -136,6 +156,22 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
         .start()
         .await
         .expect("second runtime starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = dig_writer(writer_dns.local_addr()).await;
+        if answer == [PG_WEST_IP] {
+            break;
+        }
+        assert!(
+            answer.is_empty(),
+            "after a restart the writer name named {answer:?} before the adopted writer pg-west"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer name never named the adopted writer pg-west"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let adopted = wait_status(
         &second.handle(),
         Duration::from_secs(15),
@@ -172,6 +208,15 @@ async fn a_restarted_controller_adopts_the_promoted_writer_without_promoting_aga
     second.shutdown().await;
     let records = audit_records(&second_log);
     assert_eq!(promotions(&records), 0, "no second promotion: {records:#?}");
+    assert_eq!(dig_writer(writer_dns.local_addr()).await, [PG_WEST_IP]);
+    // Every move of the writer name, as audited: only to pg-west.
+    let moves: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["record"] == "writer_name")
+        .map(|r| &r["node"])
+        .collect();
+    assert_eq!(moves, [&serde_json::json!("pg-west")], "{records:#?}");
+    writer_dns.shutdown().await;
     dns.shutdown().await;
 }
 
@@ -194,12 +239,46 @@ async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() 
         .expect("east DSN parses")
         .with_node(NodeId(1), "pg-west", &nodes[1].admin_dsn())
         .expect("west DSN parses");
+    // The writer's DNS name, on the embedded server: pg-east's address
+    // until the promotion completed, then pg-west's.
+    let dns = EmbeddedDns::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        config.topology(),
+        &policy,
+        EmbeddedConfig::new(ZONE),
+    )
+    .await
+    .expect("embedded DNS");
+    let writer_name = WriterNameConfig::new(WRITER_NAME)
+        .node("pg-east", [PG_EAST_IP.parse().expect("literal")])
+        .node("pg-west", [PG_WEST_IP.parse().expect("literal")]);
+    let writer_dns = dns.router();
+    writer_dns
+        .serve_writer_name(config.topology(), &writer_name)
+        .expect("writer name served");
     let regions = TwoRegions::start();
     let runtime = regions
-        .run(RuntimeBuilder::new(config).database(Arc::new(pg)))
+        .run(
+            RuntimeBuilder::new(config)
+                .database(Arc::new(pg))
+                .writer_name(Arc::new(writer_dns)),
+        )
         .await;
     let handle = runtime.handle();
     let mut events = handle.subscribe_events();
+    // A fresh deployment: the runtime points it at the configured primary.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while dig_writer(dns.local_addr()).await != [PG_EAST_IP] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer name never named the configured primary pg-east"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let watcher = tokio::spawn(watch_writer_name(
+        dns.local_addr(),
+        handle.subscribe_events(),
+    ));
 
     create_rows_table(&nodes[0].app_dsn())
         .await
@@ -288,10 +367,74 @@ async fn an_operator_switchover_through_the_runtime_loses_no_acknowledged_row() 
         "the old primary was fenced before the promotion: {seen:#?} {:#?}",
         handle.status().recent_events
     );
+    let moved = tokio::time::timeout(Duration::from_secs(30), watcher)
+        .await
+        .expect("the writer name moves within 30 s of the switchover")
+        .expect("watcher");
+    eprintln!("writer name: {moved}");
     // Traffic stays where it was: a planned database switchover moves the writer, not the regions.
     assert_eq!(
         handle.status().controller.regions[EAST.index()].health,
         Health::Up
     );
     runtime.shutdown().await;
+    dns.shutdown().await;
+}
+
+const WRITER_NAME: &str = "writer.db.failover.test.";
+const PG_EAST_IP: &str = "127.0.1.10";
+const PG_WEST_IP: &str = "127.0.1.20";
+
+async fn dig_writer(server: SocketAddr) -> Vec<String> {
+    tokio::task::spawn_blocking(move || failover_testkit::bind::dig(server, WRITER_NAME, "A"))
+        .await
+        .expect("dig task")
+        .expect("dig runs")
+}
+
+/// Queries the writer name with `dig` every 20 ms: pg-east's address until
+/// it changes; when it first answers pg-west's, the old writer's fence and
+/// the completed promotion (`Promoted`, or `WriterMoved` when the observer
+/// saw pg-west primary at its new epoch first) must already have been
+/// published. Any other answer fails. Returns what it saw.
+async fn watch_writer_name(
+    server: SocketAddr,
+    mut events: tokio::sync::broadcast::Receiver<failover::decision::Event>,
+) -> String {
+    use failover::decision::EventKind;
+    let (mut fenced, mut promoted) = (false, false);
+    let mut queries = 0u32;
+    loop {
+        let answer = dig_writer(server).await;
+        queries += 1;
+        // Events published before this answer was read.
+        while let Ok(event) = events.try_recv() {
+            match event.kind {
+                EventKind::FencingRequested { .. } => fenced = true,
+                EventKind::Promoted {
+                    node: NodeId(1), ..
+                }
+                | EventKind::WriterMoved { to: NodeId(1), .. } => promoted = true,
+                _ => {}
+            }
+        }
+        if answer == [PG_WEST_IP] {
+            assert!(
+                fenced && promoted,
+                "the writer name moved to pg-west before {}",
+                if fenced {
+                    "its promotion completed"
+                } else {
+                    "pg-east was fenced"
+                }
+            );
+            return format!("pg-east's address for {queries} queries, then pg-west's after the fence and the promotion");
+        }
+        assert_eq!(
+            answer,
+            [PG_EAST_IP],
+            "the writer name answers only the writer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

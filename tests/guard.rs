@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::decision::ports::{DatabaseAdmin, GuardLease};
+use failover::decision::ports::GuardLease;
 use failover::decision::{CoordinationEvent, Epoch, NodeId, PortErrorKind};
 use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
 use failover::pg::{GuardDecision, GuardSettings, GuardStatus, NodeGuard, PgCluster, PgError};
@@ -433,7 +433,7 @@ async fn bad_settings_wrong_secret_and_unreachable_server_are_clear_errors() {
         renew_interval: Duration::from_millis(1800),
         ..GuardSettings::for_ttl(TTL)
     };
-    let admin: Arc<dyn DatabaseAdmin> = Arc::new(
+    let admin: Arc<PgCluster> = Arc::new(
         PgCluster::new()
             .with_node(EAST, "pg-east", "host=127.0.0.1 port=1 user=postgres")
             .expect("dsn"),

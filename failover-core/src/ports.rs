@@ -157,6 +157,32 @@ pub trait GuardLease: Send + Sync {
     async fn release(&self, node: NodeId) -> Result<(), PortError>;
 }
 
+/// Points the writer's DNS name (like `writer.db.example.com.`) at the node
+/// that is the writer, so applications that connect by name follow a
+/// promotion.
+///
+/// The runtime calls [`point`](Self::point) only after a promotion has
+/// completed ([`EventKind::Promoted`](crate::EventKind::Promoted), or a
+/// promoted writer adopted from the nodes,
+/// [`EventKind::WriterMoved`](crate::EventKind::WriterMoved)): the old writer
+/// was fenced before, and the node named has been promoted. The adapter
+/// maps the node to its addresses.
+#[async_trait]
+pub trait WriterName: Send + Sync {
+    /// Makes the writer name resolve to `node`'s addresses. `epoch` is the
+    /// promotion's, for the adapter's records and logs; `token` the
+    /// leader's fencing token (`None`: a single controller). An adapter
+    /// that has seen a newer token refuses with kind `Refused`, so a
+    /// deposed leader's late update never moves the name back. Idempotent:
+    /// pointing at the node already named changes nothing.
+    async fn point(
+        &self,
+        node: NodeId,
+        epoch: Epoch,
+        token: Option<FencingToken>,
+    ) -> Result<(), PortError>;
+}
+
 /// How an adapter call failed, which decides whether the runtime retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

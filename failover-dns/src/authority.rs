@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use failover_core::NodeId;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
 use hickory_server::net::runtime::Time;
@@ -23,6 +24,18 @@ pub(crate) struct ZoneState {
     pub(crate) current: RwLock<Arc<AnswerSet>>,
     pub(crate) rng: QueryRng,
     pub(crate) queries: AtomicU64,
+    /// The writer name's answers, once it is served; swapped whole.
+    pub(crate) writer: RwLock<Option<Arc<WriterAnswer>>>,
+}
+
+/// The writer name's records for one writer. Immutable once built.
+#[derive(Debug)]
+pub(crate) struct WriterAnswer {
+    pub(crate) name: LowerName,
+    /// The node they point at (`None`: no writer yet, no records).
+    pub(crate) node: Option<NodeId>,
+    pub(crate) a: Vec<Record>,
+    pub(crate) aaaa: Vec<Record>,
 }
 
 impl ZoneState {
@@ -37,6 +50,17 @@ impl ZoneState {
 
     pub(crate) fn swap(&self, next: Arc<AnswerSet>) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+    }
+
+    pub(crate) fn writer(&self) -> Option<Arc<WriterAnswer>> {
+        self.writer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn swap_writer(&self, next: Arc<WriterAnswer>) {
+        *self.writer.write().unwrap_or_else(PoisonError::into_inner) = Some(next);
     }
 }
 
@@ -83,9 +107,11 @@ impl RequestHandler for AuthoritativeZone {
         let result = match (code, queries.first()) {
             (None, Some(query)) => {
                 let snapshot = state.snapshot();
+                let writer = state.writer();
                 let reply = answer(
                     state,
                     &snapshot,
+                    writer.as_deref(),
                     query.name(),
                     query.query_type(),
                     query.query_class(),
@@ -139,6 +165,7 @@ impl RequestHandler for AuthoritativeZone {
 fn answer<'a>(
     state: &ZoneState,
     snapshot: &'a AnswerSet,
+    writer: Option<&'a WriterAnswer>,
     name: &LowerName,
     qtype: RecordType,
     qclass: DNSClass,
@@ -162,7 +189,17 @@ fn answer<'a>(
             ),
             _ => Reply::NoData,
         }
-    } else if *name == state.zone || name.zone_of(&state.service) {
+    } else if let Some(w) = writer.filter(|w| *name == w.name) {
+        match qtype {
+            RecordType::A => Reply::Answer(&w.a, &[]),
+            RecordType::AAAA => Reply::Answer(&w.aaaa, &[]),
+            RecordType::ANY => Reply::Answer(&w.a, &w.aaaa),
+            _ => Reply::NoData,
+        }
+    } else if *name == state.zone
+        || name.zone_of(&state.service)
+        || writer.is_some_and(|w| name.zone_of(&w.name))
+    {
         // The apex, or an empty non-terminal above the service name: the
         // name exists, it just has no records of this type.
         Reply::NoData

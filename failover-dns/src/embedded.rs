@@ -12,19 +12,22 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use failover_core::ports::TrafficRouter;
-use failover_core::{FencingToken, Policy, PortError, RegionWeight, Topology, WeightPlan};
-use hickory_proto::rr::{LowerName, Name};
+use failover_core::ports::{TrafficRouter, WriterName};
+use failover_core::{
+    Epoch, FencingToken, NodeId, Policy, PortError, RegionWeight, Topology, WeightPlan,
+};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::answer::{QueryRng, RegionRecords, Selection, ZoneFacts};
-use crate::authority::{AuthoritativeZone, ZoneState};
+use crate::authority::{AuthoritativeZone, WriterAnswer, ZoneState};
 use crate::name::parse_fqdn;
+use crate::writer::{WriterFacts, WriterNameConfig};
 use crate::DnsError;
 
 /// How the embedded server answers.
@@ -173,6 +176,9 @@ pub struct EmbeddedRouter {
     serving: Arc<AtomicBool>,
     /// Where the server answers, for the error once it stopped.
     server_addr: SocketAddr,
+    /// The writer name, once [`serve_writer_name`](Self::serve_writer_name)
+    /// configured it.
+    writer_name: Arc<OnceLock<WriterFacts>>,
 }
 
 impl EmbeddedRouter {
@@ -222,13 +228,92 @@ impl EmbeddedRouter {
                 current: RwLock::new(Arc::new(initial)),
                 rng: QueryRng::new(config.seed),
                 queries: AtomicU64::new(0),
+                writer: RwLock::new(None),
             }),
             facts: Arc::new(facts),
             writer: Arc::new(Mutex::new(None)),
             applied: Arc::new(AtomicU64::new(0)),
             serving: Arc::new(AtomicBool::new(true)),
             server_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            writer_name: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Starts answering for the writer name (see [`crate::writer`]): no
+    /// records (NODATA) until the first [`WriterName::point`], which the
+    /// runtime sends for the configured primary of a fresh deployment and
+    /// after each completed promotion. (Starting from the configured
+    /// primary would name an old, fenced writer after a restart.) Every
+    /// clone of this router shares it. Errors name the field; configuring it
+    /// twice is an error.
+    pub fn serve_writer_name(
+        &self,
+        topology: &Topology,
+        config: &WriterNameConfig,
+    ) -> Result<(), DnsError> {
+        let facts = WriterFacts::new(&self.facts.zone, &self.facts.service, topology, config)?;
+        let empty = WriterAnswer {
+            name: LowerName::new(&facts.name),
+            node: None,
+            a: Vec::new(),
+            aaaa: Vec::new(),
+        };
+        let name = facts.name.clone();
+        self.writer_name
+            .set(facts)
+            .map_err(|_| DnsError::config("writer_name", "already served; configure it once"))?;
+        tracing::info!(name = %name, "embedded DNS: serving the writer name {name}; no records until the writer is known");
+        self.state.swap_writer(Arc::new(empty));
+        Ok(())
+    }
+
+    /// The node the writer name points at now (`None`: not served, or no
+    /// writer yet).
+    pub fn writer_node(&self) -> Option<NodeId> {
+        self.state.writer().and_then(|w| w.node)
+    }
+
+    /// [`WriterName::point`], with this crate's error.
+    pub fn point_writer(
+        &self,
+        node: NodeId,
+        epoch: Epoch,
+        token: Option<FencingToken>,
+    ) -> Result<(), DnsError> {
+        self.check_serving()?;
+        let Some(facts) = self.writer_name.get() else {
+            return Err(DnsError::config(
+                "writer_name",
+                "not served: call EmbeddedRouter::serve_writer_name first",
+            ));
+        };
+        let answer = writer_answer(facts, node)?;
+        // The same lock and token as plans: a deposed leader moves nothing.
+        let mut highest = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(ours), Some(newer)) = (token, *highest) {
+            if ours < newer {
+                metrics::counter!("failover_dns_stale_plans_refused_total", "adapter" => "embedded")
+                    .increment(1);
+                tracing::warn!(name = %facts.name, node = facts.node_name(node), token = ours.0, newer = newer.0, "embedded DNS: refused to point {} at {} under {ours}: {newer} of a newer leader was applied", facts.name, facts.node_name(node));
+                return Err(DnsError::StaleToken {
+                    holder: format!("embedded DNS server {}", self.server_addr),
+                    ours,
+                    newer,
+                    rcode: None,
+                });
+            }
+        }
+        if token > *highest {
+            *highest = token;
+        }
+        if self.state.writer().is_some_and(|w| w.node == Some(node)) {
+            tracing::debug!(name = %facts.name, node = facts.node_name(node), "embedded DNS: the writer name already points there");
+            return Ok(());
+        }
+        tracing::warn!(name = %facts.name, node = facts.node_name(node), epoch = epoch.0, "embedded DNS: the writer name {} now points at {} (promoted at {epoch})", facts.name, facts.node_name(node));
+        metrics::counter!("failover_dns_writer_moves_total", "adapter" => "embedded").increment(1);
+        self.state.swap_writer(Arc::new(answer));
+        Ok(())
     }
 
     /// Whether the server still answers; plans are refused once it does not.
@@ -332,6 +417,33 @@ impl TrafficRouter for EmbeddedRouter {
         self.check_serving()?;
         Ok(self.live_weights())
     }
+}
+
+#[async_trait]
+impl WriterName for EmbeddedRouter {
+    async fn point(
+        &self,
+        node: NodeId,
+        epoch: Epoch,
+        token: Option<FencingToken>,
+    ) -> Result<(), PortError> {
+        self.point_writer(node, epoch, token)
+            .map_err(PortError::from)
+    }
+}
+
+/// The writer name's records when `node` is the writer.
+fn writer_answer(facts: &WriterFacts, node: NodeId) -> Result<WriterAnswer, DnsError> {
+    let addrs = facts.addrs(node)?;
+    let record = |addr: &std::net::IpAddr| {
+        Record::from_rdata(facts.name.clone(), facts.ttl, RData::from(*addr))
+    };
+    Ok(WriterAnswer {
+        name: LowerName::new(&facts.name),
+        node: Some(node),
+        a: addrs.iter().filter(|a| a.is_ipv4()).map(record).collect(),
+        aaaa: addrs.iter().filter(|a| a.is_ipv6()).map(record).collect(),
+    })
 }
 
 /// Two plans route the same way (the generation alone does not matter).

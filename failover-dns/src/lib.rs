@@ -22,6 +22,15 @@
 //!   (fail-closed deletes the sets: Route 53 serves every record of an
 //!   all-zero weighted name).
 //!
+//! **The writer name.** Both routers can also serve one name (like
+//! `writer.db.example.com.`) whose A/AAAA records are the database writer's
+//! addresses ([`writer`], [`WriterNameConfig`]), through the
+//! [`WriterName`](failover_core::ports::WriterName) port: the embedded
+//! server answers it from memory ([`EmbeddedRouter::serve_writer_name`]),
+//! RFC 2136 replaces its records with one UPDATE under the same token
+//! prerequisite as plans ([`Rfc2136Router::with_writer_name`]). The runtime
+//! moves it only after a promotion completed.
+//!
 //! **Fencing tokens.** With several controllers coordinated by a store, only
 //! the leader routes traffic, and its plans carry its
 //! [`FencingToken`](failover_core::FencingToken) (`WeightPlan::token`). Every
@@ -42,9 +51,10 @@
 //! `Conflict`, `Refused`, `Malformed`, `Unavailable`, `Config`) that tells the
 //! runtime whether to retry. Queries are counted in the
 //! `failover_dns_queries_total` counter, applied plans in
-//! `failover_dns_plans_applied_total` and plans refused for an older token in
-//! `failover_dns_stale_plans_refused_total` (label `adapter`), through the
-//! `metrics` facade.
+//! `failover_dns_plans_applied_total`, moves of the writer name in
+//! `failover_dns_writer_moves_total`, and plans (or writer-name updates)
+//! refused for an older token in `failover_dns_stale_plans_refused_total`
+//! (label `adapter`), through the `metrics` facade.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -104,6 +114,7 @@ mod rfc2136;
 #[cfg(feature = "route53")]
 mod route53;
 mod transport;
+pub mod writer;
 
 pub use answer::Selection;
 pub use embedded::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter};
@@ -113,3 +124,4 @@ pub use rfc2136::{LiveRecords, Rfc2136Config, Rfc2136Router};
 pub use route53::{
     Route53Config, Route53RecordType, Route53Router, StaticCredentials, WeightedSet,
 };
+pub use writer::WriterNameConfig;

@@ -39,6 +39,7 @@
 //! `update-policy { grant KEY zonesub ANY; };` covers both).
 
 mod token;
+mod writer;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -166,6 +167,8 @@ pub struct Rfc2136Router {
     /// or a read); a plan under it skips the TXT read, since the update's
     /// prerequisite makes the server check it anyway.
     held: Mutex<Option<FencingToken>>,
+    /// The writer name, with [`with_writer_name`](Self::with_writer_name).
+    writer_name: Option<crate::writer::WriterFacts>,
 }
 
 impl std::fmt::Debug for Rfc2136Router {
@@ -256,6 +259,7 @@ impl Rfc2136Router {
             updates: AtomicU64::new(0),
             token_name,
             held: Mutex::new(None),
+            writer_name: None,
         })
     }
 

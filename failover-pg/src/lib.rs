@@ -25,7 +25,9 @@
 //! - [`PgCluster::switchover`]: fence, wait for the target to replay the old
 //!   primary's final flush LSN, promote — no acknowledged write is lost;
 //! - [`NodeGuard`] ([`guard`]): the sidecar next to one node that holds its
-//!   guard lease and fences the node before the lease can expire;
+//!   guard lease and fences the node before the lease can expire; with
+//!   [`GuardSettings::http`] it also serves `GET /writer`, `/replica` and
+//!   `/health` for load balancers ([`guard::endpoints`]);
 //! - [`rejoin()`](fn@rejoin) ([`rejoin` module](mod@rejoin)): agent-side: `pg_rewind` the old primary's data directory
 //!   against the new primary and start it as a streaming replica.
 //!

@@ -22,7 +22,7 @@ use super::status::RuntimeStatus;
 use super::stop::StopSignal;
 use super::supervisor::{supervise, Deaths, DRIVER};
 use super::telemetry::Telemetry;
-use super::workers::{database, observer, router, Term};
+use super::workers::{database, observer, router, writer_name, Term};
 use super::writer_store::WriterStore;
 use super::{Runtime, RuntimeError};
 
@@ -46,6 +46,7 @@ pub struct RuntimeBuilder {
     serve: Option<Arc<dyn TrafficRouter>>,
     #[cfg(feature = "admin")]
     admin: Option<super::admin::AdminConfig>,
+    writer_name: Option<Arc<dyn failover_core::ports::WriterName>>,
 }
 
 impl RuntimeBuilder {
@@ -70,6 +71,7 @@ impl RuntimeBuilder {
             serve: None,
             #[cfg(feature = "admin")]
             admin: None,
+            writer_name: None,
         }
     }
 
@@ -250,6 +252,24 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The writer's DNS name (like `writer.db.example.com.`): after every
+    /// completed promotion (`Promoted`, or a promoted writer adopted from
+    /// the nodes, `WriterMoved`) the runtime points it at the new writer,
+    /// under the leader's fencing token, retrying until it lands or a newer
+    /// promotion supersedes it. Never before the promotion completed, so
+    /// never before the old writer was fenced nor at an unpromoted node.
+    /// A fresh deployment (no recorded epoch) starts by pointing it at the
+    /// configured primary. Typically `failover::dns::EmbeddedRouter` (after
+    /// `serve_writer_name`) or `failover::dns::Rfc2136Router` (built
+    /// `with_writer_name`). With a [`coordinator`](Self::coordinator), only
+    /// the leader moves it (each job carries its term), so give it the one
+    /// DNS all controllers share (RFC 2136), not each controller's embedded
+    /// server.
+    pub fn writer_name(mut self, target: Arc<dyn failover_core::ports::WriterName>) -> Self {
+        self.writer_name = Some(target);
+        self
+    }
+
     /// Starts the runtime on the current tokio runtime. Reads the recorded
     /// fencing epoch first, so a restarted controller never reuses one.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
@@ -367,6 +387,32 @@ impl RuntimeBuilder {
                 stop.clone(),
             );
             tasks.push(spawn("router worker", Box::pin(work)));
+            tx
+        });
+        let writer_name = self.writer_name.map(|target| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let work = writer_name::follow(
+                target,
+                rx,
+                self.retry,
+                term.clone(),
+                audit.clone(),
+                stop.clone(),
+            );
+            tasks.push(spawn("writer name worker", Box::pin(work)));
+            // As for the guards' record: a fresh deployment's writer is the
+            // configured primary; after a promotion (a recorded epoch) the
+            // writer is learnt from the nodes first (`WriterMoved`).
+            if floor.is_none() {
+                if let Some(writer) = controller.writer() {
+                    let _ = tx.send(writer_name::WriterJob {
+                        node: writer,
+                        name: controller.topology().node(writer).name.clone(),
+                        epoch: failover_core::Epoch(0),
+                        term: controller.token(),
+                    });
+                }
+            }
             tx
         });
         let mut fences = None;
@@ -520,6 +566,7 @@ impl RuntimeBuilder {
             plans_in_flight: HashMap::new(),
             draining: false,
             writer_store: writer_store.clone(),
+            writer_name,
             term: term_tx,
             coordination,
         };

@@ -25,6 +25,7 @@ use super::status::RuntimeStatus;
 use super::stop::StopSignal;
 use super::telemetry::Telemetry;
 use super::workers::router::PlanJob;
+use super::workers::writer_name::WriterJob;
 use super::workers::{abandon, DatabaseJob, Report, NOT_STARTED};
 
 pub(crate) struct Driver {
@@ -54,6 +55,8 @@ pub(crate) struct Driver {
     pub(crate) draining: bool,
     /// Where writer claims go without a coordinator.
     pub(crate) writer_store: super::writer_store::WriterStore,
+    /// The writer-name worker, when the writer's DNS name is served.
+    pub(crate) writer_name: Option<mpsc::UnboundedSender<WriterJob>>,
     /// The leadership term the workers check before each attempt.
     pub(crate) term: watch::Sender<Option<failover_core::FencingToken>>,
     /// The coordination store's side, with a coordinator.
@@ -388,6 +391,22 @@ impl Driver {
                     self.writer_store
                         .adopted(failover_core::WriterRecord::new(to, epoch));
                 }
+                // The writer's DNS name follows a promotion only once it
+                // completed: after the fence, never to an unpromoted node.
+                // Sent after the event is published, so nobody sees the
+                // name move before the event.
+                let writer_job = match event.kind {
+                    failover_core::EventKind::Promoted { node, epoch }
+                    | failover_core::EventKind::WriterMoved {
+                        to: node, epoch, ..
+                    } => Some(WriterJob {
+                        node,
+                        name: topology.node(node).name.clone(),
+                        epoch,
+                        term: self.controller.token(),
+                    }),
+                    _ => None,
+                };
                 let text = event.display(topology).to_string();
                 let kind = super::telemetry::event_kind_name(&event);
                 tracing::info!(kind = %kind, event = %text, "decision");
@@ -399,6 +418,9 @@ impl Driver {
                 self.remember(text);
                 // No subscriber is fine: events are also in the status and the log.
                 let _ = self.events.send(event);
+                if let (Some(job), Some(jobs)) = (writer_job, &self.writer_name) {
+                    let _ = jobs.send(job);
+                }
                 None
             }
             Action::Unfence { id, node, epoch } => {

@@ -23,7 +23,7 @@
 //!
 //! Files, one concept each: `builder` (settings and start-up), `driver`
 //! (the loop), `coordination` (controllers in every region), `workers`
-//! (router and database workers, the observer),
+//! (router, database and writer-name workers, the observer),
 //! `adapter_call` (every adapter call under a timeout and `catch_unwind`),
 //! `supervisor` (a dead task is an error on the handle, never silence),
 //! `stop` (shutdown's deadline), `audit`, `retry`, `status`, `telemetry`;

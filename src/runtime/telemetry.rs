@@ -30,6 +30,7 @@
 //! | `failover_action_seconds` (first attempt to done or failed, retries included) | histogram | action, outcome |
 //! | `failover_admin_commands_total` | counter | command, outcome |
 //! | `failover_admin_refusals_total` | counter | status |
+//! | `failover_writer_name_moves_total`, `failover_writer_name_failures_total` (each failed attempt) | counter | |
 //!
 //! Counters with known labels (retries and failed attempts per action,
 //! failovers per region, promotions and refusals per node, router

@@ -100,7 +100,7 @@ impl HeldToken {
 /// How many times `apply` reads the token record and
 /// decides again when another leader changed it between the read and the
 /// update.
-const TOKEN_ATTEMPTS: u32 = 4;
+pub(super) const TOKEN_ATTEMPTS: u32 = 4;
 
 /// What an UPDATE asserts about the token record, and whether it replaces it.
 #[derive(Clone, Copy, Debug)]

@@ -4,8 +4,7 @@
 //! A guard runs next to one node. It holds the node's guard lease at the
 //! coordination store (through a [`GuardLease`]: etcd, or the controller's
 //! in-process lease server) and acts on the node through a
-//! [`DatabaseAdmin`] (a [`PgCluster`](crate::PgCluster) holding this one
-//! node, in practice). Its promise, on which the controllers' promotion rule
+//! [`PgCluster`] holding this one node (its [`DatabaseAdmin`] face). Its promise, on which the controllers' promotion rule
 //! rests: **the node takes writes only while the lease is held.** So when
 //! the store reports the lease expired, the node has been fenced by its
 //! guard, or guard and node are down, and another node may be promoted
@@ -66,13 +65,25 @@
 //! keeps its epoch in the record: naming it at a new epoch without promoting
 //! it makes its guard fence it.
 //!
+//! # Node endpoints for load balancers
+//!
+//! With [`GuardSettings::http`] set, the guard also serves `GET /writer`,
+//! `GET /replica?max_lag=BYTES` and `GET /health` there, as Patroni's agent
+//! does, so HAProxy (see `examples/haproxy/` in the repository) sends
+//! clients to the writer: `/writer` is 200 only on the unfenced primary
+//! that the writer record names at its current epoch while the lease is
+//! held, 503 otherwise. See [`endpoints`] for every rule and reason.
+//!
 //! # Observability
 //!
 //! Every decision is a `tracing` event with a sentence and increments
 //! `failover_guard_decisions_total{node, decision}`; gauges
 //! `failover_guard_lease_held{node}` and `failover_guard_fenced{node}` follow
-//! the state; `failover_guard_renew_seconds{node}` times renewals.
+//! the state; `failover_guard_renew_seconds{node}` times renewals;
+//! `failover_guard_http_requests_total{node, check, status}` counts the node
+//! endpoints' answers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,8 +93,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub mod endpoints;
 mod run;
 mod settings;
+
+use crate::PgCluster;
 
 pub use settings::GuardSettings;
 
@@ -177,6 +191,8 @@ pub struct NodeGuard {
     status: watch::Receiver<GuardStatus>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The node endpoints' address and accept loop, when served.
+    http: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for NodeGuard {
@@ -192,31 +208,57 @@ impl Drop for NodeGuard {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+        if let Some((_, t)) = self.http.take() {
+            t.abort();
+        }
     }
 }
 
 impl NodeGuard {
     /// Validates `settings` and starts guarding `node` (called `name` in
-    /// events): renews through `lease`, observes and fences through `admin`.
-    /// Must be called inside a tokio runtime.
+    /// events): renews through `lease`, observes and fences through `pg`,
+    /// and serves the node endpoints if [`GuardSettings::http`] is set (an
+    /// address that cannot be bound is a [`GuardSetting`](crate::PgError::GuardSetting)
+    /// error naming `http`). Must be called inside a tokio runtime.
     pub fn start(
         node: NodeId,
         name: impl Into<String>,
         settings: GuardSettings,
         lease: Arc<dyn GuardLease>,
-        admin: Arc<dyn DatabaseAdmin>,
+        pg: Arc<PgCluster>,
     ) -> Result<NodeGuard, crate::PgError> {
         settings.validate()?;
         let name = name.into();
+        let bound = settings.http.map(endpoints::bind).transpose()?;
         let (tx, rx) = watch::channel(GuardStatus::new(node));
         let (stop_tx, stop_rx) = oneshot::channel();
+        let http = bound.map(|(listener, addr)| {
+            tracing::info!(node = %name, %addr, "guard {name}: serving /writer, /replica and /health on http://{addr}");
+            let served = Arc::new(endpoints::Endpoints {
+                node,
+                name: name.clone(),
+                settings,
+                guard: rx.clone(),
+                pg: Arc::clone(&pg),
+            });
+            (addr, tokio::spawn(endpoints::serve(listener, served)))
+        });
+        let admin: Arc<dyn DatabaseAdmin> = pg;
         let guard = run::Guard::new(node, name, settings, lease, admin, tx);
         let task = tokio::spawn(guard.run(stop_rx));
         Ok(NodeGuard {
             status: rx,
             stop: Some(stop_tx),
             task: Some(task),
+            http,
         })
+    }
+
+    /// Where the node endpoints are served (the bound address, with the
+    /// port picked when [`GuardSettings::http`] asked for port 0); `None`
+    /// when they are not.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The guard's state now.
@@ -241,6 +283,10 @@ impl NodeGuard {
             if tokio::time::timeout(limit, task).await.is_err() {
                 abort.abort();
             }
+        }
+        // Served until the node is fenced, so checks see it turn 503.
+        if let Some((_, t)) = self.http.take() {
+            t.abort();
         }
         self.status.borrow().clone()
     }

@@ -1,5 +1,6 @@
 //! [`GuardSettings`]: the guard's lease arithmetic, validated.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::PgError;
@@ -54,6 +55,12 @@ pub struct GuardSettings {
     /// How long before its deadline the guard starts fencing: the longest a
     /// fence may take (default 2 s).
     pub fence_budget: Duration,
+    /// Where to serve the node endpoints (`GET /writer`, `/replica`,
+    /// `/health`) for load balancers, as Patroni's agent does; `None` (the
+    /// default) serves nothing. Port 0 picks a free port:
+    /// [`NodeGuard::http_addr`](super::NodeGuard::http_addr) tells which.
+    /// See [`endpoints`](super::endpoints).
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for GuardSettings {
@@ -63,6 +70,7 @@ impl Default for GuardSettings {
             margin: Duration::from_secs(1),
             renew_interval: Duration::from_secs(2),
             fence_budget: Duration::from_secs(2),
+            http: None,
         }
     }
 }
@@ -70,13 +78,14 @@ impl Default for GuardSettings {
 impl GuardSettings {
     /// Settings for a lease of `ttl`, the rest scaled from the defaults'
     /// proportions: margin `ttl/10`, fence budget `ttl/5`, renew interval
-    /// `ttl/5` (2 s → 200 ms, 400 ms, 400 ms).
+    /// `ttl/5` (2 s → 200 ms, 400 ms, 400 ms); no node endpoints.
     pub fn for_ttl(ttl: Duration) -> Self {
         GuardSettings {
             ttl,
             margin: ttl / 10,
             renew_interval: ttl / 5,
             fence_budget: ttl / 5,
+            http: None,
         }
     }
 

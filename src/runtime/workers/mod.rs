@@ -6,7 +6,9 @@
 //! - [`router`]: applies weight plans, newest first, retrying until applied
 //!   or superseded;
 //! - [`database`]: fences and promotes, strictly in issue order;
-//! - [`observer`]: observes every database node once per interval.
+//! - [`observer`]: observes every database node once per interval;
+//! - [`writer_name`]: points the writer's DNS name at a node once its
+//!   promotion completed.
 //!
 //! Every adapter call goes through [`guarded`](super::adapter_call::guarded).
 //! At shutdown the action in flight may finish until the deadline; every
@@ -16,6 +18,7 @@
 pub(crate) mod database;
 pub(crate) mod observer;
 pub(crate) mod router;
+pub(crate) mod writer_name;
 
 use std::time::Duration;
 
