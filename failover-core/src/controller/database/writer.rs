@@ -158,22 +158,22 @@ impl Controller {
             self.adopt(now, node, e, current_lsn, observed_at);
             return;
         }
-        if fenced || self.db.nodes[node.index()].fence.is_some() {
-            return;
-        }
         if self.db.attempt().is_some_and(|a| a.candidate == node) {
             if matches!(self.db.phase, Phase::Promoting { .. }) {
                 // Our promotion taking effect.
                 return;
             }
             // The candidate became a primary on its own before we promoted
-            // it: it is no replica whose lag the gate could check, and it
-            // takes writes nobody decided. Abandon; it is fenced below as
-            // the stale primary it is.
+            // it — fenced or not: it is no replica whose lag the gate could
+            // check (and unfenced, it takes writes nobody decided). Abandon;
+            // an unfenced one is fenced below as the stale primary it is.
             self.abandon(
                 now,
                 "the candidate reports itself a primary before its promotion",
             );
+        }
+        if fenced || self.db.nodes[node.index()].fence.is_some() {
+            return;
         }
         // A stale primary. Fencing it is automation: not while paused, and
         // only by the leader.
