@@ -107,6 +107,7 @@
 
 mod answer;
 mod authority;
+mod configured;
 mod embedded;
 mod error;
 mod name;
@@ -117,6 +118,7 @@ mod transport;
 pub mod writer;
 
 pub use answer::Selection;
+pub use configured::ConfiguredRouter;
 pub use embedded::{EmbeddedConfig, EmbeddedDns, EmbeddedRouter};
 pub use error::DnsError;
 pub use rfc2136::{LiveRecords, Rfc2136Config, Rfc2136Router};

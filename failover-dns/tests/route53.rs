@@ -375,3 +375,55 @@ async fn a_token_record_holding_something_else_is_malformed_and_names_it() {
     // Nothing was written.
     assert_eq!(router.live_sets().await.unwrap(), vec![]);
 }
+
+/// `[router] kind = "route53"` in a configuration file builds the router
+/// (credentials from the standard AWS chain: here the environment).
+#[tokio::test]
+async fn the_router_table_of_a_config_file_builds_a_route53_router() {
+    let moto = MotoServer::start().unwrap();
+    let zone = create_zone(&moto).await;
+    // The standard chain reads these; moto accepts any key. (Only this test
+    // sets them; the others pass static credentials.)
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDFAILOVERTEST");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "not-a-secret");
+    let cfg = failover_core::Config::from_toml(&format!(
+        r#"
+service = "{SERVICE}"
+vantages = ["local"]
+
+[[region]]
+name = "east"
+records = ["192.0.2.10", "192.0.2.11"]
+
+[[region]]
+name = "west"
+records = ["198.51.100.20"]
+
+[router]
+kind = "route53"
+hosted_zone_id = "{zone}"
+set_identifiers = {{ west = "usw2" }}
+endpoint = "{}"
+"#,
+        moto.endpoint()
+    ))
+    .expect("valid config");
+    let built = failover_dns::ConfiguredRouter::from_config(&cfg)
+        .await
+        .expect("connected");
+    built
+        .router()
+        .apply(&plan(1, [100, 40], None))
+        .await
+        .unwrap();
+    let failover_dns::ConfiguredRouter::Route53(r53) = &built else {
+        panic!("{built:?}")
+    };
+    assert_eq!(
+        r53.live_sets().await.unwrap(),
+        vec![
+            set("east", 100, &["192.0.2.10", "192.0.2.11"]),
+            set("usw2", 40, &["198.51.100.20"]),
+        ]
+    );
+}
