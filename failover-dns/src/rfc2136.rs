@@ -377,28 +377,8 @@ impl Rfc2136Router {
             return Ok(());
         }
         let id = self.next_id();
-        let mut update = self.update_message(id, seen, desired, ttl, pin);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let verifier = update
-            .finalize(&self.signer, now)
-            .map_err(|e| DnsError::Encode {
-                what: "update",
-                reason: e.to_string(),
-            })?;
-        let bytes = update.to_vec().map_err(|e| DnsError::Encode {
-            what: "update",
-            reason: e.to_string(),
-        })?;
-        let reply_bytes = exchange(self.server, &bytes, id, self.timeout, "update").await?;
-        let reply = decode(self.server, "update", &reply_bytes)?;
-        self.check_update_reply(&reply)?;
-        if let Some(mut verifier) = verifier {
-            verifier
-                .verify(&reply_bytes)
-                .map_err(|e| self.auth("update", format!("reply failed TSIG verification: {e}")))?;
-        }
+        let update = self.update_message(id, seen, desired, ttl, pin);
+        self.send_signed_update(update, id).await?;
         if let Some(token) = pin.token() {
             self.set_held(Some(token));
         }
@@ -501,6 +481,37 @@ impl Rfc2136Router {
             }
         }
         msg
+    }
+
+    /// Signs `update` (message id `id`) with the TSIG key, sends it, and
+    /// checks the server's reply: its code and its TSIG signature.
+    pub(crate) async fn send_signed_update(
+        &self,
+        mut update: Message,
+        id: u16,
+    ) -> Result<(), DnsError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let verifier = update
+            .finalize(&self.signer, now)
+            .map_err(|e| DnsError::Encode {
+                what: "update",
+                reason: e.to_string(),
+            })?;
+        let bytes = update.to_vec().map_err(|e| DnsError::Encode {
+            what: "update",
+            reason: e.to_string(),
+        })?;
+        let reply_bytes = exchange(self.server, &bytes, id, self.timeout, "update").await?;
+        let reply = decode(self.server, "update", &reply_bytes)?;
+        self.check_update_reply(&reply)?;
+        if let Some(mut verifier) = verifier {
+            verifier
+                .verify(&reply_bytes)
+                .map_err(|e| self.auth("update", format!("reply failed TSIG verification: {e}")))?;
+        }
+        Ok(())
     }
 
     fn check_update_reply(&self, reply: &Message) -> Result<(), DnsError> {

@@ -69,3 +69,19 @@ async fn route53_without_the_feature_says_which_feature() {
     let err = ConfiguredRouter::from_config(&cfg).await.unwrap_err();
     assert!(err.to_string().contains("route53"), "{err}");
 }
+
+#[tokio::test]
+async fn a_server_that_is_no_address_names_the_field() {
+    let cfg = config("kind = \"embedded\"\nserver = \"dns.example.test\"");
+    let err = ConfiguredRouter::from_config(&cfg).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DnsError::Config {
+                field: "router.server",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use failover_core::ports::WriterName;
@@ -14,7 +13,6 @@ use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 
 use super::token::{TokenPin, TokenStep, TOKEN_ATTEMPTS};
 use super::Rfc2136Router;
-use crate::transport::{decode, exchange};
 use crate::writer::{WriterFacts, WriterNameConfig};
 use crate::DnsError;
 
@@ -163,27 +161,7 @@ impl Rfc2136Router {
                 RData::from(*addr),
             ));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let verifier = msg
-            .finalize(&self.signer, now)
-            .map_err(|e| DnsError::Encode {
-                what: "update",
-                reason: e.to_string(),
-            })?;
-        let bytes = msg.to_vec().map_err(|e| DnsError::Encode {
-            what: "update",
-            reason: e.to_string(),
-        })?;
-        let reply_bytes = exchange(self.server, &bytes, id, self.timeout, "update").await?;
-        let reply = decode(self.server, "update", &reply_bytes)?;
-        self.check_update_reply(&reply)?;
-        if let Some(mut verifier) = verifier {
-            verifier
-                .verify(&reply_bytes)
-                .map_err(|e| self.auth("update", format!("reply failed TSIG verification: {e}")))?;
-        }
+        self.send_signed_update(msg, id).await?;
         self.updates
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())

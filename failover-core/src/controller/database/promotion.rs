@@ -246,11 +246,7 @@ impl Controller {
                 epoch: attempt.epoch,
             },
         );
-        let expected = if self.coordinated {
-            self.db.record
-        } else {
-            self.db.believed_record()
-        };
+        let expected = self.store_record();
         self.actions.push_back(Action::SetWriter {
             id,
             token: self.coordinated.then_some(self.leader).flatten(),

@@ -139,11 +139,7 @@ impl Controller {
                 token: self.coordinated.then_some(self.leader).flatten(),
             }),
             SyncStep::Record => {
-                let expected = if self.coordinated {
-                    self.db.record
-                } else {
-                    self.db.believed_record()
-                };
+                let expected = self.store_record();
                 self.actions.push_back(Action::SetWriter {
                     id,
                     token: self.coordinated.then_some(self.leader).flatten(),
@@ -269,6 +265,17 @@ impl Controller {
         self.db.sync_retry_at = None;
     }
 
+    /// The writer record as the store holds it: the store's report with a
+    /// coordinator, else (the in-process store, which only this controller
+    /// writes) the controller's own belief. Compare-and-sets expect it.
+    pub(super) fn store_record(&self) -> Option<WriterRecord> {
+        if self.coordinated {
+            self.db.record
+        } else {
+            self.db.believed_record()
+        }
+    }
+
     /// Whether `candidate` is a synchronous standby the writer record says
     /// the writer `old` requires: promoting it loses no acknowledged commit,
     /// and needs no wait for `old`'s guard lease.
@@ -276,11 +283,7 @@ impl Controller {
         if self.policy.synchronous == Synchronous::Off || self.db.writer != Some(old) {
             return false;
         }
-        let record = if self.coordinated {
-            self.db.record
-        } else {
-            self.db.believed_record()
-        };
+        let record = self.store_record();
         record.is_some_and(|r| {
             r.node == old && r.epoch == self.db.writer_epoch && r.sync.contains(candidate)
         })
