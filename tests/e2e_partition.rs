@@ -454,3 +454,178 @@ impl Workload {
         acked.into_iter().map(|(_, n)| n).collect()
     }
 }
+
+/// The converse of the partitions above, at issue 17's settings: only the
+/// controller's path to pg-east is cut (a loaded or cut-off controller),
+/// while pg-east lives, its region serves, and pg-west — its synchronous
+/// standby — keeps receiving its WAL. pg-west's stream vouches for pg-east
+/// (`DatabaseDownVetoed`): nothing is fenced or promoted, and pg-east keeps
+/// acknowledging commits. Then pg-east is killed: its stream ends, and
+/// pg-west is promoted on the synchronous proof with no acknowledged commit
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synchronous_replication_a_controller_cut_off_from_a_live_writer_promotes_only_once_it_dies(
+) {
+    let cluster = tokio::task::spawn_blocking(|| {
+        PgTestCluster::builder()
+            .replicas(1)
+            .names(["pg-east", "pg-west"])
+            .start()
+    })
+    .await
+    .expect("cluster task")
+    .expect("PostgreSQL primary + replica start");
+    let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    create_rows_table(&east.app_dsn())
+        .await
+        .expect("rows table");
+
+    let mut policy = fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    policy.guard_ttl = Some(GUARD_TTL);
+    policy.proof_timeout = Duration::from_secs(10);
+    policy.synchronous = Synchronous::On;
+    policy.fall = 2;
+    let config = Config::new(topology_with(true), policy).expect("valid config");
+    let db_path = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], east.port)))
+        .await
+        .expect("proxy to pg-east");
+    let east_via_path = east.admin_dsn().replace(
+        &format!("port={}", east.port),
+        &format!("port={}", db_path.addr().port()),
+    );
+    let pg = PgCluster::new()
+        .with_node(NodeId(0), "pg-east", &east_via_path)
+        .expect("east DSN parses")
+        .with_node(NodeId(1), "pg-west", &west.admin_dsn())
+        .expect("west DSN parses");
+    let regions = TwoRegions::start();
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config.clone())
+                .database(Arc::new(pg))
+                .guard_leases(
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
+                        .topology(config.topology()),
+                ),
+        )
+        .await;
+    let leases = runtime.lease_server().expect("lease server").clone();
+    let east_guard = start_guard(&leases.url(), 0, "pg-east", &east.admin_dsn());
+    let west_guard = start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn());
+    wait_status(
+        &runtime.handle(),
+        Duration::from_secs(30),
+        "guard leases held and pg-west recorded as pg-east's synchronous standby",
+        |s| {
+            leases.is_held(NodeId(0))
+                && leases.is_held(NodeId(1))
+                && s.controller.synchronous == SyncSet::of(NodeId(1))
+        },
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let east_writer = writer(east.app_dsn(), Arc::clone(&stop), Arc::clone(&acks));
+    let mut events = runtime.handle().subscribe_events();
+    db_path.cut();
+
+    // The controller misses pg-east `fall` times; pg-west's stream vetoes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no DatabaseDownVetoed within 30 s: {seen:#?}"))
+            .expect("event stream");
+        let vetoed = matches!(
+            event.kind,
+            EventKind::DatabaseDownVetoed {
+                node: NodeId(0),
+                witness: NodeId(1),
+                ..
+            }
+        );
+        seen.push(event.kind);
+        if vetoed {
+            break;
+        }
+    }
+    // While the veto holds, pg-east stays the writer and commits go on:
+    // 200 more acknowledged commits, each waiting for pg-west.
+    let before = acks.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acks.lock().unwrap().len() < before + 200 {
+        assert!(
+            Instant::now() < deadline,
+            "pg-east stopped acknowledging commits while vouched for"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while let Ok(event) = events.try_recv() {
+        seen.push(event.kind);
+    }
+    let moved = seen.iter().find(|e| {
+        matches!(
+            e,
+            EventKind::DatabaseDown {
+                node: NodeId(0),
+                ..
+            } | EventKind::StopProven { .. }
+                | EventKind::WriterClaimRequested { .. }
+        )
+    });
+    assert!(
+        moved.is_none(),
+        "the writer was moved while alive: {moved:?} in {seen:#?}"
+    );
+    assert_eq!(runtime.handle().status().controller.writer, Some(NodeId(0)));
+
+    // Now pg-east dies: pg-west's stream ends and the proof follows.
+    let killed = Instant::now();
+    cluster.kill(0).expect("kill -9 pg-east");
+    let status = wait_status(
+        &runtime.handle(),
+        Duration::from_secs(30),
+        "pg-west promoted",
+        |s| s.controller.writer == Some(NodeId(1)),
+    )
+    .await;
+    println!(
+        "vetoed while alive; pg-west promoted {:?} after pg-east was killed",
+        killed.elapsed()
+    );
+    for e in &status.recent_events {
+        println!("  {e}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    east_writer.await.expect("east writer task");
+    while let Ok(event) = events.try_recv() {
+        seen.push(event.kind);
+    }
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            EventKind::StopProven {
+                node: NodeId(0),
+                proof: StopProof::SynchronousStandby
+            }
+        )),
+        "{seen:#?}; {:#?}",
+        status.recent_events
+    );
+    let acked: Vec<i64> = acks.lock().unwrap().iter().map(|(_, n)| *n).collect();
+    let lost = missing_rows(&west.app_dsn(), &acked)
+        .await
+        .expect("read pg-west");
+    assert!(
+        lost.is_empty(),
+        "acknowledged on pg-east, missing on pg-west: {lost:?}"
+    );
+    drop(east_guard);
+    drop(west_guard);
+    runtime.shutdown().await;
+}

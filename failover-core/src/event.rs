@@ -372,6 +372,22 @@ pub enum EventKind {
         /// Observations in a row that failed (`policy.fall`).
         misses: u32,
     },
+    /// `misses` observations in a row could not reach the writer, but a
+    /// replica's WAL stream heard from it since they began: the writer is
+    /// alive and only this controller's path to it fails (a loaded
+    /// controller, a partition between the controller and the writer). It
+    /// is not declared down while a replica keeps vouching for it;
+    /// [`DatabaseDown`](EventKind::DatabaseDown) follows if the stream stops.
+    DatabaseDownVetoed {
+        /// The writer.
+        node: NodeId,
+        /// Observations in a row that failed.
+        misses: u32,
+        /// The replica whose stream heard from it.
+        witness: NodeId,
+        /// How long before this event the witness last heard from it.
+        heard_ago: Duration,
+    },
     /// A database node that was down answers again.
     DatabaseUp {
         /// The node.
@@ -756,6 +772,18 @@ impl fmt::Display for EventDisplay<'_> {
                 f,
                 "database {} down: {misses} observations in a row could not reach it",
                 self.node(*node)
+            ),
+            EventKind::DatabaseDownVetoed {
+                node,
+                misses,
+                witness,
+                heard_ago,
+            } => write!(
+                f,
+                "database {} not declared down: {misses} observations in a row could not reach it, \
+                 but replica {} received its WAL stream {heard_ago:?} ago, after they began",
+                self.node(*node),
+                self.node(*witness)
             ),
             EventKind::DatabaseUp { node } => {
                 write!(f, "database {} answers again", self.node(*node))

@@ -106,5 +106,12 @@ pub enum NodeObservation {
         /// Time since the last replayed transaction's commit, as the node
         /// reports it (`now() - pg_last_xact_replay_timestamp()`), if known.
         replay_delay: Option<Duration>,
+        /// While its WAL receiver streams: how long ago it last received a
+        /// message from its upstream (`now() - last_msg_receipt_time` of
+        /// `pg_stat_wal_receiver`, on the replica's own clock). `None` when
+        /// no receiver streams, or the adapter does not say. A message
+        /// received after the controller began failing to reach the writer
+        /// shows the writer alive (see [`EventKind::DatabaseDownVetoed`](crate::EventKind::DatabaseDownVetoed)).
+        upstream_heard: Option<Duration>,
     },
 }

@@ -376,6 +376,7 @@ fn force_promote_reports_the_lag_it_does_not_know_as_unknown() {
             receive_lsn: None,
             replay_lsn: None,
             replay_delay: None,
+            upstream_heard: None,
         },
     );
     let west = node(&d, "pg-west");

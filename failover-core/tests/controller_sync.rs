@@ -239,3 +239,114 @@ fn synchronous_mode_needs_guards() {
     assert!(text.contains("policy.synchronous"), "{text}");
     assert!(text.contains("guard_ttl"), "{text}");
 }
+
+/// A replica observation whose WAL receiver last heard from upstream
+/// `heard_secs` ago (`None`: not streaming).
+fn replica_hearing(d: &mut Drill, name: &str, heard_secs: Option<u64>) {
+    d.observe(
+        name,
+        NodeObservation::Replica {
+            timeline: 1,
+            receive_lsn: Some(failover_core::Lsn(2000)),
+            replay_lsn: Some(failover_core::Lsn(2000)),
+            replay_delay: Some(std::time::Duration::ZERO),
+            upstream_heard: heard_secs.map(std::time::Duration::from_secs),
+        },
+    );
+}
+
+fn declared_down(d: &Drill, node: NodeId) -> bool {
+    d.events()
+        .iter()
+        .any(|e| matches!(e, EventKind::DatabaseDown { node: n, .. } if *n == node))
+}
+
+/// The soak's false detection: the controller cannot reach the writer (it
+/// is loaded, or cut off from it), but the writer's synchronous standby
+/// still receives its WAL. Nothing is declared down, nothing promoted —
+/// until the stream stops, when the proof and promotion follow at once.
+#[test]
+fn a_standby_still_receiving_the_writers_stream_vetoes_database_down() {
+    let mut d = synchronous(Synchronous::On);
+    let east = node(&d, "pg-east");
+    let west = node(&d, "pg-west");
+    lease(&mut d, "pg-east", true);
+    for s in [30, 40, 50] {
+        d.advance_to(s);
+        d.observe("pg-east", NodeObservation::Unreachable);
+        d.advance_to(s + 1);
+        replica_hearing(&mut d, "pg-west", Some(0));
+    }
+    assert!(!declared_down(&d, east), "{:?}", d.events());
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::DatabaseDownVetoed { node, misses: 3, witness, .. }
+            if *node == east && *witness == west
+    )));
+    assert_eq!(d.promotes(), 0);
+    assert!(!d.log.iter().any(|(_, a)| matches!(a, Action::Fence { .. })));
+    // More misses change nothing while the stream carries news, nor does
+    // a failed observation of the witness itself (a loaded controller's
+    // timeout says nothing about the stream).
+    d.advance_to(60);
+    d.observe("pg-west", NodeObservation::Unreachable);
+    d.observe("pg-east", NodeObservation::Unreachable);
+    assert_eq!(d.promotes(), 0);
+    assert!(!declared_down(&d, east));
+
+    // The writer dies: its standby's stream ends.
+    d.advance_to(61);
+    replica_hearing(&mut d, "pg-west", None);
+    assert!(declared_down(&d, east));
+    let (claim, _, _) = last_set_writer(&d).expect("claimed at once");
+    d.done(claim);
+    let (_, request) = d.last_promote();
+    assert_eq!(request.node, west);
+    assert_eq!(request.gate, RpoGate::Synchronous);
+}
+
+/// A partitioned writer's stream stays open but carries nothing new: a
+/// message received before the misses began vouches for nothing.
+#[test]
+fn a_stream_that_heard_nothing_since_the_misses_began_vouches_for_nothing() {
+    let mut d = synchronous(Synchronous::On);
+    let east = node(&d, "pg-east");
+    lease(&mut d, "pg-east", true);
+    for s in [30, 40, 50] {
+        d.advance_to(s);
+        d.observe("pg-east", NodeObservation::Unreachable);
+        d.advance_to(s + 1);
+        // Last message at 29 s: before the first miss.
+        replica_hearing(&mut d, "pg-west", Some(s + 1 - 29));
+    }
+    assert!(declared_down(&d, east));
+    assert!(!d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::DatabaseDownVetoed { .. })));
+    assert!(last_set_writer(&d).is_some_and(|(_, _, new)| new == SyncSet::EMPTY));
+}
+
+/// A witness the controller stopped hearing from vouches only for
+/// `fall × interval`.
+#[test]
+fn a_witness_not_observed_for_fall_times_interval_stops_vouching() {
+    let mut d = synchronous(Synchronous::On);
+    let east = node(&d, "pg-east");
+    lease(&mut d, "pg-east", true);
+    for s in [30, 40, 50] {
+        d.advance_to(s);
+        d.observe("pg-east", NodeObservation::Unreachable);
+        d.advance_to(s + 1);
+        replica_hearing(&mut d, "pg-west", Some(0));
+    }
+    // pg-west's last observation was at 51 s; the window is 3 × 10 s.
+    for s in [60, 70, 80] {
+        d.advance_to(s);
+        d.observe("pg-east", NodeObservation::Unreachable);
+        assert!(!declared_down(&d, east), "still vouched for at {s} s");
+    }
+    d.advance_to(90);
+    d.observe("pg-east", NodeObservation::Unreachable);
+    assert!(declared_down(&d, east), "{:?}", d.events());
+}

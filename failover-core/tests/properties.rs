@@ -76,6 +76,8 @@ enum Op {
         node: u32,
         lsn: u64,
         replay_behind: u64,
+        /// Its WAL receiver's last message from upstream, ms ago, if streaming.
+        heard_ms: Option<u64>,
     },
     Unreachable {
         node: u32,
@@ -101,8 +103,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1..30u64).prop_map(|secs| Op::Advance { secs }),
         2 => (node.clone(), 0..5_000u64, prop::option::weighted(0.3, 0..4u64), prop::bool::weighted(0.2))
             .prop_map(|(node, lsn, epoch, fenced)| Op::Primary { node, lsn, epoch, fenced }),
-        3 => (node.clone(), 0..5_000u64, prop_oneof![3 => Just(0u64), 1 => 0..2_000u64])
-            .prop_map(|(node, lsn, replay_behind)| Op::Replica { node, lsn, replay_behind }),
+        3 => (node.clone(), 0..5_000u64, prop_oneof![3 => Just(0u64), 1 => 0..2_000u64], prop::option::weighted(0.3, 0..3_000u64))
+            .prop_map(|(node, lsn, replay_behind, heard_ms)| Op::Replica { node, lsn, replay_behind, heard_ms }),
         1 => node.clone().prop_map(|node| Op::Unreachable { node }),
         4 => (prop::bool::weighted(0.2), prop::option::weighted(0.5, 0..5_000u64))
             .prop_map(|(fail, final_lsn)| Op::Complete { fail, final_lsn }),
@@ -259,6 +261,7 @@ fn run(scenario: &Scenario, t0: Instant) -> Vec<Step> {
                 node,
                 lsn,
                 replay_behind,
+                heard_ms,
             } => {
                 // A streaming replica's received position never goes back
                 // (a re-cloned replica would; the adapter re-checks the gate
@@ -273,6 +276,7 @@ fn run(scenario: &Scenario, t0: Instant) -> Vec<Step> {
                         receive_lsn: Some(Lsn(lsn)),
                         replay_lsn: Some(Lsn(lsn.saturating_sub(*replay_behind))),
                         replay_delay: None,
+                        upstream_heard: heard_ms.map(Duration::from_millis),
                     },
                 ))
             }

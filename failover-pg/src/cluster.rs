@@ -27,6 +27,12 @@ pub struct PgTimeouts {
     /// How long a zero-loss promotion waits for replay to reach the required
     /// LSN (default 30 s).
     pub catch_up: Duration,
+    /// How long a promotion or switchover waits for the *other* nodes'
+    /// recorded epochs (default 500 ms). The check is a second layer under
+    /// the coordination store's writer record and skips a node it cannot
+    /// read; without this bound a black-holed old primary would hold every
+    /// promotion for `connect`. A node that answers later is skipped too.
+    pub peer_epoch: Duration,
 }
 
 impl Default for PgTimeouts {
@@ -36,6 +42,7 @@ impl Default for PgTimeouts {
             statement: Duration::from_secs(5),
             promote: Duration::from_secs(30),
             catch_up: Duration::from_secs(30),
+            peer_epoch: Duration::from_millis(500),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! node. A fence carries the epoch of the promotion that follows it, so the
 //! promotion may reuse the fence's epoch but never go below it.
 
+use std::time::Duration;
+
 use failover_core::{Epoch, NodeId};
 
 use crate::cluster::Session;
@@ -98,10 +100,29 @@ pub(crate) fn epoch_sql(node: &str, e: Epoch) -> Result<i64, PgError> {
 impl PgCluster {
     /// Epochs of every reachable node, skipping those that cannot be reached.
     pub(crate) async fn reachable_epochs(&self) -> Vec<(NodeId, String, Result<Epochs, PgError>)> {
+        self.epochs_within(None).await
+    }
+
+    /// Like [`Self::reachable_epochs`], but a node that has not answered
+    /// within `limit` counts as unreachable.
+    pub(crate) async fn epochs_within(
+        &self,
+        limit: Option<Duration>,
+    ) -> Vec<(NodeId, String, Result<Epochs, PgError>)> {
         let reads = self.all_nodes().iter().map(|n| async move {
-            let r = match self.connect(n.id, OP).await {
-                Ok(s) => read_epochs(&s).await,
-                Err(e) => Err(e),
+            let read = async {
+                let s = self.connect(n.id, OP).await?;
+                read_epochs(&s).await
+            };
+            let r = match limit {
+                None => read.await,
+                Some(limit) => tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
+                    Err(PgError::Timeout {
+                        node: n.name.clone(),
+                        operation: OP,
+                        after: limit,
+                    })
+                }),
             };
             (n.id, n.name.clone(), r)
         });
@@ -110,8 +131,10 @@ impl PgCluster {
 
     /// Refuses `requested` for `node` if any reachable node recorded an epoch
     /// that makes it stale.
+    /// Every node is read at once, for at most `timeouts.peer_epoch`.
     pub(crate) async fn check_epoch(&self, node: &str, requested: Epoch) -> Result<(), PgError> {
-        for (_, name, r) in self.reachable_epochs().await {
+        let limit = self.timeouts().peer_epoch;
+        for (_, name, r) in self.epochs_within(Some(limit)).await {
             match r {
                 Ok(epochs) => {
                     if let Some(recorded) = epochs.refuses(requested) {

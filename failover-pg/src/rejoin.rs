@@ -326,5 +326,6 @@ async fn check_streaming(
         sender_host: r.try_get(3).map_err(|e| e.to_string())?,
         sender_port: port.and_then(|p| u16::try_from(p).ok()),
         latest_end_lsn: end.and_then(|e| e.parse().ok()),
+        last_message_age: None,
     }))
 }

@@ -49,6 +49,9 @@ pub struct WalReceiver {
     pub sender_port: Option<u16>,
     /// Last WAL position the upstream reported.
     pub latest_end_lsn: Option<Lsn>,
+    /// `now() - last_msg_receipt_time`: how long ago the last message (WAL
+    /// or keepalive) arrived from the upstream, on this node's clock.
+    pub last_message_age: Option<Duration>,
 }
 
 /// Everything the adapter reads about a node in one observation.
@@ -103,6 +106,11 @@ impl NodeStatus {
                 receive_lsn: self.receive_lsn,
                 replay_lsn: self.replay_lsn,
                 replay_delay: self.replay_delay,
+                upstream_heard: self
+                    .wal_receiver
+                    .as_ref()
+                    .filter(|w| w.status == "streaming")
+                    .and_then(|w| w.last_message_age),
             },
         }
     }
@@ -227,7 +235,8 @@ async fn read_replica(s: &Session, st: &mut NodeStatus) -> Result<(), PgError> {
     let rows = s
         .query(
             OP,
-            "SELECT status, received_tli, sender_host, sender_port, latest_end_lsn::text \
+            "SELECT status, received_tli, sender_host, sender_port, latest_end_lsn::text, \
+             extract(epoch FROM now() - last_msg_receipt_time)::float8 \
              FROM pg_stat_wal_receiver",
         )
         .await?;
@@ -240,6 +249,7 @@ async fn read_replica(s: &Session, st: &mut NodeStatus) -> Result<(), PgError> {
             sender_host: s.get(OP, r, 2)?,
             sender_port: port.and_then(|p| u16::try_from(p).ok()),
             latest_end_lsn: s.lsn(OP, r, 4)?,
+            last_message_age: seconds(s.get(OP, r, 5)?),
         });
     }
     st.timeline = st
@@ -317,6 +327,7 @@ mod tests {
                 receive_lsn: Some(Lsn(100)),
                 replay_lsn: Some(Lsn(90)),
                 replay_delay: Some(Duration::from_millis(1500)),
+                upstream_heard: None,
             }
         );
         let mut p = replica(None, None);

@@ -299,6 +299,7 @@ async fn a_promotion_retried_after_pg_promote_took_effect_records_its_epoch() {
             statement: Duration::from_secs(1),
             promote: Duration::from_secs(60),
             catch_up: Duration::from_secs(30),
+            peer_epoch: Duration::from_secs(5),
         })
         .with_node(NodeId(0), "node0", &tk.node(0).unwrap().admin_dsn())
         .unwrap()

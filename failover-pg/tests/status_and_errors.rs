@@ -266,3 +266,54 @@ async fn primary_conninfo_with_quotes_backslashes_and_newlines_reaches_libpq() {
     let shown = tk.psql(1, "SHOW primary_conninfo").unwrap();
     assert_eq!(shown.trim_end_matches('\n'), conninfo);
 }
+
+/// What the replica says about its stream from the primary.
+async fn upstream_heard(admin: &PgCluster) -> Option<std::time::Duration> {
+    match admin.observe(NodeId(1)).await.expect("observe replica") {
+        NodeObservation::Replica { upstream_heard, .. } => upstream_heard,
+        other => panic!("expected a replica, got {other:?}"),
+    }
+}
+
+/// The controller's witness for an unreachable writer: a replica whose WAL
+/// receiver streams and heard from the primary recently. Kill -9 of the
+/// primary ends the stream, so the witness is gone within moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_vouches_for_its_primary_only_while_the_stream_lives() {
+    use std::time::{Duration, Instant};
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let admin = common::admin(&tk);
+    let dsn = tk.node(0).unwrap().app_dsn();
+    common::create_table(&dsn).await;
+    let writer = common::Writer::start(dsn);
+    writer.wait_acked(5).await;
+
+    // A primary taking writes sends WAL all the time: the last message is fresh.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match upstream_heard(&admin).await {
+            Some(age) if age < Duration::from_secs(2) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the streaming replica never reported a fresh message: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    tk.kill(0).expect("kill -9 the primary");
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(30);
+    while upstream_heard(&admin).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the replica still reports a live stream 30 s after its primary was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "witness gone {:?} after kill -9 of the primary",
+        killed.elapsed()
+    );
+    let _ = writer.finish().await;
+}

@@ -85,7 +85,12 @@ use timers::{Timer, TimerTable};
 /// - When nothing can serve, `all_down` decides (fail-open serves every
 ///   undrained region at base weight). Probe evidence alone never brings the
 ///   serving regions below `min_serving_regions`: regions that served are kept.
-/// - When the writer is lost — its region down, or its guard lease expired —
+/// - The writer's database is down after `fall` observations in a row that
+///   could not reach it, unless a replica vouches for it: its WAL receiver
+///   heard from the writer after those misses began
+///   ([`EventKind::DatabaseDownVetoed`](crate::EventKind::DatabaseDownVetoed)).
+/// - When the writer is lost — its region down, its database down, or its
+///   guard lease expired —
 ///   and `auto_promote` is on, the replica with the most WAL in a serving
 ///   region (ties by priority) is promoted if within `max_rpo`, but only
 ///   once the old writer is **proven stopped**: its fence confirmed, or its

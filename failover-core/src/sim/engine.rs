@@ -450,11 +450,16 @@ impl Engine<'_> {
                     fenced: n.fenced,
                 }
             } else {
+                // The writer streams WAL to every replica while its region is up.
+                let streaming = self.writer.is_some_and(|w| {
+                    !self.region_down[self.nodes[w].region.index()] && !self.nodes[w].fenced
+                });
                 NodeObservation::Replica {
                     timeline: 1,
                     receive_lsn: Some(Lsn(n.lsn)),
                     replay_lsn: Some(Lsn(n.lsn)),
                     replay_delay: Some(self.s.replication_lag),
+                    upstream_heard: streaming.then_some(Duration::ZERO),
                 }
             };
             self.c.handle(

@@ -187,6 +187,7 @@ impl Drill {
                 receive_lsn: Some(Lsn(lsn)),
                 replay_lsn: Some(Lsn(lsn)),
                 replay_delay: Some(Duration::ZERO),
+                upstream_heard: None,
             },
         );
     }

@@ -445,6 +445,7 @@ mod tests {
                 sender_host: None,
                 sender_port: None,
                 latest_end_lsn: Some(Lsn(end)),
+                last_message_age: None,
             }),
             fenced: false,
             ..primary(false)

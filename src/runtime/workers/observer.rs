@@ -57,7 +57,13 @@ pub(crate) async fn observe(
             () = stop.begun() => return,
             observed = observed => observed,
         };
-        for status in observed {
+        // What was learned before what could not be: a replica's stream that
+        // heard from the writer this round must be known when the writer's
+        // miss of this round is counted (it may vouch for the writer).
+        let (reached, missed): (Vec<_>, Vec<_>) = observed
+            .into_iter()
+            .partition(|s| !matches!(s.observation, NodeObservation::Unreachable));
+        for status in reached.into_iter().chain(missed) {
             if inputs.send(Input::Replication(status)).await.is_err() {
                 return;
             }

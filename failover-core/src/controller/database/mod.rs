@@ -90,6 +90,20 @@ pub(super) struct NodeTrack {
     pub(super) guard: GuardLease,
     /// Observations in a row that could not reach it.
     pub(super) misses: u32,
+    /// When the first of those `misses` started.
+    pub(super) first_miss: Option<Instant>,
+    /// The timeline of its last observation that reached it.
+    pub(super) timeline: Option<u32>,
+    /// A replica's last observation that reached it: when it started, the
+    /// timeline it receives, and how long before that its WAL receiver last
+    /// heard from upstream. Kept through a failed observation (a loaded
+    /// controller's timeout says nothing about the stream); `None` once it
+    /// is seen as a primary.
+    pub(super) stream: Option<(Instant, u32, Option<std::time::Duration>)>,
+    /// The writer only: a replica whose WAL stream heard from it after its
+    /// misses began, and how long ago (see `writer::writer_witness`). While
+    /// one does, the writer is not down, however many observations miss.
+    pub(super) vouched: Option<(NodeId, std::time::Duration)>,
 }
 
 /// What a promotion is for; it decides the gate and what a failed fence means.

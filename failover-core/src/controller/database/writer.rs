@@ -17,6 +17,7 @@ impl Controller {
         status: ReplicationStatus,
     ) {
         let node = status.node;
+        let lost_before = self.writer_lost();
         let Some(track) = self.db.nodes.get_mut(node.index()) else {
             return;
         };
@@ -26,27 +27,50 @@ impl Controller {
         }
         track.last = Some(status.observation);
         track.seen_at = Some(status.at);
-        let was_down = track.misses >= self.policy.fall;
+        let is_writer = self.db.writer == Some(node);
+        // The writer counts as down only while no replica vouches for it.
+        let was_down = track.misses >= self.policy.fall && track.vouched.is_none();
         if matches!(status.observation, NodeObservation::Unreachable) {
             track.misses = track.misses.saturating_add(1);
-            if track.misses == self.policy.fall {
-                self.notify(
-                    now,
-                    EventKind::DatabaseDown {
-                        node,
-                        misses: self.policy.fall,
-                    },
-                );
-                if self.db.writer == Some(node) && self.writer_lost() {
+            track.first_miss.get_or_insert(status.at);
+            let misses = track.misses;
+            if is_writer {
+                self.refresh_vouch(now);
+                if !lost_before && self.writer_lost() {
                     self.evaluate_writer(now);
                 }
+            } else if misses == self.policy.fall {
+                self.notify(now, EventKind::DatabaseDown { node, misses });
+            }
+            if misses == self.policy.fall {
                 self.evaluate_sync(now);
             }
             return;
         }
         track.misses = 0;
+        track.first_miss = None;
+        track.vouched = None;
+        match status.observation {
+            NodeObservation::Primary { timeline, .. } => {
+                track.timeline = Some(timeline);
+                track.stream = None;
+            }
+            NodeObservation::Replica {
+                timeline,
+                upstream_heard,
+                ..
+            } => {
+                track.timeline = Some(timeline);
+                track.stream = Some((status.at, timeline, upstream_heard));
+            }
+            NodeObservation::Unreachable => {}
+        }
         if was_down {
             self.notify(now, EventKind::DatabaseUp { node });
+        }
+        if !is_writer {
+            // A replica's stream may vouch for an unreachable writer, or stop.
+            self.refresh_vouch(now);
         }
         match status.observation {
             NodeObservation::Primary {
@@ -267,11 +291,77 @@ impl Controller {
     /// The writer is lost: its database is down (its guard lease expired,
     /// or `fall` observations in a row could not reach it), or — unless the
     /// policy moves the writer only with its database — its region is down.
+    /// Recomputes which replica, if any, vouches for the unreachable writer,
+    /// and reports the writer down or vetoed: at its `fall`-th miss, or when
+    /// a veto starts or lapses after it.
+    fn refresh_vouch(&mut self, now: Instant) {
+        let Some(writer) = self.db.writer else { return };
+        let witness = self.writer_witness(now, writer);
+        let fall = self.policy.fall;
+        let track = &mut self.db.nodes[writer.index()];
+        let before = std::mem::replace(&mut track.vouched, witness);
+        let misses = track.misses;
+        if misses < fall {
+            return;
+        }
+        let event = match (misses == fall, before, witness) {
+            (true, _, None) | (false, Some(_), None) => EventKind::DatabaseDown {
+                node: writer,
+                misses,
+            },
+            (true, _, Some((witness, heard_ago))) | (false, None, Some((witness, heard_ago))) => {
+                EventKind::DatabaseDownVetoed {
+                    node: writer,
+                    misses,
+                    witness,
+                    heard_ago,
+                }
+            }
+            (false, Some(_), Some(_)) | (false, None, None) => return,
+        };
+        self.notify(now, event);
+    }
+
+    /// A replica that vouches for the writer while this controller cannot
+    /// reach it: its latest observation that reached it is recent (within
+    /// `fall × interval` of `now`), its WAL receiver streams on the writer's
+    /// timeline, and the last message it received from upstream arrived
+    /// after the writer's first miss began. Only a live writer sends WAL or keepalives, so this
+    /// is proof of life, never of death: a killed writer's stream ends at
+    /// once, and a partitioned one's stops carrying messages, so the veto
+    /// lapses and detection proceeds as without it. (An idle writer whose
+    /// stream carries no message within the window simply gets no veto.)
+    fn writer_witness(
+        &self,
+        now: Instant,
+        writer: NodeId,
+    ) -> Option<(NodeId, std::time::Duration)> {
+        let track = &self.db.nodes[writer.index()];
+        let first_miss = track.first_miss?;
+        let timeline = track.timeline?;
+        let window = self.policy.interval.saturating_mul(self.policy.fall.max(1));
+        self.db
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != writer.index())
+            .filter_map(|(i, r)| {
+                let (seen, t, age) = r.stream?;
+                if now.saturating_duration_since(seen) > window {
+                    return None;
+                }
+                let heard = seen.checked_sub(age?)?;
+                (t == timeline && heard > first_miss)
+                    .then(|| (NodeId(i as u32), now.saturating_duration_since(heard)))
+            })
+            .min_by_key(|&(_, ago)| ago)
+    }
+
     pub(in crate::controller) fn writer_lost(&self) -> bool {
         self.db.writer.is_some_and(|w| {
             let node = &self.db.nodes[w.index()];
-            let database_down =
-                node.guard == GuardLease::Expired || node.misses >= self.policy.fall;
+            let database_down = node.guard == GuardLease::Expired
+                || (node.misses >= self.policy.fall && node.vouched.is_none());
             let region_down =
                 self.regions[self.topology.node_region(w).index()].routed == Health::Down;
             database_down
