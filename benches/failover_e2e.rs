@@ -417,7 +417,7 @@ async fn soak(policy: Policy, duration: Duration) -> Result<(), BoxError> {
     let mut events = handle.subscribe_events();
     let started = Instant::now();
     let (mut probe_failures, mut regions_down, mut databases_down) = (0u64, 0u64, 0u64);
-    let (mut promotions, mut sync_changes) = (0u64, 0u64);
+    let (mut promotions, mut sync_changes, mut vetoed) = (0u64, 0u64, 0u64);
     while started.elapsed() < duration {
         while let Some(event) = next_event(&mut events) {
             let line = || {
@@ -435,6 +435,10 @@ async fn soak(policy: Policy, duration: Duration) -> Result<(), BoxError> {
                 }
                 EventKind::DatabaseDown { .. } => {
                     databases_down += 1;
+                    line();
+                }
+                EventKind::DatabaseDownVetoed { .. } => {
+                    vetoed += 1;
                     line();
                 }
                 EventKind::Promoted { .. } => {
@@ -470,6 +474,10 @@ async fn soak(policy: Policy, duration: Duration) -> Result<(), BoxError> {
     println!(
         "{:<48} {regions_down} region(s) down, {databases_down} database(s) down, {promotions} promotion(s) (goal 0)",
         "false failovers"
+    );
+    println!(
+        "{:<48} {vetoed} (the writer unreachable, a replica's stream vouching for it)",
+        "database-down detections vetoed"
     );
     println!(
         "{:<48} {predicted:.2e} in this soak ({per_year:.2e} a year per region)",
