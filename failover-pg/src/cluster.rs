@@ -5,8 +5,10 @@
 //! dead server, and a failure is seen by the very call that met it. Every
 //! round trip has a client-side timeout.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use failover_core::{NodeId, Topology};
@@ -67,6 +69,54 @@ pub(crate) struct PgNode {
 pub struct PgCluster {
     nodes: Vec<PgNode>,
     timeouts: PgTimeouts,
+    observers: ObserverSessions,
+}
+
+/// One session per node kept open for [`PgCluster::status`] (and so for
+/// every observation), shared by clones: a connection per observation costs
+/// the node a backend fork each interval — at 100–200 ms that load is what
+/// made observations of healthy nodes time out on a busy host. Patroni keeps
+/// its connection open for the same reason. A session that fails (the node
+/// restarted, a fence terminated it) is dropped and reopened once.
+#[derive(Clone, Default)]
+pub(crate) struct ObserverSessions(Arc<Mutex<HashMap<NodeId, Arc<Session>>>>);
+
+impl std::fmt::Debug for ObserverSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("ObserverSessions")
+            .field("open", &open)
+            .finish()
+    }
+}
+
+impl ObserverSessions {
+    /// The open session of `node`, if it has one that is not closed.
+    pub(crate) fn get(&self, node: NodeId) -> Option<Arc<Session>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&node) {
+            Some(s) if !s.is_closed() => Some(Arc::clone(s)),
+            Some(_) => {
+                map.remove(&node);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps `session` as `node`'s (replacing any other).
+    pub(crate) fn keep(&self, node: NodeId, session: Arc<Session>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(node, session);
+    }
+
+    /// Drops `session` if it is still `node`'s.
+    pub(crate) fn forget(&self, node: NodeId, session: &Arc<Session>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&node).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            map.remove(&node);
+        }
+    }
 }
 
 /// Extracts the option name from tokio-postgres' parse messages, which quote
@@ -80,6 +130,10 @@ fn dsn_field(message: &str) -> String {
 }
 
 impl PgCluster {
+    pub(crate) fn observers(&self) -> &ObserverSessions {
+        &self.observers
+    }
+
     /// An empty cluster with default timeouts.
     pub fn new() -> Self {
         PgCluster::default()
@@ -290,6 +344,11 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// Whether the connection ended (closed by the server or the network).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     async fn timed<T>(
         &self,
         operation: &'static str,

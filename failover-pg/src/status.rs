@@ -1,5 +1,6 @@
 //! Replication status of one node: role, timeline, WAL positions, lag.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use failover_core::{Epoch, Lsn, NodeId, NodeObservation};
@@ -264,9 +265,32 @@ async fn read_replica(s: &Session, st: &mut NodeStatus) -> Result<(), PgError> {
 impl PgCluster {
     /// Reads the full status of `node`. An unreachable node is an error here
     /// (unlike [`observe`](failover_core::ports::DatabaseAdmin::observe)).
+    ///
+    /// Reads over the node's kept observation session, opening it if there is
+    /// none; a kept session that fails for any reason but a timeout (the
+    /// node restarted, a fence terminated it) is replaced by a fresh one and
+    /// the read repeated once. After a timeout the session is dropped, and
+    /// the next call opens another.
     pub async fn status(&self, node: NodeId) -> Result<NodeStatus, PgError> {
-        let s = self.connect(node, OP).await?;
+        if let Some(s) = self.observers().get(node) {
+            match read_status(&s).await {
+                Ok(st) => return Ok(self.observed(&s, st)),
+                Err(e) => {
+                    self.observers().forget(node, &s);
+                    if matches!(e, PgError::Timeout { .. }) {
+                        return Err(e);
+                    }
+                    tracing::debug!(node = %s.node, error = %e, "observation session failed; reopening");
+                }
+            }
+        }
+        let s = Arc::new(self.connect(node, OP).await?);
         let st = read_status(&s).await?;
+        self.observers().keep(node, Arc::clone(&s));
+        Ok(self.observed(&s, st))
+    }
+
+    fn observed(&self, s: &Session, st: NodeStatus) -> NodeStatus {
         let name = s.node.clone();
         if let Some(d) = st.replay_delay {
             metrics::gauge!("failover_pg_replay_delay_seconds", "node" => name.clone())
@@ -275,7 +299,7 @@ impl PgCluster {
         if let Some(b) = st.replay_backlog_bytes {
             metrics::gauge!("failover_pg_replay_backlog_bytes", "node" => name).set(b as f64);
         }
-        Ok(st)
+        st
     }
 }
 

@@ -317,3 +317,64 @@ async fn a_replica_vouches_for_its_primary_only_while_the_stream_lives() {
     );
     let _ = writer.finish().await;
 }
+
+/// Observations reuse one session per node (no backend fork per interval),
+/// and a session the server ended — terminated, or the node restarted — is
+/// replaced within the same call: no observation fails for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observations_keep_one_session_per_node_and_replace_a_lost_one_at_once() {
+    let tk = common::start(PgTestCluster::builder()).await;
+    let node = tk.node(0).unwrap();
+    let dsn = node.admin_dsn().replace(
+        "application_name=failover-admin",
+        "application_name=observer-test",
+    );
+    let admin = PgCluster::new()
+        .with_node(NodeId(0), "pg-one", &dsn)
+        .expect("dsn parses");
+    let sessions = || {
+        tk.psql(
+            0,
+            "SELECT count(*) || ' ' || coalesce(max(pid), 0) FROM pg_stat_activity \
+             WHERE application_name = 'observer-test'",
+        )
+        .expect("psql")
+        .trim()
+        .to_owned()
+    };
+    admin.observe(NodeId(0)).await.expect("first observation");
+    let first = sessions();
+    assert!(first.starts_with("1 "), "{first}");
+    for _ in 0..20 {
+        admin.observe(NodeId(0)).await.expect("observation");
+    }
+    assert_eq!(sessions(), first, "20 observations, one session");
+
+    // The server ends the session (as a fence does): the next observation
+    // opens another and succeeds.
+    tk.psql(
+        0,
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+         WHERE application_name = 'observer-test'",
+    )
+    .expect("terminate");
+    admin
+        .observe(NodeId(0))
+        .await
+        .expect("observation after the session was terminated");
+    let second = sessions();
+    assert!(second.starts_with("1 ") && second != first, "{second}");
+
+    // The node restarts: the same.
+    tk.stop(0).expect("stop");
+    assert!(
+        admin.status(NodeId(0)).await.is_err(),
+        "a stopped node is unreachable"
+    );
+    tk.start_node(0).expect("start");
+    admin
+        .observe(NodeId(0))
+        .await
+        .expect("observation after a restart");
+    assert!(sessions().starts_with("1 "));
+}
