@@ -78,14 +78,33 @@ pub struct PgCluster {
 /// made observations of healthy nodes time out on a busy host. Patroni keeps
 /// its connection open for the same reason. A session that fails (the node
 /// restarted, a fence terminated it) is dropped and reopened once.
+///
+/// Next to it, a replica gets a **spare** session, opened in the background
+/// after an observation found it a replica and taken by
+/// [`PgCluster::promote`]: the promotion starts on a connection that is
+/// already authenticated (a TCP and TLS handshake saved, several round trips
+/// across regions), and falls back to a fresh one if the spare fails.
 #[derive(Clone, Default)]
-pub(crate) struct ObserverSessions(Arc<Mutex<HashMap<NodeId, Arc<Session>>>>);
+pub(crate) struct ObserverSessions(Arc<Mutex<Sessions>>);
+
+#[derive(Default)]
+pub(crate) struct Sessions {
+    observe: HashMap<NodeId, Arc<Session>>,
+    spare: HashMap<NodeId, Session>,
+    /// Nodes whose spare is being opened.
+    opening: std::collections::HashSet<NodeId>,
+}
 
 impl std::fmt::Debug for ObserverSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let open = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        let (open, spare) = self
+            .0
+            .lock()
+            .map(|m| (m.observe.len(), m.spare.len()))
+            .unwrap_or((0, 0));
         f.debug_struct("ObserverSessions")
             .field("open", &open)
+            .field("spare", &spare)
             .finish()
     }
 }
@@ -93,7 +112,8 @@ impl std::fmt::Debug for ObserverSessions {
 impl ObserverSessions {
     /// The open session of `node`, if it has one that is not closed.
     pub(crate) fn get(&self, node: NodeId) -> Option<Arc<Session>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = &mut all.observe;
         match map.get(&node) {
             Some(s) if !s.is_closed() => Some(Arc::clone(s)),
             Some(_) => {
@@ -106,15 +126,44 @@ impl ObserverSessions {
 
     /// Keeps `session` as `node`'s (replacing any other).
     pub(crate) fn keep(&self, node: NodeId, session: Arc<Session>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(node, session);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.observe.insert(node, session);
     }
 
     /// Drops `session` if it is still `node`'s.
     pub(crate) fn forget(&self, node: NodeId, session: &Arc<Session>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&node).is_some_and(|s| Arc::ptr_eq(s, session)) {
-            map.remove(&node);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all
+            .observe
+            .get(&node)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            all.observe.remove(&node);
+        }
+    }
+
+    /// Takes `node`'s spare session, if it has one that is not closed.
+    pub(crate) fn take_spare(&self, node: NodeId) -> Option<Session> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.spare.remove(&node).filter(|s| !s.is_closed())
+    }
+
+    /// Whether a spare for `node` should be opened now (none open, none
+    /// being opened); if so, marks it as being opened.
+    pub(crate) fn begin_spare(&self, node: NodeId) -> bool {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.spare.get(&node).is_some_and(|s| !s.is_closed()) {
+            return false;
+        }
+        all.opening.insert(node)
+    }
+
+    /// Ends an opening begun by [`Self::begin_spare`].
+    pub(crate) fn end_spare(&self, node: NodeId, session: Option<Session>) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.opening.remove(&node);
+        if let Some(s) = session {
+            all.spare.insert(node, s);
         }
     }
 }

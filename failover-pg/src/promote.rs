@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use failover_core::{Epoch, Lsn, MaxRpo, PromoteRequest, RpoGate};
+use failover_core::{Epoch, Lsn, MaxRpo, NodeId, PromoteRequest, RpoGate};
 
 use crate::cluster::Session;
 use crate::epoch::{epoch_sql, read_epochs, SCHEMA_SQL};
@@ -13,7 +13,8 @@ use crate::{NodeRole, NodeStatus, PgCluster, PgError, RpoReference};
 const OP: &str = "promote";
 
 impl PgCluster {
-    /// Promotes `request.node`:
+    /// Promotes `request.node`, starting on the spare session an observation
+    /// opened to it when there is one (no connect on the critical path):
     /// 1. refuses a node that is not in recovery ([`PgError::NotAReplica`]) —
     ///    unless this very epoch promoted it (a retried call, see
     ///    "Retries" below), which returns its LSN again;
@@ -73,8 +74,7 @@ impl PgCluster {
     /// (application writes would wait for them; configure it accordingly).
     pub async fn promote(&self, request: &PromoteRequest) -> Result<Lsn, PgError> {
         let started = Instant::now();
-        let s = self.connect(request.node, OP).await?;
-        s.admin_session(OP).await?;
+        let s = self.promotion_session(request.node).await?;
         let status = read_status(&s).await?;
         if status.role == NodeRole::Primary {
             return self.already_promoted(&s, request, status.timeline).await;
@@ -132,6 +132,27 @@ impl PgCluster {
         metrics::counter!("failover_pg_promotions_total").increment(1);
         metrics::histogram!("failover_pg_promote_seconds").record(elapsed.as_secs_f64());
         Ok(lsn)
+    }
+
+    /// The candidate's spare session, opened before it was needed, else a
+    /// fresh one; set up as an admin session either way. A spare that fails
+    /// its first statement (for any reason but a timeout) is replaced.
+    async fn promotion_session(&self, node: NodeId) -> Result<Session, PgError> {
+        if let Some(s) = self.observers().take_spare(node) {
+            match s.admin_session(OP).await {
+                Ok(()) => {
+                    metrics::counter!("failover_pg_spare_sessions_used_total").increment(1);
+                    return Ok(s);
+                }
+                Err(e @ PgError::Timeout { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(node = %s.node, error = %e, "spare session failed; connecting afresh")
+                }
+            }
+        }
+        let s = self.connect(node, OP).await?;
+        s.admin_session(OP).await?;
+        Ok(s)
     }
 
     /// A primary is fine only if this epoch promoted it (an idempotent

@@ -291,6 +291,9 @@ impl PgCluster {
     }
 
     fn observed(&self, s: &Session, st: NodeStatus) -> NodeStatus {
+        if st.role == NodeRole::Replica {
+            self.open_spare(s.id);
+        }
         let name = s.node.clone();
         if let Some(d) = st.replay_delay {
             metrics::gauge!("failover_pg_replay_delay_seconds", "node" => name.clone())
@@ -300,6 +303,25 @@ impl PgCluster {
             metrics::gauge!("failover_pg_replay_backlog_bytes", "node" => name).set(b as f64);
         }
         st
+    }
+}
+
+impl PgCluster {
+    /// Opens a spare session to the replica `node` in the background, for a
+    /// promotion to start on (see `ObserverSessions`). Outside a tokio
+    /// runtime, or with one already open or opening, does nothing.
+    fn open_spare(&self, node: NodeId) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.observers().begin_spare(node) {
+            return;
+        }
+        let cluster = self.clone();
+        runtime.spawn(async move {
+            let session = cluster.connect(node, "spare session").await.ok();
+            cluster.observers().end_spare(node, session);
+        });
     }
 }
 

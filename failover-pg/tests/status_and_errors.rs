@@ -378,3 +378,57 @@ async fn observations_keep_one_session_per_node_and_replace_a_lost_one_at_once()
         .expect("observation after a restart");
     assert!(sessions().starts_with("1 "));
 }
+
+/// An observation that finds a replica opens a spare session to it in the
+/// background, and a promotion starts on that spare (one connect saved on
+/// the critical path): once promoted, the spare is gone and only the
+/// observation session is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_starts_on_the_spare_session_an_observation_opened() {
+    use std::time::{Duration, Instant};
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let replica = tk.node(1).unwrap();
+    let dsn = replica.admin_dsn().replace(
+        "application_name=failover-admin",
+        "application_name=spare-test",
+    );
+    let admin = PgCluster::new()
+        .with_node(NodeId(1), "pg-replica", &dsn)
+        .expect("dsn parses");
+    let count = || {
+        tk.psql(
+            1,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spare-test'",
+        )
+        .expect("psql")
+        .trim()
+        .parse::<u32>()
+        .expect("a count")
+    };
+    let wait_for = |n: u32, what: &'static str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        async move {
+            while count() != n {
+                assert!(Instant::now() < deadline, "{what}: {} sessions", count());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(matches!(
+        admin.observe(NodeId(1)).await.expect("observe"),
+        NodeObservation::Replica { .. }
+    ));
+    wait_for(2, "the observation session and a spare").await;
+    admin
+        .promote(&PromoteRequest {
+            node: NodeId(1),
+            epoch: Epoch(1),
+            gate: RpoGate::Forced,
+            synchronous: failover_core::Synchronous::Off,
+        })
+        .await
+        .expect("promoted");
+    // Had the promotion opened its own connection, the spare would still
+    // be idle here.
+    wait_for(1, "the spare was used by the promotion and closed").await;
+}
