@@ -505,3 +505,38 @@ async fn bad_keys_missing_keys_and_large_bodies_are_refused_before_anything_runs
         }
     }
 }
+
+#[test]
+fn executions_replays_and_mismatches_are_counted() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The current-thread runtime runs the server and the layer's tasks on
+    // this thread, where the local recorder is installed.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let tk = postgres().await;
+            setup(&tk).await;
+            let orders = Orders {
+                dsn: tk.node(0).expect("node").app_dsn(),
+                calls: Arc::new(AtomicUsize::new(0)),
+                hold: None,
+                fail_first: 0,
+            };
+            let addr = serve(app(orders, builder(&tk).build().expect("layer"))).await;
+            let key = [("idempotency-key", "m-1")];
+            send(addr, Method::POST, "/orders", &key, "one").await;
+            send(addr, Method::POST, "/orders", &key, "one").await;
+            send(addr, Method::POST, "/orders", &key, "two").await;
+            send(addr, Method::GET, "/orders", &[], "").await;
+        })
+    });
+    let text = handle.render();
+    for outcome in ["executed", "replayed", "mismatch", "passed"] {
+        let line = format!("failover_tower_idempotency_total{{outcome=\"{outcome}\"}} 1");
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+}

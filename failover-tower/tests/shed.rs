@@ -102,3 +102,32 @@ async fn a_classifier_and_a_higher_threshold_shed_all_but_critical_paths() {
     let checkout = send(addr, Method::GET, "/checkout", &[], "").await;
     assert_eq!(checkout.status, StatusCode::OK);
 }
+
+#[test]
+fn shed_and_served_requests_are_counted_by_priority() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The current-thread runtime serves on this thread, where the local
+    // recorder is installed.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let survivor = snapshot(&[("us-east", 0, 1.0), ("us-west", 100, 0.6)]);
+            let (_publisher, state) = FailoverState::channel(survivor);
+            let addr = serve(app(ShedLayer::new(state))).await;
+            for priority in ["low", "low", "critical"] {
+                send(addr, Method::GET, "/feed", &[("x-priority", priority)], "").await;
+            }
+        })
+    });
+    let text = handle.render();
+    for line in [
+        "failover_tower_shed_total{outcome=\"shed\",priority=\"low\"} 2",
+        "failover_tower_shed_total{outcome=\"served\",priority=\"critical\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
