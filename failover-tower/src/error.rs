@@ -32,6 +32,13 @@ pub enum Error {
         /// The limit.
         after: Duration,
     },
+    /// The idempotency store failed to connect less than a second ago; it
+    /// tries again after that.
+    #[error("idempotency store: the writer was unreachable a moment ago ({reason}); trying again shortly")]
+    Unavailable {
+        /// The last connection failure.
+        reason: String,
+    },
     /// A key kept appearing and disappearing while it was claimed (other
     /// requests with it failing over and over).
     #[error(

@@ -85,7 +85,10 @@ pub const MAX_KEY_LEN: usize = 255;
 ///
 /// **The database is the source of truth:** if it cannot be reached (or
 /// refuses the write, e.g. a fenced old writer), the answer is `503` with
-/// `Retry-After` and the service is not called. Point the DSN at the writer
+/// `Retry-After` and the service is not called. A broken connection is
+/// dropped and the next request reconnects; for a second after a failed
+/// connection attempt requests get their 503 at once instead of queueing
+/// behind one connect timeout each. Point the DSN at the writer
 /// (the writer's DNS name, or several hosts with
 /// `target_session_attrs=read-write`): the table replicates with the rest
 /// of the database, so keys survive a failover. If the response cannot be

@@ -11,6 +11,9 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::error::Error;
 
+/// How long after a failed connection attempt requests fail at once.
+const CONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
 /// The state of a key found in the table.
 #[derive(Debug)]
 pub(crate) enum Claim {
@@ -41,6 +44,9 @@ pub(crate) struct Store {
     connect_timeout: Duration,
     statement_timeout: Duration,
     client: Mutex<Option<Arc<Client>>>,
+    /// The last failed connection attempt: for a second after it, requests
+    /// fail at once rather than queue behind one connect timeout each.
+    failed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
     claims: AtomicU64,
     process: String,
 }
@@ -62,6 +68,7 @@ impl Store {
             connect_timeout,
             statement_timeout,
             client: Mutex::new(None),
+            failed: std::sync::Mutex::new(None),
             claims: AtomicU64::new(0),
             process: format!("{}-{started:x}", std::process::id()),
         }
@@ -81,17 +88,41 @@ impl Store {
             }
         }
         *slot = None;
-        let (client, connection) =
-            tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls))
-                .await
-                .map_err(|_| Error::DatabaseTimeout {
-                    what: "connecting",
-                    after: self.connect_timeout,
-                })?
-                .map_err(|source| Error::Database {
+        if let Ok(failed) = self.failed.lock() {
+            if let Some((at, reason)) = failed.as_ref() {
+                if at.elapsed() < CONNECT_BACKOFF {
+                    return Err(Error::Unavailable {
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        let connected = tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls))
+            .await
+            .map_err(|_| Error::DatabaseTimeout {
+                what: "connecting",
+                after: self.connect_timeout,
+            })
+            .and_then(|r| {
+                r.map_err(|source| Error::Database {
                     what: "connecting",
                     source,
-                })?;
+                })
+            });
+        let (client, connection) = match connected {
+            Ok(pair) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = None;
+                }
+                pair
+            }
+            Err(error) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = Some((std::time::Instant::now(), error.to_string()));
+                }
+                return Err(error);
+            }
+        };
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "idempotency store: connection to the writer ended");
