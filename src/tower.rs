@@ -27,7 +27,7 @@ const HEALTH_CHECK: Duration = Duration::from_secs(1);
 /// Every status change is published: each region's health, desired weight
 /// and capacity; the writer, its epoch and whether its node is fenced; a
 /// promotion's phase, with a deadline from
-/// [`promotion_bound`](failover_core::objectives::promotion_bound) counted
+/// [`promotion_bound`] counted
 /// from when the phase was first seen. When the runtime stops or one of its
 /// tasks dies, the state keeps the last status and is marked stale.
 ///

@@ -56,24 +56,24 @@ pub const MAX_KEY_LEN: usize = 255;
 /// A mutating request ([`MutationClassifier`], by method by default) with
 /// an `Idempotency-Key` header:
 ///
-/// 1. Its body is read (more than [`max_request_body`](Self::max_request_body)
+/// 1. Its body is read (more than [`max_request_body`](IdempotencyLayerBuilder::max_request_body)
 ///    bytes: `413`), and its fingerprint — SHA-256 of method, path and
 ///    query, and body, computed by PostgreSQL — is recorded with the key in
 ///    state `in_progress` (`INSERT … ON CONFLICT`): one round trip to the
-///    writer. The table ([`table`](Self::table), default
+///    writer. The table ([`table`](IdempotencyLayerBuilder::table), default
 ///    `failover_idempotency`) is created if missing.
 /// 2. If the key was free, the service runs (in a task of its own, so a
 ///    client that hangs up does not cancel a mutation half way), and its
-///    response — status, the [`stored_headers`](Self::stored_headers),
-///    and a body of at most [`max_response_body`](Self::max_response_body)
+///    response — status, the [`stored_headers`](IdempotencyLayerBuilder::stored_headers),
+///    and a body of at most [`max_response_body`](IdempotencyLayerBuilder::max_response_body)
 ///    bytes — is stored: a second round trip.
 /// 3. A retry with the same key and fingerprint gets the stored response,
 ///    marked `idempotent-replayed: true`; the same key with another
 ///    fingerprint gets `422`; while the first is still `in_progress`, `409`
 ///    with `Retry-After: 1`.
-/// 4. Keys expire [`ttl`](Self::ttl) after their first use (default 24 h):
+/// 4. Keys expire [`ttl`](IdempotencyLayerBuilder::ttl) after their first use (default 24 h):
 ///    an expired key is free again, and expired rows are deleted at most
-///    every [`sweep_interval`](Self::sweep_interval).
+///    every [`sweep_interval`](IdempotencyLayerBuilder::sweep_interval).
 ///
 /// **Not stored:** a response that asks for a retry — `5xx`, `408`, `429` —
 /// or a service error: the row is deleted so that a retry runs the mutation
@@ -97,7 +97,7 @@ pub const MAX_KEY_LEN: usize = 255;
 /// counted.
 ///
 /// Requests that do not mutate pass; a mutation without a key passes unless
-/// [`required`](Self::required) (then `400`). A key is 1 to 255 visible
+/// [`required`](IdempotencyLayerBuilder::required) (then `400`). A key is 1 to 255 visible
 /// ASCII characters, optionally in double quotes (a structured-field string).
 /// Keys are global to the table: give each client its own prefix if clients
 /// do not generate unique keys.
