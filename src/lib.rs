@@ -160,6 +160,7 @@
 //! | `pg` | `failover::pg`: PostgreSQL observation, fencing, promotion, `NodeGuard` | failover-pg, tokio-postgres |
 //! | `etcd` | `failover::etcd`: controllers in every region coordinated through etcd | failover-etcd, etcd-client (tonic) |
 //! | `admin` | `failover::runtime::admin`: the operator's HTTP API, `RuntimeBuilder::admin` | axum, metrics-exporter-prometheus, rustls |
+//! | `tower` | `failover::tower`: layers for the service itself (write gate, shedding, idempotency keys) and the failover state from this runtime | failover-tower |
 //! | `full` | all of the above | |
 //! | `ctl` | the `failoverctl` binary, the admin API's command-line client | clap |
 //!
@@ -190,6 +191,9 @@ pub use failover_core::async_trait;
 
 pub mod lease;
 pub mod runtime;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use runtime::{
     NodeRole, NodeView, RetryPolicy, RouterStatus, Runtime, RuntimeBuilder, RuntimeError,

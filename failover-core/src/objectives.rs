@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use crate::{Policy, RegionId, Topology};
+use crate::{Policy, PromotionPhase, RegionId, Topology};
 
 /// Seconds in a (365-day) year.
 pub const SECONDS_PER_YEAR: f64 = 365.0 * 24.0 * 3600.0;
@@ -508,6 +508,34 @@ pub fn database_cutover_synchronous(detection: Duration, promote: Duration) -> D
     detection.saturating_add(promote)
 }
 
+/// The most time the rest of a database promotion can take from the moment
+/// the controller enters `phase`, by the controller's own deadlines: the
+/// proof that the old writer stopped within `policy.proof_timeout`, then
+/// each later step within `policy.step_timeout`: catching up (a switchover's
+/// replay of everything, or a failover's candidate receiving the fenced
+/// writer's last WAL), claiming the writer record, the promotion itself. A phase past that
+/// bound has failed, and the controller says so.
+///
+/// `None` for a phase with no bound: nothing in progress (`Idle`), or one
+/// that waits for an operator or a retry after a backoff (`Refused`,
+/// `Unproven`, `NeedsOperator`). Services use it for `Retry-After` while
+/// the writer moves (`failover-tower`'s write gate).
+pub fn promotion_bound(policy: &Policy, phase: PromotionPhase) -> Option<Duration> {
+    let step = policy.step_timeout;
+    match phase {
+        PromotionPhase::Fencing { .. } => {
+            Some(policy.proof_timeout.saturating_add(step.saturating_mul(3)))
+        }
+        PromotionPhase::CatchingUp { .. } => Some(step.saturating_mul(3)),
+        PromotionPhase::Claiming { .. } => Some(step.saturating_mul(2)),
+        PromotionPhase::Promoting { .. } => Some(step),
+        PromotionPhase::Idle
+        | PromotionPhase::Refused { .. }
+        | PromotionPhase::Unproven { .. }
+        | PromotionPhase::NeedsOperator { .. } => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,6 +547,37 @@ mod tests {
             jitter: Duration::ZERO,
             fall: 3,
         }
+    }
+
+    #[test]
+    fn promotion_bound_shrinks_as_the_phases_advance() {
+        use crate::NodeId;
+        let policy = Policy {
+            proof_timeout: Duration::from_secs(30),
+            step_timeout: Duration::from_secs(10),
+            ..Policy::default()
+        };
+        let (old, new) = (NodeId(0), NodeId(1));
+        let bound = |phase| promotion_bound(&policy, phase);
+        let fencing = PromotionPhase::Fencing {
+            node: old,
+            candidate: new,
+        };
+        assert_eq!(bound(fencing), Some(Duration::from_secs(60)));
+        assert_eq!(
+            bound(PromotionPhase::CatchingUp { node: new }),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            bound(PromotionPhase::Claiming { node: new }),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            bound(PromotionPhase::Promoting { node: new }),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(bound(PromotionPhase::Idle), None);
+        assert_eq!(bound(PromotionPhase::Refused { node: new }), None);
     }
 
     #[test]

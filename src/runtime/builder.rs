@@ -305,6 +305,8 @@ impl RuntimeBuilder {
         let coordinated = self.coordinator.is_some();
         #[cfg(feature = "admin")]
         let admin_topology = self.config.topology().clone();
+        #[cfg(feature = "admin")]
+        let admin_policy = self.config.policy().clone();
         let controller = Controller::restore(
             self.config,
             std::time::Instant::now(),
@@ -584,6 +586,7 @@ impl RuntimeBuilder {
             bound.serve(
                 handle.clone(),
                 admin_topology,
+                admin_policy,
                 audit.clone(),
                 self.audit_log.clone(),
             )

@@ -3,7 +3,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /status` | JSON: each region's health, desired and applied weight; the writer, epoch and leadership; each database node's role and lag; recent events |
+//! | `GET /status` | JSON: each region's health, desired and applied weight and capacity; the writer, epoch and leadership; a promotion's phase and the planner's bound on the rest of it from that phase (`bound_ms`); each database node's role and lag; recent events |
 //! | `GET /metrics` | the process's metrics in Prometheus' text format |
 //! | `GET /history?limit=N` | JSON: the last `N` (default 100) operator commands, events and actions from the audit log |
 //! | `POST /commands/drain`, `/commands/undrain` | body `{"region": "us-east"}` |
@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use failover_core::Topology;
+use failover_core::{Policy, Topology};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -112,6 +112,8 @@ fn process_recorder() -> Result<PrometheusHandle, String> {
 pub(crate) struct AdminState {
     pub(crate) handle: RuntimeHandle,
     pub(crate) topology: Topology,
+    /// For the planner's bound on a promotion in `/status`.
+    pub(crate) policy: Policy,
     pub(crate) auth: AdminAuth,
     pub(crate) audit: AuditLog,
     pub(crate) audit_path: Option<PathBuf>,
@@ -171,6 +173,7 @@ impl AdminBound {
         self,
         handle: RuntimeHandle,
         topology: Topology,
+        policy: Policy,
         audit: AuditLog,
         audit_path: Option<PathBuf>,
     ) -> AdminServer {
@@ -183,6 +186,7 @@ impl AdminBound {
         let state = Arc::new(AdminState {
             handle,
             topology,
+            policy,
             auth: config.auth,
             audit,
             audit_path,

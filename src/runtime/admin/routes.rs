@@ -141,6 +141,8 @@ fn status_json(state: &AdminState, status: &RuntimeStatus, health: Option<String
                     Health::Unknown => "unknown",
                 },
                 "desired_weight": r.weight,
+                // The share of peak load it can carry (1.0 = all of peak).
+                "capacity": topology.region(r.id).capacity,
                 "applied_weight": applied_weight,
                 "drained": r.drained,
                 "ramp_step": r.ramp_step,
@@ -214,6 +216,19 @@ fn status_json(state: &AdminState, status: &RuntimeStatus, health: Option<String
 }
 
 fn promotion_json(state: &AdminState, phase: PromotionPhase) -> Value {
+    let mut value = promotion_phase_json(state, phase);
+    // The planner's bound on the rest of the promotion from entering this
+    // phase (services use it for `Retry-After` while the writer moves).
+    if let (Some(bound), Some(object)) = (
+        failover_core::objectives::promotion_bound(&state.policy, phase),
+        value.as_object_mut(),
+    ) {
+        object.insert("bound_ms".to_owned(), Value::from(bound.as_millis() as u64));
+    }
+    value
+}
+
+fn promotion_phase_json(state: &AdminState, phase: PromotionPhase) -> Value {
     let name = |n: failover_core::NodeId| state.topology.node(n).name.clone();
     match phase {
         PromotionPhase::Idle => json!({"phase": "idle"}),

@@ -1,0 +1,92 @@
+//! Tower layers for the services that `failover` moves between regions, so
+//! that the API itself degrades, sheds and deduplicates through a failover.
+//!
+//! - [`FailoverState`] follows the controllers' state: this instance's
+//!   region, the writer and its epoch, a promotion in progress with the
+//!   planner's bound on how long it can last, and the load on the serving
+//!   regions against their capacity. It comes from the runtime in the same
+//!   process (`failover::tower::from_runtime`, feature `tower` of the facade)
+//!   or from a controller's admin API ([`RemoteStatus`]). When it loses
+//!   contact it keeps the last state and says so ([`Snapshot::stale`]).
+//! - [`WriteGateLayer`]: while the writer moves (or is fenced, or is unknown
+//!   and the state stale) mutating requests get `503` with `Retry-After`
+//!   taken from the planner's bound; reads pass.
+//! - [`ShedLayer`]: while the serving regions carry more than their
+//!   capacity, requests below a priority get `503`; critical ones pass.
+//! - [`IdempotencyLayer`]: the `Idempotency-Key` header; a retried mutation
+//!   takes effect once, with its record in PostgreSQL on the writer, so it
+//!   holds across a failover.
+//!
+//! Every decision is counted through the `metrics` facade
+//! ([`WRITE_GATE_METRIC`], [`SHED_METRIC`], [`IDEMPOTENCY_METRIC`]) and logged
+//! with `tracing`.
+//!
+//! The layers work on `http::Request`/`http::Response` with any body, so
+//! they stack on axum routers, hyper services and tonic servers:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use axum::{routing::get, Router};
+//! use failover_tower::{
+//!     FailoverState, PromotionView, RegionView, ShedLayer, Snapshot, WriteGateLayer,
+//!     WriteVerdict,
+//! };
+//!
+//! // A source publishes what it learns (here by hand; in production
+//! // `failover::tower::from_runtime` or `RemoteStatus`).
+//! let (publisher, state) = FailoverState::channel(Snapshot::unknown());
+//! let mut snapshot = Snapshot::fresh();
+//! let mut east = RegionView::new("us-east");
+//! east.weight = 100;
+//! east.capacity = 0.6;
+//! snapshot.regions = vec![east];
+//! snapshot.promotion = Some(PromotionView::new(
+//!     "fencing",
+//!     Some(Instant::now() + Duration::from_secs(12)),
+//! ));
+//! publisher.publish(snapshot);
+//!
+//! // 167 % of capacity, and mutations wait for the new writer.
+//! let now = state.snapshot();
+//! assert!(now.load().over_capacity());
+//! assert!(matches!(
+//!     WriteVerdict::of(&now, Instant::now(), Duration::from_secs(5)),
+//!     WriteVerdict::Closed { .. }
+//! ));
+//!
+//! let app: Router = Router::new()
+//!     .route("/orders", get(|| async { "[]" }).post(|| async { "created" }))
+//!     .layer(WriteGateLayer::new(state.clone()))
+//!     .layer(ShedLayer::new(state));
+//! # drop(app);
+//! ```
+//!
+//! The idempotency layer needs a database; see [`IdempotencyLayer`] and the
+//! crate's tests for a running example.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod classify;
+mod error;
+mod idempotency;
+mod remote;
+mod response;
+mod shed;
+mod state;
+mod write_gate;
+
+pub use classify::{is_mutating, MutationClassifier, Priority, RequestHead, UnknownPriority};
+pub use error::Error;
+pub use idempotency::{
+    BoxError, Idempotency, IdempotencyBody, IdempotencyFuture, IdempotencyLayer,
+    IdempotencyLayerBuilder, IDEMPOTENCY_KEY, IDEMPOTENCY_METRIC, MAX_KEY_LEN, REPLAYED_HEADER,
+};
+pub use remote::{RemoteStatus, REMOTE_POLL_METRIC};
+pub use shed::{Shed, ShedFuture, ShedLayer, PRIORITY_HEADER, SHED_METRIC};
+pub use state::{
+    FailoverState, Load, PromotionView, RegionHealth, RegionView, Snapshot, Staleness,
+    StatePublisher, WriterView,
+};
+pub use write_gate::{
+    Closed, WriteGate, WriteGateFuture, WriteGateLayer, WriteVerdict, WRITE_GATE_METRIC,
+};

@@ -1,0 +1,560 @@
+//! The idempotency layer on a real axum service with its records in a real
+//! PostgreSQL: a retry takes effect once, a reused key with another payload
+//! is refused, a concurrent duplicate gets 409, keys expire, and nothing runs
+//! without its record.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use common::{connect, dead_port, postgres, send, serve, WAIT};
+use failover_testkit::postgres::PgTestCluster;
+use failover_tower::{IdempotencyLayer, IdempotencyLayerBuilder};
+use http::Method;
+use tokio::sync::{mpsc, Notify};
+
+/// The service: `POST /orders` inserts a row and answers 201 with its id.
+/// `hold` makes the handler say it entered and wait for a release.
+#[derive(Clone)]
+struct Orders {
+    /// The service's own database (a connection per request, so that it
+    /// survives the database's restart).
+    dsn: String,
+    calls: Arc<AtomicUsize>,
+    hold: Option<(mpsc::Sender<()>, Arc<Notify>)>,
+    /// Answer 503 on the first this many calls.
+    fail_first: usize,
+}
+
+async fn create(
+    State(orders): State<Orders>,
+    body: String,
+) -> (StatusCode, [(&'static str, String); 1], String) {
+    let call = orders.calls.fetch_add(1, Ordering::SeqCst);
+    if let Some((entered, release)) = &orders.hold {
+        let released = release.notified();
+        entered.send(()).await.expect("test listens");
+        released.await;
+    }
+    if call < orders.fail_first {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("location", String::new())],
+            "try again".into(),
+        );
+    }
+    let db = connect(&orders.dsn).await;
+    let row = db
+        .query_one(
+            "INSERT INTO orders (body) VALUES ($1) RETURNING id",
+            &[&body],
+        )
+        .await
+        .expect("insert");
+    let id: i64 = row.get(0);
+    (
+        StatusCode::CREATED,
+        [("location", format!("/orders/{id}"))],
+        format!("{{\"id\":{id}}}"),
+    )
+}
+
+async fn setup(tk: &PgTestCluster) -> Arc<tokio_postgres::Client> {
+    let db = connect(&tk.node(0).expect("node").app_dsn()).await;
+    db.batch_execute("CREATE TABLE orders (id bigserial PRIMARY KEY, body text NOT NULL)")
+        .await
+        .expect("create orders");
+    Arc::new(db)
+}
+
+fn builder(tk: &PgTestCluster) -> IdempotencyLayerBuilder {
+    IdempotencyLayer::builder(&tk.node(0).expect("node").app_dsn()).expect("dsn")
+}
+
+fn app(orders: Orders, layer: IdempotencyLayer) -> Router {
+    Router::new()
+        .route("/orders", post(create).get(|| async { "[]" }))
+        .with_state(orders)
+        .layer(layer)
+}
+
+async fn count_orders(db: &tokio_postgres::Client) -> i64 {
+    db.query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_gets_the_stored_response_and_the_mutation_runs_once() {
+    let tk = postgres().await;
+    let db = setup(&tk).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let orders = Orders {
+        dsn: tk.node(0).expect("node").app_dsn(),
+        calls: Arc::clone(&calls),
+        hold: None,
+        fail_first: 0,
+    };
+    let addr = serve(app(orders, builder(&tk).build().expect("layer"))).await;
+
+    let key = [("idempotency-key", "\"order-1\"")];
+    let first = send(addr, Method::POST, "/orders", &key, "two apples").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    for _ in 0..3 {
+        let retry = send(addr, Method::POST, "/orders", &key, "two apples").await;
+        assert_eq!(retry.status, StatusCode::CREATED);
+        assert_eq!(retry.body, first.body, "the same response");
+        assert_eq!(retry.headers.get("location"), first.headers.get("location"));
+        assert_eq!(
+            retry.headers.get("content-type"),
+            first.headers.get("content-type")
+        );
+        assert_eq!(
+            retry
+                .headers
+                .get("idempotent-replayed")
+                .map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+    }
+    assert_eq!(count_orders(&db).await, 1, "four requests, one order");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The same key with another payload, or another path: 422, nothing runs.
+    let other = send(addr, Method::POST, "/orders", &key, "three pears").await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        other.text()
+    );
+    let other = send(addr, Method::POST, "/orders?express=1", &key, "two apples").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(count_orders(&db).await, 1);
+
+    // A new key is a new order; no key passes; reads are not recorded.
+    let second = send(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("idempotency-key", "order-2")],
+        "a melon",
+    )
+    .await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_ne!(second.body, first.body);
+    assert_eq!(
+        send(addr, Method::POST, "/orders", &[], "no key")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send(addr, Method::GET, "/orders", &key, "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(count_orders(&db).await, 3);
+    let rows: i64 = db
+        .query_one(
+            "SELECT count(*) FROM failover_idempotency WHERE state = 'completed'",
+            &[],
+        )
+        .await
+        .expect("count keys")
+        .get(0);
+    assert_eq!(rows, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_duplicate_gets_409_while_the_first_runs() {
+    let tk = postgres().await;
+    let db = setup(&tk).await;
+    let (entered_tx, mut entered) = mpsc::channel(4);
+    let release = Arc::new(Notify::new());
+    let orders = Orders {
+        dsn: tk.node(0).expect("node").app_dsn(),
+        calls: Arc::new(AtomicUsize::new(0)),
+        hold: Some((entered_tx, Arc::clone(&release))),
+        fail_first: 0,
+    };
+    let addr = serve(app(orders, builder(&tk).build().expect("layer"))).await;
+    let key = [("idempotency-key", "order-9")];
+
+    let first =
+        tokio::spawn(async move { send(addr, Method::POST, "/orders", &key, "a pear").await });
+    tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .expect("the first request runs")
+        .expect("entered");
+
+    let duplicate = send(addr, Method::POST, "/orders", &key, "a pear").await;
+    assert_eq!(
+        duplicate.status,
+        StatusCode::CONFLICT,
+        "{}",
+        duplicate.text()
+    );
+    assert_eq!(duplicate.retry_after(), Some(1));
+    // Another payload under the same key is still a 422, even in progress.
+    let other = send(addr, Method::POST, "/orders", &key, "a plum").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    release.notify_one();
+    let first = tokio::time::timeout(WAIT, first)
+        .await
+        .expect("first answers")
+        .expect("join");
+    assert_eq!(first.status, StatusCode::CREATED);
+    let retry = send(addr, Method::POST, "/orders", &key, "a pear").await;
+    assert_eq!(retry.body, first.body);
+    assert_eq!(count_orders(&db).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_is_not_stored_so_the_retry_runs_and_keys_expire() {
+    let tk = postgres().await;
+    let db = setup(&tk).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let orders = Orders {
+        dsn: tk.node(0).expect("node").app_dsn(),
+        calls: Arc::clone(&calls),
+        hold: None,
+        fail_first: 1,
+    };
+    let ttl = Duration::from_millis(1500);
+    let layer = builder(&tk)
+        .ttl(ttl)
+        .sweep_interval(Duration::from_millis(1))
+        .build()
+        .expect("layer");
+    let addr = serve(app(orders, layer)).await;
+    let key = [("idempotency-key", "order-5")];
+
+    // The first attempt fails with 503: not stored, the retry runs.
+    let failed = send(addr, Method::POST, "/orders", &key, "a fig").await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    let created = send(addr, Method::POST, "/orders", &key, "a fig").await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    assert!(created.headers.get("idempotent-replayed").is_none());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let replay = send(addr, Method::POST, "/orders", &key, "a fig").await;
+    assert!(replay.headers.get("idempotent-replayed").is_some());
+
+    // Wait until the database says the key expired (its own clock), then
+    // the same key is a new request.
+    let left: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM expires_at - now())::float8 FROM failover_idempotency WHERE key = 'order-5'",
+            &[],
+        )
+        .await
+        .expect("expiry")
+        .get(0);
+    assert!(
+        left > 0.0 && left <= ttl.as_secs_f64(),
+        "expires in {left} s"
+    );
+    tokio::time::sleep(Duration::from_secs_f64(left) + Duration::from_millis(50)).await;
+    let again = send(addr, Method::POST, "/orders", &key, "a different fig").await;
+    assert_eq!(
+        again.status,
+        StatusCode::CREATED,
+        "an expired key is free: {}",
+        again.text()
+    );
+    assert!(again.headers.get("idempotent-replayed").is_none());
+    assert_eq!(count_orders(&db).await, 2);
+
+    // Expired rows of other keys are swept by later requests.
+    send(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("idempotency-key", "order-6")],
+        "kiwi",
+    )
+    .await;
+    let expiry: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM max(expires_at) - now())::float8 FROM failover_idempotency",
+            &[],
+        )
+        .await
+        .expect("expiry")
+        .get(0);
+    tokio::time::sleep(Duration::from_secs_f64(expiry.max(0.0)) + Duration::from_millis(50)).await;
+    send(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("idempotency-key", "order-7")],
+        "lime",
+    )
+    .await;
+    let swept = tokio::time::timeout(WAIT, async {
+        loop {
+            let keys: Vec<String> = db
+                .query("SELECT key FROM failover_idempotency ORDER BY key", &[])
+                .await
+                .expect("keys")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if keys == ["order-7"] {
+                return keys;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        swept.is_ok(),
+        "expired keys order-5 and order-6 were not swept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_database_nothing_runs_and_the_answer_is_503() {
+    let tk = postgres().await;
+    setup(&tk).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let orders = Orders {
+        dsn: tk.node(0).expect("node").app_dsn(),
+        calls: Arc::clone(&calls),
+        hold: None,
+        fail_first: 0,
+    };
+    let port = dead_port().await;
+    let nowhere =
+        IdempotencyLayer::builder(&format!("host=127.0.0.1 port={port} user=app dbname=appdb"))
+            .expect("dsn")
+            .connect_timeout(Duration::from_secs(2))
+            .unavailable_retry_after(Duration::from_secs(3))
+            .build()
+            .expect("layer");
+    let addr = serve(app(orders.clone(), nowhere)).await;
+    let answer = send(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("idempotency-key", "k1")],
+        "x",
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.retry_after(), Some(3));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the mutation never runs without its record"
+    );
+
+    // The real database stops, then comes back: the layer reconnects.
+    let addr = serve(app(
+        orders,
+        builder(&tk)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("layer"),
+    ))
+    .await;
+    assert_eq!(
+        send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", "k2")],
+            "x"
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let tk = tokio::task::spawn_blocking(move || {
+        tk.stop(0).expect("stop");
+        tk
+    })
+    .await
+    .expect("join");
+    let answer = send(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("idempotency-key", "k3")],
+        "x",
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let tk = tokio::task::spawn_blocking(move || {
+        tk.start_node(0).expect("start");
+        tk
+    })
+    .await
+    .expect("join");
+    let db = setup_again(&tk).await;
+    // A client retries as told: for a second after a failed connection
+    // attempt the layer answers 503 at once rather than try again.
+    let mut answer = send(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("idempotency-key", "k3")],
+        "x",
+    )
+    .await;
+    for _ in 0..10 {
+        if answer.status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        let wait = answer.retry_after().expect("Retry-After on a 503");
+        assert!(wait <= 3, "{wait}");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        answer = send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", "k3")],
+            "x",
+        )
+        .await;
+    }
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "reconnected: {}",
+        answer.text()
+    );
+    assert_eq!(count_orders(&db).await, 2);
+}
+
+/// A connection after a restart (the table exists).
+async fn setup_again(tk: &PgTestCluster) -> tokio_postgres::Client {
+    connect(&tk.node(0).expect("node").app_dsn()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_missing_keys_and_large_bodies_are_refused_before_anything_runs() {
+    // These answers come before the database is touched: a DSN to nowhere.
+    let port = dead_port().await;
+    let layer =
+        IdempotencyLayer::builder(&format!("host=127.0.0.1 port={port} user=app dbname=appdb"))
+            .expect("dsn")
+            .required(true)
+            .max_request_body(16)
+            .build()
+            .expect("layer");
+    let app = Router::new()
+        .route(
+            "/orders",
+            post(|| async { "created" }).get(|| async { "[]" }),
+        )
+        .layer(layer);
+    let addr = serve(app).await;
+    let missing = send(addr, Method::POST, "/orders", &[], "x").await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert!(
+        missing.text().contains("Idempotency-Key"),
+        "{}",
+        missing.text()
+    );
+    for bad in ["\"unclosed", "\"\"", &"k".repeat(256)] {
+        let answer = send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", bad)],
+            "x",
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            answer.text()
+        );
+    }
+    let large = send(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("idempotency-key", "k")],
+        &"x".repeat(17),
+    )
+    .await;
+    assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        send(addr, Method::GET, "/orders", &[], "").await.status,
+        StatusCode::OK
+    );
+
+    for (table, ok) in [
+        ("failover_idempotency", true),
+        ("app.keys_2", true),
+        ("Keys", false),
+        ("a;drop", false),
+        ("1abc", false),
+    ] {
+        let built = IdempotencyLayer::builder("host=127.0.0.1 user=app")
+            .expect("dsn")
+            .table(table)
+            .build();
+        assert_eq!(built.is_ok(), ok, "{table}");
+        if let Err(e) = built {
+            assert!(e.to_string().contains("`table`"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn executions_replays_and_mismatches_are_counted() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The current-thread runtime runs the server and the layer's tasks on
+    // this thread, where the local recorder is installed.
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let tk = postgres().await;
+            setup(&tk).await;
+            let orders = Orders {
+                dsn: tk.node(0).expect("node").app_dsn(),
+                calls: Arc::new(AtomicUsize::new(0)),
+                hold: None,
+                fail_first: 0,
+            };
+            let addr = serve(app(orders, builder(&tk).build().expect("layer"))).await;
+            let key = [("idempotency-key", "m-1")];
+            send(addr, Method::POST, "/orders", &key, "one").await;
+            send(addr, Method::POST, "/orders", &key, "one").await;
+            send(addr, Method::POST, "/orders", &key, "two").await;
+            send(addr, Method::GET, "/orders", &[], "").await;
+        })
+    });
+    let text = handle.render();
+    for outcome in ["executed", "replayed", "mismatch", "passed"] {
+        let line = format!("failover_tower_idempotency_total{{outcome=\"{outcome}\"}} 1");
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+}
