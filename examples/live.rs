@@ -306,15 +306,23 @@ impl Answers {
                 if zone_id.is_none() {
                     r53.hosted_zone_id =
                         Route53Router::create_hosted_zone(&r53, "failover.test.").await?;
-                    println!("created hosted zone {} for failover.test.", r53.hosted_zone_id);
+                    println!(
+                        "created hosted zone {} for failover.test.",
+                        r53.hosted_zone_id
+                    );
                 }
                 let router =
                     Route53Router::connect(r53, config.topology(), config.policy()).await?;
                 Ok(Answers::Route53(Arc::new(router)))
             }
             #[cfg(not(feature = "route53"))]
-            "route53" => Err("--router route53 needs the route53 feature: cargo run --example live --features full,route53 -- …".into()),
-            other => Err(format!("--router {other:?}: this example runs embedded or route53").into()),
+            "route53" => {
+                let _ = (endpoint, zone_id, config);
+                Err("--router route53 needs the route53 feature: cargo run --example live --features full,route53 -- …".into())
+            }
+            other => {
+                Err(format!("--router {other:?}: this example runs embedded or route53").into())
+            }
         }
     }
 
