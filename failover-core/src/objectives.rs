@@ -64,9 +64,16 @@ pub fn worst_detection(t: &ProbeTiming) -> Duration {
 }
 
 /// Best detection time: the outage starts just before a probe and every probe
-/// fails at once (connection refused): `(fall − 1) × interval`.
+/// fails at once (connection refused), and jitter delayed the first failing
+/// probe the most and the `fall`-th not at all: `(fall − 1) × interval −
+/// jitter` (0 for `fall = 1`). A true lower bound: no run detects sooner.
 pub fn best_detection(t: &ProbeTiming) -> Duration {
-    t.interval.saturating_mul(t.fall.saturating_sub(1))
+    let spacing = t.interval.saturating_mul(t.fall.saturating_sub(1));
+    if t.fall > 1 {
+        spacing.saturating_sub(t.jitter)
+    } else {
+        spacing
+    }
 }
 
 /// Time until every client uses the new plan: detection, then the time to
@@ -593,6 +600,10 @@ mod tests {
             ..t
         };
         assert_eq!(worst_detection(&jittered), Duration::from_secs(33));
+        // Jitter can bring the first and the last failing probe closer.
+        assert_eq!(best_detection(&jittered), Duration::from_secs(19));
+        let once = ProbeTiming { fall: 1, ..jittered };
+        assert_eq!(best_detection(&once), Duration::ZERO);
     }
 
     #[test]

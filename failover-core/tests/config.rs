@@ -277,13 +277,13 @@ fn the_readme_configuration_loads() {
         failover_core::objectives::Bounds::for_policy(config.policy(), std::time::Duration::ZERO);
     assert_eq!(
         bounds.best_detection.as_secs(),
-        20,
-        "README says detection 20–33 s"
+        19,
+        "README says detection 19–33 s (2 × 10 s − 1 s of jitter)"
     );
     assert_eq!(
         bounds.worst_detection.as_secs(),
         33,
-        "README says detection 20–33 s"
+        "README says detection 19–33 s"
     );
 }
 
