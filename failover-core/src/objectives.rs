@@ -602,7 +602,10 @@ mod tests {
         assert_eq!(worst_detection(&jittered), Duration::from_secs(33));
         // Jitter can bring the first and the last failing probe closer.
         assert_eq!(best_detection(&jittered), Duration::from_secs(19));
-        let once = ProbeTiming { fall: 1, ..jittered };
+        let once = ProbeTiming {
+            fall: 1,
+            ..jittered
+        };
         assert_eq!(best_detection(&once), Duration::ZERO);
     }
 

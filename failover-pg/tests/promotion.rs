@@ -150,7 +150,19 @@ async fn async_replica_behind_max_rpo_is_refused_with_its_lag() {
     );
 
     // A time limit refuses too: replay is paused, so the delay only grows.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Wait until the replica itself reports a delay of a second or more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let delay = admin.status(NodeId(1)).await.unwrap().replay_delay;
+        if delay.is_some_and(|d| d >= Duration::from_secs(1)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused replica's replay delay never reached 1 s: {delay:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let err = admin
         .promote(&PromoteRequest {
             node: NodeId(1),
