@@ -79,6 +79,16 @@ impl PgCluster {
         if status.role == NodeRole::Primary {
             return self.already_promoted(&s, request, status.timeline).await;
         }
+        if let Some(wait) = status
+            .retrieve_retry_interval
+            .filter(|w| *w > Duration::from_millis(200))
+        {
+            // PostgreSQL 15 acts on the promotion only when this wait ends.
+            tracing::warn!(node = %s.node, ?wait,
+                "wal_retrieve_retry_interval may delay this promotion by up to {wait:?} after \
+                 the primary's death; set it to 50-100ms on every node");
+            metrics::counter!("failover_pg_slow_retrieve_retry_total").increment(1);
+        }
         self.check_epoch(&s.node, request.epoch).await?;
         self.check_gate(&s, request.gate).await?;
         write_intent(&s, request.epoch, status.timeline).await?;

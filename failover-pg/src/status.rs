@@ -82,6 +82,12 @@ pub struct NodeStatus {
     pub replay_paused: bool,
     /// Replica only: the WAL receiver, if one runs.
     pub wal_receiver: Option<WalReceiver>,
+    /// Replica only: `wal_retrieve_retry_interval`. After its primary dies
+    /// a replica waits this long between attempts to find WAL — and
+    /// PostgreSQL 15 acts on a promotion request only when the wait ends,
+    /// so it bounds how long `pg_promote` takes after a crash (default 5 s;
+    /// set it to 50–100 ms on every node).
+    pub retrieve_retry_interval: Option<Duration>,
     /// Primary only: its replicas.
     pub replicas: Vec<ReplicaLag>,
     /// The node's own promotion epoch: the highest one recorded in
@@ -163,6 +169,7 @@ pub(crate) async fn read_status(s: &Session) -> Result<NodeStatus, PgError> {
         replay_delay: None,
         replay_paused: false,
         wal_receiver: None,
+        retrieve_retry_interval: None,
         replicas: Vec::new(),
         epoch: epochs.promoted,
         fenced: fenced && !in_recovery,
@@ -223,7 +230,8 @@ async fn read_replica(s: &Session, st: &mut NodeStatus) -> Result<(), PgError> {
              extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, \
              pg_is_wal_replay_paused(), \
              pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::float8, \
-             (SELECT timeline_id FROM pg_control_checkpoint())",
+             (SELECT timeline_id FROM pg_control_checkpoint()), \
+             (SELECT setting::float8 FROM pg_settings WHERE name = 'wal_retrieve_retry_interval')",
         )
         .await?;
     st.receive_lsn = s.lsn(OP, &row, 0)?;
@@ -233,6 +241,8 @@ async fn read_replica(s: &Session, st: &mut NodeStatus) -> Result<(), PgError> {
     let backlog: Option<f64> = s.get(OP, &row, 4)?;
     st.replay_backlog_bytes = backlog.map(|b| b.max(0.0) as u64);
     let checkpoint_tli: Option<i32> = s.get(OP, &row, 5)?;
+    let retry_ms: Option<f64> = s.get(OP, &row, 6)?;
+    st.retrieve_retry_interval = seconds(retry_ms.map(|ms| ms / 1000.0));
     let rows = s
         .query(
             OP,
@@ -342,6 +352,7 @@ mod tests {
             replay_delay: Some(Duration::from_millis(1500)),
             replay_paused: false,
             wal_receiver: None,
+            retrieve_retry_interval: None,
             replicas: Vec::new(),
             epoch: None,
             fenced: false,

@@ -37,6 +37,11 @@ async fn status_reports_roles_lsns_and_lag_and_bad_input_is_typed() {
     assert_eq!(replica.role, NodeRole::Replica);
     assert_eq!(replica.timeline, 1);
     assert!(replica.receive_lsn.is_some() && replica.replay_lsn.is_some());
+    assert_eq!(
+        replica.retrieve_retry_interval,
+        Some(std::time::Duration::from_millis(50)),
+        "the testkit's setting, read back"
+    );
     let wr = replica.wal_receiver.clone().expect("wal receiver");
     assert_eq!(wr.status, "streaming");
     assert_eq!(wr.sender_port, Some(tk.node(0).unwrap().port));

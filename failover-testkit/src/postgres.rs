@@ -316,7 +316,7 @@ impl PgTestCluster {
             "\nwal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
              hot_standby = on\nwal_log_hints = on\nshared_buffers = 16MB\nmax_connections = 40\n\
              fsync = off\nfull_page_writes = on\nwal_receiver_status_interval = 1s\n\
-             wal_retrieve_retry_interval = 500ms\nwal_keep_size = 128MB\nlog_line_prefix = '%m [%p] %a '\n",
+             wal_retrieve_retry_interval = 50ms\nwal_keep_size = 128MB\nlog_line_prefix = '%m [%p] %a '\n",
         )?;
         let tcp = if tls { "hostssl" } else { "host" };
         fs::write(

@@ -426,6 +426,7 @@ mod tests {
             replay_delay: None,
             replay_paused: false,
             wal_receiver: None,
+            retrieve_retry_interval: None,
             replicas: Vec::new(),
             epoch: None,
             fenced,
