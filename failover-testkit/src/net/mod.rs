@@ -592,6 +592,12 @@ fn unsupported_if_denied(e: NetError) -> NetError {
     }
 }
 
+/// Makes `command`, when spawned, run in the network namespace mounted at
+/// `netns` (for other testkit modules that place servers in a region).
+pub(crate) fn enter_on_exec(command: &mut Command, netns: &Path) -> std::io::Result<()> {
+    ns::place(command, netns)
+}
+
 fn place(command: &mut Command, region: &Region) -> Result<(), NetError> {
     let path = region.netns_path();
     ns::place(command, &path).map_err(|error| NetError::Io {
