@@ -45,7 +45,7 @@ pub use placement::NodePlacement;
 use placement::{enter_on_exec, hba, NAMESPACED_PORT};
 
 pub use process::pg_command;
-use process::{alive, append, chown_postgres, free_port, is_ready, kill_tree, run};
+use process::{alive, append, chown_postgres, free_port, is_ready, kill_tree, run, signal_tree};
 
 /// The application role the cluster creates (password authentication).
 pub const APP_ROLE: &str = "app";
@@ -638,6 +638,26 @@ impl PgTestCluster {
             }
         }
         Ok(())
+    }
+
+    /// Pauses a node: `SIGSTOP` to the postmaster and its children, like a
+    /// frozen VM or a long stall. It keeps its sockets and its role, and
+    /// answers nothing (connections hang, they are not refused) until
+    /// [`resume`](Self::resume).
+    pub fn pause(&self, i: usize) -> Result<(), PgTestError> {
+        signal_tree(self.running_postmaster(i)?, "STOP")
+    }
+
+    /// Resumes a paused node (`SIGCONT` to the postmaster and its children).
+    pub fn resume(&self, i: usize) -> Result<(), PgTestError> {
+        signal_tree(self.running_postmaster(i)?, "CONT")
+    }
+
+    fn running_postmaster(&self, i: usize) -> Result<u32, PgTestError> {
+        let node = self.node(i)?;
+        node.postmaster_pid()
+            .filter(|pid| alive(*pid))
+            .ok_or_else(|| PgTestError::Config(format!("node {} is not running", node.name)))
     }
 
     /// Stops a node cleanly (`pg_ctl stop -m fast`).

@@ -548,13 +548,38 @@ fn a_stale_namespace_of_a_dead_process_is_removed_at_start() {
         eprintln!("skipped: cannot create a network namespace here");
         return;
     }
+    // A server the crashed run left behind in its namespace.
+    let mut orphan = Command::new("ip")
+        .args(["netns", "exec", &stale, "sleep", "600"])
+        .spawn()
+        .expect("a process in the stale namespace");
     let Some(_net) = start(&["east"]) else {
+        let _ = orphan.kill();
+        let _ = orphan.wait();
         return;
     };
     assert_eq!(
         listed_namespaces(&stale),
         Vec::<String>::new(),
         "the stale namespace is deleted"
+    );
+    let deadline = Instant::now() + ANSWER;
+    let status = loop {
+        if let Some(status) = orphan.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = orphan.kill();
+            let _ = orphan.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = status.expect("the stale namespace's process is killed");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "killed by the clean-up, not ended on its own"
     );
 }
 

@@ -1,6 +1,7 @@
 //! PostgreSQL in regions: a primary in `east`, a replica in `west` that
 //! streams from east's region address over the east–west link, and a cut
-//! of that link stops the stream until the heal.
+//! of that link stops the stream until the heal; a paused primary answers
+//! nothing until it is resumed.
 //!
 //! Skips, printing why, without root (no namespaces) or without PostgreSQL.
 
@@ -26,6 +27,29 @@ fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Connects from `region` to `dsn` and asks the server which address the
+/// client came from, all within `within`.
+fn app_query(net: &Net, region: &str, dsn: &str, within: Duration) -> Result<String, String> {
+    let dsn = dsn.to_owned();
+    net.block_on(region, move || async move {
+        let query = async {
+            let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let row = client
+                .query_one("SELECT host(inet_client_addr())", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<String, String>(row.get(0))
+        };
+        tokio::time::timeout(within, query)
+            .await
+            .map_err(|_| format!("no answer within {within:?}"))?
+    })
+    .expect("the client runs in its region")
 }
 
 #[test]
@@ -73,22 +97,8 @@ fn a_replica_in_west_streams_from_east_until_the_link_is_cut() {
     // An application in west reaches the primary at east's address, with
     // the application role's password.
     let dsn = cluster.node(0).expect("primary").app_dsn();
-    let seen_from = net
-        .block_on("west", move || async move {
-            let connect = tokio_postgres::connect(&dsn, tokio_postgres::NoTls);
-            let (client, connection) = tokio::time::timeout(DELIVER, connect)
-                .await
-                .map_err(|_| "connect timed out".to_owned())?
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            let row = client
-                .query_one("SELECT host(inet_client_addr())", &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<String, String>(row.get(0))
-        })
-        .expect("the client runs in west")
-        .expect("the application connects from west");
+    let seen_from =
+        app_query(&net, "west", &dsn, DELIVER).expect("the application connects from west");
     assert_eq!(seen_from, west.addr().to_string());
 
     let count = |node: usize| -> Option<u32> {
@@ -127,4 +137,12 @@ fn a_replica_in_west_streams_from_east_until_the_link_is_cut() {
         "the stream resumes after the heal: west has {:?} rows",
         count(1)
     );
+
+    // A paused primary answers nothing (the kernel still accepts the
+    // connection) until it is resumed.
+    cluster.pause(0).expect("SIGSTOP the primary");
+    let err = app_query(&net, "west", &dsn, WITHHELD).expect_err("a paused primary is silent");
+    assert!(err.contains("no answer"), "{err}");
+    cluster.resume(0).expect("SIGCONT the primary");
+    app_query(&net, "west", &dsn, DELIVER).expect("a resumed primary answers");
 }

@@ -28,6 +28,8 @@
 //! - No region forwards for another: with the link `east`–`west` cut,
 //!   `east` and `west` cannot talk, even though both still reach `south`
 //!   (a partial partition).
+//! - Links carry IPv4 only (no IPv6 link-local addresses), so nothing
+//!   crosses a link around the cut rules.
 //! - Only the namespaces the harness creates hold these addresses; nothing
 //!   is added to the host's namespace, so the host's own addresses and
 //!   routes are untouched.
@@ -65,7 +67,8 @@
 //! its namespaces, which destroys their veth pairs. Namespace names carry
 //! the creating process's pid (`fo<pid>-<seq>-<region>`); a run that was
 //! killed before it could clean up leaves namespaces whose pid is gone, and
-//! the next [`NetBuilder::start`] deletes them.
+//! the next [`NetBuilder::start`] kills what still runs in them and deletes
+//! them.
 //!
 //! Creating namespaces needs root; without it `start` fails with
 //! [`NetError::Unsupported`] and tests skip with that reason.
@@ -509,6 +512,9 @@ impl Net {
         ] {
             let ns = Some(region.namespace.as_str());
             ip_line(ns, &format!("addr add {own}/30 dev {dev}"))?;
+            // IPv4 only: no IPv6 link-local address, so nothing crosses a
+            // link that the (IPv4) cut rules would miss.
+            ip_line(ns, &format!("link set {dev} addrgenmode none"))?;
             ip_line(ns, &format!("link set {dev} up"))?;
             // A cut also drops ARP (the kernel routes an ARP request's
             // target before answering it), and a neighbour that failed to
@@ -620,6 +626,19 @@ fn remove_stale() {
         };
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
+        }
+        // Servers the crashed run started there outlived it; they would
+        // keep the namespace (and its veths) alive after the name is gone.
+        let pids = Command::new("ip").args(["netns", "pids", &name]).output();
+        if let Ok(out) = pids {
+            for pid in String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                if let Err(e) = ns::kill_process(pid) {
+                    tracing::warn!(namespace = %name, pid, "net: a stale namespace's process not killed: {e}");
+                }
+            }
         }
         match ip(None, &["netns", "del", &name]) {
             Ok(()) => {

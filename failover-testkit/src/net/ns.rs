@@ -65,6 +65,22 @@ pub(crate) fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
     }
 }
 
+/// `kill -9`s one process (not a group): what a crashed run left in a
+/// namespace.
+pub(crate) fn kill_process(pid: u32) -> io::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    if pid <= 1 || pid as u32 == std::process::id() {
+        return Err(io::Error::other(format!("refusing to kill pid {pid}")));
+    }
+    // SAFETY: kill takes plain integers.
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether this process runs with effective uid 0, which creating network
 /// namespaces needs.
 pub(crate) fn is_root() -> bool {

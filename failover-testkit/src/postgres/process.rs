@@ -129,3 +129,18 @@ pub(crate) fn kill_tree(pid: u32) {
         let _ = Command::new("kill").args(["-9", &c.to_string()]).output();
     }
 }
+
+/// Sends `signal` (a `kill -s` name: `STOP`, `CONT`) to `pid` and to each
+/// of its children: a postmaster with its backends, WAL sender or receiver.
+pub(crate) fn signal_tree(pid: u32, signal: &str) -> Result<(), PgTestError> {
+    let mut c = Command::new("kill");
+    c.args(["-s", signal, &pid.to_string()]);
+    run(c)?;
+    for child in children_of(pid) {
+        // A child may have just exited; the postmaster is what must succeed.
+        let _ = Command::new("kill")
+            .args(["-s", signal, &child.to_string()])
+            .output();
+    }
+    Ok(())
+}
