@@ -37,15 +37,20 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-mod placement;
 mod process;
 pub mod writer;
 
-pub use placement::NodePlacement;
-use placement::{enter_on_exec, hba, NAMESPACED_PORT};
+use crate::placement::{enter_on_exec, Placement};
 
 pub use process::pg_command;
-use process::{alive, append, chown_postgres, free_port, is_ready, kill_tree, run, signal_tree};
+use process::{
+    alive, append, chown_postgres, free_port, hba, is_ready, kill_tree, run, signal_tree,
+};
+
+/// The first port of nodes in namespaces: node `i` listens on
+/// `NAMESPACED_PORT + i`. A fresh namespace has no other listener, and the
+/// index keeps two nodes of one cluster in one namespace apart.
+const NAMESPACED_PORT: u16 = 5432;
 
 /// The application role the cluster creates (password authentication).
 pub const APP_ROLE: &str = "app";
@@ -136,7 +141,7 @@ pub struct PgTestClusterBuilder {
     synchronous: bool,
     tls: bool,
     names: Vec<String>,
-    placements: Vec<NodePlacement>,
+    placements: Vec<Placement>,
 }
 
 impl Default for PgTestClusterBuilder {
@@ -191,7 +196,7 @@ impl PgTestClusterBuilder {
     /// links between namespaces. A node beyond the list is on loopback.
     pub fn placements<I>(mut self, placements: I) -> Self
     where
-        I: IntoIterator<Item = NodePlacement>,
+        I: IntoIterator<Item = Placement>,
     {
         self.placements = placements.into_iter().collect();
         self
@@ -256,7 +261,7 @@ pub struct PgTestCluster {
     /// Names given by the builder, primary first.
     names: Vec<String>,
     /// Placements given by the builder, primary first.
-    placements: Vec<NodePlacement>,
+    placements: Vec<Placement>,
     // Declared last: removed after `Drop::drop` stopped the servers.
     dir: tempfile::TempDir,
 }
@@ -331,7 +336,7 @@ impl PgTestCluster {
     }
 
     /// Node `i`'s placement: the builder's, or loopback.
-    fn placement(&self, i: usize) -> NodePlacement {
+    fn placement(&self, i: usize) -> Placement {
         self.placements.get(i).cloned().unwrap_or_default()
     }
 
@@ -478,7 +483,8 @@ impl PgTestCluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        enter_on_exec(&mut c, node.netns.as_deref())?;
+        enter_on_exec(&mut c, node.netns.as_deref())
+            .map_err(io_err("enter the node's namespace"))?;
         let mut child = c.spawn().map_err(io_err("spawn postgres"))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -551,7 +557,8 @@ impl PgTestCluster {
                 "fast",
                 "--no-sync",
             ]);
-        enter_on_exec(&mut c, node.netns.as_deref())?;
+        enter_on_exec(&mut c, node.netns.as_deref())
+            .map_err(io_err("enter the node's namespace"))?;
         run(c)?;
         self.start_on_free_port(&mut node)?;
         self.nodes.push(node);

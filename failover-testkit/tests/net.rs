@@ -12,9 +12,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use failover_testkit::http::{ApiMode, RegionalApi};
 use failover_testkit::net::{Net, NetError, RegionTask};
 use failover_testkit::proxy::TcpProxy;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Port of the echo servers (each region has its own address space).
@@ -423,7 +424,7 @@ fn the_proxy_adds_its_delay_and_drops_connections_by_seed() {
         let answered = (0..8)
             .map(|_| exchange_from(&net, "south", p.addr(), SILENCE).is_ok())
             .collect();
-        (answered, p.proxy().dropped())
+        (answered, p.dropped())
     };
     let (first, dropped) = pattern(7);
     let (second, _) = pattern(7);
@@ -608,4 +609,54 @@ fn bad_names_and_unknown_regions_are_clear_errors() {
         .spawn("mars", || Command::new("true"))
         .expect_err("no mars");
     assert!(matches!(err, NetError::UnknownRegion { .. }), "{err}");
+}
+
+/// `GET /healthz` from `region` to `api`; the whole response, within `within`.
+fn get_from(net: &Net, region: &str, api: SocketAddr, within: Duration) -> Result<String, String> {
+    net.block_on(region, move || async move {
+        let get = async {
+            let mut stream = TcpStream::connect(api).await.map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut response = Vec::new();
+            stream
+                .read_to_end(&mut response)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<String, String>(String::from_utf8_lossy(&response).into_owned())
+        };
+        tokio::time::timeout(within, get)
+            .await
+            .map_err(|_| format!("no answer within {within:?}"))?
+    })
+    .expect("the client runs in its region")
+}
+
+#[test]
+fn a_regional_api_serves_on_its_region_address_and_is_switched_from_the_test() {
+    let Some(net) = start(&["east", "west"]) else {
+        return;
+    };
+    let listen = SocketAddr::from((net.addr("east").expect("east"), 8080));
+    let api = net
+        .serve("east", move || async move {
+            RegionalApi::start_at("east", None, listen)
+        })
+        .expect("the API starts in east");
+    assert_eq!(api.addr(), listen);
+
+    let healthy = get_from(&net, "west", listen, ANSWER).expect("west reaches east's API");
+    assert!(
+        healthy.starts_with("HTTP/1.1 200") && healthy.contains("region=east"),
+        "{healthy}"
+    );
+    api.set_mode(ApiMode::Status(503));
+    let failing = get_from(&net, "west", listen, ANSWER).expect("west reaches east's API");
+    assert!(failing.starts_with("HTTP/1.1 503"), "{failing}");
+
+    net.cut("east", "west").expect("cut");
+    let err = get_from(&net, "west", listen, SILENCE).expect_err("the API is cut off");
+    assert!(err.contains("no answer"), "{err}");
 }

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use failover_testkit::net::Net;
-use failover_testkit::postgres::{find_bindir, NodePlacement, PgTestCluster};
+use failover_testkit::postgres::{find_bindir, PgTestCluster};
 
 /// How long replication may take to deliver a row on a healthy link.
 const DELIVER: Duration = Duration::from_secs(30);
@@ -73,10 +73,7 @@ fn a_replica_in_west_streams_from_east_until_the_link_is_cut() {
     let cluster = PgTestCluster::builder()
         .replicas(1)
         .names(["pg-east", "pg-west"])
-        .placements([
-            NodePlacement::namespace(east.netns_path(), east.addr()),
-            NodePlacement::namespace(west.netns_path(), west.addr()),
-        ])
+        .placements([east.placement(), west.placement()])
         .start()
         .expect("a primary in east and a replica in west start");
 

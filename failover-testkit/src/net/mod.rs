@@ -92,8 +92,9 @@ use std::time::Duration;
 pub use error::NetError;
 pub use plan::{MAX_REGIONS, MAX_REGION_NAME};
 pub use process::RegionProcess;
-pub use task::{RegionProxy, RegionTask};
+pub use task::{RegionProxy, RegionService, RegionTask};
 
+use crate::placement::Placement;
 use crate::proxy::TcpProxyBuilder;
 use plan::{link_addrs, link_device, link_mac, owner_pid, region_addr, validate};
 pub(crate) use registry::Registry;
@@ -105,8 +106,8 @@ const NETNS_DIR: &str = "/var/run/netns";
 const CUT_PREF: &str = "100";
 /// Where the local routing table's rule moves (from its default 0).
 const LOCAL_PREF: &str = "1000";
-/// How long a proxy may take to bind in its region.
-const PROXY_START: Duration = Duration::from_secs(10);
+/// How long a server may take to start in its region.
+const SERVICE_START: Duration = Duration::from_secs(10);
 
 /// Makes the namespaces of two nets of one process distinct.
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
@@ -199,6 +200,11 @@ impl Region {
     /// Where the namespace is mounted, `/var/run/netns/<namespace>`.
     pub fn netns_path(&self) -> PathBuf {
         Path::new(NETNS_DIR).join(&self.namespace)
+    }
+    /// A server placement in this region, listening on its address: give
+    /// it to a PostgreSQL node or an etcd member.
+    pub fn placement(&self) -> Placement {
+        Placement::namespace(self.netns_path(), self.addr)
     }
 }
 
@@ -373,6 +379,45 @@ impl Net {
         self.run(region, make)?.join()
     }
 
+    /// Starts a server in `region`: `start` runs on a region thread (as
+    /// [`Net::run`]) and returns the server's handle, which is handed back
+    /// while the runtime keeps serving. For the testkit's servers that
+    /// must be started inside a runtime, such as a
+    /// [`RegionalApi`](crate::http::RegionalApi) on the region's address.
+    pub fn serve<F, Fut, T>(&self, region: &str, start: F) -> Result<RegionService<T>, NetError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::io::Result<T>> + 'static,
+        T: Send + 'static,
+    {
+        let namespace = self.region(region)?.namespace.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let task = self.run(region, move || async move {
+            match start().await {
+                Ok(service) => {
+                    let _ = tx.send(Ok(service));
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })?;
+        let io = |error| NetError::Io {
+            what: "start a server".into(),
+            namespace: Some(namespace.clone()),
+            error,
+        };
+        match rx.recv_timeout(SERVICE_START) {
+            Ok(Ok(service)) => Ok(RegionService::new(service, task)),
+            Ok(Err(error)) => Err(io(error)),
+            Err(_) => Err(io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("not started after {SERVICE_START:?}"),
+            ))),
+        }
+    }
+
     /// Starts the proxy that `builder` describes in `region`, listening on
     /// the region's address (at the port of the builder's listen address;
     /// 0, the default, is a free one). Its connections to the upstream
@@ -381,35 +426,7 @@ impl Net {
         let at = self.region(region)?;
         let listen = SocketAddr::from((at.addr, builder.listen_addr().port()));
         let builder = builder.listen(listen);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let task = self.run(region, move || async move {
-            match builder.start().await {
-                Ok(proxy) => {
-                    let _ = tx.send(Ok(proxy));
-                    std::future::pending::<()>().await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        })?;
-        let what = format!("start a proxy on {listen}");
-        match rx.recv_timeout(PROXY_START) {
-            Ok(Ok(proxy)) => Ok(RegionProxy::new(proxy, task)),
-            Ok(Err(error)) => Err(NetError::Io {
-                what,
-                namespace: Some(at.namespace.clone()),
-                error,
-            }),
-            Err(_) => Err(NetError::Io {
-                what,
-                namespace: Some(at.namespace.clone()),
-                error: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("not listening after {PROXY_START:?}"),
-                ),
-            }),
-        }
+        self.serve(region, move || builder.start())
     }
 
     // ---- internals ---------------------------------------------------------
@@ -602,6 +619,12 @@ fn unsupported_if_denied(e: NetError) -> NetError {
 /// `netns` (for other testkit modules that place servers in a region).
 pub(crate) fn enter_on_exec(command: &mut Command, netns: &Path) -> std::io::Result<()> {
     ns::place(command, netns)
+}
+
+/// Moves the calling thread into the network namespace mounted at `netns`
+/// (for probes of servers placed in a region).
+pub(crate) fn enter_this_thread(netns: &Path) -> std::io::Result<()> {
+    ns::enter(netns)
 }
 
 fn place(command: &mut Command, region: &Region) -> Result<(), NetError> {

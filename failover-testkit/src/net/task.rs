@@ -2,7 +2,6 @@
 //! region's namespace, with a tokio runtime of its own.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -159,28 +158,33 @@ impl<T> Drop for RegionTask<T> {
     }
 }
 
-/// A [`TcpProxy`] running in a region, started by
-/// [`Net::proxy`](super::Net::proxy). Dropping it stops the proxy and its
-/// thread.
+/// A server started on a region's runtime by
+/// [`Net::serve`](super::Net::serve) (or [`Net::proxy`](super::Net::proxy)):
+/// its handle, usable from any thread (it dereferences to it), and the
+/// region thread that runs it. Dropping it drops the handle, then stops the
+/// runtime and joins the thread.
 #[derive(Debug)]
-pub struct RegionProxy {
-    // Dropped first: its connections end before the runtime goes.
-    proxy: TcpProxy,
+pub struct RegionService<T> {
+    // Dropped first: the server ends before its runtime goes.
+    service: T,
     _task: RegionTask<()>,
 }
 
-impl RegionProxy {
-    pub(super) fn new(proxy: TcpProxy, task: RegionTask<()>) -> RegionProxy {
-        RegionProxy { proxy, _task: task }
-    }
-
-    /// The proxy: cut, heal, delay and loss are set on it.
-    pub fn proxy(&self) -> &TcpProxy {
-        &self.proxy
-    }
-
-    /// Where it listens: the region's address and its port.
-    pub fn addr(&self) -> SocketAddr {
-        self.proxy.addr()
+impl<T> RegionService<T> {
+    pub(super) fn new(service: T, task: RegionTask<()>) -> RegionService<T> {
+        RegionService {
+            service,
+            _task: task,
+        }
     }
 }
+
+impl<T> std::ops::Deref for RegionService<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.service
+    }
+}
+
+/// A [`TcpProxy`] running in a region, from [`Net::proxy`](super::Net::proxy).
+pub type RegionProxy = RegionService<TcpProxy>;
