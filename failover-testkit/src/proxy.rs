@@ -266,10 +266,17 @@ async fn accept_loop(
         tokio::spawn(async move {
             // A black hole while cut (or for a dropped connection): hold the
             // connection, forward nothing, until the proxy is dropped or cut
-            // again after a heal.
+            // again after a heal, or the client gives up (read and
+            // discarded, so a long drill does not pile up sockets).
             if dropped || shared.cut.load(Ordering::SeqCst) {
-                let _ = ended.changed().await;
-                drop(client);
+                let mut client = client;
+                let mut sink = [0u8; 4096];
+                tokio::select! {
+                    _ = ended.changed() => {}
+                    _ = async {
+                        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+                    } => {}
+                }
                 return;
             }
             let Ok(server) = TcpStream::connect(upstream).await else {
