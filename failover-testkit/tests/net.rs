@@ -660,3 +660,33 @@ fn a_regional_api_serves_on_its_region_address_and_is_switched_from_the_test() {
     let err = get_from(&net, "west", listen, SILENCE).expect_err("the API is cut off");
     assert!(err.contains("no answer"), "{err}");
 }
+
+#[test]
+fn a_command_runs_in_its_region_and_sees_its_links() {
+    let Some(net) = start(&["east", "west", "south"]) else {
+        return;
+    };
+    let out = net
+        .command("west", "ip")
+        .expect("west")
+        .args(["-o", "-4", "addr"])
+        .output()
+        .expect("ip runs in west");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let west = net.addr("west").expect("west").to_string();
+    let east = net.addr("east").expect("east").to_string();
+    assert!(text.contains(&format!("lo    inet {west}/32")), "{text}");
+    assert!(
+        !text.contains(&format!("{east}/32")),
+        "east's address is east's only: {text}"
+    );
+    assert!(
+        text.contains("to-east") && text.contains("to-south"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("eth0"),
+        "the host's devices are not here: {text}"
+    );
+}
