@@ -41,8 +41,12 @@
 //!   connections go silent (the peers' TCP retransmits) and resume after
 //!   [`Net::heal`] if neither side gave up meanwhile; new connections time
 //!   out. It is a policy-routing rule (`ip rule … iif to-b blackhole`)
-//!   placed before the local table, and the namespaces run with
-//!   `ip_early_demux = 0` so established sockets cannot skip it.
+//!   placed before the local table. Adding a rule invalidates the routes
+//!   that established sockets cached, so they are caught too (a test
+//!   holds a connection across a cut); the namespaces also run with
+//!   `ip_early_demux = 0`, so no cached route can outlive a rule.
+//!   Neighbours are static (ARP would be cut too), so a heal takes effect
+//!   at once.
 //! - [`Net::isolate`] cuts every link of a region, [`Net::rejoin`] heals them.
 //! - [`RegionProcess`] kills (`SIGKILL`), pauses (`SIGSTOP`), resumes
 //!   (`SIGCONT`) and restarts a process started in a region, with every
@@ -280,8 +284,15 @@ impl Net {
         if !cuts.contains(&(i, j)) {
             return Ok(());
         }
-        self.rule("del", i, j)?;
-        self.rule("del", j, i)?;
+        // Both ends, even if one fails, and a rule already gone is healed:
+        // a heal that failed half-way can be retried.
+        let gone = |r: Result<(), NetError>| match r {
+            Err(NetError::Command { stderr, .. }) if stderr.contains("No such file") => Ok(()),
+            other => other,
+        };
+        let first = gone(self.rule("del", i, j));
+        gone(self.rule("del", j, i))?;
+        first?;
         cuts.remove(&(i, j));
         tracing::info!(a, b, "net: link healed");
         Ok(())
