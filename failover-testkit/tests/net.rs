@@ -32,7 +32,13 @@ fn start(regions: &[&str]) -> Option<Net> {
     for r in regions {
         builder = builder.region(*r);
     }
-    match builder.start() {
+    // Every start deletes stale namespaces: not while the stale test is
+    // still setting one up.
+    let started = {
+        let _shared = STALE_SETUP.read().unwrap_or_else(|p| p.into_inner());
+        builder.start()
+    };
+    match started {
         Ok(net) => Some(net),
         Err(e) if e.is_unsupported() => {
             eprintln!("skipped: {e}");
@@ -41,6 +47,10 @@ fn start(regions: &[&str]) -> Option<Net> {
         Err(e) => panic!("the net starts: {e}"),
     }
 }
+
+/// Held for writing while a test builds a "crashed run's" namespace, which
+/// any [`start`] would delete.
+static STALE_SETUP: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// What an exchange with an echo server saw.
 #[derive(Debug)]
@@ -535,8 +545,42 @@ fn everything_is_removed_on_drop_and_after_a_panic() {
     }
 }
 
+/// A process group started by a test, `kill -9`ed on drop whatever
+/// happened. Its leader is reaped only by [`Orphan::exited`] or the drop,
+/// so the group id cannot be reused by a stranger before the kill.
+struct Orphan(Option<std::process::Child>);
+
+impl Orphan {
+    /// Waits (bounded) until the leader exited, then reaps it.
+    fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let pid = self.0.as_ref()?.id();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        }) {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.0.take()?.wait().ok()
+    }
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-9", "--", &group]).output();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[test]
 fn a_stale_namespace_of_a_dead_process_is_removed_at_start() {
+    let setup = STALE_SETUP.write().unwrap_or_else(|p| p.into_inner());
     let mut gone = Command::new("true").spawn().expect("true runs");
     let pid = gone.id();
     gone.wait().expect("true ends");
@@ -550,13 +594,30 @@ fn a_stale_namespace_of_a_dead_process_is_removed_at_start() {
         return;
     }
     // A server the crashed run left behind in its namespace.
-    let mut orphan = Command::new("ip")
-        .args(["netns", "exec", &stale, "sleep", "600"])
+    let mut orphan = Orphan(Some(
+        std::os::unix::process::CommandExt::process_group(
+            Command::new("ip").args(["netns", "exec", &stale, "sleep", "600"]),
+            0,
+        )
         .spawn()
-        .expect("a process in the stale namespace");
+        .expect("a process in the stale namespace"),
+    ));
+    // Wait until it is in there (`ip netns exec` enters, then runs sleep).
+    let deadline = Instant::now() + ANSWER;
+    while !Command::new("ip")
+        .args(["netns", "pids", &stale])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the orphan never entered {stale}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(setup);
+
     let Some(_net) = start(&["east"]) else {
-        let _ = orphan.kill();
-        let _ = orphan.wait();
         return;
     };
     assert_eq!(
@@ -564,19 +625,9 @@ fn a_stale_namespace_of_a_dead_process_is_removed_at_start() {
         Vec::<String>::new(),
         "the stale namespace is deleted"
     );
-    let deadline = Instant::now() + ANSWER;
-    let status = loop {
-        if let Some(status) = orphan.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = orphan.kill();
-            let _ = orphan.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let status = status.expect("the stale namespace's process is killed");
+    let status = orphan
+        .exited(ANSWER)
+        .expect("the stale namespace's process is killed");
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9),

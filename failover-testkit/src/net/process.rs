@@ -75,12 +75,14 @@ impl RegionProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Whether it runs (a paused process runs). Reaps it if it exited.
+    /// Whether it runs (a paused process runs). An exited process is not
+    /// reaped here but by [`kill`](Self::kill) (or the drop): while it is
+    /// unreaped its pid, which names its process group, cannot be reused,
+    /// so signalling the group can never reach a stranger's processes.
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(_))) | Some(Err(_)) | None => false,
-        }
+        self.child
+            .as_ref()
+            .is_some_and(|child| process_state(child.id()).is_some_and(|s| s != 'Z'))
     }
 
     /// `kill -9`s its process group and reaps it; returns how it ended
@@ -134,6 +136,14 @@ impl RegionProcess {
         tracing::info!(region = %self.region.name, pid, "net: process {what}d");
         Ok(())
     }
+}
+
+/// A process's state letter from `/proc/PID/stat` (`R`, `S`, `T` stopped,
+/// `Z` exited and not reaped), or `None` if there is no such process.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: read after it.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 impl Drop for RegionProcess {
