@@ -4,13 +4,20 @@
 //! data), to take away a minority or a majority of the cluster. Every member
 //! is killed and the temp dir removed when the handle drops, also when a test
 //! panics.
+//!
+//! [`EtcdCluster::start_placed`] puts each member in a network namespace
+//! instead (a region of [`crate::net`]), listening on the region's address,
+//! so that raft traffic crosses links a drill can cut. The cluster's own
+//! health checks then run from inside each member's namespace.
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::placement::{enter_on_exec, in_namespace, Placement};
 
 /// Where Debian's `etcd-server` package installs the server.
 pub const ETCD: &str = "/usr/bin/etcd";
@@ -18,10 +25,16 @@ pub const ETCD: &str = "/usr/bin/etcd";
 /// How long a fresh cluster may take to elect a leader and report healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Client port of the first member in a namespace; member `i` there uses
+/// `CLIENT_PORT + 2i` and the next port for peers (a fresh namespace has
+/// no other listener; the index keeps members in one namespace apart).
+const NAMESPACED_CLIENT_PORT: u16 = 2379;
+
 /// One member's process and addresses.
 #[derive(Debug)]
 struct Member {
     name: String,
+    placement: Placement,
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
@@ -41,10 +54,18 @@ impl EtcdCluster {
     /// clear message when etcd is not installed, and with the members' log
     /// tails when it does not come up.
     pub fn start(n: usize) -> io::Result<Self> {
+        EtcdCluster::start_placed(vec![Placement::loopback(); n])
+    }
+
+    /// Starts one member per placement (1 to 7), like [`start`](Self::start):
+    /// a member placed in a namespace runs there and listens on the
+    /// placement's address (client port 2379 + 2i, peer port the next).
+    pub fn start_placed(placements: Vec<Placement>) -> io::Result<Self> {
+        let n = placements.len();
         if !(1..=7).contains(&n) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("EtcdCluster::start({n}): give 1 to 7 members"),
+                format!("EtcdCluster: {n} members; give 1 to 7"),
             ));
         }
         if !Path::new(ETCD).exists() {
@@ -67,13 +88,23 @@ impl EtcdCluster {
                 .to_owned();
             let mut members = Vec::with_capacity(n);
             let mut taken = Vec::with_capacity(2 * n);
-            for i in 0..n {
-                let client_port = free_port(&taken)?;
-                taken.push(client_port);
-                let peer_port = free_port(&taken)?;
-                taken.push(peer_port);
+            for (i, placement) in placements.iter().enumerate() {
+                let (client_port, peer_port) = match placement.netns {
+                    Some(_) => {
+                        let client = NAMESPACED_CLIENT_PORT + 2 * i as u16;
+                        (client, client + 1)
+                    }
+                    None => {
+                        let client_port = free_port(&taken)?;
+                        taken.push(client_port);
+                        let peer_port = free_port(&taken)?;
+                        taken.push(peer_port);
+                        (client_port, peer_port)
+                    }
+                };
                 members.push(Member {
                     name: format!("m{i}"),
+                    placement: placement.clone(),
                     client_port,
                     peer_port,
                     child: None,
@@ -104,7 +135,9 @@ impl EtcdCluster {
         self.members.is_empty()
     }
 
-    /// Every member's client URL, like `http://127.0.0.1:PORT`, in member order.
+    /// Every member's client URL, like `http://127.0.0.1:PORT`, in member
+    /// order. A member placed in a region is reached at its region address,
+    /// from regions only.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.len()).map(|i| self.endpoint(i)).collect()
     }
@@ -116,7 +149,18 @@ impl EtcdCluster {
 
     /// Member `i`'s client address.
     pub fn client_addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.members[i].client_port))
+        SocketAddr::new(self.members[i].placement.host, self.members[i].client_port)
+    }
+
+    /// One HTTP request to member `i`'s client port, from inside its
+    /// namespace when it is placed in one.
+    fn request(&self, i: usize, method: &str, path: &str, body: &str) -> Option<String> {
+        let addr = self.client_addr(i);
+        in_namespace(self.members[i].placement.netns.as_deref(), || {
+            http_request(addr, method, path, body)
+        })
+        .ok()
+        .flatten()
     }
 
     /// The temp dir holding every member's data dir and log (`mN.log`).
@@ -187,7 +231,7 @@ impl EtcdCluster {
                         self.log_tail(i)
                     )));
                 }
-                if !is_healthy(self.client_addr(i)) {
+                if !self.is_healthy(i) {
                     unhealthy = Some(i);
                     break;
                 }
@@ -210,6 +254,13 @@ impl EtcdCluster {
         }
     }
 
+    /// Whether member `i` answers `GET /health` with `"health":"true"`: it
+    /// runs and sees a leader (a member cut off from the majority does not).
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.request(i, "GET", "/health", "")
+            .is_some_and(|body| body.contains("\"health\":\"true\""))
+    }
+
     /// The member that is the raft leader now, as the running members report
     /// it (`POST /v3/maintenance/status`); `None` when none knows one. Tests
     /// use it to take away a follower without also forcing an election.
@@ -218,9 +269,7 @@ impl EtcdCluster {
             if !self.is_running(i) {
                 continue;
             }
-            let Some(body) =
-                http_request(self.client_addr(i), "POST", "/v3/maintenance/status", "{}")
-            else {
+            let Some(body) = self.request(i, "POST", "/v3/maintenance/status", "{}") else {
                 continue;
             };
             let (Some(member), Some(leader)) =
@@ -254,7 +303,7 @@ impl EtcdCluster {
     fn initial_cluster(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}={}", m.name, url(m.placement.host, m.peer_port)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -265,9 +314,11 @@ impl EtcdCluster {
             .append(true)
             .open(self.log_path(i))?;
         let member = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
-        let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new(ETCD)
+        let client = url(member.placement.host, member.client_port);
+        let peer = url(member.placement.host, member.peer_port);
+        let mut command = Command::new(ETCD);
+        enter_on_exec(&mut command, member.placement.netns.as_deref())?;
+        let child = command
             .arg("--name")
             .arg(&member.name)
             .arg("--data-dir")
@@ -299,7 +350,7 @@ impl EtcdCluster {
                     self.log_tail(i)
                 )));
             }
-            if http_get(self.client_addr(i), "/health").is_some() {
+            if self.request(i, "GET", "/health", "").is_some() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -327,14 +378,9 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// Whether `GET /health` says `"health":"true"`.
-fn is_healthy(addr: SocketAddr) -> bool {
-    http_get(addr, "/health").is_some_and(|body| body.contains("\"health\":\"true\""))
-}
-
-/// One plain HTTP/1.0 GET with short timeouts; the whole response, or `None`.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    http_request(addr, "GET", path, "")
+/// `http://host:port`, with brackets for IPv6.
+fn url(host: IpAddr, port: u16) -> String {
+    format!("http://{}", SocketAddr::new(host, port))
 }
 
 /// The string value of `"name":"..."` in a flat JSON text.

@@ -208,6 +208,17 @@ impl RegionalApi {
 
     /// Starts an API whose healthy body names `region`, with TLS when `ca` is given.
     pub fn start_named(region: &str, ca: Option<Arc<TestCa>>) -> io::Result<RegionalApi> {
+        RegionalApi::start_at(region, ca, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Like [`start_named`](Self::start_named), listening on `listen`
+    /// (port 0: a free one): a region's address, when started on a
+    /// [`Net::run`](crate::net::Net::run) task in that region.
+    pub fn start_at(
+        region: &str,
+        ca: Option<Arc<TestCa>>,
+        listen: SocketAddr,
+    ) -> io::Result<RegionalApi> {
         in_runtime()?;
         let tls = match ca {
             Some(ca) => {
@@ -216,7 +227,7 @@ impl RegionalApi {
             }
             None => None,
         };
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = bind(listen)?;
         let addr = listener.local_addr()?;
         let api = RegionalApi {
             addr,

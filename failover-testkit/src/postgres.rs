@@ -6,8 +6,13 @@
 //! Every server process runs as the `postgres` system user (initdb and postgres
 //! refuse root), through `runuser -u postgres --` when the test runs as root.
 //!
+//! [`PgTestClusterBuilder::placements`] puts nodes in network namespaces
+//! instead (regions of [`crate::net`]): each listens on its region's
+//! address, and a replica streams from the primary's region address, so a
+//! cut link stops replication the way a real partition does.
+//!
 //! Access: the `postgres` superuser authenticates by `trust` (local socket and
-//! 127.0.0.1); the application role [`APP_ROLE`] must give its password
+//! each node's listen address); the application role [`APP_ROLE`] must give its password
 //! ([`APP_PASSWORD`], SCRAM), so a wrong-credentials test is real.
 //!
 //! `fsync = off` keeps the tests quick. It only matters when the *machine*
@@ -26,6 +31,7 @@
 
 use std::fmt;
 use std::fs;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -34,8 +40,17 @@ use std::time::{Duration, Instant};
 mod process;
 pub mod writer;
 
+use crate::placement::{enter_on_exec, Placement};
+
 pub use process::pg_command;
-use process::{alive, append, chown_postgres, free_port, is_ready, kill_tree, run};
+use process::{
+    alive, append, chown_postgres, free_port, hba, is_ready, kill_tree, run, signal_tree,
+};
+
+/// The first port of nodes in namespaces: node `i` listens on
+/// `NAMESPACED_PORT + i`. A fresh namespace has no other listener, and the
+/// index keeps two nodes of one cluster in one namespace apart.
+const NAMESPACED_PORT: u16 = 5432;
 
 /// The application role the cluster creates (password authentication).
 pub const APP_ROLE: &str = "app";
@@ -126,6 +141,7 @@ pub struct PgTestClusterBuilder {
     synchronous: bool,
     tls: bool,
     names: Vec<String>,
+    placements: Vec<Placement>,
 }
 
 impl Default for PgTestClusterBuilder {
@@ -135,6 +151,7 @@ impl Default for PgTestClusterBuilder {
             synchronous: false,
             tls: false,
             names: Vec::new(),
+            placements: Vec::new(),
         }
     }
 }
@@ -172,6 +189,18 @@ impl PgTestClusterBuilder {
         self.names = names.into_iter().map(Into::into).collect();
         self
     }
+    /// Where each node runs, primary first (default: all on the host's
+    /// loopback). A node placed in a network namespace listens on its
+    /// placement's address at port 5432 + its index, is started (and its
+    /// base backup taken) inside the namespace, and so replicates over the
+    /// links between namespaces. A node beyond the list is on loopback.
+    pub fn placements<I>(mut self, placements: I) -> Self
+    where
+        I: IntoIterator<Item = Placement>,
+    {
+        self.placements = placements.into_iter().collect();
+        self
+    }
     /// Creates and starts the cluster; blocks for a few seconds.
     pub fn start(self) -> Result<PgTestCluster, PgTestError> {
         PgTestCluster::create(self)
@@ -183,8 +212,12 @@ impl PgTestClusterBuilder {
 pub struct PgTestNode {
     /// Node name, also its `cluster_name` (the replica's `application_name`).
     pub name: String,
-    /// TCP port on 127.0.0.1.
+    /// TCP port on [`host`](Self::host).
     pub port: u16,
+    /// The address it listens on: 127.0.0.1, or its namespace's address.
+    pub host: IpAddr,
+    /// The network namespace it runs in (`None`: the host's).
+    pub netns: Option<PathBuf>,
     /// Data directory (owned by `postgres`).
     pub data_dir: PathBuf,
     /// Server log file.
@@ -195,20 +228,20 @@ impl PgTestNode {
     /// libpq-style DSN of the `postgres` superuser over TCP (trust).
     pub fn admin_dsn(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name=failover-admin",
-            self.port
+            "host={} port={} user=postgres dbname=postgres application_name=failover-admin",
+            self.host, self.port
         )
     }
     /// libpq-style DSN of [`APP_ROLE`] on [`APP_DATABASE`] with its password.
     pub fn app_dsn(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} user={APP_ROLE} password={APP_PASSWORD} dbname={APP_DATABASE}",
-            self.port
+            "host={} port={} user={APP_ROLE} password={APP_PASSWORD} dbname={APP_DATABASE}",
+            self.host, self.port
         )
     }
     /// libpq-style conninfo a replica uses to stream from this node.
     pub fn replication_conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres", self.port)
+        format!("host={} port={} user=postgres", self.host, self.port)
     }
     /// The postmaster's pid from `postmaster.pid`, if it has one.
     pub fn postmaster_pid(&self) -> Option<u32> {
@@ -227,6 +260,8 @@ pub struct PgTestCluster {
     tls_root: Option<PathBuf>,
     /// Names given by the builder, primary first.
     names: Vec<String>,
+    /// Placements given by the builder, primary first.
+    placements: Vec<Placement>,
     // Declared last: removed after `Drop::drop` stopped the servers.
     dir: tempfile::TempDir,
 }
@@ -260,6 +295,7 @@ impl PgTestCluster {
             children: Mutex::new(Vec::new()),
             tls_root: None,
             names: b.names.clone(),
+            placements: b.placements.clone(),
             dir,
         };
         cluster.init_primary(b.tls)?;
@@ -288,17 +324,39 @@ impl PgTestCluster {
         self.dir.path().join("sock")
     }
 
-    fn node_conf(&self, name: &str, port: u16) -> String {
+    fn node_conf(&self, node: &PgTestNode) -> String {
         format!(
-            "\n# failover-testkit\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{}'\ncluster_name = '{name}'\n",
-            self.sock_dir().display()
+            "\n# failover-testkit\nport = {}\nlisten_addresses = '{}'\n\
+             unix_socket_directories = '{}'\ncluster_name = '{}'\n",
+            node.port,
+            node.host,
+            self.sock_dir().display(),
+            node.name
         )
+    }
+
+    /// Node `i`'s placement: the builder's, or loopback.
+    fn placement(&self, i: usize) -> Placement {
+        self.placements.get(i).cloned().unwrap_or_default()
+    }
+
+    /// A node that is not started yet, placed as the builder said.
+    fn new_node(&self, i: usize, name: String) -> PgTestNode {
+        let (data_dir, log_file) = self.node_dirs(&name);
+        let placement = self.placement(i);
+        PgTestNode {
+            name,
+            port: 0,
+            host: placement.host,
+            netns: placement.netns,
+            data_dir,
+            log_file,
+        }
     }
 
     fn init_primary(&mut self, tls: bool) -> Result<(), PgTestError> {
         let name = self.node_name(0)?;
-        let (data_dir, log_file) = self.node_dirs(&name);
+        let (data_dir, _) = self.node_dirs(&name);
         let mut c = pg_command(&self.bindir, "initdb");
         c.arg("-D").arg(&data_dir).args([
             "-U",
@@ -318,25 +376,13 @@ impl PgTestCluster {
              fsync = off\nfull_page_writes = on\nwal_receiver_status_interval = 1s\n\
              wal_retrieve_retry_interval = 50ms\nwal_keep_size = 128MB\nlog_line_prefix = '%m [%p] %a '\n",
         )?;
-        let tcp = if tls { "hostssl" } else { "host" };
-        fs::write(
-            data_dir.join("pg_hba.conf"),
-            format!(
-                "local all all trust\nlocal replication all trust\n\
-                 {tcp} all {APP_ROLE} 127.0.0.1/32 scram-sha-256\n\
-                 {tcp} all all 127.0.0.1/32 trust\n{tcp} replication all 127.0.0.1/32 trust\n"
-            ),
-        )
-        .map_err(io_err("write pg_hba.conf"))?;
+        let hosts: Vec<IpAddr> = self.placements.iter().map(|p| p.host).collect();
+        fs::write(data_dir.join("pg_hba.conf"), hba(tls, &hosts))
+            .map_err(io_err("write pg_hba.conf"))?;
         if tls {
             self.tls_root = Some(self.write_tls_files(&data_dir)?);
         }
-        let mut node = PgTestNode {
-            name: name.clone(),
-            port: 0,
-            data_dir,
-            log_file,
-        };
+        let mut node = self.new_node(0, name);
         self.start_on_free_port(&mut node)?;
         self.nodes.push(node);
         self.psql(
@@ -370,11 +416,13 @@ impl PgTestCluster {
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)
             .map_err(tls_err("CA certificate"))?;
         let key = rcgen::KeyPair::generate().map_err(tls_err("server key"))?;
-        let cert =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .map_err(tls_err("server params"))?
-                .signed_by(&key, &ca)
-                .map_err(tls_err("server certificate"))?;
+        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        names.extend(self.placements.iter().map(|p| p.host.to_string()));
+        names.dedup();
+        let cert = rcgen::CertificateParams::new(names)
+            .map_err(tls_err("server params"))?
+            .signed_by(&key, &ca)
+            .map_err(tls_err("server certificate"))?;
         let crt = data_dir.join("server.crt");
         let pem_key = data_dir.join("server.key");
         fs::write(&crt, cert.pem()).map_err(io_err("write server.crt"))?;
@@ -400,10 +448,14 @@ impl PgTestCluster {
     fn start_on_free_port(&self, node: &mut PgTestNode) -> Result<(), PgTestError> {
         let mut last = None;
         for _ in 0..5 {
-            node.port = free_port()?;
+            node.port = match node.netns {
+                // The namespace's port space is the cluster's own.
+                Some(_) => NAMESPACED_PORT + self.nodes.len() as u16,
+                None => free_port()?,
+            };
             append(
                 &node.data_dir.join("postgresql.conf"),
-                &self.node_conf(&node.name, node.port),
+                &self.node_conf(node),
             )?;
             match self.pg_ctl_start(node) {
                 Ok(()) => return Ok(()),
@@ -431,6 +483,8 @@ impl PgTestCluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        enter_on_exec(&mut c, node.netns.as_deref())
+            .map_err(io_err("enter the node's namespace"))?;
         let mut child = c.spawn().map_err(io_err("spawn postgres"))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -480,12 +534,19 @@ impl PgTestCluster {
 
     fn add_replica(&mut self, i: usize) -> Result<(), PgTestError> {
         let name = self.node_name(i)?;
-        let (data_dir, log_file) = self.node_dirs(&name);
+        let mut node = self.new_node(i, name);
         let primary = &self.nodes[0];
+        // Taken from the replica's namespace, so the recovery settings it
+        // writes (-R) name the primary as the replica reaches it.
         let mut c = pg_command(&self.bindir, "pg_basebackup");
         c.arg("-D")
-            .arg(&data_dir)
-            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .arg(&node.data_dir)
+            .args([
+                "-h",
+                &primary.host.to_string(),
+                "-p",
+                &primary.port.to_string(),
+            ])
             .args([
                 "-U",
                 "postgres",
@@ -496,13 +557,9 @@ impl PgTestCluster {
                 "fast",
                 "--no-sync",
             ]);
+        enter_on_exec(&mut c, node.netns.as_deref())
+            .map_err(io_err("enter the node's namespace"))?;
         run(c)?;
-        let mut node = PgTestNode {
-            name,
-            port: 0,
-            data_dir,
-            log_file,
-        };
         self.start_on_free_port(&mut node)?;
         self.nodes.push(node);
         Ok(())
@@ -588,6 +645,26 @@ impl PgTestCluster {
             }
         }
         Ok(())
+    }
+
+    /// Pauses a node: `SIGSTOP` to the postmaster and its children, like a
+    /// frozen VM or a long stall. It keeps its sockets and its role, and
+    /// answers nothing (connections hang, they are not refused) until
+    /// [`resume`](Self::resume).
+    pub fn pause(&self, i: usize) -> Result<(), PgTestError> {
+        signal_tree(self.running_postmaster(i)?, "STOP")
+    }
+
+    /// Resumes a paused node (`SIGCONT` to the postmaster and its children).
+    pub fn resume(&self, i: usize) -> Result<(), PgTestError> {
+        signal_tree(self.running_postmaster(i)?, "CONT")
+    }
+
+    fn running_postmaster(&self, i: usize) -> Result<u32, PgTestError> {
+        let node = self.node(i)?;
+        node.postmaster_pid()
+            .filter(|pid| alive(*pid))
+            .ok_or_else(|| PgTestError::Config(format!("node {} is not running", node.name)))
     }
 
     /// Stops a node cleanly (`pg_ctl stop -m fast`).

@@ -4,11 +4,11 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use super::{io_err, PgTestError, PgTestNode};
+use super::{io_err, PgTestError, PgTestNode, APP_ROLE};
 
 /// Picks a free loopback TCP port. The port is released before PostgreSQL binds
 /// it, so a start retries on a new port if another test takes it meanwhile.
@@ -128,4 +128,43 @@ pub(crate) fn kill_tree(pid: u32) {
     for c in children {
         let _ = Command::new("kill").args(["-9", &c.to_string()]).output();
     }
+}
+
+/// Sends `signal` (a `kill -s` name: `STOP`, `CONT`) to `pid` and to each
+/// of its children: a postmaster with its backends, WAL sender or receiver.
+pub(crate) fn signal_tree(pid: u32, signal: &str) -> Result<(), PgTestError> {
+    let mut c = Command::new("kill");
+    c.args(["-s", signal, &pid.to_string()]);
+    run(c)?;
+    for child in children_of(pid) {
+        // A child may have just exited; the postmaster is what must succeed.
+        let _ = Command::new("kill")
+            .args(["-s", signal, &child.to_string()])
+            .output();
+    }
+    Ok(())
+}
+
+/// `pg_hba.conf`: unix-socket trust for the superuser, and for every host
+/// the nodes listen on, a password for [`APP_ROLE`] and trust for the rest
+/// (replication included).
+pub(crate) fn hba(tls: bool, hosts: &[IpAddr]) -> String {
+    let tcp = if tls { "hostssl" } else { "host" };
+    let mut text = String::from("local all all trust\nlocal replication all trust\n");
+    let mut seen = Vec::new();
+    for host in std::iter::once(IpAddr::V4(Ipv4Addr::LOCALHOST)).chain(hosts.iter().copied()) {
+        if seen.contains(&host) {
+            continue;
+        }
+        seen.push(host);
+        let net = match host {
+            IpAddr::V4(_) => format!("{host}/32"),
+            IpAddr::V6(_) => format!("{host}/128"),
+        };
+        text.push_str(&format!(
+            "{tcp} all {APP_ROLE} {net} scram-sha-256\n{tcp} all all {net} trust\n\
+             {tcp} replication all {net} trust\n"
+        ));
+    }
+    text
 }
