@@ -88,6 +88,10 @@ struct WriterJson {
     /// so a record without any encodes as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sync: Vec<String>,
+    /// A switchover drains the writer; omitted when false, so a record
+    /// written before the field existed reads as not draining.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    draining: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -165,7 +169,8 @@ pub(crate) fn decode_plan(
 }
 
 /// The writer record's value: `{"node":"pg-east","epoch":3}`, plus
-/// `"sync":["pg-west"]` when the writer requires synchronous standbys. The
+/// `"sync":["pg-west"]` when the writer requires synchronous standbys and
+/// `"draining":true` while a switchover drains it. The
 /// encoding is deterministic, so a compare on the value is a compare on the
 /// record.
 pub(crate) fn encode_writer(
@@ -181,6 +186,7 @@ pub(crate) fn encode_writer(
         node: node.to_owned(),
         epoch: record.epoch.0,
         sync,
+        draining: record.draining,
     })
     .map_err(|e| EtcdError::Malformed {
         key: "writer".into(),
@@ -212,6 +218,7 @@ pub(crate) fn decode_writer(
         node,
         epoch: Epoch(json.epoch),
         sync,
+        draining: json.draining,
     })
 }
 

@@ -217,6 +217,9 @@ fn promotion_json(state: &AdminState, phase: PromotionPhase) -> Value {
     let name = |n: failover_core::NodeId| state.topology.node(n).name.clone();
     match phase {
         PromotionPhase::Idle => json!({"phase": "idle"}),
+        PromotionPhase::Draining { node, candidate } => {
+            json!({"phase": "draining", "node": name(node), "candidate": name(candidate)})
+        }
         PromotionPhase::Fencing { node, candidate } => {
             json!({"phase": "fencing", "node": name(node), "candidate": name(candidate)})
         }
