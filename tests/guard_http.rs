@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::decision::{Epoch, NodeId, PromoteRequest, RpoGate};
+use failover::decision::{Epoch, NodeId, PromoteRequest, RpoGate, WriterRecord};
 use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
 use failover::pg::{GuardSettings, GuardStatus, NodeGuard, PgCluster};
 use failover_testkit::postgres::PgTestCluster;
@@ -29,7 +29,13 @@ struct Setup {
     west: NodeGuard,
 }
 
-fn guard(server: &LeaseServer, node: NodeId, name: &str, dsn: &str) -> NodeGuard {
+fn guard(
+    server: &LeaseServer,
+    node: NodeId,
+    name: &str,
+    dsn: &str,
+    writer_drain: Duration,
+) -> NodeGuard {
     let lease = LeaseClient::new(&server.url(), SECRET)
         .expect("client")
         .with_node(EAST, "pg-east")
@@ -41,12 +47,19 @@ fn guard(server: &LeaseServer, node: NodeId, name: &str, dsn: &str) -> NodeGuard
     let pg = PgCluster::new().with_node(node, name, dsn).expect("dsn");
     let settings = GuardSettings {
         http: Some("127.0.0.1:0".parse().expect("addr")),
+        writer_drain,
         ..GuardSettings::for_ttl(TTL)
     };
     NodeGuard::start(node, name, settings, Arc::new(lease), Arc::new(pg)).expect("guard starts")
 }
 
 async fn setup() -> Setup {
+    setup_with(Duration::ZERO).await
+}
+
+/// As [`setup`], pg-east's guard draining `/writer` for `east_drain` before
+/// its own fence.
+async fn setup_with(east_drain: Duration) -> Setup {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -69,8 +82,8 @@ async fn setup() -> Setup {
     server.set_writer_at(EAST, Epoch(0));
     let east_dsn = cluster.node(0).expect("east").admin_dsn();
     let west_dsn = cluster.node(1).expect("west").admin_dsn();
-    let east = guard(&server, EAST, "pg-east", &east_dsn);
-    let west = guard(&server, WEST, "pg-west", &west_dsn);
+    let east = guard(&server, EAST, "pg-east", &east_dsn, east_drain);
+    let west = guard(&server, WEST, "pg-west", &west_dsn, Duration::ZERO);
     wait_status(
         &east.watch(),
         "pg-east: lease held, an unfenced primary that took writes as the writer",
@@ -215,6 +228,76 @@ async fn writer_turns_503_when_the_lease_is_lost() {
             || body.contains("\"reason\":\"fenced\"")
             || body.contains("57P01"),
         "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_is_503_while_the_record_marks_it_draining_and_replica_is_unaffected() {
+    let s = setup().await;
+    assert_eq!(get(s.east_http(), "/writer").await.0, 200);
+    // A switchover marks the writer draining: the guard reads it at its next
+    // renewal, and /writer refuses while the node still takes writes.
+    s.server
+        .set_writer(Some(WriterRecord::new(EAST, Epoch(0)).with_draining(true)));
+    let (_, body) = get_until(
+        s.east_http(),
+        "/writer",
+        "/writer 503 draining",
+        |code, _| code == 503,
+    )
+    .await;
+    assert!(body.contains("draining for switchover"), "{body}");
+    assert_eq!(
+        s.east.status().fenced,
+        Some(false),
+        "draining is not fencing: pg-east still takes writes"
+    );
+    s.psql(0, "CREATE TABLE IF NOT EXISTS drained_but_writable (x int)")
+        .await;
+    let (code, body) = get(s.west_http(), "/replica").await;
+    assert_eq!(code, 200, "/replica is unaffected: {body}");
+    // The drain lifted (an aborted switchover): the writer is served again.
+    s.server.set_writer_at(EAST, Epoch(0));
+    get_until(s.east_http(), "/writer", "/writer 200 again", |code, _| {
+        code == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_turns_503_for_the_drain_before_the_guards_own_fence() {
+    // 2 s lease: fencing starts 1.4 s after the last renewal was sent;
+    // /writer drains from 0.8 s.
+    let drain = Duration::from_millis(600);
+    let s = setup_with(drain).await;
+    assert_eq!(get(s.east_http(), "/writer").await.0, 200);
+    s.server.close_listener();
+    let cut = tokio::time::Instant::now();
+    let (_, body) = get_until(s.east_http(), "/writer", "/writer 503", |code, _| {
+        code == 503
+    })
+    .await;
+    let draining = cut.elapsed();
+    assert!(
+        body.contains("draining: no lease renewal"),
+        "the first 503 is the drain, not the fence: {body}"
+    );
+    assert_eq!(
+        s.east.status().fenced,
+        Some(false),
+        "not fenced yet while draining"
+    );
+    wait_status(&s.east.watch(), "pg-east fenced by its guard", |st| {
+        st.fenced == Some(true)
+    })
+    .await;
+    let fenced = cut.elapsed();
+    eprintln!(
+        "guard drain: /writer 503 {draining:?} after the store was cut off, fenced {fenced:?} after"
+    );
+    assert!(
+        fenced > draining,
+        "the drain comes before the fence ({draining:?} vs {fenced:?})"
     );
 }
 
@@ -368,6 +451,83 @@ async fn reached(port: u16) -> Result<u16, String> {
     row?.get::<_, String>(0).parse().map_err(|e| format!("{e}"))
 }
 
+/// One new connection through HAProxy: when it began and which node it
+/// reached.
+#[derive(Clone, Debug)]
+struct Sample {
+    at: tokio::time::Instant,
+    /// When its answer came.
+    done: tokio::time::Instant,
+    reached: Result<u16, String>,
+}
+
+/// Opens new connections through `port` one after another until told to
+/// stop, recording each.
+async fn sample_writer(
+    port: u16,
+    samples: Arc<std::sync::Mutex<Vec<Sample>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let at = tokio::time::Instant::now();
+        let reached = reached(port).await;
+        let done = tokio::time::Instant::now();
+        samples
+            .lock()
+            .expect("samples")
+            .push(Sample { at, done, reached });
+        // A short pause: HAProxy refuses at once while no server is up, and
+        // the guards' checks need connections of their own.
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+}
+
+/// A server's status in `postgres-writer` on HAProxy's stats page (`UP`,
+/// `DOWN`, `UP 1/2` going down, ...), with its last check in parentheses.
+async fn haproxy_status(stats: SocketAddr, server: &str) -> String {
+    // HTTP/1.0, so the CSV comes whole rather than in chunks.
+    let mut stream = tokio::time::timeout(LIMIT, tokio::net::TcpStream::connect(stats))
+        .await
+        .expect("connect to HAProxy's stats in time")
+        .expect("connect to HAProxy's stats");
+    stream
+        .write_all(b"GET /;csv HTTP/1.0\r\n\r\n")
+        .await
+        .expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("stats in time")
+        .expect("read stats");
+    let text = String::from_utf8(raw).expect("utf-8 stats");
+    let csv = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    let mut lines = csv.lines().skip_while(|l| !l.starts_with("# pxname"));
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} column in HAProxy's CSV: {csv}"))
+    };
+    let (px, sv, status, last) = (col("pxname"), col("svname"), col("status"), col("last_chk"));
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.get(px) == Some(&"postgres-writer") && f.get(sv) == Some(&server))
+        .and_then(|f| {
+            let status = f.get(status)?;
+            Some(format!("{status} ({})", f.get(last).unwrap_or(&"")))
+        })
+        .unwrap_or_else(|| panic!("no postgres-writer/{server} row in HAProxy's CSV: {csv}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_switchover() {
     let Some(bin) = haproxy() else { return };
@@ -416,9 +576,13 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Switchover, in the order the controller keeps: fence pg-east at epoch
-    // 1, name pg-west at epoch 1, promote it once it replayed pg-east's
-    // final flush position (zero loss).
+    // Switchover, in the order the controller keeps with policy.writer_drain:
+    // mark the writer record draining (pg-east's /writer turns 503 at its
+    // guard's next renewal), wait the drain — HAProxy: inter × fall + inter
+    // = 3 s, plus the guard's renew interval (0.4 s) to read the mark — then
+    // fence pg-east at epoch 1, name pg-west at epoch 1, promote it once it
+    // replayed pg-east's final flush position (zero loss).
+    let drain = Duration::from_millis(3_400);
     let pg = PgCluster::new()
         .with_node(
             EAST,
@@ -432,8 +596,60 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
             &s.cluster.node(1).expect("west").admin_dsn(),
         )
         .expect("west dsn");
+    let stats = SocketAddr::from(([127, 0, 0, 1], ports[2]));
+    // HAProxy 2.6 starts every server up until `fall` checks fail: wait
+    // until it has taken the replica pg-west out (see the example's README).
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let east = haproxy_status(stats, "pg-east").await;
+        let west = haproxy_status(stats, "pg-west").await;
+        if east.starts_with("UP (") && west.starts_with("DOWN") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "HAProxy has not settled on pg-east up, pg-west down: {east}, {west}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Sample the writer port without pause from here on (HAProxy settled): every new
+    // connection, when it started and which node it reached.
+    let samples: Arc<std::sync::Mutex<Vec<Sample>>> = Arc::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampler = tokio::spawn(sample_writer(writer, Arc::clone(&samples), stop_rx));
+    while !samples
+        .lock()
+        .expect("samples")
+        .iter()
+        .any(|s| s.reached == Ok(east_port))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sampler never reached pg-east"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_start = tokio::time::Instant::now();
+    s.server
+        .set_writer(Some(WriterRecord::new(EAST, Epoch(0)).with_draining(true)));
+    // HAProxy's own view, for the numbers (and a loaded machine: the fence
+    // waits for HAProxy as well as for the drain).
+    let deadline = drain_start + LIMIT;
+    let marked_down = loop {
+        let status = haproxy_status(stats, "pg-east").await;
+        if status.starts_with("DOWN") {
+            eprintln!("haproxy: pg-east {status}");
+            break drain_start.elapsed();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "HAProxy did not mark the draining pg-east down within {LIMIT:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep_until(drain_start + drain).await;
+    let fence_began = tokio::time::Instant::now();
     let fence = pg.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
-    let fenced = tokio::time::Instant::now();
     s.server.set_writer_at(WEST, Epoch(1));
     pg.promote(&PromoteRequest {
         node: WEST,
@@ -447,44 +663,72 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
     .expect("pg-west promoted");
     let promoted = tokio::time::Instant::now();
 
-    // HAProxy takes the fenced pg-east out within fall 2 × inter 1 s (5 s
-    // allowed here, for a loaded machine); new connections reach pg-west
-    // once it is marked up (rise 2 × inter 1 s), and never pg-east again.
-    let window = Duration::from_secs(5);
-    let mut first_west = None;
-    let mut last_east = None;
-    let mut after_west = 0;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while after_west < 10 {
-        match reached(writer).await {
-            Ok(p) if p == east_port => {
-                assert!(
-                    first_west.is_none(),
-                    "a connection reached the fenced pg-east after pg-west"
-                );
-                let since = fenced.elapsed();
-                assert!(
-                    since < window,
-                    "HAProxy still sent a connection to the fenced pg-east {since:?} after its fence"
-                );
-                last_east = Some(since);
-            }
-            Ok(p) => {
-                assert_eq!(p, west_port);
-                first_west.get_or_insert_with(|| promoted.elapsed());
-                after_west += 1;
-            }
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "no connection reached pg-west within {LIMIT:?} of its promotion: {e}"
-            ),
+    // New connections reach pg-west once HAProxy marks it up (rise 2 ×
+    // inter 1 s); wait for ten of them.
+    let deadline = promoted + LIMIT;
+    loop {
+        let reached_west = samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .filter(|s| s.at > promoted && s.reached == Ok(west_port))
+            .count();
+        if reached_west >= 10 {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(Some(status)) = proxy.try_wait() {
+            panic!("haproxy exited: {status}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 10 connections reached pg-west within {LIMIT:?} of its promotion"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = stop_tx.send(true);
+    sampler.await.expect("sampler");
+    let samples = samples.lock().expect("samples").clone();
+
+    // Strict: no connection begun after the fence began reached pg-east.
+    let late: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= fence_began && s.reached == Ok(east_port))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} new connections reached pg-east after its fence began, the first begun {:?} and the last {:?} after it",
+        late.len(),
+        late.first().map(|s| s.at - fence_began),
+        late.last().map(|s| s.at - fence_began)
+    );
+    let last_east = samples
+        .iter()
+        .filter(|s| s.reached == Ok(east_port))
+        .map(|s| s.at)
+        .max()
+        .expect("pg-east was reached before the drain");
+    let first_west = samples
+        .iter()
+        .filter(|s| s.reached == Ok(west_port))
+        .map(|s| s.done)
+        .min()
+        .expect("pg-west reached");
+    assert!(
+        samples.iter().all(|s| s.reached.is_err()
+            || s.reached == Ok(east_port)
+            || (s.reached == Ok(west_port) && s.done > fence_began)),
+        "the writer port reached pg-east, then pg-west once it could be the writer, and nothing else"
+    );
     eprintln!(
-        "haproxy: last connection to the fenced pg-east {last_east:?} after its fence; \
-         first to the new writer {:?} after its promotion",
-        first_west.expect("reached")
+        "haproxy: drain began, HAProxy marked pg-east down {marked_down:?} later (the drain is {drain:?}); \
+         last connection reached pg-east {:?} after the drain began, {:?} before its fence; \
+         the new writer answered first {:?} after the fence began (fence and promotion took {:?}); \
+         {} connections sampled",
+        last_east.saturating_duration_since(drain_start),
+        fence_began.saturating_duration_since(last_east),
+        first_west.saturating_duration_since(fence_began),
+        promoted.saturating_duration_since(fence_began),
+        samples.len()
     );
     let _ = proxy.kill().await;
 }
