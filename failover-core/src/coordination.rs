@@ -173,6 +173,16 @@ impl fmt::Display for SyncSet {
     }
 }
 
+/// The controller that leads, as the store shows it to the others: so a
+/// follower can tell an operator where to send commands.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaderInfo {
+    /// The leading controller's id (its configured name).
+    pub controller: String,
+    /// Its admin API's URL, when it advertised one.
+    pub admin: Option<String>,
+}
+
 /// One controller's view of one region, published for the others: the
 /// vantage quorum counts controllers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
