@@ -5,6 +5,8 @@
 //! Waits are for events (the guard's status channel) or for an endpoint's
 //! answer to change, polled with a generous limit; no fixed sleeps.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -451,6 +453,74 @@ async fn reached(port: u16) -> Result<u16, String> {
     row?.get::<_, String>(0).parse().map_err(|e| format!("{e}"))
 }
 
+/// HAProxy running the example (addresses swapped for loopback ones).
+struct Proxy {
+    child: tokio::process::Child,
+    /// The writer port.
+    writer: u16,
+    /// The stats page.
+    stats: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts HAProxy in front of `east` and `west` (PostgreSQL port, guard
+    /// HTTP port) and waits until it has settled on pg-east up and the
+    /// replica pg-west down: HAProxy 2.6 starts every server up until
+    /// `fall` checks fail (see the example's README).
+    async fn start(bin: &str, east: (u16, u16), west: (u16, u16)) -> Proxy {
+        let example = std::fs::read_to_string(HAPROXY_EXAMPLE).expect("example readable");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = [free_port(), free_port(), free_port()];
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, local_config(&example, east, west, ports)).expect("config written");
+        let child = tokio::process::Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("haproxy starts");
+        let mut proxy = Proxy {
+            child,
+            writer: ports[0],
+            stats: SocketAddr::from(([127, 0, 0, 1], ports[2])),
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            proxy.alive();
+            if tokio::net::TcpStream::connect(proxy.stats).await.is_ok() {
+                let east = haproxy_status(proxy.stats, "pg-east").await;
+                let west = haproxy_status(proxy.stats, "pg-west").await;
+                if east.starts_with("UP (") && west.starts_with("DOWN") {
+                    return proxy;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "HAProxy has not settled on pg-east up, pg-west down within {LIMIT:?}: {east}, {west}"
+                );
+            } else {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "HAProxy's stats page not up within {LIMIT:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("haproxy exited: {status}");
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 /// One new connection through HAProxy: when it began and which node it
 /// reached.
 #[derive(Clone, Debug)]
@@ -534,47 +604,18 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
     let s = setup().await;
     let east_port = s.cluster.node(0).expect("east").port;
     let west_port = s.cluster.node(1).expect("west").port;
-    let example = std::fs::read_to_string(HAPROXY_EXAMPLE).expect("example readable");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ports = [free_port(), free_port(), free_port()];
-    let cfg = local_config(
-        &example,
+    let mut proxy = Proxy::start(
+        bin,
         (east_port, s.east_http().port()),
         (west_port, s.west_http().port()),
-        ports,
+    )
+    .await;
+    let writer = proxy.writer;
+    assert_eq!(
+        reached(writer).await,
+        Ok(east_port),
+        "the writer port reaches the writer"
     );
-    let path = dir.path().join("haproxy.cfg");
-    std::fs::write(&path, cfg).expect("config written");
-    let mut proxy = tokio::process::Command::new(bin)
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("haproxy starts");
-    let writer = ports[0];
-
-    // The writer port reaches pg-east once HAProxy's checks mark it up.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Ok(Some(status)) = proxy.try_wait() {
-            panic!("haproxy exited: {status}");
-        }
-        match reached(writer).await {
-            Ok(p) => {
-                assert_eq!(
-                    p, east_port,
-                    "the writer port reached a node that is not the writer"
-                );
-                break;
-            }
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "no connection through HAProxy within {LIMIT:?}: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // Switchover, in the order the controller keeps with policy.writer_drain:
     // mark the writer record draining (pg-east's /writer turns 503 at its
@@ -596,39 +637,13 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
             &s.cluster.node(1).expect("west").admin_dsn(),
         )
         .expect("west dsn");
-    let stats = SocketAddr::from(([127, 0, 0, 1], ports[2]));
-    // HAProxy 2.6 starts every server up until `fall` checks fail: wait
-    // until it has taken the replica pg-west out (see the example's README).
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let east = haproxy_status(stats, "pg-east").await;
-        let west = haproxy_status(stats, "pg-west").await;
-        if east.starts_with("UP (") && west.starts_with("DOWN") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "HAProxy has not settled on pg-east up, pg-west down: {east}, {west}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Sample the writer port without pause from here on (HAProxy settled): every new
+    let stats = proxy.stats;
+    // Sample the writer port without pause from here on: every new
     // connection, when it started and which node it reached.
     let samples: Arc<std::sync::Mutex<Vec<Sample>>> = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let sampler = tokio::spawn(sample_writer(writer, Arc::clone(&samples), stop_rx));
-    while !samples
-        .lock()
-        .expect("samples")
-        .iter()
-        .any(|s| s.reached == Ok(east_port))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sampler never reached pg-east"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_samples(&samples, east_port, None, 1, "a connection reaches pg-east").await;
     let drain_start = tokio::time::Instant::now();
     s.server
         .set_writer(Some(WriterRecord::new(EAST, Epoch(0)).with_draining(true)));
@@ -676,9 +691,7 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
         if reached_west >= 10 {
             break;
         }
-        if let Ok(Some(status)) = proxy.try_wait() {
-            panic!("haproxy exited: {status}");
-        }
+        proxy.alive();
         assert!(
             tokio::time::Instant::now() < deadline,
             "no 10 connections reached pg-west within {LIMIT:?} of its promotion"
@@ -730,5 +743,233 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
         promoted.saturating_duration_since(fence_began),
         samples.len()
     );
-    let _ = proxy.kill().await;
+    proxy.stop().await;
+}
+
+/// The whole path, driven by a runtime: an operator's switchover with
+/// `policy.writer_drain`, the runtime's in-process lease server holding the
+/// writer record, each node's guard serving `/writer` to HAProxy. The
+/// controller marks pg-east draining, waits the drain, fences it and
+/// promotes pg-west; a client opening connections through HAProxy without
+/// pause never reaches pg-east once its fence began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_in_front_of_a_runtime_switchover_with_writer_drain_never_reaches_the_fenced_writer(
+) {
+    use failover::decision::{Command, Config, EventKind, MaxRpo};
+    use failover::RuntimeBuilder;
+
+    let Some(bin) = haproxy() else { return };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("join")
+        .expect("cluster starts");
+    let (east_port, west_port) = (cluster.nodes()[0].port, cluster.nodes()[1].port);
+    // HAProxy: inter 1 s × fall 2 + inter 1 s, plus the guards' renew
+    // interval (0.4 s) to read the mark.
+    let drain = Duration::from_millis(3_400);
+    let mut policy = common::fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    policy.guard_ttl = Some(TTL);
+    policy.proof_timeout = Duration::from_secs(10);
+    policy.writer_drain = drain;
+    let config = Config::new(common::topology_with(true), policy.clone()).expect("valid config");
+    let pg = PgCluster::new()
+        .with_node(EAST, "pg-east", &cluster.nodes()[0].admin_dsn())
+        .expect("east dsn")
+        .with_node(WEST, "pg-west", &cluster.nodes()[1].admin_dsn())
+        .expect("west dsn");
+    let regions = common::TwoRegions::start();
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config.clone())
+                .database(Arc::new(pg))
+                .guard_leases(
+                    LeaseServerConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET)
+                        .topology(config.topology()),
+                ),
+        )
+        .await;
+    let handle = runtime.handle();
+    let leases = runtime.lease_server().expect("lease server runs").clone();
+    let east = guard(
+        &leases,
+        EAST,
+        "pg-east",
+        &cluster.nodes()[0].admin_dsn(),
+        Duration::ZERO,
+    );
+    let west = guard(
+        &leases,
+        WEST,
+        "pg-west",
+        &cluster.nodes()[1].admin_dsn(),
+        Duration::ZERO,
+    );
+    wait_status(&east.watch(), "pg-east the writer with its lease", |s| {
+        s.lease_held && s.fenced == Some(false) && s.writer_epoch == Some(Epoch(0))
+    })
+    .await;
+    wait_status(&west.watch(), "pg-west a replica with its lease", |s| {
+        s.lease_held && s.replica
+    })
+    .await;
+    let mut proxy = Proxy::start(
+        bin,
+        (east_port, east.http_addr().expect("east serves").port()),
+        (west_port, west.http_addr().expect("west serves").port()),
+    )
+    .await;
+
+    let samples: Arc<std::sync::Mutex<Vec<Sample>>> = Arc::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampler = tokio::spawn(sample_writer(proxy.writer, Arc::clone(&samples), stop_rx));
+    wait_samples(&samples, east_port, None, 1, "a connection reaches pg-east").await;
+
+    // The operator's switchover (retried while pg-west is not yet seen as a
+    // replica, as an operator would).
+    let mut events = handle.subscribe_events();
+    let tries = tokio::time::Instant::now() + LIMIT;
+    let drain_at = 'command: loop {
+        handle
+            .command(Command::Switchover { to: WEST })
+            .await
+            .expect("the runtime takes commands");
+        loop {
+            let event = tokio::time::timeout_at(tries, events.recv())
+                .await
+                .expect("the switchover starts within the limit")
+                .expect("events flow");
+            match event.kind {
+                EventKind::WriterDrainRequested { .. } => break 'command event.at,
+                EventKind::CommandRefused { reason } => {
+                    assert!(
+                        reason.contains("not seen as a replica"),
+                        "refused: {reason}"
+                    );
+                    tokio::time::sleep(policy.interval).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    let mut fence_at = None;
+    // HAProxy's view while the drain runs, for the numbers.
+    let mut marked_down = None;
+    while fence_at.is_none() {
+        proxy.alive();
+        if marked_down.is_none()
+            && haproxy_status(proxy.stats, "pg-east")
+                .await
+                .starts_with("DOWN")
+        {
+            marked_down = Some(std::time::Instant::now() - drain_at);
+        }
+        match tokio::time::timeout(Duration::from_millis(20), events.recv()).await {
+            Err(_) => {}
+            Ok(Ok(event)) => match event.kind {
+                EventKind::FencingRequested { node, .. } if node == EAST => {
+                    fence_at = Some(event.at)
+                }
+                EventKind::PromotionAborted { .. } | EventKind::StepTimedOut { .. } => {
+                    panic!("the switchover failed: {:?}", handle.status().recent_events)
+                }
+                _ => {}
+            },
+            Ok(Err(e)) => panic!("events: {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < drain_at + LIMIT,
+            "no fence within {LIMIT:?} of the drain: {:?}",
+            handle.status().recent_events
+        );
+    }
+    let fence_at = fence_at.expect("fenced");
+    common::wait_status(&handle, LIMIT, "pg-west is the writer", |s| {
+        s.controller.writer == Some(WEST)
+    })
+    .await;
+    let promoted = tokio::time::Instant::now();
+    wait_samples(
+        &samples,
+        west_port,
+        Some(promoted),
+        10,
+        "10 new connections reach pg-west",
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    sampler.await.expect("sampler");
+    let samples = samples.lock().expect("samples").clone();
+
+    assert!(
+        fence_at - drain_at >= drain,
+        "the fence waited the drain: {:?}",
+        fence_at - drain_at
+    );
+    let fence_began = tokio::time::Instant::from_std(fence_at);
+    let late: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= fence_began && s.reached == Ok(east_port))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} new connections reached pg-east after its fence began, the first begun {:?} after it",
+        late.len(),
+        late.first().map(|s| s.at - fence_began)
+    );
+    let drain_began = tokio::time::Instant::from_std(drain_at);
+    let last_east = samples
+        .iter()
+        .filter(|s| s.reached == Ok(east_port))
+        .map(|s| s.at)
+        .max()
+        .expect("pg-east reached");
+    eprintln!(
+        "runtime switchover: HAProxy marked pg-east down {marked_down:?} after the drain began \
+         (writer_drain {drain:?}); last new connection to pg-east began {:?} after the drain began, \
+         {:?} before the fence; {} connections sampled",
+        last_east.saturating_duration_since(drain_began),
+        fence_began.saturating_duration_since(last_east),
+        samples.len()
+    );
+    proxy.stop().await;
+    drop(east);
+    drop(west);
+    runtime.shutdown().await;
+}
+
+/// Waits until `n` samples begun after `after` reached `port`.
+async fn wait_samples(
+    samples: &std::sync::Mutex<Vec<Sample>>,
+    port: u16,
+    after: Option<tokio::time::Instant>,
+    n: usize,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let seen = samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .filter(|s| after.is_none_or(|a| s.at > a) && s.reached == Ok(port))
+            .count();
+        if seen >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not seen within {LIMIT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
