@@ -188,9 +188,10 @@ pub struct Policy {
     /// it: the writer record is marked draining, its guard's `/writer`
     /// answers 503, and a load balancer stops sending it new connections —
     /// so no connection reaches it once its fence begins. Set it to the time
-    /// your load balancer needs to mark a server down (HAProxy:
-    /// `inter × fall + inter`, one interval for a check already in flight).
-    /// 0 (the default) fences at once. Added to the switchover's bound
+    /// your load balancer needs to mark a server down plus the guards'
+    /// renew interval (a guard reads the mark at its next renewal) —
+    /// HAProxy: `inter × fall + inter` (one interval for a check already in
+    /// flight) `+ renew_interval`. 0 (the default) fences at once. Added to the switchover's bound
     /// ([`SwitchoverBound`](crate::objectives::SwitchoverBound)). At most
     /// `step_timeout`.
     #[serde(with = "duration_serde")]
