@@ -205,6 +205,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "—".into(),
         "if the old primary could still confirm its fence (a partial outage)".into(),
     );
+    // A planned switchover (not simulated here): the writer drain comes
+    // first, then fence, catch-up, claim and promotion.
+    let switchover =
+        objectives::SwitchoverBound::for_policy(&policy, ACTUATION, ACTUATION, 2 * ACTUATION);
+    row(
+        "planned switchover",
+        format!("≤ {}", secs(switchover.total)),
+        "—".into(),
+        format!(
+            "{}s writer drain (load balancers mark the writer down before its fence) + {}s fence + {}s catch-up + {}s claim and promotion",
+            switchover.drain.as_secs_f64(),
+            ACTUATION.as_secs(),
+            ACTUATION.as_secs(),
+            2 * ACTUATION.as_secs()
+        ),
+    );
     row(
         "data loss window (RPO)",
         format!("{} ms", rpo.window.as_millis()),

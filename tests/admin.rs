@@ -302,6 +302,32 @@ async fn a_controller_that_does_not_lead_refuses_commands_with_503() {
             .is_some_and(|e| e.contains("does not lead")),
         "{answer:#}"
     );
+    // It names the leader and where its admin API answers, so failoverctl
+    // can say where to go.
+    let leader_url = format!("http://{}", addr(leader));
+    let leader_id = format!("ctl-{}", controllers[leader].name);
+    assert_eq!(
+        answer["current_leader"]["controller"], leader_id,
+        "{answer:#}"
+    );
+    assert_eq!(answer["current_leader"]["admin"], leader_url, "{answer:#}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&leader_id) && e.contains(&leader_url)),
+        "{answer:#}"
+    );
+    let (code, _, err) = ctl_at(
+        &format!("http://{}", addr(follower)),
+        ALICE,
+        &["drain", "us-west"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("retry with --url {leader_url}")),
+        "failoverctl names the leader: {err}"
+    );
 
     let (code, body) = request(addr(leader), "POST", "/commands/drain", Some(ALICE), drain).await;
     assert_eq!(code, 202, "{body}");

@@ -5,11 +5,13 @@
 //! Waits are for events (the guard's status channel) or for an endpoint's
 //! answer to change, polled with a generous limit; no fixed sleeps.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover::decision::{Epoch, NodeId, PromoteRequest, RpoGate};
+use failover::decision::{Epoch, NodeId, PromoteRequest, RpoGate, WriterRecord};
 use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
 use failover::pg::{GuardSettings, GuardStatus, NodeGuard, PgCluster};
 use failover_testkit::postgres::PgTestCluster;
@@ -29,7 +31,13 @@ struct Setup {
     west: NodeGuard,
 }
 
-fn guard(server: &LeaseServer, node: NodeId, name: &str, dsn: &str) -> NodeGuard {
+fn guard(
+    server: &LeaseServer,
+    node: NodeId,
+    name: &str,
+    dsn: &str,
+    writer_drain: Duration,
+) -> NodeGuard {
     let lease = LeaseClient::new(&server.url(), SECRET)
         .expect("client")
         .with_node(EAST, "pg-east")
@@ -41,12 +49,19 @@ fn guard(server: &LeaseServer, node: NodeId, name: &str, dsn: &str) -> NodeGuard
     let pg = PgCluster::new().with_node(node, name, dsn).expect("dsn");
     let settings = GuardSettings {
         http: Some("127.0.0.1:0".parse().expect("addr")),
+        writer_drain,
         ..GuardSettings::for_ttl(TTL)
     };
     NodeGuard::start(node, name, settings, Arc::new(lease), Arc::new(pg)).expect("guard starts")
 }
 
 async fn setup() -> Setup {
+    setup_with(Duration::ZERO).await
+}
+
+/// As [`setup`], pg-east's guard draining `/writer` for `east_drain` before
+/// its own fence.
+async fn setup_with(east_drain: Duration) -> Setup {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -69,8 +84,8 @@ async fn setup() -> Setup {
     server.set_writer_at(EAST, Epoch(0));
     let east_dsn = cluster.node(0).expect("east").admin_dsn();
     let west_dsn = cluster.node(1).expect("west").admin_dsn();
-    let east = guard(&server, EAST, "pg-east", &east_dsn);
-    let west = guard(&server, WEST, "pg-west", &west_dsn);
+    let east = guard(&server, EAST, "pg-east", &east_dsn, east_drain);
+    let west = guard(&server, WEST, "pg-west", &west_dsn, Duration::ZERO);
     wait_status(
         &east.watch(),
         "pg-east: lease held, an unfenced primary that took writes as the writer",
@@ -215,6 +230,76 @@ async fn writer_turns_503_when_the_lease_is_lost() {
             || body.contains("\"reason\":\"fenced\"")
             || body.contains("57P01"),
         "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_is_503_while_the_record_marks_it_draining_and_replica_is_unaffected() {
+    let s = setup().await;
+    assert_eq!(get(s.east_http(), "/writer").await.0, 200);
+    // A switchover marks the writer draining: the guard reads it at its next
+    // renewal, and /writer refuses while the node still takes writes.
+    s.server
+        .set_writer(Some(WriterRecord::new(EAST, Epoch(0)).with_draining(true)));
+    let (_, body) = get_until(
+        s.east_http(),
+        "/writer",
+        "/writer 503 draining",
+        |code, _| code == 503,
+    )
+    .await;
+    assert!(body.contains("draining for switchover"), "{body}");
+    assert_eq!(
+        s.east.status().fenced,
+        Some(false),
+        "draining is not fencing: pg-east still takes writes"
+    );
+    s.psql(0, "CREATE TABLE IF NOT EXISTS drained_but_writable (x int)")
+        .await;
+    let (code, body) = get(s.west_http(), "/replica").await;
+    assert_eq!(code, 200, "/replica is unaffected: {body}");
+    // The drain lifted (an aborted switchover): the writer is served again.
+    s.server.set_writer_at(EAST, Epoch(0));
+    get_until(s.east_http(), "/writer", "/writer 200 again", |code, _| {
+        code == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_turns_503_for_the_drain_before_the_guards_own_fence() {
+    // 2 s lease: fencing starts 1.4 s after the last renewal was sent;
+    // /writer drains from 0.8 s.
+    let drain = Duration::from_millis(600);
+    let s = setup_with(drain).await;
+    assert_eq!(get(s.east_http(), "/writer").await.0, 200);
+    s.server.close_listener();
+    let cut = tokio::time::Instant::now();
+    let (_, body) = get_until(s.east_http(), "/writer", "/writer 503", |code, _| {
+        code == 503
+    })
+    .await;
+    let draining = cut.elapsed();
+    assert!(
+        body.contains("draining: no lease renewal"),
+        "the first 503 is the drain, not the fence: {body}"
+    );
+    assert_eq!(
+        s.east.status().fenced,
+        Some(false),
+        "not fenced yet while draining"
+    );
+    wait_status(&s.east.watch(), "pg-east fenced by its guard", |st| {
+        st.fenced == Some(true)
+    })
+    .await;
+    let fenced = cut.elapsed();
+    eprintln!(
+        "guard drain: /writer 503 {draining:?} after the store was cut off, fenced {fenced:?} after"
+    );
+    assert!(
+        fenced > draining,
+        "the drain comes before the fence ({draining:?} vs {fenced:?})"
     );
 }
 
@@ -368,57 +453,177 @@ async fn reached(port: u16) -> Result<u16, String> {
     row?.get::<_, String>(0).parse().map_err(|e| format!("{e}"))
 }
 
+/// HAProxy running the example (addresses swapped for loopback ones).
+struct Proxy {
+    child: tokio::process::Child,
+    /// The writer port.
+    writer: u16,
+    /// The stats page.
+    stats: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts HAProxy in front of `east` and `west` (PostgreSQL port, guard
+    /// HTTP port) and waits until it has settled on pg-east up and the
+    /// replica pg-west down: HAProxy 2.6 starts every server up until
+    /// `fall` checks fail (see the example's README).
+    async fn start(bin: &str, east: (u16, u16), west: (u16, u16)) -> Proxy {
+        let example = std::fs::read_to_string(HAPROXY_EXAMPLE).expect("example readable");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = [free_port(), free_port(), free_port()];
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, local_config(&example, east, west, ports)).expect("config written");
+        let child = tokio::process::Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("haproxy starts");
+        let mut proxy = Proxy {
+            child,
+            writer: ports[0],
+            stats: SocketAddr::from(([127, 0, 0, 1], ports[2])),
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            proxy.alive();
+            if tokio::net::TcpStream::connect(proxy.stats).await.is_ok() {
+                let east = haproxy_status(proxy.stats, "pg-east").await;
+                let west = haproxy_status(proxy.stats, "pg-west").await;
+                if east.starts_with("UP (") && west.starts_with("DOWN") {
+                    return proxy;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "HAProxy has not settled on pg-east up, pg-west down within {LIMIT:?}: {east}, {west}"
+                );
+            } else {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "HAProxy's stats page not up within {LIMIT:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("haproxy exited: {status}");
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// One new connection through HAProxy: when it began and which node it
+/// reached.
+#[derive(Clone, Debug)]
+struct Sample {
+    at: tokio::time::Instant,
+    /// When its answer came.
+    done: tokio::time::Instant,
+    reached: Result<u16, String>,
+}
+
+/// Opens new connections through `port` one after another until told to
+/// stop, recording each.
+async fn sample_writer(
+    port: u16,
+    samples: Arc<std::sync::Mutex<Vec<Sample>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let at = tokio::time::Instant::now();
+        let reached = reached(port).await;
+        let done = tokio::time::Instant::now();
+        samples
+            .lock()
+            .expect("samples")
+            .push(Sample { at, done, reached });
+        // A short pause: HAProxy refuses at once while no server is up, and
+        // the guards' checks need connections of their own.
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+}
+
+/// A server's status in `postgres-writer` on HAProxy's stats page (`UP`,
+/// `DOWN`, `UP 1/2` going down, ...), with its last check in parentheses.
+async fn haproxy_status(stats: SocketAddr, server: &str) -> String {
+    // HTTP/1.0, so the CSV comes whole rather than in chunks.
+    let mut stream = tokio::time::timeout(LIMIT, tokio::net::TcpStream::connect(stats))
+        .await
+        .expect("connect to HAProxy's stats in time")
+        .expect("connect to HAProxy's stats");
+    stream
+        .write_all(b"GET /;csv HTTP/1.0\r\n\r\n")
+        .await
+        .expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("stats in time")
+        .expect("read stats");
+    let text = String::from_utf8(raw).expect("utf-8 stats");
+    let csv = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    let mut lines = csv.lines().skip_while(|l| !l.starts_with("# pxname"));
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} column in HAProxy's CSV: {csv}"))
+    };
+    let (px, sv, status, last) = (col("pxname"), col("svname"), col("status"), col("last_chk"));
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.get(px) == Some(&"postgres-writer") && f.get(sv) == Some(&server))
+        .and_then(|f| {
+            let status = f.get(status)?;
+            Some(format!("{status} ({})", f.get(last).unwrap_or(&"")))
+        })
+        .unwrap_or_else(|| panic!("no postgres-writer/{server} row in HAProxy's CSV: {csv}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_switchover() {
     let Some(bin) = haproxy() else { return };
     let s = setup().await;
     let east_port = s.cluster.node(0).expect("east").port;
     let west_port = s.cluster.node(1).expect("west").port;
-    let example = std::fs::read_to_string(HAPROXY_EXAMPLE).expect("example readable");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ports = [free_port(), free_port(), free_port()];
-    let cfg = local_config(
-        &example,
+    let mut proxy = Proxy::start(
+        bin,
         (east_port, s.east_http().port()),
         (west_port, s.west_http().port()),
-        ports,
+    )
+    .await;
+    let writer = proxy.writer;
+    assert_eq!(
+        reached(writer).await,
+        Ok(east_port),
+        "the writer port reaches the writer"
     );
-    let path = dir.path().join("haproxy.cfg");
-    std::fs::write(&path, cfg).expect("config written");
-    let mut proxy = tokio::process::Command::new(bin)
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("haproxy starts");
-    let writer = ports[0];
 
-    // The writer port reaches pg-east once HAProxy's checks mark it up.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        if let Ok(Some(status)) = proxy.try_wait() {
-            panic!("haproxy exited: {status}");
-        }
-        match reached(writer).await {
-            Ok(p) => {
-                assert_eq!(
-                    p, east_port,
-                    "the writer port reached a node that is not the writer"
-                );
-                break;
-            }
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "no connection through HAProxy within {LIMIT:?}: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    // Switchover, in the order the controller keeps: fence pg-east at epoch
-    // 1, name pg-west at epoch 1, promote it once it replayed pg-east's
-    // final flush position (zero loss).
+    // Switchover, in the order the controller keeps with policy.writer_drain:
+    // mark the writer record draining (pg-east's /writer turns 503 at its
+    // guard's next renewal), wait the drain — HAProxy: inter × fall + inter
+    // = 3 s, plus the guard's renew interval (0.4 s) to read the mark — then
+    // fence pg-east at epoch 1, name pg-west at epoch 1, promote it once it
+    // replayed pg-east's final flush position (zero loss).
+    let drain = Duration::from_millis(3_400);
     let pg = PgCluster::new()
         .with_node(
             EAST,
@@ -432,8 +637,34 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
             &s.cluster.node(1).expect("west").admin_dsn(),
         )
         .expect("west dsn");
+    let stats = proxy.stats;
+    // Sample the writer port without pause from here on: every new
+    // connection, when it started and which node it reached.
+    let samples: Arc<std::sync::Mutex<Vec<Sample>>> = Arc::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampler = tokio::spawn(sample_writer(writer, Arc::clone(&samples), stop_rx));
+    wait_samples(&samples, east_port, None, 1, "a connection reaches pg-east").await;
+    let drain_start = tokio::time::Instant::now();
+    s.server
+        .set_writer(Some(WriterRecord::new(EAST, Epoch(0)).with_draining(true)));
+    // HAProxy's own view, for the numbers (and a loaded machine: the fence
+    // waits for HAProxy as well as for the drain).
+    let deadline = drain_start + LIMIT;
+    let marked_down = loop {
+        let status = haproxy_status(stats, "pg-east").await;
+        if status.starts_with("DOWN") {
+            eprintln!("haproxy: pg-east {status}");
+            break drain_start.elapsed();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "HAProxy did not mark the draining pg-east down within {LIMIT:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep_until(drain_start + drain).await;
+    let fence_began = tokio::time::Instant::now();
     let fence = pg.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
-    let fenced = tokio::time::Instant::now();
     s.server.set_writer_at(WEST, Epoch(1));
     pg.promote(&PromoteRequest {
         node: WEST,
@@ -447,44 +678,298 @@ async fn haproxy_with_the_example_routes_clients_to_the_writer_and_follows_a_swi
     .expect("pg-west promoted");
     let promoted = tokio::time::Instant::now();
 
-    // HAProxy takes the fenced pg-east out within fall 2 × inter 1 s (5 s
-    // allowed here, for a loaded machine); new connections reach pg-west
-    // once it is marked up (rise 2 × inter 1 s), and never pg-east again.
-    let window = Duration::from_secs(5);
-    let mut first_west = None;
-    let mut last_east = None;
-    let mut after_west = 0;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while after_west < 10 {
-        match reached(writer).await {
-            Ok(p) if p == east_port => {
-                assert!(
-                    first_west.is_none(),
-                    "a connection reached the fenced pg-east after pg-west"
-                );
-                let since = fenced.elapsed();
-                assert!(
-                    since < window,
-                    "HAProxy still sent a connection to the fenced pg-east {since:?} after its fence"
-                );
-                last_east = Some(since);
-            }
-            Ok(p) => {
-                assert_eq!(p, west_port);
-                first_west.get_or_insert_with(|| promoted.elapsed());
-                after_west += 1;
-            }
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "no connection reached pg-west within {LIMIT:?} of its promotion: {e}"
-            ),
+    // New connections reach pg-west once HAProxy marks it up (rise 2 ×
+    // inter 1 s); wait for ten of them.
+    let deadline = promoted + LIMIT;
+    loop {
+        let reached_west = samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .filter(|s| s.at > promoted && s.reached == Ok(west_port))
+            .count();
+        if reached_west >= 10 {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy.alive();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 10 connections reached pg-west within {LIMIT:?} of its promotion"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!(
-        "haproxy: last connection to the fenced pg-east {last_east:?} after its fence; \
-         first to the new writer {:?} after its promotion",
-        first_west.expect("reached")
+    let _ = stop_tx.send(true);
+    sampler.await.expect("sampler");
+    let samples = samples.lock().expect("samples").clone();
+
+    // Strict: no connection begun after the fence began reached pg-east.
+    let late: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= fence_began && s.reached == Ok(east_port))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} new connections reached pg-east after its fence began, the first begun {:?} and the last {:?} after it",
+        late.len(),
+        late.first().map(|s| s.at - fence_began),
+        late.last().map(|s| s.at - fence_began)
     );
-    let _ = proxy.kill().await;
+    let last_east = samples
+        .iter()
+        .filter(|s| s.reached == Ok(east_port))
+        .map(|s| s.at)
+        .max()
+        .expect("pg-east was reached before the drain");
+    let first_west = samples
+        .iter()
+        .filter(|s| s.reached == Ok(west_port))
+        .map(|s| s.done)
+        .min()
+        .expect("pg-west reached");
+    assert!(
+        samples.iter().all(|s| s.reached.is_err()
+            || s.reached == Ok(east_port)
+            || (s.reached == Ok(west_port) && s.done > fence_began)),
+        "the writer port reached pg-east, then pg-west once it could be the writer, and nothing else"
+    );
+    eprintln!(
+        "haproxy: drain began, HAProxy marked pg-east down {marked_down:?} later (the drain is {drain:?}); \
+         last connection reached pg-east {:?} after the drain began, {:?} before its fence; \
+         the new writer answered first {:?} after the fence began (fence and promotion took {:?}); \
+         {} connections sampled",
+        last_east.saturating_duration_since(drain_start),
+        fence_began.saturating_duration_since(last_east),
+        first_west.saturating_duration_since(fence_began),
+        promoted.saturating_duration_since(fence_began),
+        samples.len()
+    );
+    proxy.stop().await;
+}
+
+/// The whole path, driven by a runtime: an operator's switchover with
+/// `policy.writer_drain`, the runtime's in-process lease server holding the
+/// writer record, each node's guard serving `/writer` to HAProxy. The
+/// controller marks pg-east draining, waits the drain, fences it and
+/// promotes pg-west; a client opening connections through HAProxy without
+/// pause never reaches pg-east once its fence began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_in_front_of_a_runtime_switchover_with_writer_drain_never_reaches_the_fenced_writer(
+) {
+    use failover::decision::{Command, Config, EventKind, MaxRpo};
+    use failover::RuntimeBuilder;
+
+    let Some(bin) = haproxy() else { return };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("join")
+        .expect("cluster starts");
+    let (east_port, west_port) = (cluster.nodes()[0].port, cluster.nodes()[1].port);
+    // HAProxy: inter 1 s × fall 2 + inter 1 s, plus the guards' renew
+    // interval (0.4 s) to read the mark.
+    let drain = Duration::from_millis(3_400);
+    let mut policy = common::fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    policy.guard_ttl = Some(TTL);
+    policy.proof_timeout = Duration::from_secs(10);
+    policy.writer_drain = drain;
+    let config = Config::new(common::topology_with(true), policy.clone()).expect("valid config");
+    let pg = PgCluster::new()
+        .with_node(EAST, "pg-east", &cluster.nodes()[0].admin_dsn())
+        .expect("east dsn")
+        .with_node(WEST, "pg-west", &cluster.nodes()[1].admin_dsn())
+        .expect("west dsn");
+    let regions = common::TwoRegions::start();
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config.clone())
+                .database(Arc::new(pg))
+                .guard_leases(
+                    LeaseServerConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET)
+                        .topology(config.topology()),
+                ),
+        )
+        .await;
+    let handle = runtime.handle();
+    let leases = runtime.lease_server().expect("lease server runs").clone();
+    let east = guard(
+        &leases,
+        EAST,
+        "pg-east",
+        &cluster.nodes()[0].admin_dsn(),
+        Duration::ZERO,
+    );
+    let west = guard(
+        &leases,
+        WEST,
+        "pg-west",
+        &cluster.nodes()[1].admin_dsn(),
+        Duration::ZERO,
+    );
+    wait_status(&east.watch(), "pg-east the writer with its lease", |s| {
+        s.lease_held && s.fenced == Some(false) && s.writer_epoch == Some(Epoch(0))
+    })
+    .await;
+    wait_status(&west.watch(), "pg-west a replica with its lease", |s| {
+        s.lease_held && s.replica
+    })
+    .await;
+    let mut proxy = Proxy::start(
+        bin,
+        (east_port, east.http_addr().expect("east serves").port()),
+        (west_port, west.http_addr().expect("west serves").port()),
+    )
+    .await;
+
+    let samples: Arc<std::sync::Mutex<Vec<Sample>>> = Arc::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sampler = tokio::spawn(sample_writer(proxy.writer, Arc::clone(&samples), stop_rx));
+    wait_samples(&samples, east_port, None, 1, "a connection reaches pg-east").await;
+
+    // The operator's switchover (retried while pg-west is not yet seen as a
+    // replica, as an operator would).
+    let mut events = handle.subscribe_events();
+    let tries = tokio::time::Instant::now() + LIMIT;
+    let drain_at = 'command: loop {
+        handle
+            .command(Command::Switchover { to: WEST })
+            .await
+            .expect("the runtime takes commands");
+        loop {
+            let event = tokio::time::timeout_at(tries, events.recv())
+                .await
+                .expect("the switchover starts within the limit")
+                .expect("events flow");
+            match event.kind {
+                EventKind::WriterDrainRequested { .. } => break 'command event.at,
+                EventKind::CommandRefused { reason } => {
+                    assert!(
+                        reason.contains("not seen as a replica"),
+                        "refused: {reason}"
+                    );
+                    tokio::time::sleep(policy.interval).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    let mut fence_at = None;
+    // HAProxy's view while the drain runs, for the numbers.
+    let mut marked_down = None;
+    while fence_at.is_none() {
+        proxy.alive();
+        if marked_down.is_none()
+            && haproxy_status(proxy.stats, "pg-east")
+                .await
+                .starts_with("DOWN")
+        {
+            marked_down = Some(std::time::Instant::now() - drain_at);
+        }
+        match tokio::time::timeout(Duration::from_millis(20), events.recv()).await {
+            Err(_) => {}
+            Ok(Ok(event)) => match event.kind {
+                EventKind::FencingRequested { node, .. } if node == EAST => {
+                    fence_at = Some(event.at)
+                }
+                EventKind::PromotionAborted { .. } | EventKind::StepTimedOut { .. } => {
+                    panic!("the switchover failed: {:?}", handle.status().recent_events)
+                }
+                _ => {}
+            },
+            Ok(Err(e)) => panic!("events: {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < drain_at + LIMIT,
+            "no fence within {LIMIT:?} of the drain: {:?}",
+            handle.status().recent_events
+        );
+    }
+    let fence_at = fence_at.expect("fenced");
+    common::wait_status(&handle, LIMIT, "pg-west is the writer", |s| {
+        s.controller.writer == Some(WEST)
+    })
+    .await;
+    let promoted = tokio::time::Instant::now();
+    wait_samples(
+        &samples,
+        west_port,
+        Some(promoted),
+        10,
+        "10 new connections reach pg-west",
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    sampler.await.expect("sampler");
+    let samples = samples.lock().expect("samples").clone();
+
+    assert!(
+        fence_at - drain_at >= drain,
+        "the fence waited the drain: {:?}",
+        fence_at - drain_at
+    );
+    let fence_began = tokio::time::Instant::from_std(fence_at);
+    let late: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= fence_began && s.reached == Ok(east_port))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} new connections reached pg-east after its fence began, the first begun {:?} after it",
+        late.len(),
+        late.first().map(|s| s.at - fence_began)
+    );
+    let drain_began = tokio::time::Instant::from_std(drain_at);
+    let last_east = samples
+        .iter()
+        .filter(|s| s.reached == Ok(east_port))
+        .map(|s| s.at)
+        .max()
+        .expect("pg-east reached");
+    eprintln!(
+        "runtime switchover: HAProxy marked pg-east down {marked_down:?} after the drain began \
+         (writer_drain {drain:?}); last new connection to pg-east began {:?} after the drain began, \
+         {:?} before the fence; {} connections sampled",
+        last_east.saturating_duration_since(drain_began),
+        fence_began.saturating_duration_since(last_east),
+        samples.len()
+    );
+    proxy.stop().await;
+    drop(east);
+    drop(west);
+    runtime.shutdown().await;
+}
+
+/// Waits until `n` samples begun after `after` reached `port`.
+async fn wait_samples(
+    samples: &std::sync::Mutex<Vec<Sample>>,
+    port: u16,
+    after: Option<tokio::time::Instant>,
+    n: usize,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let seen = samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .filter(|s| after.is_none_or(|a| s.at > a) && s.reached == Ok(port))
+            .count();
+        if seen >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not seen within {LIMIT:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -66,6 +66,12 @@ pub struct WriterRecord {
     /// a member may be promoted without waiting for the writer's guard
     /// lease. Empty: asynchronous replication (or `policy.synchronous` off).
     pub sync: SyncSet,
+    /// A planned switchover is draining this writer: load balancers must
+    /// stop sending it new connections (its guard's `/writer` answers 503),
+    /// and it is fenced once `policy.writer_drain` has passed. It still
+    /// takes writes meanwhile. Encoded only when true, so records written
+    /// before the field existed read as not draining.
+    pub draining: bool,
 }
 
 impl WriterRecord {
@@ -75,7 +81,13 @@ impl WriterRecord {
             node,
             epoch,
             sync: SyncSet::EMPTY,
+            draining: false,
         }
+    }
+
+    /// This record with `draining` set as given.
+    pub const fn with_draining(self, draining: bool) -> Self {
+        WriterRecord { draining, ..self }
     }
 }
 
@@ -84,6 +96,9 @@ impl fmt::Display for WriterRecord {
         write!(f, "writer {} at {}", self.node, self.epoch)?;
         if !self.sync.is_empty() {
             write!(f, ", synchronous {}", self.sync)?;
+        }
+        if self.draining {
+            f.write_str(", draining for a switchover")?;
         }
         Ok(())
     }
@@ -156,6 +171,16 @@ impl fmt::Display for SyncSet {
         }
         f.write_str("}")
     }
+}
+
+/// The controller that leads, as the store shows it to the others: so a
+/// follower can tell an operator where to send commands.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaderInfo {
+    /// The leading controller's id (its configured name).
+    pub controller: String,
+    /// Its admin API's URL, when it advertised one.
+    pub admin: Option<String>,
 }
 
 /// One controller's view of one region, published for the others: the

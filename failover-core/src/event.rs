@@ -356,6 +356,34 @@ pub enum EventKind {
         /// The fence's epoch.
         epoch: Epoch,
     },
+    /// A planned switchover marks the writer draining in the writer record
+    /// (its guard's `/writer` then answers 503, so load balancers stop
+    /// sending it new connections) and fences it `drain` later.
+    WriterDrainRequested {
+        /// The writer being drained.
+        node: NodeId,
+        /// The switchover's target.
+        candidate: NodeId,
+        /// `policy.writer_drain`.
+        drain: Duration,
+    },
+    /// The store confirmed the drain mark: the wait of `drain` before the
+    /// fence starts now.
+    WriterDraining {
+        /// The writer being drained.
+        node: NodeId,
+        /// How long until its fence.
+        drain: Duration,
+    },
+    /// A drain no switchover follows any more is lifted: the writer record
+    /// is written without the mark, so load balancers send the writer
+    /// connections again.
+    WriterUndrainRequested {
+        /// The writer.
+        node: NodeId,
+        /// Why: "the switchover was abandoned: operator abort", ...
+        reason: &'static str,
+    },
     /// The new writer is being claimed in the coordination store.
     WriterClaimRequested {
         /// The replica promoted next.
@@ -761,6 +789,28 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::UnfenceRequested { node, epoch } => write!(
                 f,
                 "unfencing {} ({epoch}): it is still the writer",
+                self.node(*node)
+            ),
+            EventKind::WriterDrainRequested {
+                node,
+                candidate,
+                drain,
+            } => write!(
+                f,
+                "switchover to {}: marking {} draining in the writer record so load balancers stop sending it new connections; it is fenced {} after the store confirms",
+                self.node(*candidate),
+                self.node(*node),
+                secs(*drain)
+            ),
+            EventKind::WriterDraining { node, drain } => write!(
+                f,
+                "{} is draining: its /writer answers 503; fencing it in {} (policy.writer_drain), once load balancers have marked it down",
+                self.node(*node),
+                secs(*drain)
+            ),
+            EventKind::WriterUndrainRequested { node, reason } => write!(
+                f,
+                "lifting the drain of {}: {reason}; it takes new connections again",
                 self.node(*node)
             ),
             EventKind::WriterClaimRequested { node, epoch } => write!(

@@ -116,7 +116,9 @@ pub use async_trait::async_trait;
 pub use action::{Action, ActionId, PromoteRequest, RegionWeight, RpoGate, WeightPlan};
 pub use config::{Config, RouterConfig, RouterKind};
 pub use controller::{Controller, Restored};
-pub use coordination::{CoordinationEvent, FencingToken, Intent, SyncSet, Verdict, WriterRecord};
+pub use coordination::{
+    CoordinationEvent, FencingToken, Intent, LeaderInfo, SyncSet, Verdict, WriterRecord,
+};
 pub use error::{ConfigError, ConfigLocation};
 pub use event::{ActionKind, Event, EventDisplay, EventKind, StopProof};
 pub use id::{NodeId, RegionId, VantageId};

@@ -516,8 +516,10 @@ pub fn database_cutover_synchronous(detection: Duration, promote: Duration) -> D
 }
 
 /// The most time the rest of a database promotion can take from the moment
-/// the controller enters `phase`, by the controller's own deadlines: the
-/// proof that the old writer stopped within `policy.proof_timeout`, then
+/// the controller enters `phase`, by the controller's own deadlines: a
+/// switchover's drain (`policy.writer_drain`, after marking the record
+/// within `policy.step_timeout`), the proof that the old writer stopped
+/// within `policy.proof_timeout`, then
 /// each later step within `policy.step_timeout`: catching up (a switchover's
 /// replay of everything, or a failover's candidate receiving the fenced
 /// writer's last WAL), claiming the writer record, the promotion itself. A phase past that
@@ -530,6 +532,14 @@ pub fn database_cutover_synchronous(detection: Duration, promote: Duration) -> D
 pub fn promotion_bound(policy: &Policy, phase: PromotionPhase) -> Option<Duration> {
     let step = policy.step_timeout;
     match phase {
+        // A switchover's drain, then its fence and the rest.
+        PromotionPhase::Draining { .. } => Some(
+            policy
+                .writer_drain
+                .saturating_add(step)
+                .saturating_add(policy.proof_timeout)
+                .saturating_add(step.saturating_mul(3)),
+        ),
         PromotionPhase::Fencing { .. } => {
             Some(policy.proof_timeout.saturating_add(step.saturating_mul(3)))
         }
@@ -540,6 +550,81 @@ pub fn promotion_bound(policy: &Policy, phase: PromotionPhase) -> Option<Duratio
         | PromotionPhase::Refused { .. }
         | PromotionPhase::Unproven { .. }
         | PromotionPhase::NeedsOperator { .. } => None,
+    }
+}
+
+/// The bound of a **planned switchover**, from the operator's command until
+/// the target accepts writes, and what it is made of.
+///
+/// `drain` is `policy.writer_drain`: the old writer is marked draining and
+/// left running while load balancers mark it down, so that no connection
+/// reaches it once it is fenced. It is paid on every switchover, and new
+/// connections find no writer from its start: it buys "no connection reaches
+/// a fenced node" with time, never with data (the old writer keeps
+/// committing on its open sessions until the fence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchoverBound {
+    /// `policy.writer_drain`.
+    pub drain: Duration,
+    /// The old writer's fence, confirmed.
+    pub fence: Duration,
+    /// The target replaying the old writer's final WAL.
+    pub catch_up: Duration,
+    /// Claiming the writer record and promoting the target.
+    pub promote: Duration,
+    /// From the fence until the target accepts writes: no node takes writes.
+    pub writes_paused: Duration,
+    /// From the command until the target accepts writes: `drain + fence +
+    /// catch_up + promote`.
+    pub total: Duration,
+}
+
+impl SwitchoverBound {
+    /// The bound for a drain of `drain`, a fence of `fence`, a catch-up of
+    /// `catch_up` and a claim and promotion of `promote`.
+    pub fn new(drain: Duration, fence: Duration, catch_up: Duration, promote: Duration) -> Self {
+        let writes_paused = fence.saturating_add(catch_up).saturating_add(promote);
+        SwitchoverBound {
+            drain,
+            fence,
+            catch_up,
+            promote,
+            writes_paused,
+            total: drain.saturating_add(writes_paused),
+        }
+    }
+
+    /// The bound with the policy's `writer_drain`.
+    pub fn for_policy(
+        policy: &Policy,
+        fence: Duration,
+        catch_up: Duration,
+        promote: Duration,
+    ) -> Self {
+        SwitchoverBound::new(policy.writer_drain, fence, catch_up, promote)
+    }
+
+    /// The bound in a sentence, with every term named: the planner's
+    /// explanation of where a switchover's time goes.
+    pub fn explanation(&self) -> String {
+        let s = |d: Duration| crate::duration_serde::format(d);
+        let drain = if self.drain.is_zero() {
+            "no writer drain (policy.writer_drain = 0: the old writer is fenced at once, and a load balancer may still send it connections until its checks see the fence)".to_owned()
+        } else {
+            format!(
+                "{} writer drain (policy.writer_drain: the old writer answers 503 on /writer and keeps its sessions while load balancers mark it down, so no connection reaches it once fenced)",
+                s(self.drain)
+            )
+        };
+        format!(
+            "planned switchover ≤ {}: {drain} + {} fence + {} catch-up + {} claim and promotion; writes pause for {} (fence to promotion), new connections find no writer for all {}",
+            s(self.total),
+            s(self.fence),
+            s(self.catch_up),
+            s(self.promote),
+            s(self.writes_paused),
+            s(self.total)
+        )
     }
 }
 
@@ -562,10 +647,19 @@ mod tests {
         let policy = Policy {
             proof_timeout: Duration::from_secs(30),
             step_timeout: Duration::from_secs(10),
+            writer_drain: Duration::from_secs(5),
             ..Policy::default()
         };
         let (old, new) = (NodeId(0), NodeId(1));
         let bound = |phase| promotion_bound(&policy, phase);
+        // Drain 5 s after a 10 s mark, then the fencing bound.
+        assert_eq!(
+            bound(PromotionPhase::Draining {
+                node: old,
+                candidate: new,
+            }),
+            Some(Duration::from_secs(75))
+        );
         let fencing = PromotionPhase::Fencing {
             node: old,
             candidate: new,

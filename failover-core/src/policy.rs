@@ -184,6 +184,18 @@ pub struct Policy {
     /// a switchover's catch-up, the promotion itself.
     #[serde(with = "duration_serde")]
     pub step_timeout: Duration,
+    /// How long a planned switchover drains the old writer before fencing
+    /// it: the writer record is marked draining, its guard's `/writer`
+    /// answers 503, and a load balancer stops sending it new connections —
+    /// so no connection reaches it once its fence begins. Set it to the time
+    /// your load balancer needs to mark a server down plus the guards'
+    /// renew interval (a guard reads the mark at its next renewal) —
+    /// HAProxy: `inter × fall + inter` (one interval for a check already in
+    /// flight) `+ renew_interval`. 0 (the default) fences at once. Added to the switchover's bound
+    /// ([`SwitchoverBound`](crate::objectives::SwitchoverBound)). At most
+    /// `step_timeout`.
+    #[serde(with = "duration_serde")]
+    pub writer_drain: Duration,
     /// Failed promotion attempts in a row after which the controller stops
     /// retrying on its own and says an operator is needed.
     pub max_attempts: u32,
@@ -202,7 +214,7 @@ impl Default for Policy {
     /// unknown initial health, ramp 10/25/50/100 % every 30 s, 60 s hold-down,
     /// 3 flaps per 10 min, fail-open, min 1 serving region, TTL 60 s, no automatic
     /// promotion (the writer follows its region or its database), no guards, 30 s to prove the old writer stopped, 60 s per
-    /// other promotion step, 3 attempts before an operator is needed, votes
+    /// other promotion step, no writer drain before a switchover's fence, 3 attempts before an operator is needed, votes
     /// expire after 3 silent intervals.
     fn default() -> Self {
         Policy {
@@ -227,6 +239,7 @@ impl Default for Policy {
             guard_ttl: None,
             proof_timeout: Duration::from_secs(30),
             step_timeout: Duration::from_secs(60),
+            writer_drain: Duration::ZERO,
             max_attempts: 3,
             vote_expiry: 3,
             synchronous: Synchronous::Off,
@@ -393,6 +406,16 @@ impl Policy {
             return Err(ConfigError::invalid(
                 "policy.step_timeout",
                 "must be greater than 0",
+            ));
+        }
+        if self.writer_drain > self.step_timeout {
+            return Err(ConfigError::invalid(
+                "policy.writer_drain",
+                format!(
+                    "must be at most policy.step_timeout ({} > {}): the drain is one step of a switchover, and an operator waits for it",
+                    duration_serde::format(self.writer_drain),
+                    duration_serde::format(self.step_timeout)
+                ),
             ));
         }
         if self.max_attempts == 0 {

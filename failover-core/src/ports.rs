@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    CoordinationEvent, Epoch, FencingToken, Intent, Lsn, NodeId, NodeObservation, ProbeOutcome,
-    PromoteRequest, RegionWeight, SyncSet, VantageId, Verdict, WeightPlan, WriterRecord,
+    CoordinationEvent, Epoch, FencingToken, Intent, LeaderInfo, Lsn, NodeId, NodeObservation,
+    ProbeOutcome, PromoteRequest, RegionWeight, SyncSet, VantageId, Verdict, WeightPlan,
+    WriterRecord,
 };
 
 /// Checks one target once. Implementations enforce their own timeouts and
@@ -135,6 +136,16 @@ pub trait Coordinator: Send + Sync {
     /// Leaves: gives up leadership and revokes this controller's lease, so a
     /// successor need not wait for it to expire.
     async fn resign(&self) -> Result<(), PortError>;
+    /// Where this controller's admin API answers (`https://10.0.0.2:9850`),
+    /// published with its leadership so that the others can send operators
+    /// there. Called before [`join`](Self::join); the default ignores it.
+    fn advertise_admin(&self, _url: &str) {}
+    /// The current leader as the store last showed it, to tell an operator
+    /// where to send commands; `None` when no controller leads or the
+    /// implementation cannot tell (the default).
+    fn leader(&self) -> Option<LeaderInfo> {
+        None
+    }
 }
 
 /// A node guard's lease at the coordination store: the guard's promise that

@@ -39,6 +39,15 @@ pub struct RegionStatus {
 pub enum PromotionPhase {
     /// Nothing in progress.
     Idle,
+    /// A planned switchover drains the old writer before fencing it: the
+    /// writer record says draining, so load balancers stop sending it new
+    /// connections, for `policy.writer_drain`.
+    Draining {
+        /// The writer being drained.
+        node: NodeId,
+        /// The replica promoted next.
+        candidate: NodeId,
+    },
     /// Waiting for proof that the old writer stopped: its fence confirmed,
     /// or its guard lease expired.
     Fencing {

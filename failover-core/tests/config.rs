@@ -601,3 +601,18 @@ fn router_keys_are_checked_against_the_kind() {
     let (f, _) = error("kind = \"rfc2136\"\nserver = \"192.0.2.53:53\"\nzone = \"example.com.\"\nkey_name = \"k.\"");
     assert_eq!(f, "router.key_secret_env");
 }
+
+#[test]
+fn writer_drain_parses_defaults_to_zero_and_is_bounded_by_the_step_timeout() {
+    use std::time::Duration;
+    assert_eq!(Policy::default().writer_drain, Duration::ZERO);
+    let (field, rule) = policy_error(|p| {
+        p.step_timeout = Duration::from_secs(10);
+        p.writer_drain = Duration::from_secs(11);
+    });
+    assert_eq!(field, "policy.writer_drain");
+    assert!(rule.contains("policy.step_timeout"), "{rule}");
+    let with_drain = SEED.replace("[policy]", "[policy]\nwriter_drain = \"2500ms\"");
+    let config = Config::from_toml(&with_drain).unwrap();
+    assert_eq!(config.policy().writer_drain, Duration::from_millis(2500));
+}

@@ -291,3 +291,36 @@ fn sub_second_probes_are_chosen_when_the_rto_needs_them_with_their_odds() {
         ms(550)
     );
 }
+
+/// A planned switchover's bound carries the writer drain, and its
+/// explanation names it.
+#[test]
+fn the_switchover_bound_adds_the_writer_drain_and_says_so() {
+    use objectives::SwitchoverBound;
+    let ms = Duration::from_millis;
+    let none = SwitchoverBound::new(Duration::ZERO, ms(500), ms(200), ms(300));
+    assert_eq!(none.total, secs(1));
+    assert_eq!(none.writes_paused, secs(1));
+    assert!(
+        none.explanation().contains("no writer drain"),
+        "{}",
+        none.explanation()
+    );
+    let policy = Policy {
+        writer_drain: ms(1_500),
+        ..Policy::default()
+    };
+    let drained = SwitchoverBound::for_policy(&policy, ms(500), ms(200), ms(300));
+    assert_eq!(drained.total, ms(2_500), "the drain is added to the bound");
+    assert_eq!(
+        drained.writes_paused,
+        secs(1),
+        "the drain pauses no write: the old writer runs until its fence"
+    );
+    let text = drained.explanation();
+    assert!(text.starts_with("planned switchover ≤ 2500ms"), "{text}");
+    assert!(
+        text.contains("1500ms writer drain (policy.writer_drain"),
+        "{text}"
+    );
+}

@@ -44,6 +44,9 @@ fn config(fail_open: bool) -> Config {
         flap_window: Duration::from_secs(120),
         auto_promote: true,
         max_rpo: Some(MaxRpo::bytes(MAX_RPO)),
+        // Switchovers drain the writer first: the drain phase meets every
+        // other input too.
+        writer_drain: Duration::from_secs(5),
         all_down: if fail_open {
             AllDownPolicy::FailOpen
         } else {
@@ -115,6 +118,7 @@ fn op() -> impl Strategy<Value = Op> {
             node.prop_map(|n| Command::Switchover { to: NodeId(n) }),
             Just(Command::Pause),
             Just(Command::Resume),
+            Just(Command::Abort),
         ]
         .prop_map(Op::Command),
         1 => Just(Op::Restart),

@@ -73,6 +73,8 @@ struct State {
     verdicts: Vec<Verdict>,
     /// Keys of our published verdicts.
     published: BTreeSet<String>,
+    /// Our admin API's URL, published in the leader key while we lead.
+    admin: Option<String>,
 }
 
 impl EtcdCoordinator {
@@ -435,6 +437,17 @@ impl Coordinator for EtcdCoordinator {
         }
         Ok(())
     }
+
+    fn advertise_admin(&self, url: &str) {
+        self.inner.state().admin = Some(url.to_owned());
+    }
+
+    fn leader(&self) -> Option<failover_core::LeaderInfo> {
+        let st = self.inner.state();
+        st.mirror
+            .get(&self.inner.keys.leader())
+            .map(|seen| keys::decode_leader(&seen.value))
+    }
 }
 
 impl Inner {
@@ -498,7 +511,7 @@ impl Inner {
             Ok(Some(kv)) if kv.create_revision() as u64 == token.0 => String::new(),
             Ok(Some(kv)) => format!(
                 "{token} no longer leads: controller {} leads with token {}",
-                String::from_utf8_lossy(kv.value()),
+                keys::decode_leader(kv.value()).controller,
                 kv.create_revision()
             ),
             Ok(None) => format!("{token} no longer leads: no controller leads"),
@@ -542,6 +555,7 @@ impl Inner {
             return Ok(Some(token));
         }
         let leader = self.keys.leader();
+        let value = keys::encode_leader(&self.config.controller, self.state().admin.as_deref());
         let txn = Txn::new()
             .when([Compare::create_revision(
                 leader.clone(),
@@ -550,7 +564,7 @@ impl Inner {
             )])
             .and_then([TxnOp::put(
                 leader,
-                self.config.controller.clone(),
+                value,
                 Some(PutOptions::new().with_lease(lease)),
             )]);
         let resp = self.store.txn("campaign for leadership", txn).await?;

@@ -88,6 +88,10 @@ struct WriterJson {
     /// so a record without any encodes as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sync: Vec<String>,
+    /// A switchover drains the writer; omitted when false, so a record
+    /// written before the field existed reads as not draining.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    draining: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -165,7 +169,8 @@ pub(crate) fn decode_plan(
 }
 
 /// The writer record's value: `{"node":"pg-east","epoch":3}`, plus
-/// `"sync":["pg-west"]` when the writer requires synchronous standbys. The
+/// `"sync":["pg-west"]` when the writer requires synchronous standbys and
+/// `"draining":true` while a switchover drains it. The
 /// encoding is deterministic, so a compare on the value is a compare on the
 /// record.
 pub(crate) fn encode_writer(
@@ -181,6 +186,7 @@ pub(crate) fn encode_writer(
         node: node.to_owned(),
         epoch: record.epoch.0,
         sync,
+        draining: record.draining,
     })
     .map_err(|e| EtcdError::Malformed {
         key: "writer".into(),
@@ -212,7 +218,37 @@ pub(crate) fn decode_writer(
         node,
         epoch: Epoch(json.epoch),
         sync,
+        draining: json.draining,
     })
+}
+
+/// The leader key's value without an advertised admin API: the controller's
+/// id, as before; with one: `{"controller":"ctl-a","admin":"https://..."}`.
+pub(crate) fn encode_leader(controller: &str, admin: Option<&str>) -> String {
+    match admin {
+        None => controller.to_owned(),
+        Some(admin) => serde_json::json!({ "controller": controller, "admin": admin }).to_string(),
+    }
+}
+
+/// Reads a leader key's value written by [`encode_leader`] (or by a
+/// controller from before admin URLs: the bare id).
+pub(crate) fn decode_leader(value: &[u8]) -> failover_core::LeaderInfo {
+    #[derive(serde::Deserialize)]
+    struct LeaderJson {
+        controller: String,
+        admin: Option<String>,
+    }
+    match serde_json::from_slice::<LeaderJson>(value) {
+        Ok(json) => failover_core::LeaderInfo {
+            controller: json.controller,
+            admin: json.admin,
+        },
+        Err(_) => failover_core::LeaderInfo {
+            controller: String::from_utf8_lossy(value).into_owned(),
+            admin: None,
+        },
+    }
 }
 
 /// Operator intent: `{"drained":["us-east"],"paused":false}`.
@@ -356,6 +392,18 @@ mod tests {
         assert_eq!(k.parse("/failover/api/guard/"), None);
         assert_eq!(k.parse("/failover/api/verdict/east"), None);
         assert_eq!(k.parse("/failover/other/leader"), None);
+    }
+
+    #[test]
+    fn the_leader_value_names_the_controller_and_its_admin_api_and_reads_old_values() {
+        let plain = encode_leader("ctl-a", None);
+        assert_eq!(plain, "ctl-a");
+        assert_eq!(decode_leader(plain.as_bytes()).controller, "ctl-a");
+        assert_eq!(decode_leader(plain.as_bytes()).admin, None);
+        let with = encode_leader("ctl-b", Some("https://10.0.0.2:9850"));
+        let info = decode_leader(with.as_bytes());
+        assert_eq!(info.controller, "ctl-b");
+        assert_eq!(info.admin.as_deref(), Some("https://10.0.0.2:9850"));
     }
 
     #[test]

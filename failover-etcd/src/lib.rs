@@ -24,8 +24,8 @@
 //!
 //! | key | value | lease | written by |
 //! |---|---|---|---|
-//! | `leader` | the leading controller's name | the leader's controller lease | campaign: create-if-absent |
-//! | `writer` | `{"node":"pg-east","epoch":3}` | none (durable) | `set_writer`: transaction comparing the leader key's create revision with the token **and** the writer's value with the expected record |
+//! | `leader` | the leading controller's name, or `{"controller":"ctl-a","admin":"https://10.0.0.2:9850"}` when its runtime serves an admin API on a specific address (followers name it to operators) | the leader's controller lease | campaign: create-if-absent |
+//! | `writer` | `{"node":"pg-east","epoch":3}` (plus `"sync":[…]`, and `"draining":true` while a switchover drains the writer) | none (durable) | `set_writer`: transaction comparing the leader key's create revision with the token **and** the writer's value with the expected record |
 //! | `guard/<node>` | the node's name | the node guard's lease | `GuardLease::renew` |
 //! | `verdict/<vantage>/<region>` | `"up"`, `"down"` or `"unknown"` | the publishing controller's lease | `publish_verdicts` |
 //! | `intent` | `{"drained":["us-east"],"paused":false}` | none (durable) | `set_intent`: transaction comparing the leader key's create revision with the token |

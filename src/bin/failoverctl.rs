@@ -217,9 +217,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .as_ref()
             .and_then(|v| v["error"].as_str())
             .map_or_else(|| answer.trim().to_owned(), str::to_owned);
+        // A follower names the leader's admin API: say how to reach it.
+        let hint = parsed
+            .as_ref()
+            .and_then(|v| v["current_leader"]["admin"].as_str())
+            .map(|admin| format!("\nthe leader answers at {admin}: retry with --url {admin}"))
+            .unwrap_or_default();
         return Err(Failure {
             code: EXIT_REFUSED,
-            message: format!("the server answered {status}: {error}"),
+            message: format!("the server answered {status}: {error}{hint}"),
         });
     }
     let Some(value) = parsed else {

@@ -157,7 +157,9 @@ impl LeaseClient {
                         w.node
                     ))
                 })?;
-                Ok(Some(WriterRecord::new(id, Epoch(w.epoch))))
+                Ok(Some(
+                    WriterRecord::new(id, Epoch(w.epoch)).with_draining(w.draining),
+                ))
             }
         }
     }

@@ -648,6 +648,7 @@ async fn handle(
             let writer = shared.renew(node, ttl).map(|w| WireWriter {
                 node: shared.name(w.node).to_owned(),
                 epoch: w.epoch.0,
+                draining: w.draining,
             });
             json(StatusCode::OK, &RenewReply { writer })
         }

@@ -17,6 +17,10 @@ pub(crate) struct WireWriter {
     pub(crate) node: String,
     /// Its epoch.
     pub(crate) epoch: u64,
+    /// A switchover drains it (its `/writer` turns 503); omitted when
+    /// false, so servers and guards from before the field interoperate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) draining: bool,
 }
 
 /// `renew` reply.

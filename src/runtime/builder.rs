@@ -320,6 +320,12 @@ impl RuntimeBuilder {
         // leases, verdicts, intent, plan, leadership) comes first.
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
         if let Some(coordinator) = &self.coordinator {
+            // Published with leadership, so followers can name where the
+            // leader's admin API answers.
+            #[cfg(feature = "admin")]
+            if let Some(url) = admin.as_ref().and_then(|a| a.url()) {
+                coordinator.advertise_admin(&url);
+            }
             let joined = coordinator
                 .join()
                 .await
@@ -580,6 +586,7 @@ impl RuntimeBuilder {
             events: events_tx,
             deaths,
             coordinated,
+            coordinator: self.coordinator.clone().map(super::handle::CoordinatorRef),
         };
         #[cfg(feature = "admin")]
         let admin = admin.map(|bound| {

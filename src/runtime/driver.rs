@@ -479,11 +479,12 @@ impl Driver {
                     .iter()
                     .map(|n| topology.node(n).name.as_str())
                     .collect();
-                tracing::warn!(action = id.0, node = %name, epoch = new.epoch.0, sync = ?sync, "claim the writer record");
+                tracing::warn!(action = id.0, node = %name, epoch = new.epoch.0, sync = ?sync, draining = new.draining, "claim the writer record");
                 self.audit.record(
                     "action",
                     json!({"action": id.0, "type": "set_writer", "node": name,
-                           "epoch": new.epoch.0, "sync": sync, "token": token.map(|t| t.0)}),
+                           "epoch": new.epoch.0, "sync": sync, "draining": new.draining,
+                           "token": token.map(|t| t.0)}),
                 );
                 let Some(c) = &self.coordination else {
                     return Some(self.writer_store.claim(id, expected, new, guard_absent));

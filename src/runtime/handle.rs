@@ -18,6 +18,18 @@ pub struct RuntimeHandle {
     /// Whether the runtime runs with a coordinator (then only the leader
     /// takes commands).
     pub(crate) coordinated: bool,
+    /// The coordinator, to say who leads.
+    pub(crate) coordinator: Option<CoordinatorRef>,
+}
+
+/// The runtime's coordinator, held by its handle to say who leads.
+#[derive(Clone)]
+pub(crate) struct CoordinatorRef(pub(crate) std::sync::Arc<dyn failover_core::ports::Coordinator>);
+
+impl std::fmt::Debug for CoordinatorRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Coordinator")
+    }
 }
 
 impl RuntimeHandle {
@@ -37,6 +49,14 @@ impl RuntimeHandle {
             .send(command)
             .await
             .map_err(|_| self.stopped())
+    }
+
+    /// The controller that leads, as the coordination store last showed it
+    /// (its id and, when it advertised one, its admin API's URL): where a
+    /// command refused with [`RuntimeError::NotLeader`] should go. `None`
+    /// without a coordinator, or while no controller leads.
+    pub fn leader(&self) -> Option<failover_core::LeaderInfo> {
+        self.coordinator.as_ref().and_then(|c| c.0.leader())
     }
 
     /// Feeds a probe result from a source of your own (for example a probe

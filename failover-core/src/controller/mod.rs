@@ -187,6 +187,7 @@ impl Controller {
         {
             controller.db.writer = Some(w.node);
             controller.db.writer_epoch = w.epoch;
+            controller.db.writer_draining = w.draining;
             controller.db.epoch = controller.db.epoch.max(w.epoch);
         }
         for region in restored.drained {
@@ -288,6 +289,7 @@ impl Controller {
                     }
                     self.evaluate_writer(now);
                     self.unfence_writer(now);
+                    self.undrain_writer(now, "a failed lifting of the drain is retried");
                 }
                 Timer::DatabaseStep => self.on_step_deadline(now),
                 Timer::RetryFence => self.on_retry_fence(now),
@@ -391,6 +393,10 @@ impl Controller {
                     self.seed_writer_record(now);
                     self.evaluate_writer(now);
                     self.finish_claimed_promotion(now, None);
+                    self.undrain_writer(
+                        now,
+                        "no switchover is under way (a drain left by an earlier leader)",
+                    );
                 }
             }
             CoordinationEvent::Writer(record) => self.on_writer_record(now, record),
@@ -556,6 +562,8 @@ impl Controller {
                     timers::TimerReason::Claim => "writer record claim deadline",
                     timers::TimerReason::Promote => "promotion deadline",
                     timers::TimerReason::RetryFence => "re-send the old writer's fence",
+                    timers::TimerReason::DrainMark => "switchover drain mark deadline",
+                    timers::TimerReason::Drain => "switchover drain ends: fence the old writer",
                 };
                 (d.at, why)
             })

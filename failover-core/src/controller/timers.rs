@@ -53,6 +53,10 @@ pub enum TimerReason {
     Promote,
     /// The old writer's fence failed and is re-sent.
     RetryFence,
+    /// A switchover marks the old writer draining in the writer record.
+    DrainMark,
+    /// A switchover waits `policy.writer_drain` before fencing the old writer.
+    Drain,
 }
 
 /// One armed deadline.

@@ -5,7 +5,7 @@
 //!
 //! | request | 200 when | otherwise |
 //! |---|---|---|
-//! | `GET /writer` | the node is an unfenced primary **now** (checked in SQL for this request), the guard's lease is valid **now** (from the instant its last successful renewal was sent, as the guard counts it), the writer record the lease returned names this node, and the guard saw the node take writes as the writer at that record's epoch | 503 |
+//! | `GET /writer` | the node is an unfenced primary **now** (checked in SQL for this request), the guard's lease is valid **now** and for [`GuardSettings::writer_drain`] more (from the instant its last successful renewal was sent, as the guard counts it), the writer record the lease returned names this node and does not mark it draining for a switchover, and the guard saw the node take writes as the writer at that record's epoch | 503 |
 //! | `GET /replica?max_lag=BYTES` | the node is in recovery, its WAL receiver is `streaming`, and it has replayed up to within `max_lag` bytes of the upstream's last reported WAL end (default [`DEFAULT_MAX_LAG_BYTES`]) | 503 (400 for a `max_lag` that is not a whole number) |
 //! | `GET /health` | the node answers SQL | 503 |
 //!
@@ -13,6 +13,7 @@
 //! small JSON body with the reason, for the operator reading HAProxy's log or
 //! `curl`: `{"node":"pg-east","check":"writer","ok":false,"reason":"fenced"}`.
 //! The reasons: `"fenced"`, `"replica"`, `"no lease: ..."`,
+//! `"draining: ..."` (before the guard's own fence, or for a switchover),
 //! `"not writer at epoch 3 (the writer record names node 1)"`,
 //! `"lag 12345 > 1000"`, `"not streaming (wal receiver: none)"`,
 //! `"unreachable: ..."`.
@@ -21,6 +22,13 @@
 //! are read for the request, and the lease and writer record are the ones
 //! the guard verified within its lease. A node fenced by the guard, by the
 //! controller for a switchover, or by hand turns 503 on the next check.
+//!
+//! **Draining.** So that no connection reaches a fenced node, `/writer` turns
+//! 503 *before* the fence, for as long as a load balancer needs to mark the
+//! node down: from the moment the controller marks the writer record
+//! draining for a planned switchover (it fences `policy.writer_drain`
+//! later), and [`GuardSettings::writer_drain`] before the guard's own fence
+//! when no lease renewal came. `/replica` and `/health` are unaffected.
 //!
 //! Bounds: at most [`MAX_CONNECTIONS`] connections at once (each check opens
 //! one PostgreSQL connection), one request per connection (no keep-alive),
@@ -298,7 +306,17 @@ pub(super) fn writer_answer(
         .map(|sent| sent + settings.valid_for())
         .and_then(|until| until.checked_sub(settings.fence_budget));
     match lease_until {
-        Some(until) if guard.lease_held && now < until => {}
+        Some(until) if guard.lease_held && now < until => {
+            // Draining before the guard's own fence: a load balancer marks
+            // the node down before it is fenced.
+            let drain_from = until.checked_sub(settings.writer_drain).unwrap_or(until);
+            if now >= drain_from {
+                return Answer::no(format!(
+                    "draining: no lease renewal; the guard fences this node in {:.1} s",
+                    until.saturating_duration_since(now).as_secs_f64()
+                ));
+            }
+        }
         Some(until) => {
             return Answer::no(format!(
                 "no lease: the last renewal that counted ran out {:.1} s ago",
@@ -321,6 +339,12 @@ pub(super) fn writer_answer(
         return Answer::no(format!(
             "not writer at {} (the writer record names node {})",
             record.epoch, record.node.0
+        ));
+    }
+    if record.draining {
+        return Answer::no(format!(
+            "draining for switchover: the writer record at {} marks it draining; it is fenced once load balancers have marked it down",
+            record.epoch
         ));
     }
     match guard.writer_epoch {
@@ -511,6 +535,43 @@ mod tests {
         assert_eq!(
             writer_answer(&guard_fenced, &s, now, Ok(primary(false))).reason,
             "fenced"
+        );
+    }
+
+    #[test]
+    fn writer_is_503_while_draining_for_a_switchover_or_before_the_guards_own_fence() {
+        let s = GuardSettings {
+            writer_drain: Duration::from_millis(600),
+            ..GuardSettings::for_ttl(Duration::from_secs(2))
+        };
+        let now = Instant::now();
+        let mut g = holding(now, 3, ME);
+        g.writer = g.writer.map(|r| r.with_draining(true));
+        let a = writer_answer(&g, &s, now, Ok(primary(false)));
+        assert!(
+            !a.ok && a.reason.starts_with("draining for switchover"),
+            "{a:?}"
+        );
+        // Not draining: 200 until 600 ms before fencing starts (2 s lease:
+        // 1.8 s usable, fencing at 1.4 s after the renewal was sent, 503
+        // from 0.8 s).
+        let g = holding(now, 3, ME);
+        assert!(writer_answer(&g, &s, now + Duration::from_millis(799), Ok(primary(false))).ok);
+        let a = writer_answer(&g, &s, now + Duration::from_millis(800), Ok(primary(false)));
+        assert!(
+            !a.ok && a.reason.starts_with("draining: no lease renewal"),
+            "{a:?}"
+        );
+        // Without a drain it stays 200 up to the fence.
+        let plain = GuardSettings::for_ttl(Duration::from_secs(2));
+        assert!(
+            writer_answer(
+                &g,
+                &plain,
+                now + Duration::from_millis(1399),
+                Ok(primary(false))
+            )
+            .ok
         );
     }
 

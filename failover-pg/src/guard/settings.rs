@@ -37,9 +37,14 @@ use crate::PgError;
 ///
 /// Validation ([`validate`](Self::validate)) requires
 /// `0 < margin < ttl`, `margin ≥ ttl / 1000` (twice the worst NTP slew),
-/// `fence_budget > 0`, and `2 × renew_interval ≤ ttl − margin − fence_budget`,
-/// so at least one retry fits between a failed renewal and the moment fencing
-/// must start.
+/// `fence_budget > 0`, and `2 × renew_interval ≤ ttl − margin − fence_budget
+/// − writer_drain`, so at least one retry fits between a failed renewal and
+/// the moment the node endpoints start draining (and fencing must start).
+///
+/// With [`writer_drain`](Self::writer_drain) set, `/writer` answers 503 that
+/// long before fencing starts when no renewal came: a load balancer that
+/// checks `/writer` has marked the node down by the time it is fenced, so
+/// no connection reaches a fenced node on an unplanned self-fence either.
 ///
 /// [`fence_budget`]: Self::fence_budget
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +66,13 @@ pub struct GuardSettings {
     /// [`NodeGuard::http_addr`](super::NodeGuard::http_addr) tells which.
     /// See [`endpoints`](super::endpoints).
     pub http: Option<SocketAddr>,
+    /// How long before fencing starts (its lease deadline less the fence
+    /// budget) the node endpoints' `/writer` answers 503 when no renewal
+    /// came, so a load balancer marks the node down before it is fenced.
+    /// Set it to the time your load balancer needs (HAProxy: `inter × fall
+    /// + inter`), as `policy.writer_drain` for a switchover. 0 (the
+    /// default): `/writer` turns 503 with the fence.
+    pub writer_drain: Duration,
 }
 
 impl Default for GuardSettings {
@@ -71,6 +83,7 @@ impl Default for GuardSettings {
             renew_interval: Duration::from_secs(2),
             fence_budget: Duration::from_secs(2),
             http: None,
+            writer_drain: Duration::ZERO,
         }
     }
 }
@@ -78,7 +91,7 @@ impl Default for GuardSettings {
 impl GuardSettings {
     /// Settings for a lease of `ttl`, the rest scaled from the defaults'
     /// proportions: margin `ttl/10`, fence budget `ttl/5`, renew interval
-    /// `ttl/5` (2 s → 200 ms, 400 ms, 400 ms); no node endpoints.
+    /// `ttl/5` (2 s → 200 ms, 400 ms, 400 ms); no node endpoints, no drain.
     pub fn for_ttl(ttl: Duration) -> Self {
         GuardSettings {
             ttl,
@@ -86,6 +99,7 @@ impl GuardSettings {
             renew_interval: ttl / 5,
             fence_budget: ttl / 5,
             http: None,
+            writer_drain: Duration::ZERO,
         }
     }
 
@@ -133,6 +147,30 @@ impl GuardSettings {
                 format!(
                     "{:?} must be below ttl − margin = {usable:?}",
                     self.fence_budget
+                ),
+            ));
+        }
+        let before_fence = usable - self.fence_budget;
+        if self.writer_drain >= before_fence {
+            return Err(bad(
+                "writer_drain",
+                format!(
+                    "{:?} must be below ttl − margin − fence_budget = {before_fence:?}: /writer would answer 503 right after a renewal",
+                    self.writer_drain
+                ),
+            ));
+        }
+        if !self.renew_interval.is_zero()
+            && !self.writer_drain.is_zero()
+            && self.renew_interval * 2 > before_fence - self.writer_drain
+        {
+            return Err(bad(
+                "writer_drain",
+                format!(
+                    "{:?} leaves no retry before the drain starts: twice the renew interval {:?} must fit in ttl − margin − fence_budget − writer_drain = {:?}",
+                    self.writer_drain,
+                    self.renew_interval,
+                    before_fence - self.writer_drain
                 ),
             ));
         }
@@ -236,5 +274,27 @@ mod tests {
             }),
             "renew_interval"
         );
+        // 2 s lease: 1.8 s usable, fencing starts at 1.4 s.
+        assert_eq!(
+            field(GuardSettings {
+                writer_drain: Duration::from_millis(1400),
+                ..ok
+            }),
+            "writer_drain"
+        );
+        // 400 ms renewals: two of them must fit in 1.4 s − drain.
+        assert_eq!(
+            field(GuardSettings {
+                writer_drain: Duration::from_millis(700),
+                ..ok
+            }),
+            "writer_drain"
+        );
+        assert!(GuardSettings {
+            writer_drain: Duration::from_millis(600),
+            ..ok
+        }
+        .validate()
+        .is_ok());
     }
 }

@@ -25,8 +25,10 @@
 //!   [`AdminConfig::max_connections`] connections are served at once.
 //! - **Errors** are JSON `{"error": "…"}`: a body that is not JSON or has a
 //!   wrong field is 400 naming the field and the rule; a command sent to a
-//!   coordinated controller that does not lead is 503 saying so (and
-//!   `"leader": false`); a command to a stopped runtime is 503.
+//!   coordinated controller that does not lead is 503 saying so and naming
+//!   the leader (`"leader": false`, `"current_leader": {"controller": "ctl-a",
+//!   "admin": "http://10.0.0.2:9850"}`, `admin` when the leader listens on a
+//!   specific address); a command to a stopped runtime is 503.
 //! - A command answered 202 has been handed to the controller; watch
 //!   `/status` for its effect.
 
@@ -168,6 +170,21 @@ pub(crate) struct AdminBound {
 }
 
 impl AdminBound {
+    /// The URL it answers at, to advertise to other controllers; `None`
+    /// when it listens on an unspecified address (`0.0.0.0`), which names
+    /// no host another machine could reach.
+    pub(crate) fn url(&self) -> Option<String> {
+        if self.addr.ip().is_unspecified() {
+            return None;
+        }
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{}", self.addr))
+    }
+
     /// Serves the runtime behind `handle` until the task is aborted.
     pub(crate) fn serve(
         self,

@@ -232,6 +232,9 @@ fn promotion_phase_json(state: &AdminState, phase: PromotionPhase) -> Value {
     let name = |n: failover_core::NodeId| state.topology.node(n).name.clone();
     match phase {
         PromotionPhase::Idle => json!({"phase": "idle"}),
+        PromotionPhase::Draining { node, candidate } => {
+            json!({"phase": "draining", "node": name(node), "candidate": name(candidate)})
+        }
         PromotionPhase::Fencing { node, candidate } => {
             json!({"phase": "fencing", "node": name(node), "candidate": name(candidate)})
         }
@@ -557,10 +560,27 @@ async fn command(
             "accepted".to_owned(),
         ),
         Err(RuntimeError::NotLeader) => {
-            let message = "this controller does not lead; send commands to the leader's admin API (a coordinated controller does not know the others' addresses; the leader's /status shows \"leading\": true)".to_owned();
+            let leader = state.handle.leader();
+            let message = match &leader {
+                Some(l) => match &l.admin {
+                    Some(admin) => format!(
+                        "this controller does not lead; controller {} leads: send commands to its admin API at {admin}",
+                        l.controller
+                    ),
+                    None => format!(
+                        "this controller does not lead; controller {} leads (it advertised no admin API address): send commands to its admin API",
+                        l.controller
+                    ),
+                },
+                None => "this controller does not lead, and no controller leads right now; retry shortly (the leader's /status shows \"leading\": true)".to_owned(),
+            };
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": message, "leader": false}),
+                json!({
+                    "error": message,
+                    "leader": false,
+                    "current_leader": leader.map(|l| json!({"controller": l.controller, "admin": l.admin})),
+                }),
                 format!("refused: {message}"),
             )
         }

@@ -6,6 +6,8 @@
 //! - [`promotion`]: a promotion's steps — proof that the old writer stopped,
 //!   claiming the writer record, a switchover's catch-up, the promotion —
 //!   each with its deadline, and abort, retry and unfence.
+//! - [`drain`]: a switchover's drain of the old writer before its fence,
+//!   and lifting a drain that no switchover follows any more.
 //! - [`rpo`]: which replica to promote and whether its lag is within the
 //!   promise.
 //!
@@ -14,6 +16,7 @@
 //! guard lease expired at the store — never because it is unreachable. An
 //! operator's `ForcePromote` is the only way around it, and says so.
 
+mod drain;
 mod promotion;
 mod rpo;
 mod sync;
@@ -137,6 +140,14 @@ pub(super) struct Attempt {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Phase {
     Idle,
+    /// A switchover marks the old writer draining and then waits
+    /// `policy.writer_drain` (`marked`: since the store confirmed the mark)
+    /// before fencing it, so load balancers stop sending it new connections
+    /// first.
+    Draining {
+        attempt: Attempt,
+        marked: Option<Instant>,
+    },
     /// Waiting for proof that `attempt.old` stopped.
     Fencing {
         attempt: Attempt,
@@ -232,6 +243,13 @@ pub(super) struct Database {
     pub(super) sync_retry_at: Option<Instant>,
     /// Strict mode: the lost standby the writer still requires, once said.
     pub(super) sync_blocked: Option<NodeId>,
+    /// Whether the writer's record says it is draining for a switchover
+    /// (as last confirmed by the store or by our own write).
+    pub(super) writer_draining: bool,
+    /// The write of a switchover's drain mark, in flight.
+    pub(super) marking: Option<ActionId>,
+    /// A write of the writer record that lifts a drain, in flight.
+    pub(super) undrain: Option<ActionId>,
 }
 
 impl Database {
@@ -257,12 +275,19 @@ impl Database {
             sync_op: None,
             sync_retry_at: None,
             sync_blocked: None,
+            writer_draining: false,
+            marking: None,
+            undrain: None,
         }
     }
 
     pub(super) fn phase(&self) -> PromotionPhase {
         match self.phase {
             Phase::Idle => PromotionPhase::Idle,
+            Phase::Draining { attempt, .. } => PromotionPhase::Draining {
+                node: attempt.old.unwrap_or(attempt.candidate),
+                candidate: attempt.candidate,
+            },
             Phase::Fencing { attempt, .. } => match attempt.old {
                 Some(old) => PromotionPhase::Fencing {
                     node: old,
@@ -294,7 +319,8 @@ impl Database {
     pub(super) fn busy(&self) -> bool {
         matches!(
             self.phase,
-            Phase::Fencing { .. }
+            Phase::Draining { .. }
+                | Phase::Fencing { .. }
                 | Phase::CatchingUp { .. }
                 | Phase::Claiming { .. }
                 | Phase::Promoting { .. }
@@ -304,7 +330,8 @@ impl Database {
     /// The attempt in progress, if any.
     pub(super) fn attempt(&self) -> Option<Attempt> {
         match self.phase {
-            Phase::Fencing { attempt, .. }
+            Phase::Draining { attempt, .. }
+            | Phase::Fencing { attempt, .. }
             | Phase::CatchingUp { attempt, .. }
             | Phase::Claiming { attempt, .. }
             | Phase::Promoting { attempt, .. } => Some(attempt),
@@ -350,6 +377,7 @@ impl Database {
             node,
             epoch: self.writer_epoch,
             sync: self.writer_sync,
+            draining: self.writer_draining,
         })
     }
 }

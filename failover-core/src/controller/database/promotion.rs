@@ -91,7 +91,7 @@ impl Controller {
 
     /// Fences the old writer (if any) and waits for proof, or goes straight
     /// to claiming when there is no old writer to stop.
-    fn start_attempt(&mut self, now: Instant, attempt: Attempt) {
+    pub(super) fn start_attempt(&mut self, now: Instant, attempt: Attempt) {
         self.db.reported = None;
         self.db.proven_at = None;
         self.timers.stop(Timer::RetryDatabase);
@@ -378,7 +378,7 @@ impl Controller {
             self.db.seeding = None;
             return;
         }
-        if self.on_sync_done(now, id) {
+        if self.on_sync_done(now, id) || self.on_drain_done(now, id) {
             return;
         }
         match self.db.phase {
@@ -393,6 +393,7 @@ impl Controller {
                 let node = attempt.candidate;
                 self.db.writer = Some(node);
                 self.db.writer_epoch = attempt.epoch;
+                self.db.writer_draining = false;
                 self.db.epoch = self.db.epoch.max(attempt.epoch);
                 self.db.primary_lsn = None;
                 self.db.phase = Phase::Idle;
@@ -465,7 +466,7 @@ impl Controller {
             self.action_failed_event(now, id, ActionKind::SetWriter, &failure);
             return;
         }
-        if self.on_sync_failed(now, id, &failure) {
+        if self.on_sync_failed(now, id, &failure) || self.on_drain_failed(now, id, &failure) {
             return;
         }
         match self.db.phase {
@@ -510,7 +511,7 @@ impl Controller {
 
     /// The attempt failed: count it, retry after a backoff (or stop and ask
     /// for an operator), and unfence the writer if it is still the writer.
-    fn fail_attempt(&mut self, now: Instant) {
+    pub(super) fn fail_attempt(&mut self, now: Instant) {
         let attempt = self.db.attempt();
         self.timers.stop(Timer::DatabaseStep);
         self.timers.stop(Timer::RetryFence);
@@ -520,6 +521,7 @@ impl Controller {
         if attempt.intent != Intent::Failover {
             // Operator commands are not retried on their own.
             self.unfence_writer(now);
+            self.undrain_writer(now, "the switchover failed");
             return;
         }
         let writer = attempt.old.unwrap_or(attempt.candidate);
@@ -566,6 +568,7 @@ impl Controller {
     /// A step's deadline passed.
     pub(in crate::controller) fn on_step_deadline(&mut self, now: Instant) {
         match self.db.phase {
+            Phase::Draining { .. } => self.on_drain_deadline(now),
             Phase::Fencing { attempt, started } => {
                 let Some(old) = attempt.old else { return };
                 match attempt.intent {
@@ -672,6 +675,7 @@ impl Controller {
             },
         );
         self.unfence_writer(now);
+        self.undrain_writer(now, "the switchover was abandoned");
     }
 
     pub(in crate::controller) fn switchover(&mut self, now: Instant, to: NodeId) {
@@ -707,7 +711,7 @@ impl Controller {
             lag_bytes: Some(0),
             proof: None,
         };
-        self.start_attempt(now, attempt);
+        self.start_switchover(now, attempt);
     }
 
     pub(in crate::controller) fn force_promote(&mut self, now: Instant, node: NodeId) {

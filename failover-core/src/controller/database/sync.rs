@@ -148,6 +148,7 @@ impl Controller {
                         node: writer,
                         epoch: self.db.writer_epoch,
                         sync: standbys,
+                        draining: self.db.writer_draining,
                     },
                     guard_absent: None,
                 });
@@ -205,6 +206,7 @@ impl Controller {
                         node: writer,
                         epoch: self.db.writer_epoch,
                         sync: op.standbys,
+                        draining: self.db.writer_draining,
                     });
                     self.notify(
                         now,

@@ -157,6 +157,12 @@ impl Controller {
             if matches!(self.db.phase, Phase::CatchingUp { .. }) {
                 self.check_catch_up(now);
             }
+            if self.db.writer_draining && !self.db.busy() {
+                self.undrain_writer(
+                    now,
+                    "no switchover is under way (a drain left before a restart)",
+                );
+            }
             return;
         }
         // Our own promotion, whose outcome we did not learn: finish it (the
@@ -265,6 +271,7 @@ impl Controller {
         let from = self.db.writer;
         self.db.writer = Some(node);
         self.db.writer_epoch = epoch;
+        self.db.writer_draining = false;
         self.db.epoch = self.db.epoch.max(epoch);
         self.db.primary_lsn = Some((lsn, at));
         self.db.phase = super::Phase::Idle;
@@ -383,7 +390,16 @@ impl Controller {
         match record {
             Some(r) if Some(r.node) == self.db.writer && r.epoch == self.db.writer_epoch => {
                 // The writer's own record: only its synchronous standbys
-                // may have changed (our write, or a predecessor's).
+                // or its drain mark may have changed (our write, or a
+                // predecessor's). A mark no switchover of ours follows is
+                // lifted.
+                self.db.writer_draining = r.draining;
+                if r.draining && !self.db.busy() {
+                    self.undrain_writer(
+                        now,
+                        "no switchover is under way (a drain left by an earlier leader or attempt)",
+                    );
+                }
                 if self.db.writer_sync != r.sync {
                     self.db.writer_sync = r.sync;
                     self.notify(
@@ -409,6 +425,7 @@ impl Controller {
                     let from = self.db.writer;
                     self.db.writer = Some(r.node);
                     self.db.writer_epoch = r.epoch;
+                    self.db.writer_draining = r.draining;
                     self.reset_sync(r.sync, None);
                     // A claimed node still a replica is not promoted yet:
                     // the old writer's last position stays the reference
