@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{duration_serde, ConfigError, SyncSet, Topology};
+use crate::{duration_serde, ConfigError, PassivePolicy, SyncSet, Topology};
 
 /// What a region's health is before it has been evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +195,10 @@ pub struct Policy {
     /// [`Synchronous`]. Needs `auto_promote`'s `max_rpo` all the same (it
     /// bounds loss while `on` runs asynchronously).
     pub synchronous: Synchronous,
+    /// Passive health (`[policy.passive]`): request outcomes reported by
+    /// the service itself judge a region next to the probes. `None` (the
+    /// default): off.
+    pub passive: Option<PassivePolicy>,
 }
 
 impl Default for Policy {
@@ -203,7 +207,7 @@ impl Default for Policy {
     /// 3 flaps per 10 min, fail-open, min 1 serving region, TTL 60 s, no automatic
     /// promotion (the writer follows its region or its database), no guards, 30 s to prove the old writer stopped, 60 s per
     /// other promotion step, 3 attempts before an operator is needed, votes
-    /// expire after 3 silent intervals.
+    /// expire after 3 silent intervals, no passive health.
     fn default() -> Self {
         Policy {
             interval: Duration::from_secs(10),
@@ -230,6 +234,7 @@ impl Default for Policy {
             max_attempts: 3,
             vote_expiry: 3,
             synchronous: Synchronous::Off,
+            passive: None,
         }
     }
 }
@@ -418,6 +423,9 @@ impl Policy {
                     ),
                 ));
             }
+        }
+        if let Some(passive) = &self.passive {
+            passive.validate()?;
         }
         Ok(())
     }
