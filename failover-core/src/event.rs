@@ -467,6 +467,26 @@ pub enum EventKind {
         /// Failing judgements in a row (= `policy.fall`).
         judgements: u32,
     },
+    /// Every region of a residency group is out while other groups serve:
+    /// its traffic may not go to another group, so `policy.all_down`
+    /// applies to the group alone (`fail-open` serves its undrained regions
+    /// at base weight, `fail-closed` none of them).
+    ResidencyAllDown {
+        /// The group's first region (its `residency` names the group).
+        region: RegionId,
+        /// What the group serves now.
+        policy: AllDownPolicy,
+    },
+    /// The writer is lost and the only replica that could replace it is in
+    /// another residency group: a region fails over only within its group
+    /// (`region.residency`), so it is not promoted automatically. An
+    /// operator may still force it.
+    ResidencyRefused {
+        /// The lost writer.
+        writer: NodeId,
+        /// The replica in another group that was refused.
+        candidate: NodeId,
+    },
     /// Passive health: the region's users no longer fail, so probes alone
     /// decide its health again.
     UsersRecovered {
@@ -907,6 +927,33 @@ impl fmt::Display for EventDisplay<'_> {
                 write!(
                     f,
                     ", {judgements} reports in a row: marked down by passive health"
+                )
+            }
+            EventKind::ResidencyAllDown { region, policy } => {
+                let group = self.topology.region(*region).residency.as_deref().unwrap_or("(none)");
+                write!(
+                    f,
+                    "every region of residency group {group} is out and its traffic may not leave the group: "
+                )?;
+                match policy {
+                    AllDownPolicy::FailOpen => {
+                        f.write_str("fail-open serves them all at base weight")
+                    }
+                    AllDownPolicy::FailClosed => f.write_str("fail-closed serves none of them"),
+                }
+            }
+            EventKind::ResidencyRefused { writer, candidate } => {
+                let group = |n: &NodeId| {
+                    let r = self.topology.node_region(*n);
+                    self.topology.region(r).residency.as_deref().unwrap_or("(none)")
+                };
+                write!(
+                    f,
+                    "promotion of {} refused by the residency rule: writer {} is in residency group {},                      the replica in group {}, and a region fails over only within its group                      (region.residency); an operator may force it",
+                    self.node(*candidate),
+                    self.node(*writer),
+                    group(writer),
+                    group(candidate)
                 )
             }
             EventKind::UsersRecovered {

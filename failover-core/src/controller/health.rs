@@ -70,6 +70,9 @@ pub(super) struct RegionTrack {
     pub(super) eligible: bool,
     /// Kept serving by the safety rule.
     pub(super) safety_held: bool,
+    /// Every region of its residency group is out (set on the group's
+    /// first region only), so the group's all-down policy applies.
+    pub(super) group_all_down: bool,
 }
 
 impl RegionTrack {
@@ -86,6 +89,7 @@ impl RegionTrack {
             ramp_next: None,
             eligible: false,
             safety_held: false,
+            group_all_down: false,
         }
     }
 

@@ -3,6 +3,7 @@
 mod database;
 mod health;
 mod passive;
+mod residency;
 mod routing;
 mod timers;
 
