@@ -27,7 +27,6 @@
 //! on what the users see, us-west carries 167 % of its capacity, and the
 //! service sheds its low-priority requests while critical ones pass.
 
-#[allow(dead_code)]
 #[path = "support/regions.rs"]
 mod regions;
 
