@@ -160,7 +160,7 @@
 //! | `pg` | `failover::pg`: PostgreSQL observation, fencing, promotion, `NodeGuard` | failover-pg, tokio-postgres |
 //! | `etcd` | `failover::etcd`: controllers in every region coordinated through etcd | failover-etcd, etcd-client (tonic) |
 //! | `admin` | `failover::runtime::admin`: the operator's HTTP API, `RuntimeBuilder::admin` | axum, metrics-exporter-prometheus, rustls |
-//! | `tower` | `failover::tower`: layers for the service itself (write gate, shedding, idempotency keys) and the failover state from this runtime | failover-tower |
+//! | `tower` | `failover::tower`: layers for the service itself (write gate, shedding, idempotency keys, passive health) and the failover state from this runtime, with `passive_health` reporting what users see to it | failover-tower |
 //! | `full` | all of the above | |
 //! | `ctl` | the `failoverctl` binary, the admin API's command-line client | clap |
 //!

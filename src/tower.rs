@@ -1,6 +1,7 @@
 //! The service side (feature `tower`): the `failover-tower` crate's layers
-//! — write gate, shedding, idempotency keys — and [`from_runtime`], the
-//! [`FailoverState`] of the runtime in this process.
+//! — write gate, shedding, idempotency keys, passive health — with
+//! [`from_runtime`], the [`FailoverState`] of the runtime in this process,
+//! and [`passive_health`], a [`PassiveHealthLayer`] that reports to it.
 //!
 //! A service in another process follows a controller's admin API instead,
 //! with [`RemoteStatus`].
@@ -8,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use failover_core::objectives::promotion_bound;
-use failover_core::{Config, Health, PromotionPhase, RegionId};
+use failover_core::{Config, Health, PromotionPhase, RegionId, TrafficReport};
 use tokio::task::JoinHandle;
 
 pub use failover_tower::*;
@@ -83,6 +84,59 @@ pub fn from_runtime(
         }
     });
     Ok((state, task))
+}
+
+/// A [`PassiveHealthLayer`] for an instance in `local_region` that reports
+/// what its users see to the runtime behind `handle`
+/// ([`RuntimeHandle::report_traffic`]), with the slow threshold of
+/// `policy.passive.latency` in `config` (the runtime's), reporting every
+/// `report_every`. The controller judges the reports only when
+/// `policy.passive` is set.
+///
+/// Spawns a task (call it inside a tokio runtime) that forwards the
+/// aggregates and ends when the runtime stops or every clone of the layer
+/// is dropped; aggregates for a region not in the topology are dropped with
+/// a warning. An unknown `local_region` is [`RuntimeError::Setup`].
+pub fn passive_health(
+    handle: &RuntimeHandle,
+    config: &Config,
+    local_region: &str,
+    report_every: Duration,
+) -> Result<(PassiveHealthLayer, JoinHandle<()>), RuntimeError> {
+    let topology = config.topology().clone();
+    if topology.region_id(local_region).is_none() {
+        let known: Vec<&str> = topology.regions().iter().map(|r| r.name.as_str()).collect();
+        return Err(RuntimeError::Setup(format!(
+            "local_region {local_region:?} is not a region of the topology ({})",
+            known.join(", ")
+        )));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RegionTraffic>(1024);
+    let mut builder = PassiveHealthLayer::builder(local_region).report_every(report_every);
+    if let Some(latency) = config.policy().passive.as_ref().and_then(|p| p.latency) {
+        builder = builder.slow_after(latency.threshold);
+    }
+    let handle = handle.clone();
+    let task = tokio::spawn(async move {
+        while let Some(traffic) = rx.recv().await {
+            let Some(region) = topology.region_id(&traffic.region) else {
+                tracing::warn!(region = %traffic.region, "passive health: traffic for a region not in the topology; dropped");
+                continue;
+            };
+            let report = TrafficReport {
+                region,
+                at: traffic.at,
+                requests: traffic.requests,
+                errors: traffic.errors,
+                slow: traffic.slow,
+                consecutive_errors: traffic.consecutive_errors,
+            };
+            if handle.report_traffic(report).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok((builder.sink(tx), task))
 }
 
 /// Turns runtime statuses into snapshots, remembering when each promotion

@@ -438,3 +438,130 @@ async fn watch_writer_name(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Residency on real servers: us-east and us-west are in different
+/// residency groups. The writer's region dies whole, as above, and its
+/// guard lease expires (the proof that would let pg-west be promoted), but
+/// pg-west is in another group: the promotion is refused, the event names
+/// the rule, nothing is promoted and pg-west stays a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_group_promotion_is_refused_on_real_servers() {
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("cluster task")
+        .expect("PostgreSQL primary + replica start");
+    let mut policy = fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    policy.guard_ttl = Some(GUARD_TTL);
+    policy.proof_timeout = Duration::from_secs(10);
+    let mut builder = failover::decision::Topology::builder(SERVICE);
+    for (region, group) in topology_with(true)
+        .regions()
+        .iter()
+        .zip(["america-east", "america-west"])
+    {
+        let mut region = region.clone();
+        region.residency = Some(group.to_owned());
+        builder = builder.region(region);
+    }
+    for node in topology_with(true).nodes() {
+        builder = builder.node(node.clone());
+    }
+    let config = Config::new(
+        builder.vantage("local").build().expect("valid topology"),
+        policy,
+    )
+    .expect("valid config");
+    let pg = Arc::new(
+        PgCluster::new()
+            .with_node(NodeId(0), "pg-east", &cluster.nodes()[0].admin_dsn())
+            .expect("east DSN parses")
+            .with_node(NodeId(1), "pg-west", &cluster.nodes()[1].admin_dsn())
+            .expect("west DSN parses"),
+    );
+    let regions = TwoRegions::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("audit.jsonl");
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config.clone())
+                .database(pg)
+                .audit_log(&log)
+                .guard_leases(
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
+                        .topology(config.topology()),
+                ),
+        )
+        .await;
+    let leases = runtime.lease_server().expect("lease server runs").clone();
+    let east_guard = start_guard(&leases.url(), 0, "pg-east", &cluster.nodes()[0].admin_dsn());
+    let west_guard = start_guard(&leases.url(), 1, "pg-west", &cluster.nodes()[1].admin_dsn());
+    let handle = runtime.handle();
+    wait_status(
+        &handle,
+        Duration::from_secs(15),
+        "both guard leases held",
+        |_| leases.is_held(NodeId(0)) && leases.is_held(NodeId(1)),
+    )
+    .await;
+
+    drop(east_guard);
+    regions.east.stop().await;
+    cluster.kill(0).expect("kill -9 the primary");
+    let seen = wait_status(
+        &handle,
+        Duration::from_secs(30),
+        "the residency refusal, after pg-east's guard lease expired",
+        |s| {
+            let has = |text: &str| s.recent_events.iter().any(|e| e.contains(text));
+            has("guard lease of pg-east EXPIRED") && has("refused by the residency rule")
+        },
+    )
+    .await;
+    let refusal = seen
+        .recent_events
+        .iter()
+        .find(|e| e.contains("refused by the residency rule"))
+        .expect("just seen");
+    assert!(
+        refusal.contains("pg-west")
+            && refusal.contains("group america-east")
+            && refusal.contains("region.residency"),
+        "{refusal}"
+    );
+    // The proof a promotion needs is there (the lease expired), and nothing
+    // moved: without residency pg-east would have been fenced as soon as
+    // its region was down, and pg-west promoted once the lease expired.
+    let after = handle.status();
+    assert!(
+        !after.recent_events.iter().any(|e| e.contains("fence")),
+        "{:#?}",
+        after.recent_events
+    );
+    assert_eq!(after.controller.writer, Some(NodeId(0)));
+    assert_eq!(
+        after.controller.regions[WEST.index()].health,
+        Health::Up,
+        "pg-west's region is healthy: only residency refused it"
+    );
+    let in_recovery = tokio::task::spawn_blocking(move || {
+        let answer = cluster.psql(1, "SELECT pg_is_in_recovery()");
+        drop(cluster);
+        answer
+    })
+    .await
+    .expect("psql task")
+    .expect("psql on pg-west");
+    assert_eq!(in_recovery.trim(), "t", "pg-west is still a replica");
+    drop(west_guard);
+    runtime.shutdown().await;
+    let records = audit_records(&log);
+    assert_eq!(promotions(&records), 0, "nothing promoted");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["record"] == "action" && r["type"] == "fence"),
+        "nothing fenced"
+    );
+}

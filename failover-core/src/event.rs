@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     duration_serde, ActionId, AllDownPolicy, Epoch, FencingToken, MaxRpo, NodeId, PortErrorKind,
-    ProbeFailure, RegionId, SyncSet, Topology, VantageId,
+    ProbeFailure, RegionId, SyncSet, Topology, TrafficRule, VantageId,
 };
 
 /// One decision or observation worth telling an operator, with its reason.
@@ -473,6 +473,62 @@ pub enum EventKind {
         /// Whether it is held now.
         held: bool,
     },
+    /// Passive health: `policy.fall` reports in a row judged the region's
+    /// users failing. The region is down as if a probe quorum said so
+    /// (hold-down, damping, `min_serving_regions` and `all_down` apply)
+    /// until its users recover.
+    UsersFailing {
+        /// The region.
+        region: RegionId,
+        /// The rule that judged it.
+        rule: TrafficRule,
+        /// Requests in the window.
+        requests: u32,
+        /// Failed requests in the window.
+        errors: u32,
+        /// Slow requests in the window.
+        slow: u32,
+        /// Errors in a row, as the last report said.
+        consecutive_errors: u32,
+        /// `policy.passive.window`.
+        window: Duration,
+        /// Failing judgements in a row (= `policy.fall`).
+        judgements: u32,
+    },
+    /// Every region of a residency group is out while other groups serve:
+    /// its traffic may not go to another group, so `policy.all_down`
+    /// applies to the group alone (`fail-open` serves its undrained regions
+    /// at base weight, `fail-closed` none of them).
+    ResidencyAllDown {
+        /// The group's first region (its `residency` names the group).
+        region: RegionId,
+        /// What the group serves now.
+        policy: AllDownPolicy,
+    },
+    /// The writer is lost and the only replica that could replace it is in
+    /// another residency group: a region fails over only within its group
+    /// (`region.residency`), so it is not promoted automatically. An
+    /// operator may still force it.
+    ResidencyRefused {
+        /// The lost writer.
+        writer: NodeId,
+        /// The replica in another group that was refused.
+        candidate: NodeId,
+    },
+    /// Passive health: the region's users no longer fail, so probes alone
+    /// decide its health again.
+    UsersRecovered {
+        /// The region.
+        region: RegionId,
+        /// Requests in the window.
+        requests: u32,
+        /// Failed requests in the window.
+        errors: u32,
+        /// Healthy judgements in a row (= `policy.rise`), or 0 when the
+        /// failing judgement expired: no report judged it failing for a
+        /// whole window and too few requests remain to judge.
+        judgements: u32,
+    },
 }
 
 /// [`Event`] rendered with names; from [`Event::display`].
@@ -885,6 +941,100 @@ impl fmt::Display for EventDisplay<'_> {
                 self.node(*node),
                 if *held { "held" } else { "EXPIRED" }
             ),
+            EventKind::UsersFailing {
+                region,
+                rule,
+                requests,
+                errors,
+                slow,
+                consecutive_errors,
+                window,
+                judgements,
+            } => {
+                write!(f, "users of {} are failing: ", self.region(*region))?;
+                match rule {
+                    TrafficRule::ErrorRate { max } => write!(
+                        f,
+                        "{errors} of {requests} requests failed in the last {} ({:.0} %, above the {:.0} % limit)",
+                        duration_serde::format(*window),
+                        percent(*errors, *requests),
+                        max * 100.0
+                    )?,
+                    TrafficRule::SlowRate { max, threshold } => write!(
+                        f,
+                        "{slow} of {requests} requests took over {} in the last {} ({:.0} %, above the {:.0} % limit)",
+                        duration_serde::format(*threshold),
+                        duration_serde::format(*window),
+                        percent(*slow, *requests),
+                        max * 100.0
+                    )?,
+                    TrafficRule::ConsecutiveErrors { limit } => write!(
+                        f,
+                        "{consecutive_errors} errors in a row (limit {limit}; {errors} of {requests} requests failed in the last {})",
+                        duration_serde::format(*window)
+                    )?,
+                }
+                write!(
+                    f,
+                    ", {judgements} reports in a row: marked down by passive health"
+                )
+            }
+            EventKind::ResidencyAllDown { region, policy } => {
+                let group = self.topology.region(*region).residency.as_deref().unwrap_or("(none)");
+                write!(
+                    f,
+                    "every region of residency group {group} is out and its traffic may not leave the group: "
+                )?;
+                match policy {
+                    AllDownPolicy::FailOpen => {
+                        f.write_str("fail-open serves them all at base weight")
+                    }
+                    AllDownPolicy::FailClosed => f.write_str("fail-closed serves none of them"),
+                }
+            }
+            EventKind::ResidencyRefused { writer, candidate } => {
+                let group = |n: &NodeId| {
+                    let r = self.topology.node_region(*n);
+                    self.topology.region(r).residency.as_deref().unwrap_or("(none)")
+                };
+                write!(
+                    f,
+                    "promotion of {} refused by the residency rule: writer {} is in residency group {},                      the replica in group {}, and a region fails over only within its group                      (region.residency); an operator may force it",
+                    self.node(*candidate),
+                    self.node(*writer),
+                    group(writer),
+                    group(candidate)
+                )
+            }
+            EventKind::UsersRecovered {
+                region,
+                requests,
+                errors,
+                judgements,
+            } => {
+                if *judgements == 0 {
+                    write!(
+                        f,
+                        "users of {}: no failing report for a whole window and too few requests to judge ({errors} of {requests} failed): passive health no longer holds it down",
+                        self.region(*region)
+                    )
+                } else {
+                    write!(
+                        f,
+                        "users of {} recovered: {errors} of {requests} requests failed in the window, {judgements} healthy reports in a row",
+                        self.region(*region)
+                    )
+                }
+            }
         }
+    }
+}
+
+/// `part` of `whole` in percent (0 for an empty whole).
+fn percent(part: u32, whole: u32) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        f64::from(part) * 100.0 / f64::from(whole)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::{
     ActionId, CoordinationEvent, Lsn, NodeId, PortErrorKind, ProbeResult, RegionId,
-    ReplicationStatus,
+    ReplicationStatus, TrafficReport,
 };
 
 /// One input to [`Controller::handle`](crate::Controller::handle).
@@ -42,6 +42,10 @@ pub enum Input {
     /// A change in the coordination store: leadership, the writer record, a
     /// node guard's lease, a peer's verdict, operator intent.
     Coordination(CoordinationEvent),
+    /// What the service's own users saw of one region's requests (passive
+    /// health, see [`PassivePolicy`](crate::PassivePolicy)); ignored while
+    /// `policy.passive` is off.
+    Traffic(TrafficReport),
 }
 
 /// Why an action failed, as reported by the driver.

@@ -194,6 +194,47 @@ pub fn load_after_losing(topology: &Topology, lost: &[RegionId]) -> SurvivorLoad
     survivor_load(&capacities)
 }
 
+/// A region that residency leaves without a failover target
+/// ([`residency_gaps`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResidencyGap {
+    /// The region.
+    pub region: RegionId,
+    /// Its residency group (`None`: the regions without one).
+    pub group: Option<String>,
+    /// No other region of its group carries traffic: when it is lost its
+    /// users have nowhere to go (the group's all-down policy applies).
+    pub traffic: bool,
+    /// It holds database nodes, and no other region of its group does: a
+    /// writer here is never replaced automatically.
+    pub database: bool,
+}
+
+/// The regions that residency (`region.residency`) leaves with no target
+/// for traffic or for the database, in topology order. Empty for a
+/// topology whose every region has another in its group.
+pub fn residency_gaps(topology: &Topology) -> Vec<ResidencyGap> {
+    let has_node = |r: RegionId| topology.node_ids().any(|n| topology.node_region(n) == r);
+    topology
+        .region_ids()
+        .filter_map(|r| {
+            let others = || {
+                topology
+                    .region_ids()
+                    .filter(move |o| *o != r && topology.same_residency(r, *o))
+            };
+            let traffic = !others().any(|o| topology.region(o).base_weight > 0);
+            let database = has_node(r) && !others().any(has_node);
+            (traffic || database).then(|| ResidencyGap {
+                region: r,
+                group: topology.region(r).residency.clone(),
+                traffic,
+                database,
+            })
+        })
+        .collect()
+}
+
 /// Expected false failovers per year for one region probed from one vantage:
 /// a false down needs `fall` consecutive false failures, each with probability
 /// `p` (independent), after a success: `(year / interval) × (1 − p) × p^fall`.

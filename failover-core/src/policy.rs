@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{duration_serde, ConfigError, SyncSet, Topology};
+use crate::{duration_serde, ConfigError, PassivePolicy, SyncSet, Topology};
 
 /// What a region's health is before it has been evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +207,10 @@ pub struct Policy {
     /// [`Synchronous`]. Needs `auto_promote`'s `max_rpo` all the same (it
     /// bounds loss while `on` runs asynchronously).
     pub synchronous: Synchronous,
+    /// Passive health (`[policy.passive]`): request outcomes reported by
+    /// the service itself judge a region next to the probes. `None` (the
+    /// default): off.
+    pub passive: Option<PassivePolicy>,
 }
 
 impl Default for Policy {
@@ -214,8 +218,9 @@ impl Default for Policy {
     /// unknown initial health, ramp 10/25/50/100 % every 30 s, 60 s hold-down,
     /// 3 flaps per 10 min, fail-open, min 1 serving region, TTL 60 s, no automatic
     /// promotion (the writer follows its region or its database), no guards, 30 s to prove the old writer stopped, 60 s per
-    /// other promotion step, no writer drain before a switchover's fence, 3 attempts before an operator is needed, votes
-    /// expire after 3 silent intervals.
+    /// other promotion step, no writer drain before a switchover's fence, 3
+    /// attempts before an operator is needed, votes expire after 3 silent
+    /// intervals, no passive health.
     fn default() -> Self {
         Policy {
             interval: Duration::from_secs(10),
@@ -243,6 +248,7 @@ impl Default for Policy {
             max_attempts: 3,
             vote_expiry: 3,
             synchronous: Synchronous::Off,
+            passive: None,
         }
     }
 }
@@ -441,6 +447,9 @@ impl Policy {
                     ),
                 ));
             }
+        }
+        if let Some(passive) = &self.passive {
+            passive.validate()?;
         }
         Ok(())
     }

@@ -37,6 +37,13 @@ pub struct Region {
     /// The addresses the service name resolves to when this region serves.
     #[serde(default)]
     pub records: Vec<IpAddr>,
+    /// The residency group (`eu`, `us`): a region fails over only to
+    /// regions of its own group — its traffic share goes only to them, and
+    /// an automatic promotion only picks a replica in them. Regions without
+    /// one form a group together, so a topology without residency behaves
+    /// as one group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<String>,
 }
 
 impl Region {
@@ -52,6 +59,7 @@ impl Region {
             base_weight: Self::default_weight(),
             capacity: Self::default_capacity(),
             records: Vec::new(),
+            residency: None,
         }
     }
 
@@ -136,6 +144,16 @@ impl TopologyConfig {
                 return Err(ConfigError::invalid(
                     format!("region[{i}].name"),
                     format!("duplicate region id {:?} (also region[{j}])", region.name),
+                ));
+            }
+            if region
+                .residency
+                .as_ref()
+                .is_some_and(|g| g.trim().is_empty())
+            {
+                return Err(ConfigError::invalid(
+                    format!("region[{i}].residency"),
+                    "must name a group (leave it out for none), got an empty string",
                 ));
             }
             if !(region.capacity.is_finite() && region.capacity >= 0.0) {
@@ -297,6 +315,21 @@ impl Topology {
     /// The region a node runs in.
     pub fn node_region(&self, id: NodeId) -> RegionId {
         self.node_regions[id.index()]
+    }
+    /// The residency group of a region (`None`: the group of the regions
+    /// without one).
+    pub fn residency(&self, id: RegionId) -> Option<&str> {
+        self.regions[id.index()].residency.as_deref()
+    }
+    /// Whether `a` may fail over to `b`: both are in the same residency group.
+    pub fn same_residency(&self, a: RegionId, b: RegionId) -> bool {
+        self.regions[a.index()].residency == self.regions[b.index()].residency
+    }
+    /// Whether any region names a residency group different from another's.
+    pub fn has_residency(&self) -> bool {
+        self.regions
+            .iter()
+            .any(|r| r.residency != self.regions[0].residency)
     }
     /// Looks up a region by name.
     pub fn region_id(&self, name: &str) -> Option<RegionId> {

@@ -378,3 +378,71 @@ fn the_planner_bounds_every_run_of_a_phase_jitter_and_loss_sweep() {
         }
     }
 }
+
+/// The seed drill with us-east and us-west in different residency groups:
+/// the outage of the writer's region is detected, but its replica in the
+/// other group is never promoted, the refusal names the rule, and no
+/// traffic share crosses to the other group.
+#[test]
+fn a_cross_group_promotion_is_refused_in_the_simulator() {
+    let mut topology = seed_topology(&[]).regions().to_vec();
+    topology[0].residency = Some("us-east-only".into());
+    topology[1].residency = Some("us-west-only".into());
+    let mut b = failover_core::Topology::builder("api.example.com.");
+    for r in topology {
+        b = b.region(r);
+    }
+    for n in seed_topology(&[]).nodes() {
+        b = b.node(n.clone());
+    }
+    let config = Config::new(
+        b.build().expect("valid topology"),
+        auto_promote(seed_policy(), 16 << 20),
+    )
+    .unwrap();
+    let east = config.topology().region_id("us-east").unwrap();
+    let west = config.topology().region_id("us-west").unwrap();
+    let report = Scenario::new(config, 3)
+        .duration(S(600))
+        .replication(2_000_000.0, Duration::from_millis(250))
+        .outage(east, S(120), Some(S(400)))
+        .run();
+    assert!(report.detection.is_some(), "the outage is detected");
+    assert!(report.data_loss.is_none(), "nothing promoted");
+    let events = controller_events(&report);
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            EventKind::Promoted { .. } | EventKind::PromotionRequested { .. }
+        )),
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventKind::ResidencyRefused { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventKind::ResidencyAllDown { region, .. } if *region == east)));
+    // Each group serves its own users: us-west (alone in its group) at its
+    // base weight throughout, never more, and us-east, wholly out, kept by
+    // fail-open (then ramped back). No plan moves a share across.
+    let plans: Vec<_> = report
+        .timeline
+        .iter()
+        .filter_map(|e| match &e.what {
+            Happening::PlanApplied { weights, .. } => Some(weights.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!plans.is_empty());
+    for weights in plans {
+        let w = |r| {
+            weights
+                .iter()
+                .find(|w| w.region == r)
+                .map_or(0, |w| w.weight)
+        };
+        assert_eq!(w(west), 100, "{weights:?}");
+        assert!(w(east) > 0, "{weights:?}");
+    }
+}

@@ -16,9 +16,13 @@
 //! - [`IdempotencyLayer`]: the `Idempotency-Key` header; a retried mutation
 //!   takes effect once, with its record in PostgreSQL on the writer, so it
 //!   holds across a failover.
+//! - [`PassiveHealthLayer`]: counts what users get per region (5xx, slow
+//!   responses) and reports it to the controllers as passive health, so a
+//!   region whose probes pass but whose users fail is drained.
 //!
 //! Every decision is counted through the `metrics` facade
-//! ([`WRITE_GATE_METRIC`], [`SHED_METRIC`], [`IDEMPOTENCY_METRIC`]) and logged
+//! ([`WRITE_GATE_METRIC`], [`SHED_METRIC`], [`IDEMPOTENCY_METRIC`],
+//! [`PASSIVE_METRIC`]) and logged
 //! with `tracing`.
 //!
 //! The layers work on `http::Request`/`http::Response` with any body, so
@@ -69,6 +73,7 @@
 mod classify;
 mod error;
 mod idempotency;
+mod passive;
 mod remote;
 mod response;
 mod shed;
@@ -80,6 +85,10 @@ pub use error::Error;
 pub use idempotency::{
     BoxError, Idempotency, IdempotencyBody, IdempotencyFuture, IdempotencyLayer,
     IdempotencyLayerBuilder, IDEMPOTENCY_KEY, IDEMPOTENCY_METRIC, MAX_KEY_LEN, REPLAYED_HEADER,
+};
+pub use passive::{
+    PassiveHealth, PassiveHealthFuture, PassiveHealthLayer, PassiveHealthLayerBuilder,
+    RegionTraffic, TrafficSink, PASSIVE_METRIC, PASSIVE_REPORT_METRIC,
 };
 pub use remote::{RemoteStatus, REMOTE_POLL_METRIC};
 pub use shed::{Shed, ShedFuture, ShedLayer, PRIORITY_HEADER, SHED_METRIC};

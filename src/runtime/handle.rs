@@ -1,6 +1,6 @@
 //! [`RuntimeHandle`]: commands in; status, events and health out.
 
-use failover_core::{Command, Epoch, Event, Input, ProbeResult};
+use failover_core::{Command, Epoch, Event, Input, ProbeResult, TrafficReport};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::status::RuntimeStatus;
@@ -66,6 +66,19 @@ impl RuntimeHandle {
         self.alive()?;
         self.inputs
             .send(Input::Probe(result))
+            .await
+            .map_err(|_| self.stopped())
+    }
+
+    /// Feeds what the service's users saw of one region's requests (passive
+    /// health; see `failover_core::PassivePolicy`). The controller ignores
+    /// it while `policy.passive` is off. `failover::tower::passive_health`
+    /// (feature `tower`) calls this for every aggregate of its layer.
+    /// Waits while the input channel is full.
+    pub async fn report_traffic(&self, report: TrafficReport) -> Result<(), RuntimeError> {
+        self.alive()?;
+        self.inputs
+            .send(Input::Traffic(report))
             .await
             .map_err(|_| self.stopped())
     }

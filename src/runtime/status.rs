@@ -21,6 +21,9 @@ pub struct RuntimeStatus {
     pub router: RouterStatus,
     /// Probe results the controller has handled since start.
     pub probe_results_handled: u64,
+    /// Traffic reports (passive health) the controller has handled since
+    /// start.
+    pub traffic_reports_handled: u64,
     /// Every database node of the topology, in topology order, as the
     /// database observer last saw it.
     pub nodes: Vec<NodeView>,
@@ -35,6 +38,7 @@ impl RuntimeStatus {
             recent_events: VecDeque::new(),
             router: RouterStatus::default(),
             probe_results_handled: 0,
+            traffic_reports_handled: 0,
             nodes: nodes.map(NodeView::unobserved).collect(),
             primary_lsn: None,
         }

@@ -147,7 +147,7 @@ impl Telemetry {
     pub(crate) fn record_event(&mut self, event: &Event, topology: &Topology) {
         metrics::counter!("failover_events_total", "kind" => event_kind_name(event)).increment(1);
         match &event.kind {
-            EventKind::RegionDown { region, .. } => {
+            EventKind::RegionDown { region, .. } | EventKind::UsersFailing { region, .. } => {
                 metrics::counter!("failover_failovers_total", "region" => topology.region(*region).name.clone())
                     .increment(1);
             }

@@ -70,6 +70,9 @@ pub(super) struct RegionTrack {
     pub(super) eligible: bool,
     /// Kept serving by the safety rule.
     pub(super) safety_held: bool,
+    /// Every region of its residency group is out (set on the group's
+    /// first region only), so the group's all-down policy applies.
+    pub(super) group_all_down: bool,
 }
 
 impl RegionTrack {
@@ -86,6 +89,7 @@ impl RegionTrack {
             ramp_next: None,
             eligible: false,
             safety_held: false,
+            group_all_down: false,
         }
     }
 
@@ -110,6 +114,7 @@ impl Controller {
         if region >= self.regions.len() || vantage >= self.vantage_count {
             return;
         }
+        self.expire_passive(now, probe.region);
         let (fall, rise) = (self.policy.fall, self.policy.rise);
         let expiring = self.policy.vote_expiry > 0;
         let region_health = self.regions[region].health;
@@ -214,8 +219,9 @@ impl Controller {
     /// have expired: they count neither way, and the quorum is taken among
     /// the vantages still reporting (a majority of them, or the configured
     /// quorum when that many remain). So a dead vantage cannot pin a region
-    /// up, and with no vantage reporting the region keeps its state.
-    fn evaluate_region(&mut self, now: Instant, id: RegionId) {
+    /// up, and with no vantage reporting the region keeps its state. A
+    /// region whose users fail (passive health) is down whatever the votes.
+    pub(super) fn evaluate_region(&mut self, now: Instant, id: RegionId) {
         let base = id.index() * self.vantage_count;
         let expiry = self.policy.interval.saturating_mul(self.policy.vote_expiry);
         let fresh = |v: &&VantageTrack| {
@@ -245,8 +251,12 @@ impl Controller {
                 .min(self.policy.effective_quorum(live as usize))
                 .max(1)
         };
+        let passive = self.users_failing(id);
         let region = &self.regions[id.index()];
-        let next = if live == 0 {
+        let next = if passive {
+            // Its users fail: down whatever the probes say.
+            Health::Down
+        } else if live == 0 {
             region.health
         } else if down >= quorum {
             Health::Down
@@ -261,15 +271,18 @@ impl Controller {
         self.regions[id.index()].health = next;
         match next {
             Health::Down => {
-                self.notify(
-                    now,
-                    EventKind::RegionDown {
-                        region: id,
-                        down_votes: down,
-                        vantages: live,
-                        quorum,
-                    },
-                );
+                // Down by passive health alone: `UsersFailing` said why.
+                if down >= quorum || !passive {
+                    self.notify(
+                        now,
+                        EventKind::RegionDown {
+                            region: id,
+                            down_votes: down,
+                            vantages: live,
+                            quorum,
+                        },
+                    );
+                }
                 self.record_down(now, id);
             }
             Health::Up => {

@@ -2,6 +2,8 @@
 
 mod database;
 mod health;
+mod passive;
+mod residency;
 mod routing;
 mod timers;
 
@@ -36,6 +38,7 @@ pub struct Restored {
 
 use database::Database;
 use health::{RegionTrack, VantageTrack};
+use passive::PassiveTrack;
 use timers::{Timer, TimerTable};
 
 /// The failover decision core for one service: it tracks every region's
@@ -76,6 +79,12 @@ use timers::{Timer, TimerTable};
 /// - A vantage votes a region down after `fall` consecutive failures and up
 ///   after `rise` consecutive successes; the region is down when a quorum of
 ///   vantages votes down and up when too few remain to form that quorum.
+/// - With `policy.passive`, the service's traffic reports
+///   ([`Input::Traffic`]) are a second signal: `fall` reports in a row that
+///   find the region's users failing (error or slow rate over the window,
+///   or consecutive errors) mark it down whatever its probes say, and
+///   `rise` healthy ones clear that
+///   ([`EventKind::UsersFailing`](crate::EventKind::UsersFailing)).
 /// - A region that went down stays out for `hold_down`; one that went down
 ///   `flap_limit` times within `flap_window` is damped for a whole window.
 /// - A region returning to rotation ramps through `ramp_steps`, one step per
@@ -108,6 +117,8 @@ pub struct Controller {
     vantage_count: usize,
     vantages: Vec<VantageTrack>,
     regions: Vec<RegionTrack>,
+    /// Passive health per region (empty windows while `policy.passive` is off).
+    passive: Vec<PassiveTrack>,
     /// Scratch for computing weights without allocating.
     scratch: Vec<u32>,
     plan: Option<WeightPlan>,
@@ -156,12 +167,16 @@ impl Controller {
         let regions = (0..region_count)
             .map(|_| RegionTrack::new(initial, flap_limit))
             .collect();
+        let passive = (0..region_count)
+            .map(|_| PassiveTrack::new(policy.passive.is_some()))
+            .collect();
         let db = Database::new(&topology);
         let mut controller = Controller {
             quorum,
             vantage_count,
             vantages,
             regions,
+            passive,
             scratch: vec![0; region_count],
             plan: None,
             plan_action: None,
@@ -270,6 +285,7 @@ impl Controller {
             Input::ActionFailed { id, failure } => self.on_action_failed(now, id, failure),
             Input::Command(command) => self.on_command(now, command),
             Input::Coordination(event) => self.on_coordination(now, event),
+            Input::Traffic(report) => self.on_traffic(now, report),
         }
     }
 

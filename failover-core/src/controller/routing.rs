@@ -73,7 +73,9 @@ impl Controller {
         self.arm_region_timers(now);
     }
 
-    /// Weights from eligibility and ramps, into `self.scratch`.
+    /// Weights from eligibility and ramps, into `self.scratch`. A standby
+    /// takes the share the active regions of its residency group cannot
+    /// (with no residency configured, that is every active region).
     fn compute_weights(&mut self) {
         let regions = self.topology.regions();
         let percent = |i: usize| -> u32 {
@@ -85,16 +87,21 @@ impl Controller {
                 .and_then(|s| self.policy.ramp_steps.get(s))
                 .map_or(100, |p| u32::from(*p))
         };
-        let mut active_share = 0;
-        for (i, region) in regions.iter().enumerate() {
-            if region.role == RegionRole::Active && region.base_weight > 0 {
-                active_share = active_share.max(percent(i));
-            }
-        }
         for (i, region) in regions.iter().enumerate() {
             let share = match region.role {
                 RegionRole::Active => percent(i),
-                RegionRole::Standby => percent(i) * (100 - active_share) / 100,
+                RegionRole::Standby => {
+                    let mut active_share = 0;
+                    for (j, other) in regions.iter().enumerate() {
+                        if other.role == RegionRole::Active
+                            && other.base_weight > 0
+                            && other.residency == region.residency
+                        {
+                            active_share = active_share.max(percent(j));
+                        }
+                    }
+                    percent(i) * (100 - active_share) / 100
+                }
             };
             self.scratch[i] = scaled(region.base_weight, share);
         }
@@ -122,6 +129,9 @@ impl Controller {
             return;
         }
         self.all_down = false;
+        if self.topology.has_residency() {
+            self.apply_residency_floors(now);
+        }
         let min = self.policy.min_serving_regions;
         let mut serving = self.scratch.iter().filter(|w| **w > 0).count() as u32;
         for i in 0..self.regions.len() {

@@ -208,6 +208,7 @@ fn status_json(state: &AdminState, status: &RuntimeStatus, health: Option<String
         "nodes": nodes,
         "recent_events": status.recent_events,
         "probe_results_handled": status.probe_results_handled,
+        "traffic_reports_handled": status.traffic_reports_handled,
         "health": match health {
             None => Value::from("ok"),
             Some(error) => Value::from(error),

@@ -55,7 +55,10 @@ impl Controller {
         let Some((candidate, lsn)) = self.best_candidate(writer) else {
             if self.db.reported != Some(super::Reported::NoCandidate) {
                 self.db.reported = Some(super::Reported::NoCandidate);
-                self.notify(now, EventKind::NoPromotionCandidate { writer });
+                let event = self
+                    .residency_refusal(writer)
+                    .unwrap_or(EventKind::NoPromotionCandidate { writer });
+                self.notify(now, event);
             }
             return;
         };

@@ -13,7 +13,8 @@ use crate::controller::Controller;
 use crate::{EventKind, Health, Lsn, NodeId, NodeObservation, RpoGate};
 
 impl Controller {
-    /// The replica in a serving region with the most WAL, ties by priority.
+    /// The replica in a serving region of the writer's residency group with
+    /// the most WAL, ties by priority.
     pub(super) fn best_candidate(&self, writer: NodeId) -> Option<(NodeId, Lsn)> {
         let writer_region = self.topology.node_region(writer);
         // With synchronous replication, only the standbys the writer
@@ -28,7 +29,10 @@ impl Controller {
             .filter(|n| {
                 let r = self.topology.node_region(*n);
                 let region = &self.regions[r.index()];
-                r != writer_region && region.routed == Health::Up && !region.drained
+                r != writer_region
+                    && self.topology.same_residency(writer_region, r)
+                    && region.routed == Health::Up
+                    && !region.drained
             })
             .filter_map(|n| self.db.replica_lsn(n).map(|lsn| (n, lsn)))
             .max_by_key(|(n, lsn)| (*lsn, self.topology.node(*n).priority, u32::MAX - n.0))

@@ -174,6 +174,7 @@ impl Controller {
                     Some(NodeObservation::Replica { .. } | NodeObservation::Unreachable)
                 )
                 && r != writer_region
+                && self.topology.same_residency(writer_region, r)
                 && region.routed == Health::Up
                 && !region.drained
         })
