@@ -20,7 +20,7 @@ use failover::lease::LeaseServerConfig;
 use failover::pg::PgCluster;
 use failover::RuntimeBuilder;
 use failover_testkit::postgres::writer::{connect, create_rows_table, missing_rows};
-use failover_testkit::postgres::PgTestCluster;
+use failover_testkit::postgres::{PgTestCluster, PgTestNode};
 use failover_testkit::proxy::TcpProxy;
 
 /// Inserts rows into `dsn` until `stop`, reconnecting after errors, and
@@ -127,29 +127,7 @@ async fn partition(path: Path, proof: Proof) {
     let config = Config::new(topology_with(true), policy.clone()).expect("valid config");
 
     // The controller reaches pg-east only through a path we can cut.
-    let db_path = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], east.port)))
-        .await
-        .expect("proxy to pg-east");
-    let east_via_path = east.admin_dsn().replace(
-        &format!("port={}", east.port),
-        &format!("port={}", db_path.addr().port()),
-    );
-    let pg = PgCluster::new()
-        .with_node(NodeId(0), "pg-east", &east_via_path)
-        .expect("east DSN parses")
-        .with_node(NodeId(1), "pg-west", &west.admin_dsn())
-        .expect("west DSN parses");
-    let regions = TwoRegions::start();
-    let runtime = regions
-        .run(
-            RuntimeBuilder::new(config.clone())
-                .database(Arc::new(pg))
-                .guard_leases(
-                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
-                        .topology(config.topology()),
-                ),
-        )
-        .await;
+    let (db_path, regions, runtime) = runtime_with_a_path_to_east(&config, east, west).await;
     let leases = runtime.lease_server().expect("lease server").clone();
     // pg-east's guard sits in us-east: its path to the lease server is cut
     // with the rest of the region.
@@ -240,6 +218,39 @@ async fn partition(path: Path, proof: Proof) {
     drop(east_guard);
     drop(west_guard);
     runtime.shutdown().await;
+}
+
+/// A single-controller runtime with a lease server, whose only path to
+/// pg-east is a proxy the test can cut.
+async fn runtime_with_a_path_to_east(
+    config: &Config,
+    east: &PgTestNode,
+    west: &PgTestNode,
+) -> (TcpProxy, TwoRegions, failover::Runtime) {
+    let db_path = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], east.port)))
+        .await
+        .expect("proxy to pg-east");
+    let east_via_path = east.admin_dsn().replace(
+        &format!("port={}", east.port),
+        &format!("port={}", db_path.addr().port()),
+    );
+    let pg = PgCluster::new()
+        .with_node(NodeId(0), "pg-east", &east_via_path)
+        .expect("east DSN parses")
+        .with_node(NodeId(1), "pg-west", &west.admin_dsn())
+        .expect("west DSN parses");
+    let regions = TwoRegions::start();
+    let runtime = regions
+        .run(
+            RuntimeBuilder::new(config.clone())
+                .database(Arc::new(pg))
+                .guard_leases(
+                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
+                        .topology(config.topology()),
+                ),
+        )
+        .await;
+    (db_path, regions, runtime)
 }
 
 /// The same partition with three controllers on etcd (one per vantage):
@@ -488,29 +499,7 @@ async fn with_synchronous_replication_a_controller_cut_off_from_a_live_writer_pr
     policy.synchronous = Synchronous::On;
     policy.fall = 2;
     let config = Config::new(topology_with(true), policy).expect("valid config");
-    let db_path = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], east.port)))
-        .await
-        .expect("proxy to pg-east");
-    let east_via_path = east.admin_dsn().replace(
-        &format!("port={}", east.port),
-        &format!("port={}", db_path.addr().port()),
-    );
-    let pg = PgCluster::new()
-        .with_node(NodeId(0), "pg-east", &east_via_path)
-        .expect("east DSN parses")
-        .with_node(NodeId(1), "pg-west", &west.admin_dsn())
-        .expect("west DSN parses");
-    let regions = TwoRegions::start();
-    let runtime = regions
-        .run(
-            RuntimeBuilder::new(config.clone())
-                .database(Arc::new(pg))
-                .guard_leases(
-                    LeaseServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), LEASE_SECRET)
-                        .topology(config.topology()),
-                ),
-        )
-        .await;
+    let (db_path, _regions, runtime) = runtime_with_a_path_to_east(&config, east, west).await;
     let leases = runtime.lease_server().expect("lease server").clone();
     let east_guard = start_guard(&leases.url(), 0, "pg-east", &east.admin_dsn());
     let west_guard = start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn());
