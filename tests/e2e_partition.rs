@@ -326,6 +326,25 @@ async fn with_three_controllers_on_etcd_a_partitioned_primary_acknowledges_nothi
         },
     )
     .await;
+    // Steady state before the partition: every controller has seen pg-east
+    // as a primary and pg-west's lag behind it. (A controller that never saw
+    // the writer's position cannot check a byte limit and refuses to
+    // promote, by design; on a loaded machine the first observations can
+    // all time out.)
+    for c in &controllers {
+        wait_status(
+            &c.runtime.handle(),
+            Duration::from_secs(30),
+            "pg-east seen as primary and pg-west's lag known",
+            |s| {
+                matches!(
+                    s.nodes.first().map(|n| &n.role),
+                    Some(failover::NodeRole::Primary { .. })
+                ) && s.nodes.get(1).is_some_and(|n| n.lag_bytes.is_some())
+            },
+        )
+        .await;
+    }
 
     let workload = Workload::start(east.app_dsn(), west.app_dsn()).await;
     let cut_at = Instant::now();
