@@ -97,26 +97,9 @@ enum Path {
 
 async fn partition(path: Path, proof: Proof) {
     let sync = proof == Proof::SynchronousStandby;
-    let cluster = tokio::task::spawn_blocking(|| {
-        // Named as in the topology: synchronous_standby_names names pg-west.
-        PgTestCluster::builder()
-            .replicas(1)
-            .names(["pg-east", "pg-west"])
-            .start()
-    })
-    .await
-    .expect("cluster task")
-    .expect("PostgreSQL primary + replica start");
+    let cluster = start_cluster().await;
     let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
-    create_rows_table(&east.app_dsn())
-        .await
-        .expect("rows table");
-
-    let mut policy = fast_policy();
-    policy.auto_promote = true;
-    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
-    policy.guard_ttl = Some(GUARD_TTL);
-    policy.proof_timeout = Duration::from_secs(10);
+    let mut policy = partition_policy();
     if sync {
         // Sub-second detection (300 ms × fall 2), with the probe timeout of
         // the other partition tests: a loaded 2-core CI machine runs these
@@ -218,6 +201,34 @@ async fn partition(path: Path, proof: Proof) {
     drop(east_guard);
     drop(west_guard);
     runtime.shutdown().await;
+}
+
+/// pg-east + its replica pg-west, named as in the topology (so
+/// `synchronous_standby_names` names pg-west), with the rows table.
+async fn start_cluster() -> PgTestCluster {
+    let cluster = tokio::task::spawn_blocking(|| {
+        PgTestCluster::builder()
+            .replicas(1)
+            .names(["pg-east", "pg-west"])
+            .start()
+    })
+    .await
+    .expect("cluster task")
+    .expect("PostgreSQL primary + replica start");
+    create_rows_table(&cluster.nodes()[0].app_dsn())
+        .await
+        .expect("rows table");
+    cluster
+}
+
+/// Automatic promotion with guards (2 s TTL) and a 64 MiB byte limit.
+fn partition_policy() -> failover::decision::Policy {
+    let mut policy = fast_policy();
+    policy.auto_promote = true;
+    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
+    policy.guard_ttl = Some(GUARD_TTL);
+    policy.proof_timeout = Duration::from_secs(10);
+    policy
 }
 
 /// A single-controller runtime with a lease server, whose only path to
@@ -496,25 +507,9 @@ impl Workload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_synchronous_replication_a_controller_cut_off_from_a_live_writer_promotes_only_once_it_dies(
 ) {
-    let cluster = tokio::task::spawn_blocking(|| {
-        PgTestCluster::builder()
-            .replicas(1)
-            .names(["pg-east", "pg-west"])
-            .start()
-    })
-    .await
-    .expect("cluster task")
-    .expect("PostgreSQL primary + replica start");
+    let cluster = start_cluster().await;
     let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
-    create_rows_table(&east.app_dsn())
-        .await
-        .expect("rows table");
-
-    let mut policy = fast_policy();
-    policy.auto_promote = true;
-    policy.max_rpo = Some(MaxRpo::bytes(64 << 20));
-    policy.guard_ttl = Some(GUARD_TTL);
-    policy.proof_timeout = Duration::from_secs(10);
+    let mut policy = partition_policy();
     policy.synchronous = Synchronous::On;
     policy.fall = 2;
     let config = Config::new(topology_with(true), policy).expect("valid config");

@@ -104,9 +104,9 @@ pub(super) struct NodeTrack {
     /// is seen as a primary.
     pub(super) stream: Option<(Instant, u32, Option<std::time::Duration>)>,
     /// The writer only: a replica whose WAL stream heard from it after its
-    /// misses began, and how long ago (see `writer::writer_witness`). While
-    /// one does, the writer is not down, however many observations miss.
-    pub(super) vouched: Option<(NodeId, std::time::Duration)>,
+    /// misses began (see `writer::writer_witness`). While one does, the
+    /// writer is not down, however many observations miss.
+    pub(super) vouched: Option<NodeId>,
 }
 
 /// What a promotion is for; it decides the gate and what a failed fence means.

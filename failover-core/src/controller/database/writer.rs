@@ -306,25 +306,24 @@ impl Controller {
         let witness = self.writer_witness(now, writer);
         let fall = self.policy.fall;
         let track = &mut self.db.nodes[writer.index()];
-        let before = std::mem::replace(&mut track.vouched, witness);
+        let before = std::mem::replace(&mut track.vouched, witness.map(|(w, _)| w));
         let misses = track.misses;
-        if misses < fall {
+        // Reported at the `fall`-th miss, and after it whenever a veto
+        // starts or lapses.
+        if misses < fall || (misses > fall && before.is_some() == witness.is_some()) {
             return;
         }
-        let event = match (misses == fall, before, witness) {
-            (true, _, None) | (false, Some(_), None) => EventKind::DatabaseDown {
+        let event = match witness {
+            None => EventKind::DatabaseDown {
                 node: writer,
                 misses,
             },
-            (true, _, Some((witness, heard_ago))) | (false, None, Some((witness, heard_ago))) => {
-                EventKind::DatabaseDownVetoed {
-                    node: writer,
-                    misses,
-                    witness,
-                    heard_ago,
-                }
-            }
-            (false, Some(_), Some(_)) | (false, None, None) => return,
+            Some((witness, heard_ago)) => EventKind::DatabaseDownVetoed {
+                node: writer,
+                misses,
+                witness,
+                heard_ago,
+            },
         };
         self.notify(now, event);
     }
