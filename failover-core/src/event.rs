@@ -210,8 +210,9 @@ pub enum EventKind {
     PromotionRefused {
         /// The best candidate.
         node: NodeId,
-        /// WAL bytes it is behind.
-        lag_bytes: u64,
+        /// WAL bytes it is behind; `None` when no position of the writer
+        /// was ever seen (a byte limit cannot be checked, so it refuses).
+        lag_bytes: Option<u64>,
         /// Its replay delay, when known.
         delay: Option<Duration>,
         /// The limit it broke.
@@ -697,11 +698,18 @@ impl fmt::Display for EventDisplay<'_> {
                 delay,
                 limit,
             } => {
-                write!(
-                    f,
-                    "promotion of {} refused: {lag_bytes} bytes behind",
-                    self.node(*node)
-                )?;
+                match lag_bytes {
+                    Some(b) => write!(
+                        f,
+                        "promotion of {} refused: {b} bytes behind",
+                        self.node(*node)
+                    )?,
+                    None => write!(
+                        f,
+                        "promotion of {} refused: its lag is unknown (the writer's position was never seen)",
+                        self.node(*node)
+                    )?,
+                }
                 if let Some(d) = delay {
                     write!(f, ", {} delay", secs(*d))?;
                 }

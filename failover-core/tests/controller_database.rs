@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use failover_core::{
-    Command, Config, Epoch, EventKind, Input, Lsn, NodeId, NodeObservation, PortErrorKind,
+    Action, Command, Config, Epoch, EventKind, Input, Lsn, NodeId, NodeObservation, PortErrorKind,
     PromotionPhase, Region, RegionRole, RpoGate, Topology,
 };
 
@@ -89,10 +89,13 @@ fn lag_beyond_max_rpo_refuses_until_an_operator_forces() {
     steady(&mut d, 500);
     lose_east(&mut d);
     assert_eq!(d.promotes(), 0);
-    assert!(d
-        .events()
-        .iter()
-        .any(|e| matches!(e, EventKind::PromotionRefused { lag_bytes: 500, .. })));
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::PromotionRefused {
+            lag_bytes: Some(500),
+            ..
+        }
+    )));
     assert_eq!(
         d.c.status().promotion,
         PromotionPhase::Refused {
@@ -334,10 +337,13 @@ fn lag_seen_while_the_writer_lived_still_counts_after_it_is_gone() {
     d.replica("pg-west", 1200);
     lose_east(&mut d);
     assert_eq!(d.promotes(), 0);
-    assert!(d
-        .events()
-        .iter()
-        .any(|e| matches!(e, EventKind::PromotionRefused { lag_bytes: 500, .. })));
+    assert!(d.events().iter().any(|e| matches!(
+        e,
+        EventKind::PromotionRefused {
+            lag_bytes: Some(500),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -360,4 +366,35 @@ fn commands_naming_unknown_regions_or_nodes_are_refused_out_loud() {
     }
     assert_eq!(d.plans().len(), plans, "nothing changed");
     assert_eq!(d.promotes(), 0);
+}
+
+#[test]
+fn a_refusal_for_want_of_the_writers_position_says_the_lag_is_unknown_not_zero() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    // The replica is seen, the writer's position never is (the controller
+    // started while the writer was already down).
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    d.replica("pg-west", 900);
+    lose_east(&mut d);
+    assert_eq!(d.promotes(), 0, "a byte limit it cannot check refuses");
+    let refusal = d
+        .log
+        .iter()
+        .find_map(|(_, a)| match a {
+            Action::Notify(e) if matches!(e.kind, EventKind::PromotionRefused { .. }) => Some(e),
+            _ => None,
+        })
+        .expect("a refusal event");
+    assert!(matches!(
+        refusal.kind,
+        EventKind::PromotionRefused {
+            lag_bytes: None,
+            ..
+        }
+    ));
+    let text = refusal.display(d.c.topology()).to_string();
+    assert!(text.contains("lag is unknown"), "{text}");
+    assert!(!text.contains("0 bytes behind"), "{text}");
 }

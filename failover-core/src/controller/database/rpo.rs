@@ -84,7 +84,7 @@ impl Controller {
         } else {
             Err(EventKind::PromotionRefused {
                 node: candidate,
-                lag_bytes,
+                lag_bytes: (!unknown).then_some(lag_bytes),
                 delay: window,
                 limit,
             })
