@@ -206,6 +206,61 @@ async fn malformed_and_oversized_bodies_are_refused_without_touching_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_reports_are_checked_field_by_field_and_refused_without_passive_health() {
+    let f = Fixture::start(|_| {}).await;
+    let valid = br#"{"region": "us-east", "requests": 40, "errors": 20, "slow": 0}"#;
+    let (status, body) = request(f.admin, "POST", "/traffic", None, valid).await;
+    assert_eq!(status, 401, "{body}");
+    for (report, says) in [
+        (&br#"[1]"#[..], "must be a JSON object"),
+        (br#"{"requests": 1, "errors": 0}"#, "`region` is required"),
+        (
+            br#"{"region": "mars", "requests": 1, "errors": 0}"#,
+            "is not a region of the topology (us-east, us-west)",
+        ),
+        (
+            br#"{"region": "us-east", "requests": -1, "errors": 0}"#,
+            "`requests` must be a whole number",
+        ),
+        (
+            br#"{"region": "us-east", "requests": 1.5, "errors": 0}"#,
+            "`requests` must be a whole number",
+        ),
+        (
+            br#"{"region": "us-east", "requests": 1}"#,
+            "`errors` is required",
+        ),
+        (
+            br#"{"region": "us-east", "requests": 1, "errors": 2}"#,
+            "`errors` (2) must not exceed `requests` (1)",
+        ),
+        (
+            br#"{"region": "us-east", "requests": 1, "errors": 0, "slow": 3}"#,
+            "`slow` (3) must not exceed",
+        ),
+        (
+            br#"{"region": "us-east", "requests": 1, "errors": 0, "latency": 3}"#,
+            "unknown field `latency`",
+        ),
+    ] {
+        let (status, body) = request(f.admin, "POST", "/traffic", Some(BOT), report).await;
+        assert_eq!(status, 400, "{}: {body}", String::from_utf8_lossy(report));
+        assert!(
+            body.contains(says),
+            "{}: {body}",
+            String::from_utf8_lossy(report)
+        );
+    }
+    // A valid report to a controller whose policy has no passive health is
+    // refused out loud, not silently ignored.
+    let (status, body) = request(f.admin, "POST", "/traffic", Some(BOT), valid).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("policy.passive"), "{body}");
+    assert_eq!(f.runtime.handle().status().traffic_reports_handled, 0);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_stalls_is_cut_off_at_the_time_limit() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let f = Fixture::start(|admin| admin.request_timeout = Duration::from_millis(500)).await;

@@ -134,13 +134,14 @@ async fn partition(path: Path, proof: Proof) {
     if sync {
         wait_status(
             &runtime.handle(),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             "pg-west recorded as pg-east's synchronous standby",
             |s| s.controller.synchronous == SyncSet::of(NodeId(1)),
         )
         .await;
     }
 
+    wait_steady(&runtime.handle()).await;
     let workload = Workload::start(east.app_dsn(), west.app_dsn()).await;
 
     // The partition: us-east is cut off from the controller (its API, its
@@ -337,24 +338,8 @@ async fn with_three_controllers_on_etcd_a_partitioned_primary_acknowledges_nothi
         },
     )
     .await;
-    // Steady state before the partition: every controller has seen pg-east
-    // as a primary and pg-west's lag behind it. (A controller that never saw
-    // the writer's position cannot check a byte limit and refuses to
-    // promote, by design; on a loaded machine the first observations can
-    // all time out.)
     for c in &controllers {
-        wait_status(
-            &c.runtime.handle(),
-            Duration::from_secs(30),
-            "pg-east seen as primary and pg-west's lag known",
-            |s| {
-                matches!(
-                    s.nodes.first().map(|n| &n.role),
-                    Some(failover::NodeRole::Primary { .. })
-                ) && s.nodes.get(1).is_some_and(|n| n.lag_bytes.is_some())
-            },
-        )
-        .await;
+        wait_steady(&c.runtime.handle()).await;
     }
 
     let workload = Workload::start(east.app_dsn(), west.app_dsn()).await;
@@ -392,6 +377,26 @@ async fn with_three_controllers_on_etcd_a_partitioned_primary_acknowledges_nothi
     for c in controllers {
         c.runtime.shutdown().await;
     }
+}
+
+/// Steady state before a partition: the controller behind `handle` has
+/// seen pg-east as a primary and pg-west's lag behind it. (A controller that
+/// never saw the writer's position cannot check a byte limit and refuses to
+/// promote, by design; on a loaded machine the first observations can all
+/// time out.)
+async fn wait_steady(handle: &failover::RuntimeHandle) {
+    wait_status(
+        handle,
+        Duration::from_secs(30),
+        "pg-east seen as primary and pg-west's lag known",
+        |s| {
+            matches!(
+                s.nodes.first().map(|n| &n.role),
+                Some(failover::NodeRole::Primary { .. })
+            ) && s.nodes.get(1).is_some_and(|n| n.lag_bytes.is_some())
+        },
+    )
+    .await;
 }
 
 /// The two clients of a partition test: one inside us-east writing to
@@ -519,7 +524,7 @@ async fn with_synchronous_replication_a_controller_cut_off_from_a_live_writer_pr
     let west_guard = start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn());
     wait_status(
         &runtime.handle(),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "guard leases held and pg-west recorded as pg-east's synchronous standby",
         |s| {
             leases.is_held(NodeId(0))

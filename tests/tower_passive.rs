@@ -16,8 +16,9 @@ use axum::Router;
 use common::admin::request;
 use common::*;
 use failover::decision::{EventKind, Health, LatencyRule, PassivePolicy, Policy};
-use failover::tower::passive_health;
-use failover::{RuntimeBuilder, RuntimeStatus};
+use failover::runtime::admin::{AdminAuth, AdminConfig};
+use failover::tower::{passive_health, AdminTrafficSink, PassiveHealthLayer};
+use failover::{RuntimeBuilder, RuntimeHandle, RuntimeStatus};
 use http::StatusCode;
 
 const WINDOW: Duration = Duration::from_secs(3);
@@ -43,7 +44,7 @@ fn policy() -> Policy {
 
 /// The us-east service: `/orders` fails every other request when
 /// `failing`, `/report` is slow.
-async fn serve_east(layer: failover::tower::PassiveHealthLayer, failing: bool) -> SocketAddr {
+async fn serve_east(layer: PassiveHealthLayer, failing: bool) -> SocketAddr {
     let calls = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route(
@@ -96,13 +97,62 @@ async fn half_5xx_in_us_east_drains_it_while_its_probes_pass() {
     let regions = TwoRegions::start();
     let runtime = regions.run(RuntimeBuilder::new(config.clone())).await;
     let handle = runtime.handle();
-    wait_status(&handle, Duration::from_secs(15), "both regions up", |s| {
+    let (layer, _task) = passive_health(&handle, &config, "us-east", Duration::from_millis(100))
+        .expect("known region");
+    half_5xx_drains_us_east(&handle, &regions, &policy, layer).await;
+}
+
+/// The service runs in "another process": its aggregates reach the
+/// runtime only through the admin API's `POST /traffic`, posted by
+/// `AdminTrafficSink`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_5xx_reported_over_the_admin_api_drains_us_east() {
+    const TOKEN: &str = "service-traffic-token-0123456789";
+    let policy = policy();
+    let config = config(topology(), policy.clone());
+    let regions = TwoRegions::start();
+    let admin = AdminConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        AdminAuth::new().token("orders-service", TOKEN),
+    );
+    let runtime = regions
+        .run(RuntimeBuilder::new(config.clone()).admin_config(admin))
+        .await;
+    let handle = runtime.handle();
+    let url = format!(
+        "http://{}",
+        runtime.admin_addr().expect("the admin API listens")
+    );
+    let (sink, _tasks) = AdminTrafficSink::builder(&[url])
+        .expect("a valid URL")
+        .token(TOKEN)
+        .spawn();
+    let layer = PassiveHealthLayer::builder("us-east")
+        .report_every(Duration::from_millis(100))
+        .slow_after(Duration::from_millis(200))
+        .sink(sink);
+    let before = handle.status().traffic_reports_handled;
+    half_5xx_drains_us_east(&handle, &regions, &policy, layer).await;
+    assert!(
+        handle.status().traffic_reports_handled > before,
+        "the runtime handled the posted reports"
+    );
+}
+
+/// Half of us-east's `/orders` answers are 500 while its `/healthz`
+/// passes: the runtime behind `handle` drains us-east on what `layer`
+/// reports, within the window, and no probe saw it down.
+async fn half_5xx_drains_us_east(
+    handle: &RuntimeHandle,
+    regions: &TwoRegions,
+    policy: &Policy,
+    layer: PassiveHealthLayer,
+) {
+    wait_status(handle, Duration::from_secs(15), "both regions up", |s| {
         s.controller.regions.iter().all(|r| r.health == Health::Up)
     })
     .await;
     let mut events = handle.subscribe_events();
-    let (layer, _task) = passive_health(&handle, &config, "us-east", Duration::from_millis(100))
-        .expect("known region");
     let addr = serve_east(layer, true).await;
 
     // Users keep calling us-east; half of their requests fail.
@@ -112,7 +162,7 @@ async fn half_5xx_in_us_east_drains_it_while_its_probes_pass() {
             request(addr, "GET", "/orders", None, b"").await;
         }
     });
-    let drained = wait_status(&handle, Duration::from_secs(30), "us-east drained", |s| {
+    let drained = wait_status(handle, Duration::from_secs(30), "us-east drained", |s| {
         east(s) == (Health::Down, 0)
     })
     .await;

@@ -18,7 +18,9 @@
 //!   holds across a failover.
 //! - [`PassiveHealthLayer`]: counts what users get per region (5xx, slow
 //!   responses) and reports it to the controllers as passive health, so a
-//!   region whose probes pass but whose users fail is drained.
+//!   region whose probes pass but whose users fail is drained: to the
+//!   runtime in the same process (`failover::tower::passive_health`), or to
+//!   every controller's admin API ([`AdminTrafficSink`]).
 //!
 //! Every decision is counted through the `metrics` facade
 //! ([`WRITE_GATE_METRIC`], [`SHED_METRIC`], [`IDEMPOTENCY_METRIC`],
@@ -71,10 +73,12 @@
 #![warn(missing_docs)]
 
 mod classify;
+mod client;
 mod error;
 mod idempotency;
 mod passive;
 mod remote;
+mod report;
 mod response;
 mod shed;
 mod state;
@@ -91,6 +95,7 @@ pub use passive::{
     RegionTraffic, TrafficSink, PASSIVE_METRIC, PASSIVE_REPORT_METRIC,
 };
 pub use remote::{RemoteStatus, REMOTE_POLL_METRIC};
+pub use report::{AdminTrafficSink, AdminTrafficSinkBuilder};
 pub use shed::{Shed, ShedFuture, ShedLayer, PRIORITY_HEADER, SHED_METRIC};
 pub use state::{
     FailoverState, Load, PromotionView, RegionHealth, RegionView, Snapshot, Staleness,

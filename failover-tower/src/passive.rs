@@ -22,7 +22,9 @@ use crate::classify::RequestHead;
 pub const PASSIVE_METRIC: &str = "failover_tower_requests_total";
 
 /// The metric counting aggregates handed to the sink, by `region`, and
-/// (`outcome="dropped"`) those a full channel sink had to drop.
+/// (`outcome="dropped"`) those a full channel sink had to drop;
+/// [`AdminTrafficSink`](crate::AdminTrafficSink) adds `posted` and
+/// `post_failed`.
 pub const PASSIVE_REPORT_METRIC: &str = "failover_tower_traffic_reports_total";
 
 /// What one region's requests came to over one reporting period: the
@@ -52,7 +54,9 @@ pub struct RegionTraffic {
 /// block. A closure `Fn(RegionTraffic)` is a sink, and so is a
 /// `tokio::sync::mpsc::Sender<RegionTraffic>` (a full channel drops the
 /// aggregate and counts it in [`PASSIVE_REPORT_METRIC`]). The facade's
-/// `failover::tower::passive_health` feeds the runtime in this process.
+/// `failover::tower::passive_health` feeds the runtime in this process;
+/// [`AdminTrafficSink`](crate::AdminTrafficSink) posts to controllers in
+/// other processes.
 pub trait TrafficSink: Send + Sync + 'static {
     /// Takes one region's aggregate.
     fn report(&self, traffic: RegionTraffic);

@@ -3,15 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST};
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::client::{excerpt, Endpoint};
 use crate::error::Error;
 use crate::state::{
     FailoverState, PromotionView, RegionHealth, RegionView, Snapshot, StatePublisher, WriterView,
@@ -36,8 +32,7 @@ const MAX_STATUS_BODY: usize = 4 << 20;
 /// never the bound itself.
 #[derive(Clone, Debug)]
 pub struct RemoteStatus {
-    url: Uri,
-    authority: String,
+    endpoint: Endpoint,
     token: Option<String>,
     interval: Duration,
     timeout: Duration,
@@ -49,22 +44,8 @@ impl RemoteStatus {
     /// Polls `url` (for example `http://10.0.0.5:9000/status`) every second,
     /// each poll within 2 s, without a token.
     pub fn new(url: &str) -> Result<Self, Error> {
-        let bad = |rule: String| Error::Config { field: "url", rule };
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| bad(format!("{url:?} is not a URL: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad(format!(
-                "{url:?}: only http:// is supported (reach a TLS admin API through a local proxy)"
-            )));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| bad(format!("{url:?} has no host")))?
-            .to_string();
         Ok(RemoteStatus {
-            url: uri,
-            authority,
+            endpoint: Endpoint::parse(url, "url")?,
             token: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
@@ -135,7 +116,7 @@ impl RemoteStatus {
                 }
                 Err(reason) => {
                     metrics::counter!(REMOTE_POLL_METRIC, "outcome" => "failed").increment(1);
-                    let url = &self.url;
+                    let url = &self.endpoint.uri;
                     publisher.mark_stale(format!("GET {url} failed: {reason}"));
                 }
             }
@@ -143,46 +124,15 @@ impl RemoteStatus {
     }
 
     async fn poll(&self) -> Result<StatusJson, String> {
-        let host = self.url.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = self.url.port_u16().unwrap_or(80);
-        let stream = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let connection = tokio::spawn(connection);
-        let path = self.url.path_and_query().map_or("/", |p| p.as_str());
-        let mut request = Request::get(path).header(HOST, &self.authority);
-        if let Some(token) = &self.token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        let (status, body) = self
+            .endpoint
+            .exchange(Method::GET, self.token.as_deref(), None, MAX_STATUS_BODY)
+            .await?;
+        if status != StatusCode::OK {
+            return Err(format!("status {status}: {}", excerpt(&body)));
         }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"));
-        let result = async {
-            let response = response?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_STATUS_BODY)
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
-            if status != StatusCode::OK {
-                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                return Err(format!("status {status}: {text}"));
-            }
-            serde_json::from_slice::<StatusJson>(&body)
-                .map_err(|e| format!("not the admin API's /status JSON: {e}"))
-        }
-        .await;
-        connection.abort();
-        result
+        serde_json::from_slice::<StatusJson>(&body)
+            .map_err(|e| format!("not the admin API's /status JSON: {e}"))
     }
 
     fn snapshot(

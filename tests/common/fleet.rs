@@ -12,7 +12,7 @@ use failover::decision::{
 };
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
 use failover::etcd::{EtcdConfig, EtcdCoordinator, EtcdGuardLease};
-use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+use failover::pg::{NodeGuard, PgCluster};
 use failover::{Runtime, RuntimeBuilder};
 use failover_testkit::postgres::PgTestCluster;
 
@@ -143,7 +143,7 @@ pub async fn guard(endpoints: &[String], index: u32, name: &str, dsn: &str) -> N
     NodeGuard::start(
         NodeId(index),
         name,
-        GuardSettings::for_ttl(GUARD_TTL),
+        guard_settings(),
         Arc::new(lease),
         Arc::new(admin),
     )

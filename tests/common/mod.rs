@@ -170,16 +170,34 @@ pub async fn wait_answer(server: SocketAddr, want: &str, limit: Duration) -> Ins
     panic!("DNS at {server} did not answer {want} within {limit:?}; last answer {last:?}");
 }
 
-/// TTL of the node guards' leases in the end-to-end tests.
-pub const GUARD_TTL: Duration = Duration::from_secs(2);
+/// TTL of the node guards' leases in the end-to-end tests. A guard that
+/// cannot renew fences its node at TTL − fence budget − margin (2.8 s
+/// here): long enough that the scheduling stalls of a 2-core machine at
+/// load 12–15 (renewals seen 1.4 s late) do not fence a healthy writer in
+/// the middle of a test, as they did with 2 s.
+pub const GUARD_TTL: Duration = Duration::from_secs(4);
+
+/// The guards' settings in the end-to-end tests: [`GUARD_TTL`], renewed
+/// every 400 ms, so one stalled renewal is followed by several more before
+/// the guard would fence.
+pub fn guard_settings() -> failover::pg::GuardSettings {
+    let mut settings = failover::pg::GuardSettings::for_ttl(GUARD_TTL);
+    settings.renew_interval = Duration::from_millis(400);
+    settings
+}
 /// The lease server's shared secret in the end-to-end tests.
 pub const LEASE_SECRET: &str = "e2e-guard-lease-secret";
 
 /// A `NodeGuard` next to one node (`index` in the topology), leasing from the
-/// lease server at `url` and fencing its node through `dsn`.
+/// lease server at `url` and fencing its node through `dsn`. Like a
+/// deployed guard (`examples/guard.rs`), it knows every node's name, so it
+/// can read a writer record that names another node.
 pub fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> failover::pg::NodeGuard {
-    let node = failover::decision::NodeId(index);
+    use failover::decision::NodeId;
+    let node = NodeId(index);
     let lease = failover::lease::LeaseClient::new(url, LEASE_SECRET)
+        .and_then(|c| c.with_node(NodeId(0), "pg-east"))
+        .and_then(|c| c.with_node(NodeId(1), "pg-west"))
         .and_then(|c| c.with_node(node, name))
         .expect("lease client");
     let admin = failover::pg::PgCluster::new()
@@ -188,7 +206,7 @@ pub fn start_guard(url: &str, index: u32, name: &str, dsn: &str) -> failover::pg
     failover::pg::NodeGuard::start(
         node,
         name,
-        failover::pg::GuardSettings::for_ttl(GUARD_TTL),
+        guard_settings(),
         Arc::new(lease),
         Arc::new(admin),
     )

@@ -6,6 +6,7 @@
 //! | `GET /status` | JSON: each region's health, desired and applied weight and capacity; the writer, epoch and leadership; a promotion's phase and the planner's bound on the rest of it from that phase (`bound_ms`); each database node's role and lag; recent events |
 //! | `GET /metrics` | the process's metrics in Prometheus' text format |
 //! | `GET /history?limit=N` | JSON: the last `N` (default 100) operator commands, events and actions from the audit log |
+//! | `POST /traffic` | body `{"region": "us-east", "requests": 120, "errors": 3, "slow": 0, "consecutive_errors": 0}`: one aggregate of real request outcomes from a service instance (failover-tower's `AdminTrafficSink`), fed to `policy.passive`; accepted by every controller, leader or not (202), 409 when the policy has no `passive` |
 //! | `POST /commands/drain`, `/commands/undrain` | body `{"region": "us-east"}` |
 //! | `POST /commands/switchover` | body `{"to": "pg-west"}` |
 //! | `POST /commands/force-promote` | body `{"node": "pg-west"}` |

@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use failover_core::{Command, Health, PromotionPhase};
+use failover_core::{Command, Health, PromotionPhase, TrafficReport};
 use serde_json::{json, Map, Value};
 
 use super::{AdminState, Peer};
@@ -48,8 +48,9 @@ pub(super) fn router(state: Arc<AdminState>, max_body: usize) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/history", get(history))
+        .route("/traffic", post(traffic))
         .nest("/commands", commands)
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint: see GET /status, /metrics, /history and POST /commands/{drain,undrain,switchover,force-promote,pause,resume,abort}") })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint: see GET /status, /metrics, /history, POST /traffic and POST /commands/{drain,undrain,switchover,force-promote,pause,resume,abort}") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
@@ -110,6 +111,126 @@ async fn authenticate(
     };
     req.extensions_mut().insert(Caller(caller.into()));
     next.run(req).await
+}
+
+// ---------------------------------------------------------------------------
+// POST /traffic
+
+/// Counts in one traffic report are at most this (a report covers one
+/// reporting period of one instance).
+const TRAFFIC_MAX_COUNT: u64 = 10_000_000;
+
+/// `POST /traffic`: one aggregate of real request outcomes from a service
+/// instance in another process (failover-tower's `AdminTrafficSink`), fed
+/// to the controller as `Input::Traffic` stamped with this process's clock.
+/// Every controller takes them — not only the leader — so that each keeps
+/// the same passive-health window and a new leader decides on it at once.
+async fn traffic(
+    State(state): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let report = match parse_traffic(&state, &body) {
+        Ok(report) => report,
+        Err(message) => {
+            tracing::warn!(caller = %caller.0, error = %message, "admin API: traffic report refused");
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    if state.policy.passive.is_none() {
+        return error(
+            StatusCode::CONFLICT,
+            "this controller's policy has no `passive` section: traffic reports are not used (set policy.passive)",
+        );
+    }
+    match state.handle.report_traffic(report).await {
+        Ok(()) => {
+            metrics::counter!("failover_admin_traffic_reports_total", "region" => state.topology.region(report.region).name.clone())
+                .increment(1);
+            (StatusCode::ACCEPTED, json_body(&json!({"accepted": true}))).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The body of `POST /traffic`: `{"region": "us-east", "requests": 120,
+/// "errors": 3, "slow": 0, "consecutive_errors": 0}` (`slow` and
+/// `consecutive_errors` default to 0).
+fn parse_traffic(state: &AdminState, body: &[u8]) -> Result<TrafficReport, String> {
+    let fields = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => {
+            return Err(format!(
+                "the body must be a JSON object, not {}",
+                json_type(&other)
+            ))
+        }
+        Err(e) => return Err(format!("the body is not JSON: {e}")),
+    };
+    const FIELDS: [&str; 5] = ["region", "requests", "errors", "slow", "consecutive_errors"];
+    if let Some(key) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown field `{key}`: a traffic report takes {}",
+            FIELDS.map(|f| format!("`{f}`")).join(", ")
+        ));
+    }
+    let name = match fields.get("region") {
+        Some(Value::String(name)) => name,
+        Some(other) => {
+            return Err(format!(
+                "`region` must be a string, not {}",
+                json_type(other)
+            ))
+        }
+        None => return Err("`region` is required: the region that served the requests".into()),
+    };
+    let region = state.topology.region_id(name).ok_or_else(|| {
+        let known: Vec<&str> = state
+            .topology
+            .regions()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        format!(
+            "`region`: {name:?} is not a region of the topology ({})",
+            known.join(", ")
+        )
+    })?;
+    let count = |field: &str, required: bool| -> Result<u32, String> {
+        match fields.get(field) {
+            None if !required => Ok(0),
+            None => Err(format!("`{field}` is required")),
+            Some(value) => value
+                .as_u64()
+                .filter(|n| *n <= TRAFFIC_MAX_COUNT)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    format!("`{field}` must be a whole number from 0 to {TRAFFIC_MAX_COUNT}, not {value}")
+                }),
+        }
+    };
+    let requests = count("requests", true)?;
+    let errors = count("errors", true)?;
+    let slow = count("slow", false)?;
+    let consecutive_errors = count("consecutive_errors", false)?;
+    if errors > requests {
+        return Err(format!(
+            "`errors` ({errors}) must not exceed `requests` ({requests})"
+        ));
+    }
+    if slow > requests {
+        return Err(format!(
+            "`slow` ({slow}) must not exceed `requests` ({requests})"
+        ));
+    }
+    Ok(TrafficReport {
+        region,
+        at: std::time::Instant::now(),
+        requests,
+        errors,
+        slow,
+        consecutive_errors,
+    })
 }
 
 // ---------------------------------------------------------------------------
