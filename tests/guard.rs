@@ -589,3 +589,151 @@ async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     let _ = tokio::time::timeout(LIMIT, sock.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The store's answer to a renewal, then a promotion, then the guard's
+/// observation: the order a real failover can take when the guard of the
+/// replica being promoted renews just before the controller names it.
+/// This lease wraps the real client and, on the renewal after `armed`,
+/// reads the record from the real server, then does what the controller
+/// does — names pg-west at epoch 1, fences pg-east, promotes pg-west — and
+/// only then hands the guard the record it read, which names pg-east.
+struct RenewThenPromote {
+    inner: LeaseClient,
+    server: Arc<LeaseServer>,
+    pg: PgCluster,
+    armed: std::sync::atomic::AtomicBool,
+    fired: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl GuardLease for RenewThenPromote {
+    async fn renew(
+        &self,
+        node: NodeId,
+        ttl: Duration,
+    ) -> Result<Option<failover::decision::WriterRecord>, failover::decision::ports::PortError>
+    {
+        let record = self.inner.renew(node, ttl).await?;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.server.set_writer_at(WEST, Epoch(1));
+            let fence = self.pg.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
+            self.pg
+                .promote(&failover::decision::PromoteRequest {
+                    node: WEST,
+                    epoch: Epoch(1),
+                    gate: failover::decision::RpoGate::CaughtUp {
+                        lsn: fence.flush_lsn.expect("a fenced primary's flush position"),
+                    },
+                    synchronous: failover::decision::Synchronous::Off,
+                })
+                .await
+                .expect("pg-west promoted");
+            self.fired.notify_one();
+        }
+        Ok(record)
+    }
+
+    async fn release(&self, node: NodeId) -> Result<(), failover::decision::ports::PortError> {
+        self.inner.release(node).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_it_as_stale() {
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("join")
+        .expect("cluster starts");
+    let east = cluster.node(0).expect("east").clone();
+    let west = cluster.node(1).expect("west").clone();
+    app_exec(
+        &east.app_dsn(),
+        "CREATE TABLE IF NOT EXISTS guard_probe (at timestamptz)",
+    )
+    .await
+    .expect("app role creates its table");
+    let (server, _events) = LeaseServer::start(
+        LeaseServerConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET)
+            .node(EAST, "pg-east")
+            .node(WEST, "pg-west"),
+    )
+    .await
+    .expect("lease server starts");
+    server.set_writer_at(EAST, Epoch(0));
+    let server = Arc::new(server);
+    let pg = || {
+        PgCluster::new()
+            .with_node(EAST, "pg-east", &east.admin_dsn())
+            .expect("east dsn")
+            .with_node(WEST, "pg-west", &west.admin_dsn())
+            .expect("west dsn")
+    };
+    let lease = Arc::new(RenewThenPromote {
+        inner: LeaseClient::new(&server.url(), SECRET)
+            .expect("client")
+            .with_node(EAST, "pg-east")
+            .expect("east name")
+            .with_node(WEST, "pg-west")
+            .expect("west name"),
+        server: Arc::clone(&server),
+        pg: pg(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        fired: tokio::sync::Notify::new(),
+    });
+    let guard = NodeGuard::start(
+        WEST,
+        "pg-west",
+        GuardSettings::for_ttl(TTL),
+        Arc::clone(&lease) as Arc<dyn GuardLease>,
+        Arc::new(pg()),
+    )
+    .expect("guard starts");
+    let mut status = guard.watch();
+    let wait = |status: &mut watch::Receiver<GuardStatus>,
+                what: &'static str,
+                f: fn(&GuardStatus) -> bool| {
+        let mut rx = status.clone();
+        async move {
+            tokio::time::timeout(LIMIT, rx.wait_for(f))
+                .await
+                .unwrap_or_else(|_| panic!("not seen within {LIMIT:?}: {what}"))
+                .map(|s| s.clone())
+                .expect("guard alive")
+        }
+    };
+    wait(
+        &mut status,
+        "pg-west's guard holds its lease over a replica",
+        |s| s.lease_held && s.replica,
+    )
+    .await;
+
+    lease.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(LIMIT, lease.fired.notified())
+        .await
+        .expect("the promotion ran inside a renewal");
+    let st = wait(
+        &mut status,
+        "pg-west seen as a primary named by the record",
+        |s| {
+            !s.replica
+                && s.fenced.is_some()
+                && s.writer.map(|w| (w.node, w.epoch)) == Some((WEST, Epoch(1)))
+        },
+    )
+    .await;
+    assert_eq!(
+        st.fenced,
+        Some(false),
+        "the guard fenced the replica it saw promoted: {st:?}"
+    );
+    assert_ne!(decision(&st), Some(GuardDecision::FencedStalePrimary));
+    assert!(
+        app_exec(&west.app_dsn(), "INSERT INTO guard_probe VALUES (now())")
+            .await
+            .is_ok(),
+        "the promoted pg-west takes writes"
+    );
+    let st = guard.shutdown(LIMIT).await;
+    assert_eq!(decision(&st), Some(GuardDecision::Released));
+}

@@ -194,28 +194,33 @@ impl Guard {
         self.check_deadline(stop).await?;
         // 2. Renew when due.
         if Instant::now() >= *next_renew {
-            let sent = Instant::now();
-            *next_renew = sent + self.s.renew_interval;
-            let renewal = tokio::time::timeout(
-                self.s.renew_interval,
-                self.lease.renew(self.node, self.s.ttl),
-            );
-            match self.bounded(renewal, stop).await {
-                Step::Stop => return Err(Stopped),
-                Step::Deadline => return self.check_deadline(stop).await,
-                Step::Done(Ok(Ok(record))) => self.renewed(sent, record),
-                Step::Done(Ok(Err(e))) => self.renewal_failed(&e.to_string()),
-                Step::Done(Err(_)) => self.renewal_failed(&format!(
-                    "no answer within the renew interval {:?}",
-                    self.s.renew_interval
-                )),
-            }
-            self.publish();
-            // A reply after a pause may have come too late: check again.
-            self.check_deadline(stop).await?;
+            *next_renew = Instant::now() + self.s.renew_interval;
+            self.renew(stop).await?;
         }
         // 3. Reconcile the node with the lease and the writer record.
         self.reconcile(stop).await
+    }
+
+    /// One renewal: the lease and a fresh copy of the writer record.
+    async fn renew(&mut self, stop: &mut oneshot::Receiver<()>) -> Result<(), Stopped> {
+        let sent = Instant::now();
+        let renewal = tokio::time::timeout(
+            self.s.renew_interval,
+            self.lease.renew(self.node, self.s.ttl),
+        );
+        match self.bounded(renewal, stop).await {
+            Step::Stop => return Err(Stopped),
+            Step::Deadline => return self.check_deadline(stop).await,
+            Step::Done(Ok(Ok(record))) => self.renewed(sent, record),
+            Step::Done(Ok(Err(e))) => self.renewal_failed(&e.to_string()),
+            Step::Done(Err(_)) => self.renewal_failed(&format!(
+                "no answer within the renew interval {:?}",
+                self.s.renew_interval
+            )),
+        }
+        self.publish();
+        // A reply after a pause may have come too late: check again.
+        self.check_deadline(stop).await
     }
 
     fn renewed(&mut self, sent: Instant, record: Option<WriterRecord>) {
@@ -369,10 +374,38 @@ impl Guard {
             }
             return Ok(());
         }
-        let Some(record) = self.record else {
+        let Some(mut record) = self.record else {
             return Ok(());
         };
-        let mine = record.node == self.node;
+        let mut mine = record.node == self.node;
+        if !fenced && !mine {
+            // The record was read before this observation, up to a renew
+            // interval ago. A controller names the new writer in the store
+            // *before* it promotes it, so a replica promoted since is named
+            // in a fresher record: read it again before fencing, or the
+            // guard would undo the very failover its node is part of.
+            tracing::info!(
+                node = %self.name,
+                writer = %record.node,
+                "guard {}: {} is an unfenced primary that the writer record read {} ago does not name: reading the record again before deciding",
+                self.name, self.name,
+                secs(self.last_sent.map_or(Duration::ZERO, |s| s.elapsed()))
+            );
+            self.renew(stop).await?;
+            if !self.lease_valid(Instant::now()) {
+                tracing::warn!(
+                    node = %self.name,
+                    "guard {}: {} is an unfenced primary but the guard holds no lease: fencing it",
+                    self.name, self.name
+                );
+                return self.fence(GuardDecision::FenceReapplied, stop).await;
+            }
+            let Some(fresh) = self.record else {
+                return Ok(());
+            };
+            record = fresh;
+            mine = record.node == self.node;
+        }
         if !fenced && !mine {
             tracing::warn!(
                 node = %self.name,
