@@ -39,12 +39,11 @@ pub enum Error {
         /// The last connection failure.
         reason: String,
     },
-    /// A key kept appearing and disappearing while it was claimed (other
-    /// requests with it failing over and over).
-    #[error(
-        "idempotency store: the key was released and taken again three times while claiming it"
-    )]
-    KeyChurn,
+    /// The handler used an [`IdempotentTx`](crate::IdempotentTx) after the
+    /// layer had ended its transaction (a task the handler spawned, say):
+    /// nothing ran.
+    #[error("idempotency: the request's transaction has already ended; the statement did not run")]
+    TransactionEnded,
     /// The remote controller's status could not be read.
     #[error("remote status from {url}: {reason}")]
     Remote {
@@ -53,4 +52,63 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+}
+
+impl Error {
+    /// Whether this failure says the writer is gone or no longer takes
+    /// writes: the connection broke or timed out, the server shut down or
+    /// terminated the session (a fence does), or the node is read-only (a
+    /// fenced or demoted primary, a replica). Then no connection to it is
+    /// reused, and the next request connects again.
+    pub(crate) fn writer_suspect(&self) -> bool {
+        match self {
+            Error::Database { source, .. } => {
+                if source.is_closed() {
+                    return true;
+                }
+                match source.code() {
+                    // An I/O error; not a client-side one (a row count, a
+                    // type conversion), which leaves the connection fine.
+                    None => {
+                        let mut cause = std::error::Error::source(source);
+                        while let Some(e) = cause {
+                            if e.is::<std::io::Error>() {
+                                return true;
+                            }
+                            cause = e.source();
+                        }
+                        false
+                    }
+                    Some(code) => {
+                        let code = code.code();
+                        code.starts_with("08")
+                            || code.starts_with("57P")
+                            || code
+                                == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION.code()
+                    }
+                }
+            }
+            Error::DatabaseTimeout { .. } | Error::Unavailable { .. } => true,
+            Error::Config { .. } | Error::TransactionEnded | Error::Remote { .. } => false,
+        }
+    }
+
+    /// Whether this failure aborted the server's transaction: the server
+    /// refused a statement, or the connection is gone. A client-side error
+    /// (the wrong number of rows, a type conversion) did not.
+    pub(crate) fn aborts_transaction(&self) -> bool {
+        match self {
+            Error::Database { source, .. } => source.code().is_some() || self.writer_suspect(),
+            _ => self.writer_suspect(),
+        }
+    }
+
+    /// The SQLSTATE of a failure PostgreSQL reported (a constraint violation,
+    /// a read-only node…), for a handler that answers by it.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            Error::Database { source, .. } => source.code(),
+            _ => None,
+        }
+    }
 }

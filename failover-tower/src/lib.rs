@@ -70,6 +70,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The PostgreSQL client the [`IdempotentTx`] speaks: its `ToSql`
+/// parameters, `Row`s and `SqlState` codes.
+pub use tokio_postgres;
+
 mod classify;
 mod error;
 mod idempotency;
@@ -84,7 +88,8 @@ pub use classify::{is_mutating, MutationClassifier, Priority, RequestHead, Unkno
 pub use error::Error;
 pub use idempotency::{
     BoxError, Idempotency, IdempotencyBody, IdempotencyFuture, IdempotencyLayer,
-    IdempotencyLayerBuilder, IDEMPOTENCY_KEY, IDEMPOTENCY_METRIC, MAX_KEY_LEN, REPLAYED_HEADER,
+    IdempotencyLayerBuilder, IdempotentTx, IDEMPOTENCY_KEY, IDEMPOTENCY_METRIC, MAX_KEY_LEN,
+    REPLAYED_HEADER,
 };
 pub use passive::{
     PassiveHealth, PassiveHealthFuture, PassiveHealthLayer, PassiveHealthLayerBuilder,
