@@ -562,6 +562,11 @@ async fn a_5xx_is_not_stored_so_the_retry_runs_and_keys_expire() {
     // The first attempt fails with 503: not stored, the retry runs.
     let failed = send(addr, Method::POST, "/orders", &key, "a fig").await;
     assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        count_orders(&db).await,
+        0,
+        "the handler inserted before answering 503: its row is rolled back"
+    );
     let created = send(addr, Method::POST, "/orders", &key, "a fig").await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     assert!(created.headers.get("idempotent-replayed").is_none());
