@@ -254,19 +254,37 @@ async fn each_key_takes_effect_once_across_a_killed_primary_and_a_promotion() {
 
     // Midway, the writer's region dies: its API, its guard and its primary.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.lock().expect("lock").acked.len() < KILL_AFTER {
-        assert!(
-            Instant::now() < deadline,
-            "{} keys acknowledged in 60 s before the kill",
-            seen.lock().expect("lock").acked.len()
-        );
+    loop {
+        let (acked, answers) = {
+            let s = seen.lock().expect("lock");
+            (s.acked.len(), format!("{:?}", s.answers))
+        };
+        if acked >= KILL_AFTER {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let sessions = cluster
+                .psql(
+                    0,
+                    "SELECT application_name, state, wait_event_type, wait_event, left(query, 60) \
+                     FROM pg_stat_activity WHERE backend_type = 'client backend'; \
+                     SELECT application_name, state, sync_state, replay_lsn FROM pg_stat_replication",
+                )
+                .unwrap_or_else(|e| e.to_string());
+            panic!(
+                "{acked} keys acknowledged in 60 s before the kill; answers {answers}; \
+                 on the primary:\n{sessions}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(east_guard);
     regions.east.stop().await;
+    // From the moment the postmaster is gone: a request sent after it can
+    // only be acknowledged by the new writer.
+    tokio::task::block_in_place(|| cluster.kill(0)).expect("kill -9 the primary");
     let kill = Instant::now();
     *killed_at.lock().expect("lock") = Some(kill);
-    cluster.kill(0).expect("kill -9 the primary");
     let acked_at_kill = seen.lock().expect("lock").acked.len();
     let promoted = wait_status(
         &runtime.handle(),
