@@ -11,7 +11,7 @@
 //! connection, so the next request connects again and, with
 //! `target_session_attrs=read-write` over several hosts, finds the new writer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +72,9 @@ pub(crate) struct Store {
     generation: AtomicU64,
     /// One permit per connection, idle or in use.
     permits: Arc<Semaphore>,
+    /// The table is known to exist (on the writer of the time; it
+    /// replicates, so a new writer has it too).
+    table_ready: AtomicBool,
     /// The last failed connection attempt: for a second after it, requests
     /// fail at once rather than queue behind one connect timeout each.
     failed: Mutex<Option<(Instant, String)>>,
@@ -104,6 +107,7 @@ impl Store {
             idle: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             permits: Arc::new(Semaphore::new(max_connections)),
+            table_ready: AtomicBool::new(false),
             failed: Mutex::new(None),
             requests: AtomicU64::new(0),
             process: format!("{}-{started:x}", std::process::id()),
@@ -187,7 +191,38 @@ impl Store {
                 tracing::debug!(%error, "idempotency store: connection to the writer ended");
             }
         });
+        if !self.table_ready.load(Ordering::Acquire) {
+            self.create_table(&client).await?;
+            self.table_ready.store(true, Ordering::Release);
+        }
+        Ok(Conn {
+            client,
+            generation,
+            reused: false,
+            _permit: permit,
+        })
+    }
+
+    /// Creates the table if it is missing. Checked first without a lock:
+    /// `CREATE INDEX IF NOT EXISTS` would take a share lock on the table and
+    /// queue behind (and in front of) every transaction writing to it.
+    async fn create_table(&self, client: &Client) -> Result<(), Error> {
         let table = &self.table;
+        let exists = self
+            .timed(
+                "looking for the table",
+                client.query_typed(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[(&table as &(dyn ToSql + Sync), Type::TEXT)],
+                ),
+            )
+            .await?
+            .first()
+            .and_then(|row| row.try_get::<_, bool>(0).ok())
+            .unwrap_or(false);
+        if exists {
+            return Ok(());
+        }
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 key text PRIMARY KEY,
@@ -203,28 +238,20 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at);"
         );
-        let created = tokio::time::timeout(self.statement_timeout, client.batch_execute(&ddl))
+        match self
+            .timed("creating the table", client.batch_execute(&ddl))
             .await
-            .map_err(|_| Error::DatabaseTimeout {
-                what: "creating the table",
-                after: self.statement_timeout,
-            })?;
-        if let Err(source) = created {
+        {
+            Ok(()) => Ok(()),
             // Two processes creating it at once: the loser sees a unique
             // violation on the catalog; the table exists all the same.
-            if source.code() != Some(&SqlState::UNIQUE_VIOLATION) {
-                return Err(Error::Database {
-                    what: "creating the table",
-                    source,
-                });
+            Err(Error::Database { source, .. })
+                if source.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                Ok(())
             }
+            Err(error) => Err(error),
         }
-        Ok(Conn {
-            client,
-            generation,
-            reused: false,
-            _permit: permit,
-        })
     }
 
     /// Gives back a connection whose transaction ended cleanly.
@@ -241,6 +268,10 @@ impl Store {
     /// gone or read-only, drops every idle connection too.
     pub(crate) fn discard(&self, conn: Conn, error: &Error) {
         drop(conn);
+        if error.code() == Some(&SqlState::UNDEFINED_TABLE) {
+            // Dropped behind our back: the next connection creates it.
+            self.table_ready.store(false, Ordering::Release);
+        }
         if error.writer_suspect() {
             self.generation.fetch_add(1, Ordering::AcqRel);
             if let Ok(mut idle) = self.idle.lock() {
