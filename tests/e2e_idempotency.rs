@@ -186,7 +186,6 @@ async fn each_key_takes_effect_once_across_a_killed_primary_and_a_promotion() {
     let layer = IdempotencyLayer::builder(&writer_dsn(&nodes))
         .expect("dsn")
         .connect_timeout(Duration::from_secs(2))
-        .statement_timeout(Duration::from_secs(2))
         .build()
         .expect("layer");
     let app = Router::new().route("/orders", post(create)).layer(layer);

@@ -56,10 +56,12 @@ pub enum Error {
 
 impl Error {
     /// Whether this failure says the writer is gone or no longer takes
-    /// writes: the connection broke or timed out, the server shut down or
-    /// terminated the session (a fence does), or the node is read-only (a
-    /// fenced or demoted primary, a replica). Then no connection to it is
-    /// reused, and the next request connects again.
+    /// writes: the connection broke, the server shut down or terminated the
+    /// session (a fence does), or the node is read-only (a fenced or demoted
+    /// primary, a replica). Then no connection to it is reused, and the next
+    /// request connects again. A timeout alone is not enough: a loaded
+    /// writer is slow on every connection, and reconnecting them all would
+    /// only add to its load.
     pub(crate) fn writer_suspect(&self) -> bool {
         match self {
             Error::Database { source, .. } => {
@@ -88,9 +90,19 @@ impl Error {
                     }
                 }
             }
-            Error::DatabaseTimeout { .. } | Error::Unavailable { .. } => true,
-            Error::Config { .. } | Error::TransactionEnded | Error::Remote { .. } => false,
+            Error::Unavailable { .. } => true,
+            Error::DatabaseTimeout { .. }
+            | Error::Config { .. }
+            | Error::TransactionEnded
+            | Error::Remote { .. } => false,
         }
+    }
+
+    /// Whether the connection this failure happened on cannot be used any
+    /// more: the writer is suspect, or a statement timed out (it may still
+    /// be running).
+    pub(crate) fn connection_unusable(&self) -> bool {
+        self.writer_suspect() || matches!(self, Error::DatabaseTimeout { .. })
     }
 
     /// Whether this failure aborted the server's transaction: the server
@@ -98,8 +110,8 @@ impl Error {
     /// (the wrong number of rows, a type conversion) did not.
     pub(crate) fn aborts_transaction(&self) -> bool {
         match self {
-            Error::Database { source, .. } => source.code().is_some() || self.writer_suspect(),
-            _ => self.writer_suspect(),
+            Error::Database { source, .. } => source.code().is_some() || self.connection_unusable(),
+            _ => self.connection_unusable(),
         }
     }
 

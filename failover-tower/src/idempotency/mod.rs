@@ -113,11 +113,13 @@ pub const MAX_KEY_LEN: usize = 255;
 /// writer: the writer's DNS name, or every node with
 /// `target_session_attrs=read-write` (then a replica or a fenced, read-only
 /// old writer is skipped). A failure that says the writer is gone (a broken
-/// or timed-out connection, a terminated session, a read-only node) drops
-/// every idle connection, so the next request connects again and reaches
-/// the new writer within [`connect_timeout`](IdempotencyLayerBuilder::connect_timeout)
+/// connection, a terminated session, a read-only node) drops every idle
+/// connection, so the next request connects again and reaches the new
+/// writer within [`connect_timeout`](IdempotencyLayerBuilder::connect_timeout)
 /// per host; for a second after a failed connection attempt requests get
 /// their 503 at once instead of queueing behind one connect timeout each.
+/// (A statement that times out drops only its own connection: a slow
+/// writer is slow on all of them.)
 /// If the database cannot be reached the answer is `503` and the service is
 /// not called.
 ///
@@ -678,7 +680,7 @@ where
     };
     // Ends a transaction that must leave nothing behind.
     let roll_back = |conn, why: &'static str| {
-        let broken = finished.broken;
+        let (broken, suspect) = (finished.broken, finished.writer_suspect);
         let key = key.clone();
         async move {
             count("rolled_back");
@@ -689,21 +691,16 @@ where
             );
             if broken {
                 // The server rolls back when the connection closes.
-                store.discard(
-                    conn,
-                    &Error::Unavailable {
-                        reason: "the handler's statement broke the connection".to_owned(),
-                    },
-                );
+                store.drop_broken(conn, suspect);
             } else {
                 store.rollback(conn).await;
             }
         }
     };
     if finished.broken {
-        // The writer is gone or read-only (a fence, a demotion): whatever
-        // the handler made of its failed statement, the client is asked to
-        // retry, which reaches the new writer.
+        // The writer is gone, read-only (a fence, a demotion) or too slow:
+        // whatever the handler made of its failed statement, the client is
+        // asked to retry, which reaches the new writer.
         roll_back(conn, "the writer failed during the request").await;
         return Ok(unavailable(
             "rolled_back",

@@ -267,17 +267,26 @@ impl Store {
     /// Drops a connection after `error`; when the error says the writer is
     /// gone or read-only, drops every idle connection too.
     pub(crate) fn discard(&self, conn: Conn, error: &Error) {
-        drop(conn);
         if error.code() == Some(&SqlState::UNDEFINED_TABLE) {
             // Dropped behind our back: the next connection creates it.
             self.table_ready.store(false, Ordering::Release);
         }
+        self.drop_broken(conn, error.writer_suspect());
         if error.writer_suspect() {
+            tracing::info!(%error, "idempotency store: the writer failed; every idle connection is dropped, the next request connects again");
+        }
+    }
+
+    /// Drops a connection that cannot be used any more (the server rolls
+    /// back its transaction when it closes); with `writer_suspect`, drops
+    /// every idle connection too.
+    pub(crate) fn drop_broken(&self, conn: Conn, writer_suspect: bool) {
+        drop(conn);
+        if writer_suspect {
             self.generation.fetch_add(1, Ordering::AcqRel);
             if let Ok(mut idle) = self.idle.lock() {
                 idle.clear();
             }
-            tracing::info!(%error, "idempotency store: the writer failed; every idle connection is dropped, the next request connects again");
         }
     }
 

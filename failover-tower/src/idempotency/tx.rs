@@ -102,6 +102,8 @@ struct Inner {
     /// A statement failed in a way that leaves the connection unusable
     /// (broken, timed out, the node read-only).
     broken: AtomicBool,
+    /// A statement's failure said the writer is gone or read-only.
+    writer_suspect: AtomicBool,
 }
 
 impl fmt::Debug for IdempotentTx {
@@ -122,6 +124,8 @@ pub(super) struct Finished {
     pub(super) failed: bool,
     /// The connection cannot be used any more.
     pub(super) broken: bool,
+    /// The failure said the writer is gone or read-only.
+    pub(super) writer_suspect: bool,
 }
 
 impl IdempotentTx {
@@ -133,6 +137,7 @@ impl IdempotentTx {
                 conn: Mutex::new(Some(conn)),
                 failed: AtomicBool::new(false),
                 broken: AtomicBool::new(false),
+                writer_suspect: AtomicBool::new(false),
             }),
         }
     }
@@ -149,6 +154,7 @@ impl IdempotentTx {
             conn,
             failed: self.inner.failed.load(Ordering::Acquire),
             broken: self.inner.broken.load(Ordering::Acquire),
+            writer_suspect: self.inner.writer_suspect.load(Ordering::Acquire),
         }
     }
 
@@ -159,8 +165,11 @@ impl IdempotentTx {
             if error.aborts_transaction() {
                 self.inner.failed.store(true, Ordering::Release);
             }
-            if error.writer_suspect() {
+            if error.connection_unusable() {
                 self.inner.broken.store(true, Ordering::Release);
+            }
+            if error.writer_suspect() {
+                self.inner.writer_suspect.store(true, Ordering::Release);
             }
         }
     }
