@@ -43,9 +43,9 @@ use crate::error::Error;
 ///
 /// In axum, take it with the `Extension` extractor:
 ///
-/// ```ignore
-/// use axum::extract::Extension;
-/// use failover_tower::IdempotentTx;
+/// ```
+/// use axum::{extract::Extension, http::StatusCode, routing::post, Router};
+/// use failover_tower::{IdempotencyLayer, IdempotentTx};
 ///
 /// async fn create(Extension(tx): Extension<IdempotentTx>, body: String) -> (StatusCode, String) {
 ///     match tx
@@ -53,10 +53,23 @@ use crate::error::Error;
 ///         .await
 ///     {
 ///         Ok(row) => (StatusCode::CREATED, format!("order {}", row.get::<_, i64>(0))),
-///         // 503 asks for a retry: the layer rolls back and stores nothing.
+///         // 503 asks for a retry: the layer rolls the insert back and
+///         // stores nothing.
 ///         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
 ///     }
 /// }
+///
+/// # fn main() -> Result<(), failover_tower::Error> {
+/// // Every POST must carry a key, so every POST gets its transaction.
+/// let layer = IdempotencyLayer::builder(
+///     "host=10.0.0.1,10.0.0.2 user=app dbname=app target_session_attrs=read-write",
+/// )?
+/// .required(true)
+/// .build()?;
+/// let app: Router = Router::new().route("/orders", post(create)).layer(layer);
+/// # drop(app);
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// It is there only on a mutating request that carries an
