@@ -124,10 +124,16 @@ pub const MAX_KEY_LEN: usize = 255;
 /// not called.
 ///
 /// **Only writes made through the [`IdempotentTx`] are exactly-once.** A
-/// handler that ignores it and writes elsewhere still works — it runs at
-/// most once per committed record and never concurrently for one key — but
-/// those writes commit on their own: if the writer fails between them and
-/// the layer's `COMMIT`, a retry runs them again.
+/// handler that ignores it and writes elsewhere still works — it never runs
+/// twice at once for one key, nor again once the key's record committed —
+/// but those writes commit on their own: if the writer fails, or the
+/// response asks for a retry, between them and the layer's `COMMIT`, a
+/// retry runs them again.
+///
+/// The key's lock shares PostgreSQL's advisory-lock space with the
+/// application's own `pg_advisory_*` locks (a 64-bit hash of table and
+/// key); a collision only makes two keys answer `409` to each other while
+/// both are in progress.
 ///
 /// Each keyed mutation holds a connection for its whole run (at most
 /// [`max_connections`](IdempotencyLayerBuilder::max_connections)) and costs

@@ -308,9 +308,11 @@ impl Store {
 
     /// Opens the transaction of a keyed mutation with fingerprint input
     /// `print` (hashed with SHA-256 by the server): `BEGIN`, take the key's
-    /// lock without waiting, read its committed record. One round trip (the
-    /// three statements are pipelined; the server runs them in order, so the
-    /// read's snapshot is taken after the lock is held).
+    /// lock without waiting, read its committed record, set the savepoint
+    /// before the handler. One round trip: the statements are pipelined, and
+    /// the server runs them in order, so the read's snapshot (per statement,
+    /// `READ COMMITTED`) is taken after the lock is held — and a previous
+    /// holder's commit is visible before its lock is released.
     ///
     /// On `Ok`, the connection is inside the open transaction; on `Err`, it
     /// was discarded.
