@@ -16,7 +16,7 @@ pub enum Error {
         rule: String,
     },
     /// The idempotency store's database failed.
-    #[error("idempotency store: {what} on the writer failed: {source}")]
+    #[error("idempotency store: {what} on the writer failed: {}", detail(source))]
     Database {
         /// What the store was doing.
         what: &'static str,
@@ -122,5 +122,14 @@ impl Error {
             Error::Database { source, .. } => source.code(),
             _ => None,
         }
+    }
+}
+
+/// The server's own words for a database error (the driver's `Display`
+/// says only "db error"), or the driver's for anything else.
+fn detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
     }
 }

@@ -276,7 +276,12 @@ async fn strict(
         .await
         .expect("insert");
     let failed = tx.query_one("SELECT 1 / 0", &[]).await;
-    let code = failed.as_ref().err().and_then(|e| e.code()).cloned();
+    let error = failed.as_ref().err();
+    assert!(
+        error.is_some_and(|e| e.to_string().contains("division by zero")),
+        "the server's words: {error:?}"
+    );
+    let code = error.and_then(|e| e.code()).cloned();
     assert_eq!(
         code,
         Some(failover_tower::tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
