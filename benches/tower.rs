@@ -2,8 +2,9 @@
 //! service called in-process (`tower::ServiceExt::oneshot`), against the
 //! bare service in the same run: write gate + shedding + passive health +
 //! idempotency on a GET (not a mutation: every layer lets it through), and
-//! separately the idempotency round trip of a keyed POST against a real
-//! PostgreSQL started by the testkit.
+//! separately the idempotency round trips of a keyed POST (its one
+//! transaction: open, run the handler, store and commit; or a replay)
+//! against a real PostgreSQL started by the testkit.
 //!
 //! ```text
 //! cargo bench --features full --bench tower -- --measurement-time 5
@@ -187,7 +188,7 @@ fn idempotency_round_trip(c: &mut Criterion) {
             black_box(response)
         })
     });
-    group.bench_function("post_new_key_claim_and_store", |b| {
+    group.bench_function("post_new_key_one_transaction", |b| {
         b.iter(|| {
             let key = format!("bench-{run}-{}", keys.fetch_add(1, Ordering::Relaxed));
             let response = rt

@@ -20,7 +20,10 @@
 //! - `ShedLayer`: low priority gets `503` while the serving regions carry
 //!   more than their capacity;
 //! - `IdempotencyLayer`: `Idempotency-Key` records in PostgreSQL on the
-//!   writer (`target_session_attrs=read-write` over both nodes).
+//!   writer (`target_session_attrs=read-write` over both nodes); the POST
+//!   handler inserts its order through the layer's transaction
+//!   (`Extension<IdempotentTx>`), so the order and the key's record commit
+//!   together and a retry across a failover applies it once.
 //!
 //! Then it plays a gray failure: us-east's handler starts failing half its
 //! requests while its `/healthz` keeps passing. The runtime drains us-east
@@ -35,13 +38,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::Extension;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use failover::decision::{EventKind, PassivePolicy, Policy};
 use failover::tower::{
-    from_runtime, passive_health, IdempotencyLayer, ShedLayer, WriteGateLayer, WriteVerdict,
-    IDEMPOTENCY_KEY, REPLAYED_HEADER,
+    from_runtime, passive_health, tokio_postgres, IdempotencyLayer, IdempotentTx, ShedLayer,
+    WriteGateLayer, WriteVerdict, IDEMPOTENCY_KEY, REPLAYED_HEADER,
 };
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
@@ -154,9 +158,17 @@ async fn main() -> Result<(), BoxError> {
     let (state, _state_task) = from_runtime(&handle, &live.config, Some("us-east"))?;
     let (passive, _passive_task) =
         passive_health(&handle, &live.config, "us-east", Duration::from_millis(200))?;
-    let idempotency = IdempotencyLayer::builder(&writer_dsn(cluster))?.build()?;
+    // The service's own table, on the writer (it replicates).
+    let (db, connection) =
+        tokio_postgres::connect(&writer_dsn(cluster), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    db.batch_execute("CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+        .await?;
+    // Every POST needs a key, so every POST handler gets the transaction.
+    let idempotency = IdempotencyLayer::builder(&writer_dsn(cluster))?
+        .required(true)
+        .build()?;
     let failing = Arc::new(AtomicBool::new(false));
-    let created = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route(
             "/orders",
@@ -176,11 +188,19 @@ async fn main() -> Result<(), BoxError> {
                     }
                 }
             })
-            .post({
-                let created = Arc::clone(&created);
-                move || {
-                    let n = created.fetch_add(1, Ordering::Relaxed) + 1;
-                    async move { (StatusCode::CREATED, format!("order #{n}")) }
+            // The order and the key's record commit together: only writes
+            // through the transaction are exactly-once.
+            .post(|Extension(tx): Extension<IdempotentTx>| async move {
+                match tx
+                    .query_one("INSERT INTO orders DEFAULT VALUES RETURNING id", &[])
+                    .await
+                {
+                    Ok(row) => (
+                        StatusCode::CREATED,
+                        format!("order #{}", row.get::<_, i64>(0)),
+                    ),
+                    // Asks for a retry: the layer rolls back, nothing is stored.
+                    Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
                 }
             }),
         )
@@ -213,10 +233,11 @@ async fn main() -> Result<(), BoxError> {
         "POST /orders (key order-42, a retry)   → {status} {body} (replayed: {})",
         replayed.as_deref().unwrap_or("no")
     );
-    println!(
-        "orders the handler created: {}",
-        created.load(Ordering::Relaxed)
-    );
+    let orders: i64 = db
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await?
+        .get(0);
+    println!("orders in the database: {orders}");
 
     // A gray failure: us-east's handler fails half its requests; its
     // /healthz still passes.

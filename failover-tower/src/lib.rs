@@ -14,8 +14,11 @@
 //! - [`ShedLayer`]: while the serving regions carry more than their
 //!   capacity, requests below a priority get `503`; critical ones pass.
 //! - [`IdempotencyLayer`]: the `Idempotency-Key` header; a retried mutation
-//!   takes effect once, with its record in PostgreSQL on the writer, so it
-//!   holds across a failover.
+//!   takes effect once. Each keyed mutation runs in one transaction on the
+//!   writer, which the handler writes through ([`IdempotentTx`]): its rows
+//!   and the key's record commit together or not at all, so it holds across
+//!   a failover. Only writes made through the [`IdempotentTx`] are
+//!   exactly-once.
 //! - [`PassiveHealthLayer`]: counts what users get per region (5xx, slow
 //!   responses) and reports it to the controllers as passive health, so a
 //!   region whose probes pass but whose users fail is drained: to the
@@ -67,10 +70,17 @@
 //! # drop(app);
 //! ```
 //!
-//! The idempotency layer needs a database; see [`IdempotencyLayer`] and the
-//! crate's tests for a running example.
+//! The idempotency layer needs a database; see [`IdempotencyLayer`] and
+//! [`IdempotentTx`] (how an axum handler takes the transaction), the
+//! crate's tests, and the workspace's `examples/service.rs` and
+//! `tests/e2e_idempotency.rs` (a retried POST across a killed primary and a
+//! promotion) for running examples.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+/// The PostgreSQL client the [`IdempotentTx`] speaks: its `ToSql`
+/// parameters, `Row`s and `SqlState` codes.
+pub use tokio_postgres;
 
 mod classify;
 mod client;
@@ -88,7 +98,8 @@ pub use classify::{is_mutating, MutationClassifier, Priority, RequestHead, Unkno
 pub use error::Error;
 pub use idempotency::{
     BoxError, Idempotency, IdempotencyBody, IdempotencyFuture, IdempotencyLayer,
-    IdempotencyLayerBuilder, IDEMPOTENCY_KEY, IDEMPOTENCY_METRIC, MAX_KEY_LEN, REPLAYED_HEADER,
+    IdempotencyLayerBuilder, IdempotentTx, IDEMPOTENCY_KEY, IDEMPOTENCY_METRIC, MAX_KEY_LEN,
+    REPLAYED_HEADER,
 };
 pub use passive::{
     PassiveHealth, PassiveHealthFuture, PassiveHealthLayer, PassiveHealthLayerBuilder,

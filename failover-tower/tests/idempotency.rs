@@ -9,54 +9,71 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use common::{connect, dead_port, postgres, send, serve, WAIT};
-use failover_testkit::postgres::PgTestCluster;
-use failover_tower::{IdempotencyLayer, IdempotencyLayerBuilder};
+use failover_testkit::postgres::{PgTestCluster, APP_DATABASE};
+use failover_tower::{IdempotencyLayer, IdempotencyLayerBuilder, IdempotentTx};
 use http::Method;
 use tokio::sync::{mpsc, Notify};
 
-/// The service: `POST /orders` inserts a row and answers 201 with its id.
-/// `hold` makes the handler say it entered and wait for a release.
+/// The service: `POST /orders` inserts a row through the layer's
+/// transaction and answers 201 with its id. `hold` makes the first call say
+/// it entered (after its insert) and wait for a release.
 #[derive(Clone)]
 struct Orders {
-    /// The service's own database (a connection per request, so that it
-    /// survives the database's restart).
+    /// The service's own database, for a request without a key (no
+    /// transaction from the layer).
     dsn: String,
     calls: Arc<AtomicUsize>,
     hold: Option<(mpsc::Sender<()>, Arc<Notify>)>,
-    /// Answer 503 on the first this many calls.
+    /// Answer 503 on the first this many calls, after inserting.
     fail_first: usize,
 }
 
 async fn create(
     State(orders): State<Orders>,
+    tx: Option<Extension<IdempotentTx>>,
     body: String,
 ) -> (StatusCode, [(&'static str, String); 1], String) {
     let call = orders.calls.fetch_add(1, Ordering::SeqCst);
-    if let Some((entered, release)) = &orders.hold {
+    let insert = "INSERT INTO orders (body) VALUES ($1) RETURNING id";
+    let inserted = match tx {
+        Some(Extension(tx)) => tx
+            .query_one(insert, &[&body])
+            .await
+            .map_err(|e| e.to_string()),
+        None => connect(&orders.dsn)
+            .await
+            .query_one(insert, &[&body])
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let row = match inserted {
+        Ok(row) => row,
+        Err(error) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("location", String::new())],
+                error,
+            )
+        }
+    };
+    if let Some((entered, release)) = orders.hold.as_ref().filter(|_| call == 0) {
         let released = release.notified();
         entered.send(()).await.expect("test listens");
         released.await;
     }
     if call < orders.fail_first {
+        // The row inserted above must not survive this answer.
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [("location", String::new())],
             "try again".into(),
         );
     }
-    let db = connect(&orders.dsn).await;
-    let row = db
-        .query_one(
-            "INSERT INTO orders (body) VALUES ($1) RETURNING id",
-            &[&body],
-        )
-        .await
-        .expect("insert");
     let id: i64 = row.get(0);
     (
         StatusCode::CREATED,
@@ -195,7 +212,11 @@ async fn a_concurrent_duplicate_gets_409_while_the_first_runs() {
         .expect("the first request runs")
         .expect("entered");
 
+    // The first holds its transaction (and the key) until released: the
+    // duplicate is answered while it does, so it did not wait for it.
+    let asked = std::time::Instant::now();
     let duplicate = send(addr, Method::POST, "/orders", &key, "a pear").await;
+    let waited = asked.elapsed();
     assert_eq!(
         duplicate.status,
         StatusCode::CONFLICT,
@@ -203,9 +224,31 @@ async fn a_concurrent_duplicate_gets_409_while_the_first_runs() {
         duplicate.text()
     );
     assert_eq!(duplicate.retry_after(), Some(1));
-    // Another payload under the same key is still a 422, even in progress.
+    assert!(waited < Duration::from_secs(2), "the 409 took {waited:?}");
+    // The first's payload is not visible until it commits: another payload
+    // is a 409 too while it runs (and a 422 after).
     let other = send(addr, Method::POST, "/orders", &key, "a plum").await;
-    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    // The lock is in the database, not in this process: another instance
+    // of the service (its own layer and connections) sees it too.
+    let second = serve(app(
+        Orders {
+            dsn: tk.node(0).expect("node").app_dsn(),
+            calls: Arc::new(AtomicUsize::new(0)),
+            hold: None,
+            fail_first: 0,
+        },
+        builder(&tk).build().expect("layer"),
+    ))
+    .await;
+    let elsewhere = send(second, Method::POST, "/orders", &key, "a pear").await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::CONFLICT,
+        "{}",
+        elsewhere.text()
+    );
+    assert_eq!(count_orders(&db).await, 0, "nothing committed yet");
 
     release.notify_one();
     let first = tokio::time::timeout(WAIT, first)
@@ -215,7 +258,290 @@ async fn a_concurrent_duplicate_gets_409_while_the_first_runs() {
     assert_eq!(first.status, StatusCode::CREATED);
     let retry = send(addr, Method::POST, "/orders", &key, "a pear").await;
     assert_eq!(retry.body, first.body);
+    let other = send(addr, Method::POST, "/orders", &key, "a plum").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(count_orders(&db).await, 1);
+}
+
+/// `POST /strict`: inserts a row through the transaction, then runs a
+/// statement that fails, then answers 201 (body `ok`) or a business 409
+/// (body `reject`), as a handler that swallows the error would.
+async fn strict(
+    State(calls): State<Arc<AtomicUsize>>,
+    Extension(tx): Extension<IdempotentTx>,
+    body: String,
+) -> (StatusCode, String) {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tx.execute("INSERT INTO orders (body) VALUES ($1)", &[&body])
+        .await
+        .expect("insert");
+    let failed = tx.query_one("SELECT 1 / 0", &[]).await;
+    let error = failed.as_ref().err();
+    assert!(
+        error.is_some_and(|e| e.to_string().contains("division by zero")),
+        "the server's words: {error:?}"
+    );
+    let code = error.and_then(|e| e.code()).cloned();
+    assert_eq!(
+        code,
+        Some(failover_tower::tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+    );
+    if body == "reject" {
+        (StatusCode::CONFLICT, "rejected".into())
+    } else {
+        (StatusCode::CREATED, "created".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_statement_the_handlers_writes_never_commit() {
+    let tk = postgres().await;
+    let db = setup(&tk).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route("/strict", post(strict))
+        .with_state(Arc::clone(&calls))
+        .layer(builder(&tk).build().expect("layer"));
+    let addr = serve(app).await;
+
+    // A 2xx after a failed statement would claim a write that cannot
+    // commit: 500, nothing stored, and the retry runs again.
+    let key = [("idempotency-key", "strict-1")];
+    for run in 1..=2 {
+        let answer = send(addr, Method::POST, "/strict", &key, "ok").await;
+        assert_eq!(
+            answer.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            answer.text()
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), run);
+    }
+    // A business refusal after it is stored, without the handler's row.
+    let key = [("idempotency-key", "strict-2")];
+    let refused = send(addr, Method::POST, "/strict", &key, "reject").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());
+    let replay = send(addr, Method::POST, "/strict", &key, "reject").await;
+    assert_eq!(replay.status, StatusCode::CONFLICT);
+    assert_eq!(replay.text(), "rejected");
+    assert!(replay.headers.get("idempotent-replayed").is_some());
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(count_orders(&db).await, 0, "no row committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_read_only_writer_gets_503_never_500_and_nothing_applies() {
+    let tk = postgres().await;
+    setup(&tk).await;
+    let node = tk.node(0).expect("node");
+    let admin = connect(&node.admin_dsn()).await;
+    let appdb = connect(&format!("{} dbname={APP_DATABASE}", node.admin_dsn())).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let orders = Orders {
+        dsn: node.app_dsn(),
+        calls: Arc::clone(&calls),
+        hold: None,
+        fail_first: 0,
+    };
+    // A handler that answers 500 when its statement fails (as many do).
+    let sloppy = Router::new()
+        .route(
+            "/orders",
+            post(
+                |Extension(tx): Extension<IdempotentTx>, body: String| async move {
+                    match tx
+                        .execute("INSERT INTO orders (body) VALUES ($1)", &[&body])
+                        .await
+                    {
+                        Ok(_) => (StatusCode::CREATED, "created".to_owned()),
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    }
+                },
+            ),
+        )
+        .layer(builder(&tk).build().expect("layer"));
+    // The DSN names the node alone: a connection lands on it read-only or not.
+    let plain = serve(sloppy).await;
+    // With `target_session_attrs=read-write`, a read-only node is refused.
+    let read_write = serve(app(
+        orders,
+        IdempotencyLayer::builder(&format!(
+            "{} target_session_attrs=read-write",
+            node.app_dsn()
+        ))
+        .expect("dsn")
+        .build()
+        .expect("layer"),
+    ))
+    .await;
+    for (addr, key) in [(plain, "f-1"), (read_write, "f-2")] {
+        let warm = send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", key)],
+            "x",
+        )
+        .await;
+        assert_eq!(warm.status, StatusCode::CREATED, "{}", warm.text());
+    }
+
+    // Fenced as a guard fences: read-only, and every session terminated.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {APP_DATABASE} SET default_transaction_read_only = on"
+        ))
+        .await
+        .expect("read-only");
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    for (addr, key) in [(plain, "f-3"), (read_write, "f-4")] {
+        let fenced = send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", key)],
+            "x",
+        )
+        .await;
+        assert_eq!(
+            fenced.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{key}: {}",
+            fenced.text()
+        );
+        assert!(fenced.retry_after().is_some(), "{key}: Retry-After");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "read-write: refused before the handler ran"
+    );
+
+    // Writable again (the new writer): the retries apply, once each.
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {APP_DATABASE} RESET default_transaction_read_only"
+        ))
+        .await
+        .expect("writable");
+    for (addr, key) in [(plain, "f-3"), (read_write, "f-4")] {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let answer = send(
+                addr,
+                Method::POST,
+                "/orders",
+                &[("idempotency-key", key)],
+                "x",
+            )
+            .await;
+            if answer.status == StatusCode::CREATED {
+                break;
+            }
+            assert_eq!(
+                answer.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{key}: {}",
+                answer.text()
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key}: still {}",
+                answer.text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let rows: i64 = appdb
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 4, "f-1 to f-4, once each");
+}
+
+/// The layer's connection to the writer, as the server sees it.
+async fn layer_backends(admin: &tokio_postgres::Client) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'idempotency-layer'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_before_commit_answers_503_and_the_retry_applies_once() {
+    let tk = postgres().await;
+    let db = setup(&tk).await;
+    let admin = connect(&tk.node(0).expect("node").admin_dsn()).await;
+    let (entered_tx, mut entered) = mpsc::channel(4);
+    let release = Arc::new(Notify::new());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let orders = Orders {
+        dsn: tk.node(0).expect("node").app_dsn(),
+        calls: Arc::clone(&calls),
+        hold: Some((entered_tx, Arc::clone(&release))),
+        fail_first: 0,
+    };
+    let layer = IdempotencyLayer::builder(&format!(
+        "{} application_name=idempotency-layer",
+        tk.node(0).expect("node").app_dsn()
+    ))
+    .expect("dsn")
+    .unavailable_retry_after(Duration::from_secs(2))
+    .build()
+    .expect("layer");
+    let addr = serve(app(orders, layer)).await;
+    let key = [("idempotency-key", "order-k")];
+
+    // The handler has inserted its row and waits; the writer's session dies
+    // (as on a crash or a fence) before the layer commits.
+    let first =
+        tokio::spawn(async move { send(addr, Method::POST, "/orders", &key, "a quince").await });
+    tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .expect("the first request runs")
+        .expect("entered");
+    let pids = layer_backends(&admin).await;
+    assert_eq!(pids.len(), 1, "one connection in use: {pids:?}");
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pids[0]])
+        .await
+        .expect("terminate");
+    release.notify_one();
+    let first = tokio::time::timeout(WAIT, first)
+        .await
+        .expect("first answers")
+        .expect("join");
+    assert_eq!(
+        first.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not the handler's 201: it was never committed: {}",
+        first.text()
+    );
+    assert_eq!(first.retry_after(), Some(2));
+    assert_eq!(count_orders(&db).await, 0, "the row went with the session");
+
+    // The retry runs once, on a new connection, and is then replayed.
+    let retry = send(addr, Method::POST, "/orders", &key, "a quince").await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text());
+    assert!(retry.headers.get("idempotent-replayed").is_none());
+    let replay = send(addr, Method::POST, "/orders", &key, "a quince").await;
+    assert_eq!(replay.body, retry.body);
+    assert!(replay.headers.get("idempotent-replayed").is_some());
+    assert_eq!(count_orders(&db).await, 1, "applied once");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,6 +567,11 @@ async fn a_5xx_is_not_stored_so_the_retry_runs_and_keys_expire() {
     // The first attempt fails with 503: not stored, the retry runs.
     let failed = send(addr, Method::POST, "/orders", &key, "a fig").await;
     assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        count_orders(&db).await,
+        0,
+        "the handler inserted before answering 503: its row is rolled back"
+    );
     let created = send(addr, Method::POST, "/orders", &key, "a fig").await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     assert!(created.headers.get("idempotent-replayed").is_none());

@@ -1,10 +1,14 @@
-//! [`IdempotencyLayer`]: a retried mutation takes effect once. The
-//! `Idempotency-Key` header of the IETF httpapi draft
+//! [`IdempotencyLayer`]: a retried mutation takes effect once, across a
+//! failover too. The `Idempotency-Key` header of the IETF httpapi draft
 //! (draft-ietf-httpapi-idempotency-key-header), with records in PostgreSQL
-//! on the writer.
+//! on the writer, committed in the same transaction as the mutation
+//! ([`IdempotentTx`]) — the "atomic phase" of Stripe's design.
 
 mod body;
 mod store;
+mod tx;
+
+pub use tx::IdempotentTx;
 
 use std::fmt;
 use std::future::Future;
@@ -25,7 +29,7 @@ use tower_service::Service;
 use crate::classify::{MutationClassifier, RequestHead};
 use crate::error::Error;
 use crate::response;
-use store::{Claim, Store, StoredResponse};
+use store::{Opened, Store, StoredResponse};
 
 /// The error type of boxed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,73 +45,114 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// The metric counting the layer's decisions, by `outcome`: `passed` (not
-/// a mutation, or no key), `missing_key`, `invalid_key`, `too_large`,
-/// `executed`, `replayed`, `mismatch` (422), `in_progress` (409),
-/// `unavailable` (503: the store failed), `released` (not stored: a 5xx,
-/// 408 or 429, or the service failed), `store_failed` (the response could
-/// not be stored after the mutation ran).
+/// a mutation, or no key), `missing_key`, `invalid_key`, `invalid_body`,
+/// `too_large`, `executed` (the service ran and its response was committed
+/// with its writes), `replayed`, `mismatch` (422), `in_progress` (409: the
+/// key's transaction is open elsewhere), `unavailable` (503: the writer
+/// could not open the transaction; nothing ran), `rolled_back` (the service
+/// ran, but its answer asks for a retry — `5xx`, `408`, `429` —, it failed,
+/// or its transaction failed: everything it wrote through the transaction
+/// was rolled back and nothing is stored), `commit_failed` (503: storing the
+/// response or `COMMIT` failed after the service ran; its writes share the
+/// record's fate, so a retry replays or runs once).
 pub const IDEMPOTENCY_METRIC: &str = "failover_tower_idempotency_total";
 
 /// Longest key accepted, bytes.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// A layer that makes a retried mutation take effect once.
+/// A layer that makes a retried mutation take effect once, even when the
+/// writer fails over in the middle of it.
 ///
 /// A mutating request ([`MutationClassifier`], by method by default) with
-/// an `Idempotency-Key` header:
+/// an `Idempotency-Key` header runs in **one transaction on the writer**:
 ///
 /// 1. Its body is read (more than [`max_request_body`](IdempotencyLayerBuilder::max_request_body)
-///    bytes: `413`), and its fingerprint — SHA-256 of method, path and
-///    query, and body, computed by PostgreSQL — is recorded with the key in
-///    state `in_progress` (`INSERT … ON CONFLICT`): one round trip to the
-///    writer. The table ([`table`](IdempotencyLayerBuilder::table), default
-///    `failover_idempotency`) is created if missing.
-/// 2. If the key was free, the service runs (in a task of its own, so a
-///    client that hangs up does not cancel a mutation half way), and its
-///    response — status, the [`stored_headers`](IdempotencyLayerBuilder::stored_headers),
-///    and a body of at most [`max_response_body`](IdempotencyLayerBuilder::max_response_body)
-///    bytes — is stored: a second round trip.
-/// 3. A retry with the same key and fingerprint gets the stored response,
-///    marked `idempotent-replayed: true`; the same key with another
-///    fingerprint gets `422`; while the first is still `in_progress`, `409`
-///    with `Retry-After: 1`.
-/// 4. Keys expire [`ttl`](IdempotencyLayerBuilder::ttl) after their first use (default 24 h):
-///    an expired key is free again, and expired rows are deleted at most
-///    every [`sweep_interval`](IdempotencyLayerBuilder::sweep_interval).
+///    bytes: `413`) for its fingerprint: SHA-256 of method, path and query,
+///    and body, computed by PostgreSQL.
+/// 2. The layer opens a transaction, takes the key's lock without waiting
+///    (`pg_try_advisory_xact_lock` on a 64-bit hash of table and key) and
+///    reads the key's committed record, all in one round trip. The lock is
+///    held, or not, at once: a concurrent duplicate gets `409` with
+///    `Retry-After: 1` straight away instead of queueing behind the first
+///    (a row lock or `lock_timeout` would make it wait). It is released by
+///    `COMMIT`, `ROLLBACK`, or the session ending — a crashed process or a
+///    dead writer leaves no key stuck — and is not replicated, so on a new
+///    writer nothing holds it. The table ([`table`](IdempotencyLayerBuilder::table),
+///    default `failover_idempotency`) is created if missing.
+/// 3. A committed record with the same fingerprint: its response is
+///    replayed, marked `idempotent-replayed: true`. Another fingerprint:
+///    `422`. (While a request is in progress its fingerprint is not yet
+///    visible: a duplicate gets `409` whatever its payload.)
+/// 4. No record (or an expired one): the service runs with the open
+///    transaction in the request's extensions, an [`IdempotentTx`] its
+///    handler writes through. Then the layer stores the response — status,
+///    the [`stored_headers`](IdempotencyLayerBuilder::stored_headers), and
+///    a body of at most [`max_response_body`](IdempotencyLayerBuilder::max_response_body)
+///    bytes — in the same transaction and commits (one more round trip):
+///    **the handler's rows and the key's record commit together or not at
+///    all.** The response goes to the client after `COMMIT` succeeded.
+/// 5. Keys expire [`ttl`](IdempotencyLayerBuilder::ttl) after their use
+///    (default 24 h): an expired key is free again, and expired rows are
+///    deleted at most every [`sweep_interval`](IdempotencyLayerBuilder::sweep_interval).
 ///
-/// **Not stored:** a response that asks for a retry — `5xx`, `408`, `429` —
-/// or a service error: the row is deleted so that a retry runs the mutation
-/// again. This is the common practice (Stripe's): a 5xx usually means the
-/// mutation did not happen, and storing it would replay a transient failure
-/// for the whole TTL. A service that can fail *after* committing should
-/// make that commit and its idempotency record one transaction, or answer
-/// 2xx.
+/// **Rolled back, not stored:** a response that asks for a retry — `5xx`,
+/// `408`, `429` — or a service error rolls the transaction back, *and
+/// everything the handler wrote through it goes too*, so the retry runs on
+/// a clean slate. A `2xx` answered after one of the handler's statements
+/// failed is rolled back and becomes `500` (nothing it wrote can commit);
+/// another answer after a failed statement is stored without the handler's
+/// writes.
 ///
-/// **The database is the source of truth:** if it cannot be reached (or
-/// refuses the write, e.g. a fenced old writer), the answer is `503` with
-/// `Retry-After` and the service is not called. A broken connection is
-/// dropped and the next request reconnects; for a second after a failed
-/// connection attempt requests get their 503 at once instead of queueing
-/// behind one connect timeout each. Point the DSN at the writer
-/// (the writer's DNS name, or several hosts with
-/// `target_session_attrs=read-write`): the table replicates with the rest
-/// of the database, so keys survive a failover. If the response cannot be
-/// stored after the mutation ran, the client still gets it, the key stays
-/// `in_progress` (retries get 409) until it expires, and `store_failed` is
-/// counted.
+/// **Across a failover.** If storing the response or `COMMIT` fails — the
+/// writer died, was fenced, or the connection broke — the client gets `503`
+/// with [`Retry-After`](IdempotencyLayerBuilder::unavailable_retry_after),
+/// never the handler's answer: the transaction either committed whole (a
+/// retry is replayed) or not at all (a retry runs once). The table
+/// replicates with the rest of the database; with synchronous replication
+/// an acknowledged mutation is on the new writer. Point the DSN at the
+/// writer: the writer's DNS name, or every node with
+/// `target_session_attrs=read-write` (then a replica or a fenced, read-only
+/// old writer is skipped). A failure that says the writer is gone (a broken
+/// connection, a terminated session, a read-only node) drops every idle
+/// connection, so the next request connects again and reaches the new
+/// writer within [`connect_timeout`](IdempotencyLayerBuilder::connect_timeout)
+/// per host; for a second after a failed connection attempt requests get
+/// their 503 at once instead of queueing behind one connect timeout each.
+/// (A statement that times out drops only its own connection: a slow
+/// writer is slow on all of them.)
+/// If the database cannot be reached the answer is `503` and the service is
+/// not called.
 ///
-/// Requests that do not mutate pass; a mutation without a key passes unless
-/// [`required`](IdempotencyLayerBuilder::required) (then `400`). A key is 1 to 255 visible
-/// ASCII characters, optionally in double quotes (a structured-field string).
-/// Keys are global to the table: give each client its own prefix if clients
-/// do not generate unique keys.
+/// **Only writes made through the [`IdempotentTx`] are exactly-once.** A
+/// handler that ignores it and writes elsewhere still works — it never runs
+/// twice at once for one key, nor again once the key's record committed —
+/// but those writes commit on their own: if the writer fails, or the
+/// response asks for a retry, between them and the layer's `COMMIT`, a
+/// retry runs them again.
+///
+/// The key's lock shares PostgreSQL's advisory-lock space with the
+/// application's own `pg_advisory_*` locks (a 64-bit hash of table and
+/// key); a collision only makes two keys answer `409` to each other while
+/// both are in progress.
+///
+/// Each keyed mutation holds a connection for its whole run (at most
+/// [`max_connections`](IdempotencyLayerBuilder::max_connections)) and costs
+/// two round trips of the layer's own on the writer. The service runs in a
+/// task of its own, so a client that hangs up does not cancel a transaction
+/// half way.
+///
+/// Requests that do not mutate pass; a mutation without a key passes
+/// (without an [`IdempotentTx`]) unless [`required`](IdempotencyLayerBuilder::required)
+/// (then `400`). A key is 1 to 255 visible ASCII characters, optionally in
+/// double quotes (a structured-field string). Keys are global to the table:
+/// give each client its own prefix if clients do not generate unique keys.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    store: Store,
+    store: Arc<Store>,
     settings: Settings,
     last_sweep: Mutex<Instant>,
 }
@@ -150,6 +195,7 @@ pub struct IdempotencyLayerBuilder {
     table: String,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    max_connections: usize,
     settings: Settings,
 }
 
@@ -175,6 +221,7 @@ impl IdempotencyLayer {
             table: "failover_idempotency".to_owned(),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
+            max_connections: 16,
             settings: Settings {
                 ttl: Duration::from_secs(24 * 3600),
                 required: false,
@@ -238,15 +285,26 @@ impl IdempotencyLayerBuilder {
         self
     }
 
-    /// Limit on connecting to the database (default 5 s).
+    /// Limit on connecting to each host of the DSN (default 5 s), unless the
+    /// DSN sets its own `connect_timeout`.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Limit on each statement (default 5 s).
+    /// Limit on each statement, the layer's and the handler's through the
+    /// [`IdempotentTx`], and on waiting for a free connection (default 5 s).
+    /// A statement over it fails, and the connection is dropped.
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// Most connections to the writer (default 16): each keyed mutation in
+    /// progress holds one for its transaction; more wait up to the
+    /// [`statement_timeout`](Self::statement_timeout), then get `503`.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
         self
     }
 
@@ -273,6 +331,12 @@ impl IdempotencyLayerBuilder {
                 rule: format!("must be at least 1 ms, got {:?}", s.ttl),
             });
         }
+        if self.max_connections == 0 {
+            return Err(Error::Config {
+                field: "max_connections",
+                rule: "must be at least 1".to_owned(),
+            });
+        }
         for (field, value) in [
             ("connect_timeout", self.connect_timeout),
             ("statement_timeout", self.statement_timeout),
@@ -286,12 +350,13 @@ impl IdempotencyLayerBuilder {
         }
         Ok(IdempotencyLayer {
             shared: Arc::new(Shared {
-                store: Store::new(
+                store: Arc::new(Store::new(
                     self.config,
                     self.table,
                     self.connect_timeout,
                     self.statement_timeout,
-                ),
+                    self.max_connections,
+                )),
                 settings: self.settings,
                 last_sweep: Mutex::new(Instant::now()),
             }),
@@ -459,10 +524,17 @@ where
     }
 }
 
-/// A keyed mutation: claim, run or replay.
+/// Whether a response asks the client to retry: not stored, rolled back.
+fn asks_for_retry(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// A keyed mutation: read the body, then open, run and commit, or replay.
 async fn keyed<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
-    mut inner: S,
+    inner: S,
     req: Request<ReqBody>,
     key: String,
 ) -> Result<Response<IdempotencyBody>, S::Error>
@@ -513,140 +585,204 @@ where
     );
     print.push(0);
     print.extend_from_slice(&body);
-
     maybe_sweep(&shared);
-    let claim = shared.store.claim(&key, &print, settings.ttl).await;
-    let owner = match claim {
+
+    // The transaction runs in a task of its own: a client hanging up must
+    // not cancel it half way.
+    let request = Request::from_parts(parts, Either::Right(Full::new(body)));
+    let task = tokio::spawn(transaction(Arc::clone(&shared), inner, request, key, print));
+    match task.await {
+        Ok(result) => result,
+        Err(join_error) => {
+            // The task's connection went with it: the server rolls back.
+            tracing::error!(%join_error, "idempotency: the service's task failed; its transaction is rolled back");
+            Ok(answer(
+                "rolled_back",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "the service failed; nothing was applied".to_owned(),
+            ))
+        }
+    }
+}
+
+/// Opens the key's transaction, runs the service in it and commits its
+/// response with its writes; or answers from the committed record.
+async fn transaction<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    mut request: Request<Either<ReqBody, Full<Bytes>>>,
+    key: String,
+    print: Vec<u8>,
+) -> Result<Response<IdempotencyBody>, S::Error>
+where
+    S: Service<Request<Either<ReqBody, Full<Bytes>>>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let settings = &shared.settings;
+    let store = &shared.store;
+    let unavailable = |outcome: &'static str, message: String| {
+        answer(
+            outcome,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(settings.unavailable_retry_after),
+            message,
+        )
+    };
+    let (conn, opened) = match store.open(&key, &print).await {
+        Ok(pair) => pair,
         Err(error) => {
-            tracing::warn!(%error, "idempotency: the store is unavailable; the mutation is refused rather than run without its record");
-            return Ok(answer(
+            tracing::warn!(%error, "idempotency: the writer is unavailable; the mutation is refused rather than run without its record");
+            return Ok(unavailable(
                 "unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(settings.unavailable_retry_after),
                 "the idempotency store is unavailable; the request was not run".to_owned(),
             ));
         }
-        Ok(
-            Claim::InProgress {
-                same_fingerprint: false,
-            }
-            | Claim::Completed {
-                same_fingerprint: false,
-                ..
-            },
-        ) => {
+    };
+    match opened {
+        Opened::Free => {}
+        Opened::Busy => {
+            store.rollback(conn).await;
+            return Ok(answer(
+                "in_progress",
+                StatusCode::CONFLICT,
+                Some(Duration::from_secs(1)),
+                "a request with this Idempotency-Key is still being processed".to_owned(),
+            ));
+        }
+        Opened::Completed {
+            same_fingerprint: false,
+            ..
+        } => {
+            store.rollback(conn).await;
             return Ok(answer(
                 "mismatch",
                 StatusCode::UNPROCESSABLE_ENTITY,
                 None,
                 "this Idempotency-Key was used for a different request (method, path or body)"
                     .to_owned(),
-            ))
+            ));
         }
-        Ok(Claim::InProgress {
-            same_fingerprint: true,
-        }) => {
-            return Ok(answer(
-                "in_progress",
-                StatusCode::CONFLICT,
-                Some(Duration::from_secs(1)),
-                "a request with this Idempotency-Key is still being processed".to_owned(),
-            ))
-        }
-        Ok(Claim::Completed {
+        Opened::Completed {
             same_fingerprint: true,
             response,
-        }) => {
+        } => {
+            store.rollback(conn).await;
             count("replayed");
             return Ok(replay(response));
         }
-        Ok(Claim::Owned { owner }) => owner,
-    };
-
-    // Run in a task of its own: a client hanging up must not cancel a
-    // mutation half way and leave its key without a response.
-    let request = Request::from_parts(parts, Either::Right(Full::new(body)));
-    let task_shared = Arc::clone(&shared);
-    let task_key = key.clone();
-    let task_owner = owner.clone();
-    let task = tokio::spawn(async move {
-        let shared = task_shared;
-        let (key, owner) = (task_key, task_owner);
-        let response = match inner.call(request).await {
-            Ok(response) => response,
-            Err(error) => {
-                release(&shared, &key, &owner, "the service failed").await;
-                return Err(error);
-            }
-        };
-        let status = response.status();
-        if status.is_server_error()
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS
-        {
-            release(&shared, &key, &owner, "the response asks for a retry").await;
-            return Ok(boxed(response));
-        }
-        let (parts, body) = response.into_parts();
-        let collected = match body::collect_bounded(body, shared.settings.max_response_body).await {
-            Ok(collected) => collected,
-            Err(error) => {
-                // The body failed half way: what the client got is unknown.
-                release(&shared, &key, &owner, "the response body failed").await;
-                let message = format!("the response body failed: {error}");
-                return Ok(answer("released", StatusCode::BAD_GATEWAY, None, message));
-            }
-        };
-        let stored = StoredResponse {
-            status: parts.status.as_u16(),
-            headers: shared
-                .settings
-                .stored_headers
-                .iter()
-                .flat_map(|name| {
-                    parts
-                        .headers
-                        .get_all(name)
-                        .iter()
-                        .map(|v| (name.as_str().to_owned(), v.as_bytes().to_vec()))
-                })
-                .collect(),
-            body: collected.whole().map(|b| b.to_vec()),
-        };
-        match shared.store.complete(&key, &owner, &stored).await {
-            Ok(()) => count("executed"),
-            Err(error) => {
-                count("store_failed");
-                tracing::error!(%error, key, "idempotency: the mutation ran but its response could not be stored; retries with this key get 409 until it expires");
-            }
-        }
-        Ok(Response::from_parts(parts, collected.into_body()))
-    });
-    match task.await {
-        Ok(result) => result,
-        Err(join_error) => {
-            release(&shared, &key, &owner, "the service panicked").await;
-            tracing::error!(%join_error, "idempotency: the service's task failed");
-            Ok(answer(
-                "released",
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "the service failed".to_owned(),
-            ))
-        }
     }
-}
 
-async fn release(shared: &Shared, key: &str, owner: &str, why: &str) {
-    count("released");
-    match shared.store.release(key, owner).await {
-        Ok(()) => tracing::debug!(
-            key,
-            why,
-            "idempotency: key released so that a retry runs again"
-        ),
+    let tx = IdempotentTx::new(key.clone(), Arc::clone(store), conn);
+    request.extensions_mut().insert(tx.clone());
+    let result = inner.call(request).await;
+    let finished = tx.finish().await;
+    let Some(conn) = finished.conn else {
+        return Ok(unavailable(
+            "commit_failed",
+            "the request's transaction was lost; nothing was applied".to_owned(),
+        ));
+    };
+    // Ends a transaction that must leave nothing behind.
+    let roll_back = |conn, why: &'static str| {
+        let (broken, suspect) = (finished.broken, finished.writer_suspect);
+        let key = key.clone();
+        async move {
+            count("rolled_back");
+            tracing::debug!(
+                key,
+                why,
+                "idempotency: rolled back, nothing stored; a retry runs again"
+            );
+            if broken {
+                // The server rolls back when the connection closes.
+                store.drop_broken(conn, suspect);
+            } else {
+                store.rollback(conn).await;
+            }
+        }
+    };
+    if finished.broken {
+        // The writer is gone, read-only (a fence, a demotion) or too slow:
+        // whatever the handler made of its failed statement, the client is
+        // asked to retry, which reaches the new writer.
+        roll_back(conn, "the writer failed during the request").await;
+        return Ok(unavailable(
+            "rolled_back",
+            "the writer failed or refused writes during the request; nothing was applied"
+                .to_owned(),
+        ));
+    }
+    let response = match result {
+        Ok(response) => response,
         Err(error) => {
-            tracing::warn!(%error, key, why, "idempotency: could not release the key; retries get 409 until it expires")
+            roll_back(conn, "the service failed").await;
+            return Err(error);
+        }
+    };
+    let status = response.status();
+    if asks_for_retry(status) {
+        roll_back(conn, "the response asks for a retry").await;
+        return Ok(boxed(response));
+    }
+    if finished.failed && status.is_success() {
+        roll_back(conn, "a statement failed but the service answered 2xx").await;
+        tracing::warn!(key, %status, "idempotency: a statement of the handler's transaction failed, yet it answered success; nothing was applied");
+        return Ok(answer(
+            "rolled_back",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "a statement of the request's transaction failed; nothing was applied".to_owned(),
+        ));
+    }
+    let (parts, body) = response.into_parts();
+    let collected = match body::collect_bounded(body, settings.max_response_body).await {
+        Ok(collected) => collected,
+        Err(error) => {
+            // The body failed half way: what the client got is unknown.
+            roll_back(conn, "the response body failed").await;
+            let message = format!("the response body failed; nothing was applied: {error}");
+            return Ok(answer(
+                "rolled_back",
+                StatusCode::BAD_GATEWAY,
+                None,
+                message,
+            ));
+        }
+    };
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        headers: settings
+            .stored_headers
+            .iter()
+            .flat_map(|name| {
+                parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| (name.as_str().to_owned(), v.as_bytes().to_vec()))
+            })
+            .collect(),
+        body: collected.whole().map(|b| b.to_vec()),
+    };
+    // After a failed statement the handler's writes cannot commit; its
+    // answer (a 4xx) is stored without them.
+    let committed = store
+        .commit(conn, &key, &print, settings.ttl, finished.failed, &stored)
+        .await;
+    match committed {
+        Ok(()) => {
+            count("executed");
+            Ok(Response::from_parts(parts, collected.into_body()))
+        }
+        Err(error) => {
+            tracing::warn!(%error, key, "idempotency: the response could not be committed with the mutation; neither or both are on the writer, and the client is asked to retry");
+            Ok(unavailable(
+                "commit_failed",
+                "the writer failed while committing; retry with the same Idempotency-Key"
+                    .to_owned(),
+            ))
         }
     }
 }

@@ -1,12 +1,23 @@
-//! The idempotency records in PostgreSQL, on the writer: one connection
-//! that reconnects when it breaks (no pool: a pool would hide a dead writer
-//! behind idle connections).
+//! The idempotency records in PostgreSQL, on the writer, and the
+//! connections that carry each keyed mutation's transaction.
+//!
+//! A keyed mutation owns one connection for the length of its transaction,
+//! so the layer keeps a few ([`max_connections`](super::IdempotencyLayerBuilder::max_connections)).
+//! A pool can hide a dead writer behind idle connections; this one does not
+//! let it: an idle connection found closed is dropped, one that fails before
+//! anything ran is replaced once by a fresh one, and a failure that says the
+//! writer is gone or no longer writable (the connection broke, the server
+//! shut down or terminated us, the node is read-only) drops *every* idle
+//! connection, so the next request connects again and, with
+//! `target_session_attrs=read-write` over several hosts, finds the new writer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::Error;
@@ -14,19 +25,8 @@ use crate::error::Error;
 /// How long after a failed connection attempt requests fail at once.
 const CONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The state of a key found in the table.
-#[derive(Debug)]
-pub(crate) enum Claim {
-    /// The key was free (or expired): this request owns it under `owner`.
-    Owned { owner: String },
-    /// Another request owns it and has not finished.
-    InProgress { same_fingerprint: bool },
-    /// A request finished with this key: its stored response.
-    Completed {
-        same_fingerprint: bool,
-        response: StoredResponse,
-    },
-}
+/// The savepoint before the handler's statements.
+const HANDLER_SAVEPOINT: &str = "failover_idempotency_handler";
 
 /// A response as stored.
 #[derive(Debug, Default)]
@@ -37,27 +37,64 @@ pub(crate) struct StoredResponse {
     pub(crate) body: Option<Vec<u8>>,
 }
 
+/// What opening a keyed mutation's transaction found.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    /// The key is free (never used, or expired): the transaction holds it;
+    /// run the mutation in it.
+    Free,
+    /// Another transaction holds the key right now.
+    Busy,
+    /// A committed record: its response, and whether the fingerprint matches.
+    Completed {
+        same_fingerprint: bool,
+        response: StoredResponse,
+    },
+}
+
+/// One connection to the writer, and its share of the pool.
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    generation: u64,
+    /// Taken from the pool's idle list (not connected for this request).
+    reused: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
 /// Where idempotency records live: a table on the writer.
 pub(crate) struct Store {
     config: tokio_postgres::Config,
     table: String,
     connect_timeout: Duration,
     statement_timeout: Duration,
-    client: Mutex<Option<Arc<Client>>>,
+    idle: Mutex<Vec<Conn>>,
+    /// Bumped when the writer looks gone: older connections are not reused.
+    generation: AtomicU64,
+    /// One permit per connection, idle or in use.
+    permits: Arc<Semaphore>,
+    /// The table is known to exist (on the writer of the time; it
+    /// replicates, so a new writer has it too).
+    table_ready: AtomicBool,
     /// The last failed connection attempt: for a second after it, requests
     /// fail at once rather than queue behind one connect timeout each.
-    failed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
-    claims: AtomicU64,
+    failed: Mutex<Option<(Instant, String)>>,
+    requests: AtomicU64,
     process: String,
 }
 
 impl Store {
     pub(crate) fn new(
-        config: tokio_postgres::Config,
+        mut config: tokio_postgres::Config,
         table: String,
         connect_timeout: Duration,
         statement_timeout: Duration,
+        max_connections: usize,
     ) -> Self {
+        // Each host gets its own bounded attempt, so a silent first host
+        // does not eat the time the next one (maybe the new writer) needs.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(connect_timeout);
+        }
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -67,9 +104,12 @@ impl Store {
             table,
             connect_timeout,
             statement_timeout,
-            client: Mutex::new(None),
-            failed: std::sync::Mutex::new(None),
-            claims: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
+            permits: Arc::new(Semaphore::new(max_connections)),
+            table_ready: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            requests: AtomicU64::new(0),
             process: format!("{}-{started:x}", std::process::id()),
         }
     }
@@ -79,15 +119,35 @@ impl Store {
         &self.table
     }
 
-    /// The connection, (re)connecting and creating the table if needed.
-    async fn client(&self) -> Result<Arc<Client>, Error> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref() {
-            if !client.is_closed() {
-                return Ok(Arc::clone(client));
+    /// An idle connection, or a new one.
+    async fn checkout(&self, fresh: bool) -> Result<Conn, Error> {
+        if !fresh {
+            let generation = self.generation.load(Ordering::Acquire);
+            if let Ok(mut idle) = self.idle.lock() {
+                while let Some(mut conn) = idle.pop() {
+                    if conn.generation == generation && !conn.client.is_closed() {
+                        conn.reused = true;
+                        return Ok(conn);
+                    }
+                }
             }
         }
-        *slot = None;
+        let permit = tokio::time::timeout(
+            self.statement_timeout,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::DatabaseTimeout {
+            what: "waiting for a free connection (all are in use; see `max_connections`)",
+            after: self.statement_timeout,
+        })?
+        .map_err(|_| Error::Unavailable {
+            reason: "the layer is shutting down".to_owned(),
+        })?;
+        self.connect(permit).await
+    }
+
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Conn, Error> {
         if let Ok(failed) = self.failed.lock() {
             if let Some((at, reason)) = failed.as_ref() {
                 if at.elapsed() < CONNECT_BACKOFF {
@@ -97,11 +157,14 @@ impl Store {
                 }
             }
         }
-        let connected = tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls))
+        let generation = self.generation.load(Ordering::Acquire);
+        let hosts = u32::try_from(self.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let limit = self.connect_timeout.saturating_mul(hosts);
+        let connected = tokio::time::timeout(limit, self.config.connect(NoTls))
             .await
             .map_err(|_| Error::DatabaseTimeout {
                 what: "connecting",
-                after: self.connect_timeout,
+                after: limit,
             })
             .and_then(|r| {
                 r.map_err(|source| Error::Database {
@@ -118,7 +181,7 @@ impl Store {
             }
             Err(error) => {
                 if let Ok(mut failed) = self.failed.lock() {
-                    *failed = Some((std::time::Instant::now(), error.to_string()));
+                    *failed = Some((Instant::now(), error.to_string()));
                 }
                 return Err(error);
             }
@@ -128,7 +191,38 @@ impl Store {
                 tracing::debug!(%error, "idempotency store: connection to the writer ended");
             }
         });
+        if !self.table_ready.load(Ordering::Acquire) {
+            self.create_table(&client).await?;
+            self.table_ready.store(true, Ordering::Release);
+        }
+        Ok(Conn {
+            client,
+            generation,
+            reused: false,
+            _permit: permit,
+        })
+    }
+
+    /// Creates the table if it is missing. Checked first without a lock:
+    /// `CREATE INDEX IF NOT EXISTS` would take a share lock on the table and
+    /// queue behind (and in front of) every transaction writing to it.
+    async fn create_table(&self, client: &Client) -> Result<(), Error> {
         let table = &self.table;
+        let exists = self
+            .timed(
+                "looking for the table",
+                client.query_typed(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[(&table as &(dyn ToSql + Sync), Type::TEXT)],
+                ),
+            )
+            .await?
+            .first()
+            .and_then(|row| row.try_get::<_, bool>(0).ok())
+            .unwrap_or(false);
+        if exists {
+            return Ok(());
+        }
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 key text PRIMARY KEY,
@@ -144,178 +238,303 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at);"
         );
-        let created = tokio::time::timeout(self.statement_timeout, client.batch_execute(&ddl))
+        match self
+            .timed("creating the table", client.batch_execute(&ddl))
             .await
-            .map_err(|_| Error::DatabaseTimeout {
-                what: "creating the table",
-                after: self.statement_timeout,
-            })?;
-        if let Err(source) = created {
+        {
+            Ok(()) => Ok(()),
             // Two processes creating it at once: the loser sees a unique
             // violation on the catalog; the table exists all the same.
-            if source.code() != Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                return Err(Error::Database {
-                    what: "creating the table",
-                    source,
-                });
+            Err(Error::Database { source, .. })
+                if source.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Gives back a connection whose transaction ended cleanly.
+    pub(crate) fn checkin(&self, conn: Conn) {
+        if conn.client.is_closed() || conn.generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    /// Drops a connection after `error`; when the error says the writer is
+    /// gone or read-only, drops every idle connection too.
+    pub(crate) fn discard(&self, conn: Conn, error: &Error) {
+        if error.code() == Some(&SqlState::UNDEFINED_TABLE) {
+            // Dropped behind our back: the next connection creates it.
+            self.table_ready.store(false, Ordering::Release);
+        }
+        self.drop_broken(conn, error.writer_suspect());
+        if error.writer_suspect() {
+            tracing::info!(%error, "idempotency store: the writer failed; every idle connection is dropped, the next request connects again");
+        }
+    }
+
+    /// Drops a connection that cannot be used any more (the server rolls
+    /// back its transaction when it closes); with `writer_suspect`, drops
+    /// every idle connection too.
+    pub(crate) fn drop_broken(&self, conn: Conn, writer_suspect: bool) {
+        drop(conn);
+        if writer_suspect {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.clear();
             }
         }
-        let client = Arc::new(client);
-        *slot = Some(Arc::clone(&client));
-        Ok(client)
     }
 
-    /// Runs `f` on the connection under the statement timeout; a failure
-    /// drops the connection so that the next call reconnects (a fenced or
-    /// demoted node refuses writes; the DSN's `target_session_attrs=read-write`
-    /// then finds the new writer).
-    async fn run<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T, Error>
-    where
-        F: FnOnce(Arc<Client>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-    {
-        let client = self.client().await?;
-        let result =
-            match tokio::time::timeout(self.statement_timeout, f(Arc::clone(&client))).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(source)) => Err(Error::Database { what, source }),
-                Err(_) => Err(Error::DatabaseTimeout {
-                    what,
-                    after: self.statement_timeout,
-                }),
-            };
-        let mut slot = self.client.lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
-            *slot = None;
-        }
-        result
-    }
-
-    /// Claims `key` for a request with fingerprint input `print` (hashed
-    /// with SHA-256 by the server), or reports who has it. An expired row is
-    /// taken over as if free.
-    pub(crate) async fn claim(
+    /// Runs `f` under the statement timeout.
+    pub(crate) async fn timed<T>(
         &self,
+        what: &'static str,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.statement_timeout, f).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(Error::Database { what, source }),
+            Err(_) => Err(Error::DatabaseTimeout {
+                what,
+                after: self.statement_timeout,
+            }),
+        }
+    }
+
+    /// Opens the transaction of a keyed mutation with fingerprint input
+    /// `print` (hashed with SHA-256 by the server): `BEGIN`, take the key's
+    /// lock without waiting, read its committed record, set the savepoint
+    /// before the handler. One round trip: the statements are pipelined, and
+    /// the server runs them in order, so the read's snapshot (per statement,
+    /// `READ COMMITTED`) is taken after the lock is held — and a previous
+    /// holder's commit is visible before its lock is released.
+    ///
+    /// On `Ok`, the connection is inside the open transaction; on `Err`, it
+    /// was discarded.
+    pub(crate) async fn open(&self, key: &str, print: &[u8]) -> Result<(Conn, Opened), Error> {
+        let mut fresh = false;
+        loop {
+            let conn = self.checkout(fresh).await?;
+            match self.open_on(&conn, key, print).await {
+                Ok(opened) => return Ok((conn, opened)),
+                Err(error) => {
+                    let retry = conn.reused && !fresh;
+                    self.discard(conn, &error);
+                    // An idle connection that broke while idle: nothing
+                    // ran, a fresh one tries again (once).
+                    if retry && error.writer_suspect() {
+                        fresh = true;
+                        continue;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn open_on(&self, conn: &Conn, key: &str, print: &[u8]) -> Result<Opened, Error> {
+        let table = &self.table;
+        let lock_name = format!("{table}:{key}");
+        let lock = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))";
+        let select = format!(
+            "SELECT fingerprint = sha256($2), status, header_names, header_values, body
+             FROM {table} WHERE key = $1 AND state = 'completed' AND expires_at > now()"
+        );
+        let c = &conn.client;
+        let lock_params = [(&lock_name as &(dyn ToSql + Sync), Type::TEXT)];
+        let select_params = [
+            (&key as &(dyn ToSql + Sync), Type::TEXT),
+            (&print, Type::BYTEA),
+        ];
+        // What the handler writes can be undone alone, keeping the lock.
+        let savepoint = format!("SAVEPOINT {HANDLER_SAVEPOINT}");
+        let (begun, locked, record, saved) = tokio::join!(
+            self.timed("beginning a transaction", c.batch_execute("BEGIN")),
+            self.timed("taking the key's lock", c.query_typed(lock, &lock_params)),
+            self.timed("reading a key", c.query_typed(&select, &select_params)),
+            self.timed("beginning a transaction", c.batch_execute(&savepoint)),
+        );
+        begun?;
+        saved?;
+        let locked: bool = locked?
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|source| Error::Database {
+                what: "taking the key's lock",
+                source,
+            })?
+            .unwrap_or(false);
+        let record = record?;
+        if !locked {
+            return Ok(Opened::Busy);
+        }
+        let Some(row) = record.first() else {
+            return Ok(Opened::Free);
+        };
+        let read = |source| Error::Database {
+            what: "reading a key",
+            source,
+        };
+        let same_fingerprint: bool = row.try_get(0).map_err(read)?;
+        let status: Option<i16> = row.try_get(1).map_err(read)?;
+        let names: Option<Vec<String>> = row.try_get(2).map_err(read)?;
+        let values: Option<Vec<Vec<u8>>> = row.try_get(3).map_err(read)?;
+        let body: Option<Vec<u8>> = row.try_get(4).map_err(read)?;
+        let headers = names
+            .unwrap_or_default()
+            .into_iter()
+            .zip(values.unwrap_or_default())
+            .collect();
+        Ok(Opened::Completed {
+            same_fingerprint,
+            response: StoredResponse {
+                status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+                headers,
+                body,
+            },
+        })
+    }
+
+    /// Ends a transaction that must leave nothing behind, and gives the
+    /// connection back (or drops it if the rollback failed).
+    pub(crate) async fn rollback(&self, conn: Conn) {
+        match self
+            .timed("rolling back", conn.client.batch_execute("ROLLBACK"))
+            .await
+        {
+            Ok(()) => self.checkin(conn),
+            Err(error) => {
+                tracing::debug!(%error, "idempotency store: rollback failed; the connection is dropped (the server rolls back)");
+                self.discard(conn, &error);
+            }
+        }
+    }
+
+    /// Stores `response` as `key`'s record and commits the transaction:
+    /// the record and everything the handler wrote through the transaction
+    /// commit together, or nothing does. Pipelined, one round trip. When
+    /// `handler_failed` (one of its statements failed, so the transaction
+    /// is aborted), the handler's writes are rolled back first and the
+    /// record commits alone.
+    ///
+    /// `Ok`: committed. `Err`: not committed — or, if the connection died
+    /// during `COMMIT`, unknown; in both cases the record and the handler's
+    /// rows share one fate, so a retry either replays or runs once.
+    pub(crate) async fn commit(
+        &self,
+        conn: Conn,
         key: &str,
         print: &[u8],
         ttl: Duration,
-    ) -> Result<Claim, Error> {
+        handler_failed: bool,
+        response: &StoredResponse,
+    ) -> Result<(), Error> {
+        if handler_failed {
+            let undone = self
+                .timed(
+                    "rolling back the handler's writes",
+                    conn.client
+                        .batch_execute(&format!("ROLLBACK TO SAVEPOINT {HANDLER_SAVEPOINT}")),
+                )
+                .await;
+            if let Err(error) = undone {
+                self.discard(conn, &error);
+                return Err(error);
+            }
+        }
         let owner = format!(
             "{}-{}",
             self.process,
-            self.claims.fetch_add(1, Ordering::Relaxed)
+            self.requests.fetch_add(1, Ordering::Relaxed)
         );
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let table = &self.table;
-        let insert = format!(
-            "INSERT INTO {table} AS r (key, fingerprint, owner, state, expires_at)
-             VALUES ($1, sha256($2), $3, 'in_progress', now() + $4::bigint * interval '1 millisecond')
-             ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
-                 owner = EXCLUDED.owner, state = 'in_progress', status = NULL,
-                 header_names = NULL, header_values = NULL, body = NULL,
-                 created_at = now(), expires_at = EXCLUDED.expires_at
-             WHERE r.expires_at <= now()
-             RETURNING 1"
-        );
-        let select = format!(
-            "SELECT fingerprint = sha256($2), state, status, header_names, header_values, body
-             FROM {table} WHERE key = $1 AND expires_at > now()"
-        );
-        // A row seen by neither statement was deleted or expired in between
-        // (a failed request released it): try again, a few times.
-        for _ in 0..3 {
-            let owned = self
-                .run("claiming a key", |c| {
-                    let (insert, owner) = (insert.clone(), owner.clone());
-                    async move { c.query_opt(&insert, &[&key, &print, &owner, &ttl_ms]).await }
-                })
-                .await?;
-            if owned.is_some() {
-                return Ok(Claim::Owned { owner });
-            }
-            let row = self
-                .run("reading a key", |c| {
-                    let select = select.clone();
-                    async move { c.query_opt(&select, &[&key, &print]).await }
-                })
-                .await?;
-            let Some(row) = row else { continue };
-            let same_fingerprint: bool = row.get(0);
-            let state: &str = row.get(1);
-            if state == "in_progress" {
-                return Ok(Claim::InProgress { same_fingerprint });
-            }
-            let status: Option<i16> = row.get(2);
-            let names: Option<Vec<String>> = row.get(3);
-            let values: Option<Vec<Vec<u8>>> = row.get(4);
-            let body: Option<Vec<u8>> = row.get(5);
-            let headers = names
-                .unwrap_or_default()
-                .into_iter()
-                .zip(values.unwrap_or_default())
-                .collect();
-            return Ok(Claim::Completed {
-                same_fingerprint,
-                response: StoredResponse {
-                    status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
-                    headers,
-                    body,
-                },
-            });
-        }
-        Err(Error::KeyChurn)
-    }
-
-    /// Stores the response of the request that owns `key`.
-    pub(crate) async fn complete(
-        &self,
-        key: &str,
-        owner: &str,
-        response: &StoredResponse,
-    ) -> Result<(), Error> {
         let (names, values): (Vec<&str>, Vec<&[u8]>) = response
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_slice()))
             .unzip();
         let status = i16::try_from(response.status).unwrap_or(i16::MAX);
-        let sql = format!(
-            "UPDATE {} SET state = 'completed', status = $3, header_names = $4,
-                 header_values = $5, body = $6
-             WHERE key = $1 AND owner = $2",
-            self.table
+        let table = &self.table;
+        // An expired record (or an `in_progress` one left by an older
+        // version of this layer) gives way; a live one makes the INSERT fail,
+        // and then COMMIT rolls back.
+        let delete = format!(
+            "DELETE FROM {table} WHERE key = $1 AND (expires_at <= now() OR state <> 'completed')"
         );
-        self.run("storing a response", |c| async move {
-            c.execute(
-                &sql,
-                &[&key, &owner, &status, &names, &values, &response.body],
-            )
-            .await
-        })
-        .await
-        .map(drop)
-    }
-
-    /// Deletes the row `owner` holds for `key`, so that a retry runs again.
-    pub(crate) async fn release(&self, key: &str, owner: &str) -> Result<(), Error> {
-        let sql = format!("DELETE FROM {} WHERE key = $1 AND owner = $2", self.table);
-        self.run("releasing a key", |c| async move {
-            c.execute(&sql, &[&key, &owner]).await
-        })
-        .await
-        .map(drop)
+        let insert = format!(
+            "INSERT INTO {table} (key, fingerprint, owner, state, status, header_names,
+                 header_values, body, expires_at)
+             VALUES ($1, sha256($2), $3, 'completed', $4, $5, $6, $7,
+                 now() + $8::bigint * interval '1 millisecond')"
+        );
+        let c = &conn.client;
+        let delete_params = [(&key as &(dyn ToSql + Sync), Type::TEXT)];
+        let insert_params = [
+            (&key as &(dyn ToSql + Sync), Type::TEXT),
+            (&print, Type::BYTEA),
+            (&owner, Type::TEXT),
+            (&status, Type::INT2),
+            (&names, Type::TEXT_ARRAY),
+            (&values, Type::BYTEA_ARRAY),
+            (&response.body, Type::BYTEA),
+            (&ttl_ms, Type::INT8),
+        ];
+        let (deleted, inserted, committed) = tokio::join!(
+            self.timed(
+                "storing the response",
+                c.query_typed(&delete, &delete_params)
+            ),
+            self.timed(
+                "storing the response",
+                c.query_typed(&insert, &insert_params)
+            ),
+            self.timed("committing", c.batch_execute("COMMIT")),
+        );
+        // A failed DELETE or INSERT aborted the transaction: the COMMIT
+        // after it rolled back (PostgreSQL answers it without an error).
+        let result = deleted.and(inserted).map(drop).and(committed);
+        match result {
+            Ok(()) => {
+                self.checkin(conn);
+                Ok(())
+            }
+            Err(error) => {
+                self.discard(conn, &error);
+                Err(error)
+            }
+        }
     }
 
     /// Deletes up to `limit` expired rows; returns how many.
     pub(crate) async fn sweep(&self, limit: i64) -> Result<u64, Error> {
+        let conn = self.checkout(false).await?;
         let table = &self.table;
         let sql = format!(
             "DELETE FROM {table} WHERE ctid IN
                  (SELECT ctid FROM {table} WHERE expires_at <= now() LIMIT $1)"
         );
-        self.run("deleting expired keys", |c| async move {
-            c.execute(&sql, &[&limit]).await
-        })
-        .await
+        let result = self
+            .timed(
+                "deleting expired keys",
+                conn.client
+                    .execute_typed(&sql, &[(&limit as &(dyn ToSql + Sync), Type::INT8)]),
+            )
+            .await;
+        match result {
+            Ok(n) => {
+                self.checkin(conn);
+                Ok(n)
+            }
+            Err(error) => {
+                self.discard(conn, &error);
+                Err(error)
+            }
+        }
     }
 }
