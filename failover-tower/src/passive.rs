@@ -92,7 +92,7 @@ type RegionOf = Arc<dyn Fn(RequestHead<'_>) -> Option<Arc<str>> + Send + Sync>;
 /// users fail is drained.
 ///
 /// The region is the one this instance runs in unless a function says
-/// otherwise ([`region_of`](Self::region_of), for a gateway that calls
+/// otherwise ([`region_of`](PassiveHealthLayerBuilder::region_of), for a gateway that calls
 /// several). Latency is measured from the call to the response head (a
 /// streamed body's time is not counted). A request whose future is dropped
 /// before it answers (its client left) is not counted. Every request is
