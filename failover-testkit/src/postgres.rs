@@ -595,6 +595,15 @@ impl PgTestCluster {
         self.tls_root.as_deref()
     }
 
+    /// The directory of every node's unix socket: a client on the host
+    /// reaches a node placed in a network namespace through it (as
+    /// `host=<this dir> port=<node's port>`), whatever links are cut —
+    /// namespaces do not separate unix sockets. `pg_hba.conf` trusts every
+    /// role there, so a fenced application role (no `LOGIN`) is still refused.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.sock_dir()
+    }
+
     /// The directory holding PostgreSQL's binaries.
     pub fn bindir(&self) -> &Path {
         &self.bindir
