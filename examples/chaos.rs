@@ -206,14 +206,22 @@ fn summary(reports: &[DrillReport], config: &StackConfig, mode: Mode) {
         if mode == Mode::Async { format!("guard TTL {} ms + ", config.guard_ttl.as_millis()) } else { String::new() },
         drill::PROMOTE.as_millis());
     if mode == Mode::Async {
-        let lost: usize = reports.iter().map(|r| r.lost).sum();
-        let window = reports.iter().filter_map(|r| r.loss_window).max();
-        println!(
-            "async loss: {lost} acknowledged rows in {} drills; oldest lost row acknowledged {} ms before its fault; max_rpo {} MiB",
-            reports.iter().filter(|r| r.lost > 0).count(),
-            ms(window),
-            16
-        );
+        println!("\nasync loss per fault (max_rpo 16 MiB; the RPO gate's lag at promotion; lost rows' acknowledgements from the fault):");
+        for (fault, rs) in &by_fault {
+            let lost: usize = rs.iter().map(|r| r.lost).sum();
+            let lag = rs.iter().filter_map(|r| r.promoted_lag).max();
+            let first = rs.iter().filter_map(|r| r.loss_window.map(|w| w.0)).min();
+            let last = rs.iter().filter_map(|r| r.loss_window.map(|w| w.1)).max();
+            println!(
+                "  {:<27} lost {lost:>5} rows in {} of {} drills; max lag at promotion {} bytes; lost rows acknowledged {} .. {} ms from the fault",
+                fault.name(),
+                rs.iter().filter(|r| r.lost > 0).count(),
+                rs.len(),
+                lag.map_or("-".into(), |l| l.to_string()),
+                first.map_or("-".into(), |v| v.to_string()),
+                last.map_or("-".into(), |v| v.to_string()),
+            );
+        }
     }
     let (s50, smax) = p50_max(reports.iter().map(|r| r.setup).collect());
     let (t50, tmax) = p50_max(reports.iter().map(|r| r.took).collect());

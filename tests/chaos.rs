@@ -212,3 +212,29 @@ async fn with_the_promotion_rule_loosened_the_checker_reports_two_writers() {
         r.failures
     );
 }
+
+/// Known S1 gap found by the drills (ignored until fixed): asynchronous
+/// replication, pg-east's PostgreSQL paused (SIGSTOP) while its guard runs.
+/// The guard cannot fence a paused node, its lease expires, and the
+/// controller takes the expired lease as proof that pg-east stopped and
+/// promotes a replica. On SIGCONT pg-east is an unfenced primary again and
+/// acknowledges a client's commit before its guard fences it as stale: two
+/// writers, and that row is lost. (Synchronous mode is safe here: the old
+/// writer cannot acknowledge without the standby that was promoted.)
+/// Run with `--ignored` to see it.
+#[ignore = "known gap: an expired guard lease is no proof that a paused node stopped"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_writer_that_wakes_after_the_failover_acknowledges_nothing() {
+    if let Some(why) = skip() {
+        eprintln!("{why}");
+        return;
+    }
+    init_tracing();
+    let r = drill(DrillSpec {
+        seed: 101,
+        fault: Some(Fault::PauseWriterDb),
+        stack: StackConfig::new(Mode::Async),
+    })
+    .await;
+    assert!(r.overlaps.is_empty(), "{}: {:#?}", r.line(), r.failures);
+}

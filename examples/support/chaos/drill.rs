@@ -76,8 +76,12 @@ pub struct DrillReport {
     pub acked: usize,
     /// Acknowledged client rows missing on the final writer.
     pub lost: usize,
-    /// How long before the fault the oldest lost row was acknowledged.
-    pub loss_window: Option<Duration>,
+    /// The lost rows' acknowledgements, from the fault: (earliest, latest),
+    /// each negative when before the fault, in milliseconds.
+    pub loss_window: Option<(i128, i128)>,
+    /// WAL bytes the promoted replica was behind the last known primary
+    /// position, as the controller's RPO gate saw it (`PromotionRequested`).
+    pub promoted_lag: Option<u64>,
     /// Intervals in which two nodes committed.
     pub overlaps: Vec<Overlap>,
     /// DNS answers naming the drained region after detection + TTL + slack.
@@ -231,7 +235,7 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     }
 
     // Converge: the final writer takes the clients' writes after the heal.
-    let converge = Duration::from_secs(30);
+    let converge = Duration::from_secs(15);
     let deadline = Instant::now() + converge;
     let final_writer = loop {
         let w = writer(&stack);
@@ -343,11 +347,27 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
         .filter(|w| *w != initial)
         .and_then(|w| first_commit(&commits, w, fault_at))
         .map(|at| at.saturating_duration_since(fault_at));
-    let loss_window = lost
+    let from_fault = |at: Instant| -> i128 {
+        if at >= fault_at {
+            at.duration_since(fault_at).as_millis() as i128
+        } else {
+            -(fault_at.duration_since(at).as_millis() as i128)
+        }
+    };
+    let loss_window = match (
+        lost.iter().map(|(_, at)| *at).min(),
+        lost.iter().map(|(_, at)| *at).max(),
+    ) {
+        (Some(a), Some(b)) => Some((from_fault(a), from_fault(b))),
+        _ => None,
+    };
+    let promoted_lag = events
         .iter()
-        .map(|(_, at)| *at)
-        .min()
-        .map(|at| fault_at.saturating_duration_since(at));
+        .filter(|e| e.at >= fault_at)
+        .find_map(|e| match e.kind {
+            EventKind::PromotionRequested { lag_bytes, .. } => lag_bytes,
+            _ => None,
+        });
     let write_gap = check::longest_gap(&commits, fault_at, heal_at.max(fault_at));
     let event_lines = events
         .iter()
@@ -376,6 +396,7 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
         acked: acked_rows,
         lost: lost.len(),
         loss_window,
+        promoted_lag,
         overlaps,
         stale_dns: stale.len(),
         failures,
