@@ -248,6 +248,13 @@ impl PgTestNode {
         let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
         text.lines().next()?.trim().parse().ok()
     }
+
+    /// The id of the System V shared memory segment the postmaster created
+    /// (line 7 of `postmaster.pid`: key, then id), if it has one.
+    fn shared_memory_id(&self) -> Option<u64> {
+        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().nth(6)?.split_whitespace().nth(1)?.parse().ok()
+    }
 }
 
 /// A running primary and its replicas. Node 0 starts as the primary.
@@ -702,10 +709,19 @@ impl PgTestCluster {
 impl Drop for PgTestCluster {
     fn drop(&mut self) {
         for node in &self.nodes {
+            // A postmaster killed with SIGKILL (here, or by `kill`) leaves
+            // its small System V shared memory segment behind; thousands of
+            // test runs exhaust the kernel's SHMMNI (4096) and every later
+            // `initdb` fails with "could not create shared memory segment:
+            // No space left on device". Remove it once the server is gone.
+            let shm = node.shared_memory_id();
             if let Some(pid) = node.postmaster_pid() {
                 if alive(pid) {
                     kill_tree(pid);
                 }
+            }
+            if let Some(id) = shm {
+                let _ = Command::new("ipcrm").args(["-m", &id.to_string()]).output();
             }
         }
         // Reap the launchers (bounded); they exit once their postmaster died.

@@ -148,6 +148,29 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_naming_the_drained_region_after_the_deadline_is_stale() {
+        let t = Instant::now();
+        let east: IpAddr = "10.201.0.1".parse().expect("literal");
+        let west: IpAddr = "10.201.0.2".parse().expect("literal");
+        let at = |ms: u64, addrs: Vec<IpAddr>| Answer {
+            at: t + Duration::from_millis(ms),
+            region: 1,
+            addrs,
+        };
+        let answers = vec![
+            at(100, vec![east]),        // before the deadline: allowed
+            at(2500, vec![west]),       // drained: fine
+            at(2600, vec![east, west]), // stale
+            at(9000, vec![east]),       // after the heal: allowed
+        ];
+        let deadline = t + Duration::from_secs(2);
+        let heal = t + Duration::from_secs(5);
+        let stale = stale_answers(&answers, &[east], deadline, heal);
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert_eq!(stale[0].addrs, vec![east, west]);
+    }
+
+    #[test]
     fn the_longest_gap_counts_from_the_fault_to_the_first_ack() {
         let t = Instant::now();
         let commits = vec![commit(0, t, 0, 10), commit(1, t, 2000, 2100)];

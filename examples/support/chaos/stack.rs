@@ -126,6 +126,9 @@ pub struct Footprint {
     pub pids: Vec<u32>,
     /// The cluster's temp dir.
     pub dir: PathBuf,
+    /// The postmasters' System V shared memory segments (line 7 of
+    /// `postmaster.pid`), which a SIGKILLed postmaster leaves behind.
+    pub shm_ids: Vec<u64>,
 }
 
 impl Stack {
@@ -199,6 +202,15 @@ impl Stack {
                 .parent()
                 .map(PathBuf::from)
                 .unwrap_or_default(),
+            shm_ids: self
+                .cluster
+                .nodes()
+                .iter()
+                .filter_map(|n| {
+                    let text = std::fs::read_to_string(n.data_dir.join("postmaster.pid")).ok()?;
+                    text.lines().nth(6)?.split_whitespace().nth(1)?.parse().ok()
+                })
+                .collect(),
         }
     }
 
@@ -561,6 +573,17 @@ impl Footprint {
         }
         if self.dir.exists() {
             left.push(format!("temp dir {}", self.dir.display()));
+        }
+        if let Ok(out) = std::process::Command::new("ipcs").arg("-m").output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            for id in &self.shm_ids {
+                let listed = text
+                    .lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()));
+                if listed {
+                    left.push(format!("System V shared memory segment {id}"));
+                }
+            }
         }
         if let Ok(out) = std::process::Command::new("ip")
             .args(["-o", "link"])

@@ -182,18 +182,27 @@ impl Workload {
     }
 
     /// Stops every client, sampler and watcher task and returns the records.
-    pub async fn finish(self) -> Arc<Records> {
+    pub async fn finish(mut self) -> Arc<Records> {
         self.stop.store(true, Ordering::SeqCst);
-        for task in self.watcher {
+        for task in std::mem::take(&mut self.watcher) {
             let _ = task.await;
         }
+        let regional = std::mem::take(&mut self.regional);
         tokio::task::block_in_place(|| {
-            for task in self.regional {
+            for task in regional {
                 // Each ends within a commit limit of the stop flag.
                 let _ = task.join();
             }
         });
-        self.records
+        Arc::clone(&self.records)
+    }
+}
+
+impl Drop for Workload {
+    /// A drill that ends early (an error, a panic) stops the watcher's
+    /// tasks too: they run on the caller's runtime, which outlives the drill.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
