@@ -65,7 +65,13 @@ async fn drill(spec: DrillSpec) -> DrillReport {
             println!("      {e}");
         }
     }
-    let left = report.footprint.leftovers();
+    // Killed processes may take a moment to be reaped: bounded wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left = report.footprint.leftovers();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = report.footprint.leftovers();
+    }
     assert!(
         left.is_empty(),
         "drill seed {} left behind: {left:#?}",

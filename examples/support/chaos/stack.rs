@@ -567,7 +567,15 @@ impl Footprint {
             }
         }
         for pid in &self.pids {
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // Still a live postgres (not a zombie being reaped, not another
+            // program that got the pid since).
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let live_postgres = stat.contains("(postgres)")
+                && !stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            if live_postgres {
                 left.push(format!("process {pid} (a postmaster)"));
             }
         }
