@@ -612,6 +612,15 @@ impl PgTestCluster {
         self.tls_root.as_deref()
     }
 
+    /// The directory of every node's unix socket: a client on the host
+    /// reaches a node placed in a network namespace through it (as
+    /// `host=<this dir> port=<node's port>`), whatever links are cut —
+    /// namespaces do not separate unix sockets. `pg_hba.conf` trusts every
+    /// role there, so a fenced application role (no `LOGIN`) is still refused.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.sock_dir()
+    }
+
     /// The directory holding PostgreSQL's binaries.
     pub fn bindir(&self) -> &Path {
         &self.bindir
@@ -728,10 +737,14 @@ impl Drop for PgTestCluster {
                 let _ = child.wait();
             }
         }
-        // The killed postmasters' System V segments (their dynamic shared
-        // memory is in the data directory, `dynamic_shared_memory_type =
-        // mmap`, and goes with it). Removal waits for the last detach, so
-        // a straggler still attached is not harmed.
+        // The killed postmasters' System V segments: a postmaster killed
+        // with SIGKILL (here, or by `kill`) leaves its segment behind, and
+        // thousands of test runs exhaust the kernel's SHMMNI (4096) until
+        // every `initdb` fails with "could not create shared memory
+        // segment: No space left on device". (Their dynamic shared memory
+        // is in the data directory, `dynamic_shared_memory_type = mmap`,
+        // and goes with it.) Removal waits for the last detach, so a
+        // straggler still attached is not harmed.
         for id in segments {
             let _ = Command::new("ipcrm").args(["-m", &id]).output();
         }

@@ -47,6 +47,8 @@ pub struct RuntimeBuilder {
     #[cfg(feature = "admin")]
     admin: Option<super::admin::AdminConfig>,
     writer_name: Option<Arc<dyn failover_core::ports::WriterName>>,
+    #[cfg(feature = "chaos-unsafe")]
+    unsafe_no_stop_proof: bool,
 }
 
 impl RuntimeBuilder {
@@ -72,6 +74,8 @@ impl RuntimeBuilder {
             #[cfg(feature = "admin")]
             admin: None,
             writer_name: None,
+            #[cfg(feature = "chaos-unsafe")]
+            unsafe_no_stop_proof: false,
         }
     }
 
@@ -270,6 +274,18 @@ impl RuntimeBuilder {
         self
     }
 
+    /// **Test-only, unsafe** (feature `chaos-unsafe`): the controller
+    /// promotes on "unreachable" alone, without proof that the old writer
+    /// stopped (see `failover_core::Controller::unsafe_promote_without_stop_proof`).
+    /// It breaks "one writer, always" on purpose, so that the chaos drills
+    /// (`tests/chaos.rs`) can show their checker reports two writers. Never
+    /// call it outside such a test.
+    #[cfg(feature = "chaos-unsafe")]
+    pub fn unsafe_promote_without_stop_proof(mut self) -> Self {
+        self.unsafe_no_stop_proof = true;
+        self
+    }
+
     /// Starts the runtime on the current tokio runtime. Reads the recorded
     /// fencing epoch first, so a restarted controller never reuses one.
     pub async fn start(self) -> Result<Runtime, RuntimeError> {
@@ -316,6 +332,15 @@ impl RuntimeBuilder {
                 ..failover_core::Restored::default()
             },
         );
+        #[cfg(feature = "chaos-unsafe")]
+        let controller = {
+            let mut controller = controller;
+            if self.unsafe_no_stop_proof {
+                tracing::warn!("runtime: the promotion rule is loosened (chaos-unsafe): promotions need no proof that the old writer stopped");
+                controller.unsafe_promote_without_stop_proof();
+            }
+            controller
+        };
         // Join before anything runs: the store's state (writer record, guard
         // leases, verdicts, intent, plan, leadership) comes first.
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();

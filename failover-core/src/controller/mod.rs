@@ -137,6 +137,10 @@ pub struct Controller {
     coordinated: bool,
     /// This controller's leadership term, if it leads.
     leader: Option<FencingToken>,
+    /// Test-only loosened promotion rule (feature `chaos-unsafe`): promote
+    /// without proof that the old writer stopped. Always false unless
+    /// [`unsafe_promote_without_stop_proof`](Self::unsafe_promote_without_stop_proof) was called.
+    unsafe_no_stop_proof: bool,
 }
 
 impl Controller {
@@ -192,6 +196,7 @@ impl Controller {
             stored_generation: 0,
             coordinated: restored.coordinated,
             leader: (!restored.coordinated).then_some(FencingToken(0)),
+            unsafe_no_stop_proof: false,
             topology,
             policy,
         };
@@ -314,6 +319,20 @@ impl Controller {
     }
 
     // ---------------------------------------------------------------- commands
+
+    /// **Test-only, unsafe.** Loosens the promotion rule: an automatic
+    /// failover promotes as soon as the writer is lost, on "unreachable"
+    /// alone, without a confirmed fence, an expired guard lease or a
+    /// synchronous standby (the proof is recorded as
+    /// [`StopProof::Forced`](crate::StopProof::Forced)). In a partition the
+    /// old writer keeps serving its region, so this makes two writers: it
+    /// exists only so chaos drills can show that their checker catches them
+    /// (issue 11). Needs the `chaos-unsafe` feature; never call it outside
+    /// such a test.
+    #[cfg(feature = "chaos-unsafe")]
+    pub fn unsafe_promote_without_stop_proof(&mut self) {
+        self.unsafe_no_stop_proof = true;
+    }
 
     /// Records the highest epoch stored durably (read by the driver at
     /// start-up): the next promotion uses a greater one.

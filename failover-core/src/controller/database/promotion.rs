@@ -128,6 +128,11 @@ impl Controller {
                 return;
             }
         }
+        if self.unsafe_no_stop_proof && attempt.intent == Intent::Failover {
+            // Test-only (feature `chaos-unsafe`): the rule is loosened.
+            self.proven(now, old, StopProof::Forced, None);
+            return;
+        }
         if attempt.gate == RpoGate::Synchronous && self.sync_proof(old, attempt.candidate) {
             self.proven(now, old, StopProof::SynchronousStandby, None);
             return;

@@ -1,0 +1,502 @@
+//! One drill: start the stack, run the workload, inject a fault, wait for
+//! the failover (or the worst bound + slack), heal, converge, check.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use failover::decision::objectives::{
+    database_cutover_synchronous, database_cutover_unconfirmed, Bounds,
+};
+use failover::decision::{Event, EventKind, NodeId};
+use failover::RuntimeHandle;
+
+use super::check::{self, Overlap};
+use super::stack::{BoxError, Footprint, Stack, StackConfig, CONTROLLER_REGION, NODES, REGIONS};
+use super::workload::{Commit, Workload};
+use super::{Fault, Mode, Rng};
+
+/// The promotion itself (claim + `pg_promote` + epoch), as the planner's
+/// database bounds count it (examples/live.rs uses the same budget).
+pub const PROMOTE: Duration = Duration::from_millis(1500);
+/// Added to the planner's worst bound before a drill stops waiting for the
+/// failover.
+pub const SLACK: Duration = Duration::from_secs(5);
+/// After detection + TTL + this, no DNS answer may name the drained region.
+pub const DNS_SLACK: Duration = Duration::from_secs(1);
+/// Client rows the new writer must acknowledge before the heal, and the
+/// final writer after it (the workload goes on meanwhile, so a resumed or
+/// rejoined old writer has time to misbehave where the checker sees it).
+const ACKS_AFTER: usize = 10;
+
+/// What a drill runs.
+#[derive(Clone, Debug)]
+pub struct DrillSpec {
+    /// Its seed: the fault (unless given) and the timings.
+    pub seed: u64,
+    /// The fault, or `None` to draw one from the seed.
+    pub fault: Option<Fault>,
+    /// The stack.
+    pub stack: StackConfig,
+}
+
+/// The planner's bounds for a drill's policy.
+#[derive(Clone, Copy, Debug)]
+pub struct DrillBounds {
+    /// Best detection (`(fall − 1) × interval`).
+    pub best_detection: Duration,
+    /// Worst detection (`fall × interval + timeout`).
+    pub worst_detection: Duration,
+    /// Worst time until the new writer takes writes: detection + promotion
+    /// (sync), or detection + guard TTL + promotion (async).
+    pub worst_writable: Duration,
+}
+
+/// What a drill measured and what the checker found.
+#[derive(Clone, Debug)]
+pub struct DrillReport {
+    /// The seed that replays it.
+    pub seed: u64,
+    /// The fault injected.
+    pub fault: Fault,
+    /// Replication mode.
+    pub mode: Mode,
+    /// The controller's writer before and after (`None`: none known at the end).
+    pub writers: (usize, Option<usize>),
+    /// Fault → first `RegionDown` / `DatabaseDown` of the writer.
+    pub detection: Option<Duration>,
+    /// Fault → first commit acknowledged by a new writer (sent after the fault).
+    pub writable: Option<Duration>,
+    /// Longest stretch after the fault with no commit acknowledged anywhere.
+    pub write_gap: Duration,
+    /// The planner's bounds.
+    pub bounds: DrillBounds,
+    /// Acknowledged client rows.
+    pub acked: usize,
+    /// Acknowledged client rows missing on the final writer.
+    pub lost: usize,
+    /// The lost rows' acknowledgements, from the fault: (earliest, latest),
+    /// each negative when before the fault, in milliseconds.
+    pub loss_window: Option<(i128, i128)>,
+    /// WAL bytes the promoted replica was behind the last known primary
+    /// position, as the controller's RPO gate saw it (`PromotionRequested`).
+    pub promoted_lag: Option<u64>,
+    /// Intervals in which two nodes committed.
+    pub overlaps: Vec<Overlap>,
+    /// DNS answers naming the drained region after detection + TTL + slack.
+    pub stale_dns: usize,
+    /// Violations, each a sentence; empty when the drill passed.
+    pub failures: Vec<String>,
+    /// The controller's decisions, relative to the fault.
+    pub events: Vec<String>,
+    /// Stack start-up time.
+    pub setup: Duration,
+    /// The whole drill, start-up and tear-down included.
+    pub took: Duration,
+    /// What the stack left to check after its drop.
+    pub footprint: Footprint,
+}
+
+impl DrillReport {
+    /// Whether the checker found nothing.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The safety findings: two writers (S1), acknowledged writes lost in
+    /// synchronous mode (S2), stale DNS answers — not liveness ones.
+    pub fn safety_failures(&self) -> Vec<&String> {
+        self.failures
+            .iter()
+            .filter(|f| !f.starts_with("liveness:"))
+            .collect()
+    }
+
+    /// One line for the drill.
+    pub fn line(&self) -> String {
+        let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{}ms", d.as_millis()));
+        format!(
+            "seed {:<6} {:<5} {:<27} {} writer {}→{}  detect {:>7} (≤{}ms)  writable {:>7} (≤{}ms)  gap {}ms  acked {} lost {}  overlaps {}  stale-dns {}  [{:.1}s]",
+            self.seed,
+            self.mode,
+            self.fault.name(),
+            if self.passed() { "ok  " } else { "FAIL" },
+            NODES[self.writers.0],
+            self.writers.1.map_or("?", |w| NODES[w]),
+            ms(self.detection),
+            self.bounds.worst_detection.as_millis(),
+            ms(self.writable),
+            self.bounds.worst_writable.as_millis(),
+            self.write_gap.as_millis(),
+            self.acked,
+            self.lost,
+            self.overlaps.len(),
+            self.stale_dns,
+            self.took.as_secs_f64(),
+        )
+    }
+}
+
+/// The bounds for `config`'s policy.
+pub fn bounds(config: &StackConfig) -> DrillBounds {
+    let policy = super::stack::policy(config);
+    let b = Bounds::for_policy(&policy, Duration::ZERO);
+    DrillBounds {
+        best_detection: b.best_detection,
+        worst_detection: b.worst_detection,
+        worst_writable: match config.mode {
+            Mode::Sync => database_cutover_synchronous(b.worst_detection, PROMOTE),
+            Mode::Async => {
+                database_cutover_unconfirmed(b.worst_detection, config.guard_ttl, PROMOTE)
+            }
+        },
+    }
+}
+
+/// Runs one drill. An `Err` is a harness failure (a server did not start,
+/// a bounded wait for the stack ran out), not a checker finding.
+pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
+    let started = Instant::now();
+    let mut rng = Rng::new(spec.seed);
+    let drawn = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+    let fault = spec.fault.unwrap_or(drawn);
+    let warmup = rng.millis(1000, 3000);
+    // Longer than the guards' deadline (ttl − margin): they fence their nodes.
+    let controller_down = rng.millis(2000, 4000);
+    let bounds = bounds(&spec.stack);
+
+    let mut stack = Stack::start(spec.stack.clone()).await?;
+    let setup = started.elapsed();
+    let footprint = stack.footprint();
+    let topology = stack.config.topology().clone();
+    let ttl = stack.config.policy().ttl;
+    let log = EventLog::default();
+    log.follow(stack.handle().ok_or("no controller")?);
+    let initial = writer(&stack).ok_or("no writer after start")?;
+
+    let workload = Workload::start(&stack)?;
+    workload
+        .wait_client_acks(initial, started, ACKS_AFTER, Duration::from_secs(30))
+        .await?;
+    // The workload runs a drawn while before the fault (the drill's
+    // randomized phase, not a wait for an event).
+    tokio::time::sleep(warmup).await;
+
+    let fault_at = Instant::now();
+    let writer_region = REGIONS[initial];
+    match fault {
+        Fault::KillWriterDb => {
+            // The guard shares its node's fate (its deployment requirement):
+            // the machine is gone, not only the postmaster.
+            stack.stop_guard(initial);
+            tokio::task::block_in_place(|| stack.cluster.kill(initial))?;
+        }
+        Fault::PauseWriterDb => tokio::task::block_in_place(|| stack.cluster.pause(initial))?,
+        Fault::IsolateWriterRegion => {
+            tokio::task::block_in_place(|| stack.net.isolate(writer_region))?
+        }
+        Fault::CutControllerFromWriter => {
+            tokio::task::block_in_place(|| stack.net.cut(CONTROLLER_REGION, writer_region))?
+        }
+        Fault::RestartController => stack.crash_controller(),
+    }
+
+    // Wait for the failover, or the worst bound + slack.
+    if fault == Fault::RestartController {
+        tokio::time::sleep(controller_down).await;
+        stack.start_controller()?;
+        log.follow(stack.handle().ok_or("no controller")?);
+    } else {
+        let handle = stack.handle().ok_or("no controller")?;
+        let limit = fault_at + bounds.worst_writable + SLACK;
+        wait_writer(&handle, |w| w.is_some_and(|w| w.index() != initial), limit).await;
+        if let Some(new) = writer(&stack).filter(|w| *w != initial) {
+            tokio::task::block_in_place(|| stack.follow_writer(new, initial));
+            // Bounded: a new writer that never takes the clients' writes is
+            // reported by the checker (writable: none), not waited for.
+            let _ = workload
+                .wait_client_acks(new, fault_at, ACKS_AFTER, Duration::from_secs(15))
+                .await;
+        }
+    }
+
+    // Heal.
+    let heal_at = Instant::now();
+    match fault {
+        Fault::KillWriterDb | Fault::RestartController => {}
+        Fault::PauseWriterDb => tokio::task::block_in_place(|| stack.cluster.resume(initial))?,
+        Fault::IsolateWriterRegion => {
+            tokio::task::block_in_place(|| stack.net.rejoin(writer_region))?
+        }
+        Fault::CutControllerFromWriter => {
+            tokio::task::block_in_place(|| stack.net.heal(CONTROLLER_REGION, writer_region))?
+        }
+    }
+
+    // Converge: the final writer takes the clients' writes after the heal.
+    let converge = Duration::from_secs(15);
+    let deadline = Instant::now() + converge;
+    let final_writer = loop {
+        let w = writer(&stack);
+        if let Some(w) = w {
+            if workload
+                .wait_client_acks(w, heal_at, ACKS_AFTER, Duration::from_millis(500))
+                .await
+                .is_ok()
+                && writer(&stack) == Some(w)
+            {
+                break Some(w);
+            }
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+    };
+    let records = workload.finish().await;
+    let commits = records.commits();
+    let answers = records.answers();
+    let events = log.events();
+
+    // Check.
+    let mut failures = Vec::new();
+    if final_writer.is_none() {
+        let per_node: Vec<String> = (0..NODES.len())
+            .map(|n| {
+                let rows = commits.iter().filter(|c| c.node == n && c.sent >= heal_at);
+                let (clients, markers) = rows.fold((0, 0), |(r, m), c| {
+                    if c.id.is_some() {
+                        (r + 1, m)
+                    } else {
+                        (r, m + 1)
+                    }
+                });
+                format!("{}: {clients} rows, {markers} markers", NODES[n])
+            })
+            .collect();
+        failures.push(format!(
+            "liveness: no writer took the clients' writes within {converge:?} of the heal (controller's writer {:?}; after the heal {})",
+            writer(&stack).map(|w| NODES[w]),
+            per_node.join(", ")
+        ));
+    }
+    // The loss is counted on the controller's writer even when it takes no
+    // writes (a liveness failure): its rows are what a client reads.
+    let end_writer = final_writer.or_else(|| writer(&stack));
+    let present = match end_writer {
+        Some(w) => rows_on(&stack, w).await?,
+        None => HashSet::new(),
+    };
+    let acked_rows = commits.iter().filter(|c| c.id.is_some()).count();
+    let lost = if end_writer.is_some() {
+        check::lost(&commits, &present)
+    } else {
+        Vec::new()
+    };
+    if spec.stack.mode == Mode::Sync && !lost.is_empty() {
+        failures.push(format!(
+            "S2: {} acknowledged rows missing on the final writer {} (synchronous mode: must be 0), e.g. {:?}",
+            lost.len(),
+            end_writer.map_or("?", |w| NODES[w]),
+            lost.iter().take(5).map(|(id, _)| id).collect::<Vec<_>>()
+        ));
+    }
+    let overlaps = check::overlaps(&commits, NODES.len());
+    for o in &overlaps {
+        failures.push(format!(
+            "S1: {} acknowledged {} commits sent after {}'s first commit, from t+{}ms to t+{}ms: two writers",
+            NODES[o.old],
+            o.commits,
+            NODES[o.new],
+            o.from.saturating_duration_since(fault_at).as_millis(),
+            o.to.saturating_duration_since(fault_at).as_millis(),
+        ));
+    }
+    let region_down = first_event(
+        &events,
+        fault_at,
+        |k| matches!(k, EventKind::RegionDown { region, .. } if region.index() == initial),
+    );
+    let stale = match region_down {
+        Some(at) => {
+            let drained: Vec<IpAddr> = vec![IpAddr::V4(stack.region_addr(initial)?)];
+            check::stale_answers(&answers, &drained, at + ttl + DNS_SLACK, heal_at)
+        }
+        None => Vec::new(),
+    };
+    if let Some(a) = stale.first() {
+        failures.push(format!(
+            "DNS: {} answers named drained {} after detection + TTL + {DNS_SLACK:?}, the first at t+{}ms from {}",
+            stale.len(),
+            REGIONS[initial],
+            a.at.saturating_duration_since(fault_at).as_millis(),
+            REGIONS[a.region],
+        ));
+    }
+    let database_down = first_event(
+        &events,
+        fault_at,
+        |k| matches!(k, EventKind::DatabaseDown { node, .. } if node.index() == initial),
+    );
+    let detection = [region_down, database_down]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(fault_at));
+    let writable = end_writer
+        .filter(|w| *w != initial)
+        .and_then(|w| first_commit(&commits, w, fault_at))
+        .map(|at| at.saturating_duration_since(fault_at));
+    let from_fault = |at: Instant| -> i128 {
+        if at >= fault_at {
+            at.duration_since(fault_at).as_millis() as i128
+        } else {
+            -(fault_at.duration_since(at).as_millis() as i128)
+        }
+    };
+    let loss_window = match (
+        lost.iter().map(|(_, at)| *at).min(),
+        lost.iter().map(|(_, at)| *at).max(),
+    ) {
+        (Some(a), Some(b)) => Some((from_fault(a), from_fault(b))),
+        _ => None,
+    };
+    let promoted_lag = events
+        .iter()
+        .filter(|e| e.at >= fault_at)
+        .find_map(|e| match e.kind {
+            EventKind::PromotionRequested { lag_bytes, .. } => lag_bytes,
+            _ => None,
+        });
+    let write_gap = check::longest_gap(&commits, fault_at, heal_at.max(fault_at));
+    let event_lines = events
+        .iter()
+        .map(|e| {
+            let t = e.at.saturating_duration_since(fault_at);
+            let sign = if e.at < fault_at { "-" } else { "+" };
+            let t = if e.at < fault_at {
+                fault_at.saturating_duration_since(e.at)
+            } else {
+                t
+            };
+            format!("t{sign}{:.3}s  {}", t.as_secs_f64(), e.display(&topology))
+        })
+        .collect();
+
+    tokio::task::block_in_place(|| drop(stack));
+    Ok(DrillReport {
+        seed: spec.seed,
+        fault,
+        mode: spec.stack.mode,
+        writers: (initial, end_writer),
+        detection,
+        writable,
+        write_gap,
+        bounds,
+        acked: acked_rows,
+        lost: lost.len(),
+        loss_window,
+        promoted_lag,
+        overlaps,
+        stale_dns: stale.len(),
+        failures,
+        events: event_lines,
+        setup,
+        took: started.elapsed(),
+        footprint,
+    })
+}
+
+/// The controller's writer now (`None` while the controller is down).
+fn writer(stack: &Stack) -> Option<usize> {
+    stack
+        .handle()
+        .and_then(|h| h.status().controller.writer)
+        .map(NodeId::index)
+}
+
+/// Waits until `check` holds for the controller's writer, or `deadline`.
+async fn wait_writer(
+    handle: &RuntimeHandle,
+    check: impl Fn(Option<NodeId>) -> bool,
+    deadline: Instant,
+) {
+    let mut status = handle.watch_status();
+    loop {
+        if check(status.borrow_and_update().controller.writer) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(left, status.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+/// The first event after `since` whose kind matches.
+fn first_event(
+    events: &[Event],
+    since: Instant,
+    pick: impl Fn(&EventKind) -> bool,
+) -> Option<Instant> {
+    events
+        .iter()
+        .filter(|e| e.at >= since && pick(&e.kind))
+        .map(|e| e.at)
+        .min()
+}
+
+/// When `node` first acknowledged a commit sent after `since`.
+fn first_commit(commits: &[Commit], node: usize, since: Instant) -> Option<Instant> {
+    commits
+        .iter()
+        .filter(|c| c.node == node && c.sent >= since)
+        .map(|c| c.acked)
+        .min()
+}
+
+/// The ids in node `w`'s `rows` (as the superuser over its unix socket,
+/// which a fence does not refuse).
+async fn rows_on(stack: &Stack, w: usize) -> Result<HashSet<i64>, BoxError> {
+    let dsn = stack.local_dsn(w, false);
+    let read = async {
+        let client = failover_testkit::postgres::writer::connect(&dsn).await?;
+        let rows = client.query("SELECT id FROM rows", &[]).await?;
+        Ok::<_, BoxError>(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .map_err(|_| format!("reading rows on {} took over 30 s", NODES[w]))?
+}
+
+/// The controller's events, across a restart.
+#[derive(Clone, Default)]
+struct EventLog(Arc<Mutex<Vec<Event>>>);
+
+impl EventLog {
+    /// Records every event of `handle`'s runtime from now on.
+    fn follow(&self, handle: RuntimeHandle) {
+        let log = Arc::clone(&self.0);
+        let mut rx = handle.subscribe_events();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => log.lock().unwrap_or_else(PoisonError::into_inner).push(e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}

@@ -1,0 +1,246 @@
+//! Chaos drills on real servers in network namespaces, the CI short set
+//! (issue 11): one drill per fault kind in single-controller, synchronous
+//! mode, each asserting no lost acknowledged write, no two writers, no
+//! stale DNS answer, and that nothing of the drill is left behind; and the
+//! proof that the checker can fail: with the promotion rule loosened
+//! (feature `chaos-unsafe`), a controller cut off from a live writer
+//! promotes a second one, and the checker reports the overlap — while the
+//! same drill with the rule intact has one writer.
+//!
+//! The harness is `examples/support/chaos/` (shared with `examples/chaos.rs`).
+//! Skips, printing why, without root (no namespaces) or without PostgreSQL.
+
+#[path = "../examples/support/chaos/mod.rs"]
+mod chaos;
+
+use std::time::Duration;
+
+use chaos::drill::{self, DrillReport, DrillSpec};
+use chaos::stack::StackConfig;
+use chaos::{Fault, Mode};
+
+/// Why the drills cannot run here, if they cannot.
+fn skip() -> Option<String> {
+    if let Err(e) = failover_testkit::postgres::find_bindir() {
+        return Some(format!("skipped: {e}"));
+    }
+    // Namespaces need root: the same check as `Net::builder().start()`,
+    // without creating anything.
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    if uid != "0" {
+        return Some("skipped: network namespaces need root (effective uid 0)".into());
+    }
+    None
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs one drill, prints its line (and its events when it failed), and
+/// checks that nothing of it was left behind.
+async fn drill(spec: DrillSpec) -> DrillReport {
+    let report = drill::run(&spec)
+        .await
+        .unwrap_or_else(|e| panic!("drill seed {} ({:?}): {e}", spec.seed, spec.fault));
+    println!("{}", report.line());
+    if !report.passed() {
+        for f in &report.failures {
+            println!("    {f}");
+        }
+        for e in &report.events {
+            println!("      {e}");
+        }
+    }
+    // Killed processes may take a moment to be reaped: bounded wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left = report.footprint.leftovers();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = report.footprint.leftovers();
+    }
+    assert!(
+        left.is_empty(),
+        "drill seed {} left behind: {left:#?}",
+        report.seed
+    );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_drill_per_fault_kind_loses_no_acknowledged_write_and_never_has_two_writers() {
+    if let Some(why) = skip() {
+        eprintln!("{why}");
+        return;
+    }
+    init_tracing();
+    let mut reports = Vec::new();
+    for (i, fault) in Fault::ALL.into_iter().enumerate() {
+        reports.push(
+            drill(DrillSpec {
+                seed: 1000 + i as u64,
+                fault: Some(fault),
+                stack: StackConfig::new(Mode::Sync),
+            })
+            .await,
+        );
+    }
+    for r in &reports {
+        assert!(
+            r.safety_failures().is_empty(),
+            "{}: {:#?}\n{:#?}",
+            r.line(),
+            r.failures,
+            r.events
+        );
+        assert_eq!(r.lost, 0, "{}", r.line());
+        assert!(r.overlaps.is_empty(), "{}", r.line());
+        assert!(r.acked > 0, "{}", r.line());
+        // A fault on the writer moves it; a restarted controller does not.
+        let moved = r.writers.1.is_some_and(|w| w != r.writers.0);
+        assert_eq!(
+            moved,
+            r.fault.moves_writer(),
+            "{}: {:#?}",
+            r.line(),
+            r.events
+        );
+        // Liveness is reported, not asserted here: the drills found two
+        // gaps (see the ignored tests below and the drill report).
+        if !r.passed() {
+            println!("liveness finding, seed {}: {:?}", r.seed, r.failures);
+        }
+    }
+}
+
+/// Known liveness gap found by the drills (ignored until fixed): a single
+/// controller that crashes for longer than the guards' deadline
+/// (`ttl − margin`, 1.8 s here) comes back with an empty writer record at
+/// its in-process lease server, while pg-east's guard fenced pg-east at
+/// epoch 1 and the runtime resumes after that recorded epoch: nothing names
+/// pg-east the writer again, so its guard keeps it fenced and writes stop
+/// until an operator acts. No write is lost and no two writers appear.
+/// Run with `--ignored` to see it.
+#[ignore = "known gap: a restarted single controller never gives the fenced writer back"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_gives_the_writer_back() {
+    if let Some(why) = skip() {
+        eprintln!("{why}");
+        return;
+    }
+    init_tracing();
+    let r = drill(DrillSpec {
+        seed: 1004,
+        fault: Some(Fault::RestartController),
+        stack: StackConfig::new(Mode::Sync),
+    })
+    .await;
+    assert!(
+        r.passed(),
+        "{}: {:#?}\n{:#?}",
+        r.line(),
+        r.failures,
+        r.events
+    );
+    assert_eq!(r.writers.1, Some(r.writers.0), "{}", r.line());
+}
+
+/// A partial partition in asynchronous mode with 4 s guard leases: the
+/// controller loses east (its API and pg-east), while pg-east lives on and
+/// east's clients keep writing to it until its guard fences it.
+fn partial_partition(unsafe_promote: bool) -> DrillSpec {
+    let mut stack = StackConfig::new(Mode::Async);
+    stack.guard_ttl = Duration::from_secs(4);
+    stack.unsafe_promote = unsafe_promote;
+    DrillSpec {
+        seed: 2000,
+        fault: Some(Fault::CutControllerFromWriter),
+        stack,
+    }
+}
+
+/// The control for the test below: with the promotion rule intact, the new
+/// writer is promoted only once pg-east's guard lease expired (so its guard
+/// fenced it): the checker finds one writer at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_promotion_rule_intact_a_controller_cut_from_a_live_writer_makes_no_second_writer()
+{
+    if let Some(why) = skip() {
+        eprintln!("{why}");
+        return;
+    }
+    init_tracing();
+    let r = drill(partial_partition(false)).await;
+    assert!(
+        r.writers.1.is_some_and(|w| w != r.writers.0),
+        "the writer moved: {}: {:#?}",
+        r.line(),
+        r.events
+    );
+    assert!(r.overlaps.is_empty(), "{}: {:#?}", r.line(), r.failures);
+    assert!(r.passed(), "{}: {:#?}", r.line(), r.failures);
+}
+
+/// The checker can fail: with the promotion rule loosened (promote on
+/// "unreachable" alone), the controller promotes while pg-east still takes
+/// its region's writes, and the checker reports two writers.
+#[cfg(feature = "chaos-unsafe")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_promotion_rule_loosened_the_checker_reports_two_writers() {
+    if let Some(why) = skip() {
+        eprintln!("{why}");
+        return;
+    }
+    init_tracing();
+    let r = drill(partial_partition(true)).await;
+    assert!(
+        !r.overlaps.is_empty(),
+        "the loosened rule made no second writer the checker could see: {}: {:#?}",
+        r.line(),
+        r.events
+    );
+    assert!(
+        r.failures.iter().any(|f| f.starts_with("S1:")),
+        "{:#?}",
+        r.failures
+    );
+}
+
+/// Known S1 gap found by the drills (ignored until fixed): asynchronous
+/// replication, pg-east's PostgreSQL paused (SIGSTOP) while its guard runs.
+/// The guard cannot fence a paused node, its lease expires, and the
+/// controller takes the expired lease as proof that pg-east stopped and
+/// promotes a replica. On SIGCONT pg-east is an unfenced primary again and
+/// acknowledges a client's commit before its guard fences it as stale: two
+/// writers, and that row is lost. (Synchronous mode is safe here: the old
+/// writer cannot acknowledge without the standby that was promoted.)
+/// Run with `--ignored` to see it.
+#[ignore = "known gap: an expired guard lease is no proof that a paused node stopped"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_writer_that_wakes_after_the_failover_acknowledges_nothing() {
+    if let Some(why) = skip() {
+        eprintln!("{why}");
+        return;
+    }
+    init_tracing();
+    let r = drill(DrillSpec {
+        seed: 101,
+        fault: Some(Fault::PauseWriterDb),
+        stack: StackConfig::new(Mode::Async),
+    })
+    .await;
+    assert!(r.overlaps.is_empty(), "{}: {:#?}", r.line(), r.failures);
+}
