@@ -34,6 +34,34 @@ async fn setup() -> Setup {
     setup_on(None).await
 }
 
+/// pg-east (primary, with the app's `guard_probe` table) and pg-west, and
+/// a lease server that knows both and names pg-east at epoch 0.
+async fn cluster_and_server() -> (
+    Arc<PgTestCluster>,
+    LeaseServer,
+    mpsc::UnboundedReceiver<CoordinationEvent>,
+) {
+    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
+        .await
+        .expect("join")
+        .expect("cluster starts");
+    app_exec(
+        &cluster.node(0).expect("east").app_dsn(),
+        "CREATE TABLE IF NOT EXISTS guard_probe (at timestamptz)",
+    )
+    .await
+    .expect("app role creates its table");
+    let (server, events) = LeaseServer::start(
+        LeaseServerConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET)
+            .node(EAST, "pg-east")
+            .node(WEST, "pg-west"),
+    )
+    .await
+    .expect("lease server starts");
+    server.set_writer_at(EAST, Epoch(0));
+    (Arc::new(cluster), server, events)
+}
+
 /// `guard_runtime`: run the guard on this runtime instead of the test's.
 async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>) -> Setup {
     let _ = tracing_subscriber::fmt()
@@ -43,28 +71,9 @@ async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>) -> Setup {
         )
         .with_test_writer()
         .try_init();
-    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
-        .await
-        .expect("join")
-        .expect("cluster starts");
-    let cluster = Arc::new(cluster);
+    let (cluster, server, events) = cluster_and_server().await;
     let east = cluster.node(0).expect("east").clone();
     let west = cluster.node(1).expect("west").clone();
-    app_exec(
-        &east.app_dsn(),
-        "CREATE TABLE IF NOT EXISTS guard_probe (at timestamptz)",
-    )
-    .await
-    .expect("app role creates its table");
-
-    let (server, events) = LeaseServer::start(
-        LeaseServerConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET)
-            .node(EAST, "pg-east")
-            .node(WEST, "pg-west"),
-    )
-    .await
-    .expect("lease server starts");
-    server.set_writer_at(EAST, Epoch(0));
 
     let lease = LeaseClient::new(&server.url(), SECRET)
         .expect("client")
@@ -640,26 +649,9 @@ impl GuardLease for RenewThenPromote {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_it_as_stale() {
-    let cluster = tokio::task::spawn_blocking(|| PgTestCluster::builder().replicas(1).start())
-        .await
-        .expect("join")
-        .expect("cluster starts");
+    let (cluster, server, _events) = cluster_and_server().await;
     let east = cluster.node(0).expect("east").clone();
     let west = cluster.node(1).expect("west").clone();
-    app_exec(
-        &east.app_dsn(),
-        "CREATE TABLE IF NOT EXISTS guard_probe (at timestamptz)",
-    )
-    .await
-    .expect("app role creates its table");
-    let (server, _events) = LeaseServer::start(
-        LeaseServerConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET)
-            .node(EAST, "pg-east")
-            .node(WEST, "pg-west"),
-    )
-    .await
-    .expect("lease server starts");
-    server.set_writer_at(EAST, Epoch(0));
     let server = Arc::new(server);
     let pg = || {
         PgCluster::new()
