@@ -350,3 +350,68 @@ fn a_witness_not_observed_for_fall_times_interval_stops_vouching() {
     d.observe("pg-east", NodeObservation::Unreachable);
     assert!(declared_down(&d, east), "{:?}", d.events());
 }
+
+/// A replica on an older timeline than the writer's (it followed the old
+/// writer and has not switched — or cannot, being ahead of the fork point)
+/// does not stream from the writer: requiring it would block every commit.
+/// It is not chosen; once it replays the writer's timeline, it is.
+#[test]
+fn a_replica_on_an_older_timeline_is_never_required_as_the_writers_standby() {
+    let mut d = Drill::new(config(Synchronous::On));
+    d.rounds(0, 2, "us-east", true);
+    d.round(0, "us-west", true);
+    d.round(10, "us-west", true);
+    let on_timeline = |timeline: u32| NodeObservation::Replica {
+        timeline,
+        receive_lsn: Some(failover_core::Lsn(1000)),
+        replay_lsn: Some(failover_core::Lsn(1000)),
+        replay_delay: Some(std::time::Duration::ZERO),
+        upstream_heard: None,
+    };
+    d.observe(
+        "pg-east",
+        NodeObservation::Primary {
+            timeline: 2,
+            current_lsn: failover_core::Lsn(1000),
+            epoch: None,
+            fenced: false,
+        },
+    );
+    d.observe("pg-west", on_timeline(1));
+    let west = node(&d, "pg-west");
+    let required: Vec<SyncSet> = d
+        .log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::SetSynchronous { standbys, .. } => Some(*standbys),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !required.contains(&SyncSet::of(west)),
+        "pg-west, on timeline 1, was required by a writer on timeline 2: {required:?}"
+    );
+    if let Some((id, _, standbys)) = last_set_synchronous(&d) {
+        assert_eq!(
+            standbys,
+            SyncSet::EMPTY,
+            "the writer goes on asynchronously"
+        );
+        d.done(id);
+    }
+    // pg-west switches to the writer's timeline: now it is required.
+    d.advance_to(25);
+    d.observe("pg-west", on_timeline(2));
+    d.observe(
+        "pg-east",
+        NodeObservation::Primary {
+            timeline: 2,
+            current_lsn: failover_core::Lsn(1100),
+            epoch: None,
+            fenced: false,
+        },
+    );
+    let (_, writer, standbys) = last_set_synchronous(&d).expect("configured");
+    assert_eq!(writer, node(&d, "pg-east"));
+    assert_eq!(standbys, SyncSet::of(west));
+}

@@ -159,16 +159,26 @@ impl Controller {
     /// Replicas that may be required as the writer's synchronous standby:
     /// replicas (or missed since, fewer than `misses` times in a row), unfenced, in a
     /// serving region other than the writer's (a standby in the writer's own
-    /// region is lost with it).
+    /// region is lost with it), last seen replaying the writer's timeline
+    /// when both are known. A replica still on an older timeline — one that
+    /// followed the old writer and has not (or cannot: it was ahead of the
+    /// fork point) switched to the promoted one — does not stream from the
+    /// writer: requiring it would block every commit, so it is not chosen.
     fn sync_eligible(&self, writer: NodeId, misses: u32) -> impl Iterator<Item = NodeId> + '_ {
         let writer_region = self.topology.node_region(writer);
+        let writer_timeline = self.db.nodes[writer.index()].timeline;
         self.topology.node_ids().filter(move |n| {
             let track = &self.db.nodes[n.index()];
             let r = self.topology.node_region(*n);
             let region = &self.regions[r.index()];
+            let on_writers_timeline = match (writer_timeline, track.stream) {
+                (Some(w), Some((_, t, _))) => t == w,
+                _ => true,
+            };
             *n != writer
                 && track.misses < misses
                 && track.fence.is_none()
+                && on_writers_timeline
                 && matches!(
                     track.last,
                     Some(NodeObservation::Replica { .. } | NodeObservation::Unreachable)
