@@ -234,6 +234,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rpo.bytes / 1000
         ),
     );
+    if let Some(guard_ttl) = policy.guard_ttl {
+        let isolated = objectives::rpo_isolated_writer(LAG, guard_ttl, WRITE_RATE);
+        row(
+            "RPO, writer cut off alive",
+            format!("{} ms", isolated.window.as_millis()),
+            "—".into(),
+            format!(
+                "asynchronous: lag {} ms + {}s guard TTL (it acknowledges until its guard fences it) = {} KB; synchronous: 0",
+                LAG.as_millis(),
+                guard_ttl.as_secs(),
+                isolated.bytes / 1000
+            ),
+        );
+    }
     row(
         "us-west load at peak",
         format!(

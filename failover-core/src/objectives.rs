@@ -148,6 +148,22 @@ pub fn rpo_from_delay(delay: Duration, write_rate: f64) -> RpoEstimate {
     }
 }
 
+/// Loss with asynchronous replication when the writer is cut off from its
+/// replicas but alive (a partition, not a crash): its replicas stop
+/// receiving at the cut, while it keeps acknowledging its own region's
+/// commits until its guard fences it — at most `guard_ttl` after the cut,
+/// since the guard fences `ttl − margin` after the last renewal it sent,
+/// which was sent before the cut. So the window is the replica's delay at
+/// the cut plus the guard TTL, at `write_rate` bytes per second. The RPO
+/// gate cannot see this part: it measures the lag it last observed, and the
+/// commits acknowledged after the cut were never sent to any replica.
+/// (A stalled PostgreSQL its guard cannot fence is not bounded by this; see
+/// README's "One writer, always".) With synchronous replication none of
+/// those commits is acknowledged: the loss is zero.
+pub fn rpo_isolated_writer(delay: Duration, guard_ttl: Duration, write_rate: f64) -> RpoEstimate {
+    rpo_from_delay(delay.saturating_add(guard_ttl), write_rate)
+}
+
 /// Load on surviving regions against their capacity.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SurvivorLoad {
@@ -760,6 +776,18 @@ mod tests {
         let r = rpo_from_delay(Duration::from_millis(1500), 2_000.0);
         assert_eq!(r.bytes, 3_000);
         assert_eq!(rpo_from_lag(10, 0.0).window, Duration::ZERO);
+    }
+
+    #[test]
+    fn an_isolated_writer_adds_its_guard_ttl_to_the_loss_window() {
+        // 250 ms of replica delay, a 15 s guard TTL, 2 MB/s.
+        let r = rpo_isolated_writer(Duration::from_millis(250), Duration::from_secs(15), 2e6);
+        assert_eq!(r.window, Duration::from_millis(15_250));
+        assert_eq!(r.bytes, 30_500_000);
+        assert_eq!(
+            rpo_isolated_writer(Duration::MAX, Duration::from_secs(1), 1.0).window,
+            Duration::MAX
+        );
     }
 
     #[test]
