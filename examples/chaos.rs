@@ -88,14 +88,8 @@ async fn main() -> std::process::ExitCode {
         };
         match drill::run(&spec).await {
             Ok(report) => {
-                println!("{}", report.line());
+                report.print();
                 if !report.passed() {
-                    for f in &report.failures {
-                        println!("    {f}");
-                    }
-                    for e in &report.events {
-                        println!("      {e}");
-                    }
                     println!("    replay: {}", replay(&args, seed, report.fault));
                 }
                 reports.push(report);

@@ -56,15 +56,7 @@ async fn drill(spec: DrillSpec) -> DrillReport {
     let report = drill::run(&spec)
         .await
         .unwrap_or_else(|e| panic!("drill seed {} ({:?}): {e}", spec.seed, spec.fault));
-    println!("{}", report.line());
-    if !report.passed() {
-        for f in &report.failures {
-            println!("    {f}");
-        }
-        for e in &report.events {
-            println!("      {e}");
-        }
-    }
+    report.print();
     // Killed processes may take a moment to be reaped: bounded wait.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut left = report.footprint.leftovers();

@@ -21,7 +21,6 @@ use common::*;
 use failover::decision::{Config, MaxRpo, NodeId};
 use failover::dns::{EmbeddedConfig, EmbeddedDns};
 use failover::lease::LeaseServerConfig;
-use failover::pg::PgCluster;
 use failover::tower::{IdempotencyLayer, IdempotentTx};
 use failover::RuntimeBuilder;
 use failover_testkit::postgres::{PgTestCluster, PgTestNode, APP_DATABASE, APP_PASSWORD, APP_ROLE};
@@ -145,11 +144,7 @@ async fn each_key_takes_effect_once_across_a_killed_primary_and_a_promotion() {
     policy.guard_ttl = Some(GUARD_TTL);
     policy.proof_timeout = Duration::from_secs(10);
     let config = Config::new(topology_with(true), policy.clone()).expect("valid config");
-    let pg = PgCluster::new()
-        .with_node(NodeId(0), "pg-east", &nodes[0].admin_dsn())
-        .expect("east DSN parses")
-        .with_node(NodeId(1), "pg-west", &nodes[1].admin_dsn())
-        .expect("west DSN parses");
+    let pg = fleet::pg_admin(&nodes[0].admin_dsn(), &nodes[1].admin_dsn());
     let regions = TwoRegions::start();
     let dns = EmbeddedDns::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -113,6 +113,20 @@ impl DrillReport {
             .collect()
     }
 
+    /// Prints the drill's line and, when it failed, its findings and the
+    /// controller's decisions.
+    pub fn print(&self) {
+        println!("{}", self.line());
+        if !self.passed() {
+            for f in &self.failures {
+                println!("    {f}");
+            }
+            for e in &self.events {
+                println!("      {e}");
+            }
+        }
+    }
+
     /// One line for the drill.
     pub fn line(&self) -> String {
         let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{}ms", d.as_millis()));
