@@ -566,7 +566,11 @@ async fn a_5xx_is_not_stored_so_the_retry_runs_and_keys_expire() {
 
     // The first attempt fails with 503: not stored, the retry runs.
     let failed = send(addr, Method::POST, "/orders", &key, "a fig").await;
-    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (failed.status, failed.text().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "try again"),
+        "the handler's own 503, not the layer's"
+    );
     assert_eq!(
         count_orders(&db).await,
         0,
@@ -650,6 +654,192 @@ async fn a_5xx_is_not_stored_so_the_retry_runs_and_keys_expire() {
         swept.is_ok(),
         "expired keys order-5 and order-6 were not swept"
     );
+}
+
+/// The layer's first request creates its table. Several service instances
+/// starting at once (and each instance's sweep, which races its first
+/// request) create it together; a migration run by hand may too. None of
+/// them may turn a request into a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creators_of_the_table_never_fail_a_request() {
+    let tk = postgres().await;
+    let db = setup(&tk).await;
+    let dsn = tk.node(0).expect("node").app_dsn();
+    let orders = || Orders {
+        dsn: dsn.clone(),
+        calls: Arc::new(AtomicUsize::new(0)),
+        hold: None,
+        fail_first: 0,
+    };
+
+    // Four instances, each with its own connections (its sweep's and its
+    // request's: two each, kept idle, within the server's 40), send their
+    // first request at once; three rounds, each on a table nobody created.
+    for round in 0..3 {
+        let table = format!("idem_race_{round}");
+        let mut requests = Vec::new();
+        for instance in 0..4 {
+            let layer = builder(&tk)
+                .table(table.clone())
+                .sweep_interval(Duration::ZERO)
+                .build()
+                .expect("layer");
+            let addr = serve(app(orders(), layer)).await;
+            let key = format!("race-{round}-{instance}");
+            requests.push(tokio::spawn(async move {
+                send(
+                    addr,
+                    Method::POST,
+                    "/orders",
+                    &[("idempotency-key", &key)],
+                    "a date",
+                )
+                .await
+            }));
+        }
+        for request in requests {
+            let reply = request.await.expect("request task");
+            assert_eq!(
+                reply.status,
+                StatusCode::CREATED,
+                "round {round}: {}",
+                reply.text()
+            );
+        }
+    }
+
+    // A hand-run migration holds its CREATE TABLE open (without the
+    // layer's lock) while the layer's first request arrives: the layer's
+    // own CREATE waits for it, fails on the catalog once it commits, and
+    // must still serve the request on that connection.
+    let admin = connect(&format!("{dsn} application_name=migration")).await;
+    admin
+        .batch_execute(
+            "BEGIN;
+             CREATE TABLE idem_by_hand (
+                 key text PRIMARY KEY,
+                 fingerprint bytea NOT NULL,
+                 owner text NOT NULL,
+                 state text NOT NULL CHECK (state IN ('in_progress', 'completed')),
+                 status smallint,
+                 header_names text[],
+                 header_values bytea[],
+                 body bytea,
+                 created_at timestamptz NOT NULL DEFAULT now(),
+                 expires_at timestamptz NOT NULL
+             );",
+        )
+        .await
+        .expect("the migration's CREATE");
+    let layer = IdempotencyLayer::builder(&format!("{dsn} application_name=idempotency-layer"))
+        .expect("dsn")
+        .table("idem_by_hand")
+        .build()
+        .expect("layer");
+    let addr = serve(app(orders(), layer)).await;
+    let request = tokio::spawn(async move {
+        send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", "by-hand")],
+            "a lime",
+        )
+        .await
+    });
+    let blocked = tokio::time::timeout(WAIT, async {
+        loop {
+            let waiting: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE application_name = 'idempotency-layer' AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        blocked.is_ok(),
+        "the layer never waited for the migration's CREATE"
+    );
+    admin
+        .batch_execute("COMMIT")
+        .await
+        .expect("commit the migration");
+    let reply = request.await.expect("request task");
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    assert_eq!(count_orders(&db).await, 13);
+}
+
+/// With every connection in use, a request waits for one to come back to
+/// the pool (an idle connection keeps its permit) rather than time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_connection_gets_one_given_back() {
+    let tk = postgres().await;
+    let db = setup(&tk).await;
+    let (entered_tx, mut entered) = mpsc::channel(4);
+    let release = Arc::new(Notify::new());
+    let orders = Orders {
+        dsn: tk.node(0).expect("node").app_dsn(),
+        calls: Arc::new(AtomicUsize::new(0)),
+        hold: Some((entered_tx, Arc::clone(&release))),
+        fail_first: 0,
+    };
+    let timeout = Duration::from_secs(6);
+    let layer = builder(&tk)
+        .max_connections(1)
+        .statement_timeout(timeout)
+        .build()
+        .expect("layer");
+    let addr = serve(app(orders, layer)).await;
+
+    // The first request holds the only connection until released.
+    let first = tokio::spawn(async move {
+        send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", "one")],
+            "a plum",
+        )
+        .await
+    });
+    tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .expect("the first request runs")
+        .expect("entered");
+    let second = tokio::spawn(async move {
+        send(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("idempotency-key", "two")],
+            "a sloe",
+        )
+        .await
+    });
+    // Give the second a second to queue for the connection (if it has not
+    // by then, the test only proves less); the first then finishes well
+    // inside the second's wait, and its connection goes back to the pool.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    release.notify_one();
+    let first = first.await.expect("first");
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    let second = second.await.expect("second");
+    assert_eq!(
+        second.status,
+        StatusCode::CREATED,
+        "the second request did not get the connection the first gave back: {}",
+        second.text()
+    );
+    assert_eq!(count_orders(&db).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

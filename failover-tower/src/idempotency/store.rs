@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
@@ -72,6 +72,8 @@ pub(crate) struct Store {
     generation: AtomicU64,
     /// One permit per connection, idle or in use.
     permits: Arc<Semaphore>,
+    /// Woken when a connection goes back to the idle list.
+    returned: Notify,
     /// The table is known to exist (on the writer of the time; it
     /// replicates, so a new writer has it too).
     table_ready: AtomicBool,
@@ -107,6 +109,7 @@ impl Store {
             idle: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             permits: Arc::new(Semaphore::new(max_connections)),
+            returned: Notify::new(),
             table_ready: AtomicBool::new(false),
             failed: Mutex::new(None),
             requests: AtomicU64::new(0),
@@ -119,32 +122,58 @@ impl Store {
         &self.table
     }
 
-    /// An idle connection, or a new one.
+    /// An idle connection (unless `fresh`), or a new one. A request that
+    /// finds every connection in use waits — up to the statement timeout —
+    /// for a permit *or* for a connection given back: an idle connection
+    /// keeps its permit, so waiting on permits alone would starve behind
+    /// connections sitting idle in the pool.
     async fn checkout(&self, fresh: bool) -> Result<Conn, Error> {
-        if !fresh {
-            let generation = self.generation.load(Ordering::Acquire);
-            if let Ok(mut idle) = self.idle.lock() {
-                while let Some(mut conn) = idle.pop() {
-                    if conn.generation == generation && !conn.client.is_closed() {
-                        conn.reused = true;
-                        return Ok(conn);
-                    }
+        let deadline = tokio::time::Instant::now() + self.statement_timeout;
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Registered before looking, so a check-in in between wakes us.
+            returned.as_mut().enable();
+            if let Some(conn) = self.take_idle(fresh) {
+                return Ok(conn);
+            }
+            tokio::select! {
+                permit = tokio::time::timeout_at(
+                    deadline,
+                    Arc::clone(&self.permits).acquire_owned(),
+                ) => {
+                    let permit = permit
+                        .map_err(|_| Error::DatabaseTimeout {
+                            what: "waiting for a free connection (all are in use; see `max_connections`)",
+                            after: self.statement_timeout,
+                        })?
+                        .map_err(|_| Error::Unavailable {
+                            reason: "the layer is shutting down".to_owned(),
+                        })?;
+                    return self.connect(permit).await;
                 }
+                () = &mut returned => {}
             }
         }
-        let permit = tokio::time::timeout(
-            self.statement_timeout,
-            Arc::clone(&self.permits).acquire_owned(),
-        )
-        .await
-        .map_err(|_| Error::DatabaseTimeout {
-            what: "waiting for a free connection (all are in use; see `max_connections`)",
-            after: self.statement_timeout,
-        })?
-        .map_err(|_| Error::Unavailable {
-            reason: "the layer is shutting down".to_owned(),
-        })?;
-        self.connect(permit).await
+    }
+
+    /// Takes a usable idle connection, dropping stale ones (which frees
+    /// their permits). With `fresh`, reuses nothing: one idle connection is
+    /// dropped instead, so its permit goes to a new connection.
+    fn take_idle(&self, fresh: bool) -> Option<Conn> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(mut conn) = idle.pop() {
+            if fresh {
+                drop(conn);
+                return None;
+            }
+            if conn.generation == generation && !conn.client.is_closed() {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
     }
 
     async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Conn, Error> {
@@ -206,6 +235,13 @@ impl Store {
     /// Creates the table if it is missing. Checked first without a lock:
     /// `CREATE INDEX IF NOT EXISTS` would take a share lock on the table and
     /// queue behind (and in front of) every transaction writing to it.
+    ///
+    /// Creation is serialized by an advisory lock on the table's name:
+    /// `IF NOT EXISTS` alone is not safe against a concurrent creator — a
+    /// session that checked before the other committed fails with a unique
+    /// violation on the catalog or, about once in two hundred races on this
+    /// machine, with "relation already exists". Under the lock the second
+    /// creator's check runs after the first committed, and skips.
     async fn create_table(&self, client: &Client) -> Result<(), Error> {
         let table = &self.table;
         let exists = self
@@ -223,8 +259,12 @@ impl Store {
         if exists {
             return Ok(());
         }
+        // `table` passed `check_table` (an SQL identifier, optionally
+        // schema-qualified), so it is safe inside a string literal too.
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
+            "BEGIN;
+            SELECT pg_advisory_xact_lock(hashtextextended('{table}:create', 0));
+            CREATE TABLE IF NOT EXISTS {table} (
                 key text PRIMARY KEY,
                 fingerprint bytea NOT NULL,
                 owner text NOT NULL,
@@ -236,19 +276,26 @@ impl Store {
                 created_at timestamptz NOT NULL DEFAULT now(),
                 expires_at timestamptz NOT NULL
             );
-            CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at);"
+            CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at);
+            COMMIT;"
         );
         match self
             .timed("creating the table", client.batch_execute(&ddl))
             .await
         {
             Ok(()) => Ok(()),
-            // Two processes creating it at once: the loser sees a unique
-            // violation on the catalog; the table exists all the same.
+            // A creator that does not take the lock (an older version of
+            // this layer, or a migration run by hand) raced us: the table
+            // exists all the same. The failed statement left the session in
+            // an aborted transaction block; end it before the connection
+            // carries a request. (On any other error the caller drops the
+            // connection.)
             Err(Error::Database { source, .. })
-                if source.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+                if source.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    || source.code() == Some(&SqlState::DUPLICATE_TABLE) =>
             {
-                Ok(())
+                self.timed("creating the table", client.batch_execute("ROLLBACK"))
+                    .await
             }
             Err(error) => Err(error),
         }
@@ -262,6 +309,7 @@ impl Store {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
+        self.returned.notify_one();
     }
 
     /// Drops a connection after `error`; when the error says the writer is
