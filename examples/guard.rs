@@ -13,6 +13,10 @@
 //! override the values derived from `--ttl` (see `GuardSettings`).
 //! `--http 0.0.0.0:8008` serves `GET /writer`, `/replica?max_lag=BYTES` and
 //! `/health` there for load balancers (see `examples/haproxy/`).
+//! `--data-dir /var/lib/postgresql/16/main` arms the kill switch: a server
+//! the guard cannot fence by its lease deadline (frozen) is killed (see
+//! `failover::pg::NodeKill`). Give it whenever the guard runs on the node's
+//! machine.
 //!
 //! Deployment: the guard and its PostgreSQL node must share fate; for
 //! example, give the PostgreSQL unit `BindsTo=` and `After=` on this guard's
@@ -24,7 +28,7 @@ use std::time::Duration;
 
 use failover::decision::NodeId;
 use failover::lease::LeaseClient;
-use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+use failover::pg::{GuardSettings, NodeGuard, NodeKill, PgCluster};
 
 struct Args {
     node: String,
@@ -33,11 +37,12 @@ struct Args {
     secret: String,
     peers: Vec<String>,
     settings: GuardSettings,
+    data_dir: Option<String>,
 }
 
 const USAGE: &str = "usage: guard --node NAME --dsn DSN --lease-url http://HOST:PORT \
 [--secret S | env FAILOVER_GUARD_SECRET] [--peer NAME]... [--ttl 10s] [--margin D] \
-[--renew D] [--fence-budget D] [--http ADDR:PORT]";
+[--renew D] [--fence-budget D] [--http ADDR:PORT] [--data-dir PGDATA]";
 
 /// `10s`, `1500ms`, `2.5s`.
 fn duration(flag: &str, v: &str) -> Result<Duration, String> {
@@ -59,6 +64,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut peers = Vec::new();
     let (mut ttl, mut margin, mut renew, mut budget) = (None, None, None, None);
     let mut http = None;
+    let mut data_dir = None;
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.into());
@@ -76,6 +82,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--margin" => margin = Some(duration(&flag, &value)?),
             "--renew" => renew = Some(duration(&flag, &value)?),
             "--fence-budget" => budget = Some(duration(&flag, &value)?),
+            "--data-dir" => data_dir = Some(value),
             "--http" => {
                 http = Some(value.parse().map_err(|e| {
                     format!("--http {value:?}: {e}; give an address like 0.0.0.0:8008")
@@ -100,6 +107,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             .ok_or_else(|| format!("--secret or FAILOVER_GUARD_SECRET is required\n{USAGE}"))?,
         peers,
         settings,
+        data_dir,
     })
 }
 
@@ -133,13 +141,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         lease = lease.with_node(id, peer)?;
     }
     let pg = PgCluster::new().with_node(me, &args.node, &args.dsn)?;
-    let guard = NodeGuard::start(
-        me,
-        args.node.clone(),
-        args.settings,
-        Arc::new(lease),
-        Arc::new(pg),
-    )?;
+    let guard = match &args.data_dir {
+        Some(dir) => NodeGuard::start_with_kill(
+            me,
+            args.node.clone(),
+            args.settings,
+            Arc::new(lease),
+            Arc::new(pg),
+            NodeKill::new(dir)?,
+        )?,
+        None => {
+            tracing::warn!("no --data-dir: the kill switch is off, so a frozen server that thaws after its lease expired may take writes; see failover::pg::NodeKill");
+            NodeGuard::start(
+                me,
+                args.node.clone(),
+                args.settings,
+                Arc::new(lease),
+                Arc::new(pg),
+            )?
+        }
+    };
     if let Some(addr) = guard.http_addr() {
         println!(
             "guard {}: serving /writer, /replica and /health on http://{addr}",

@@ -211,16 +211,15 @@ async fn with_the_promotion_rule_loosened_the_checker_reports_two_writers() {
     );
 }
 
-/// Known S1 gap found by the drills (ignored until fixed): asynchronous
-/// replication, pg-east's PostgreSQL paused (SIGSTOP) while its guard runs.
-/// The guard cannot fence a paused node, its lease expires, and the
-/// controller takes the expired lease as proof that pg-east stopped and
-/// promotes a replica. On SIGCONT pg-east is an unfenced primary again and
-/// acknowledges a client's commit before its guard fences it as stale: two
-/// writers, and that row is lost. (Synchronous mode is safe here: the old
-/// writer cannot acknowledge without the standby that was promoted.)
-/// Run with `--ignored` to see it.
-#[ignore = "known gap: an expired guard lease is no proof that a paused node stopped"]
+/// An S1 gap the drills found: asynchronous replication, pg-east's
+/// PostgreSQL frozen (SIGSTOP on every process) while its guard runs. A
+/// fence cannot reach a frozen server; the guard's lease expired, the
+/// controller took that as proof that pg-east stopped and promoted a
+/// replica, and on SIGCONT pg-east acknowledged a client's commit before its
+/// guard fenced it as stale: two writers, and a lost row. Now the guard kills
+/// a server it cannot fence by its deadline (`NodeGuard::start_with_kill`),
+/// before the lease can expire. (Synchronous mode was safe: the old writer
+/// cannot acknowledge without the standby that was promoted.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_writer_that_wakes_after_the_failover_acknowledges_nothing() {
     if let Some(why) = skip() {

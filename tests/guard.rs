@@ -11,7 +11,9 @@ use std::time::Duration;
 use failover::decision::ports::GuardLease;
 use failover::decision::{CoordinationEvent, Epoch, NodeId, PortErrorKind};
 use failover::lease::{LeaseClient, LeaseServer, LeaseServerConfig};
-use failover::pg::{GuardDecision, GuardSettings, GuardStatus, NodeGuard, PgCluster, PgError};
+use failover::pg::{
+    GuardDecision, GuardSettings, GuardStatus, NodeGuard, NodeKill, PgCluster, PgError,
+};
 use failover_testkit::postgres::PgTestCluster;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -31,7 +33,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    setup_on(None).await
+    setup_on(None, false).await
 }
 
 /// pg-east (primary, with the app's `guard_probe` table) and pg-west, and
@@ -63,7 +65,8 @@ async fn cluster_and_server() -> (
 }
 
 /// `guard_runtime`: run the guard on this runtime instead of the test's.
-async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>) -> Setup {
+/// `kill`: start it with pg-east's kill switch.
+async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>, kill: bool) -> Setup {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -89,13 +92,20 @@ async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>) -> Setup {
         .with_node(WEST, "pg-west", &west.admin_dsn())
         .expect("west dsn");
     let _enter = guard_runtime.as_ref().map(|h| h.enter());
-    let guard = NodeGuard::start(
-        EAST,
-        "pg-east",
-        GuardSettings::for_ttl(TTL),
-        Arc::new(lease),
-        Arc::new(pg),
-    )
+    let settings = GuardSettings::for_ttl(TTL);
+    let guard = if kill {
+        let kill = NodeKill::new(&east.data_dir).expect("pg-east's data directory");
+        NodeGuard::start_with_kill(
+            EAST,
+            "pg-east",
+            settings,
+            Arc::new(lease),
+            Arc::new(pg),
+            kill,
+        )
+    } else {
+        NodeGuard::start(EAST, "pg-east", settings, Arc::new(lease), Arc::new(pg))
+    }
     .expect("guard starts");
     drop(_enter);
     let status = guard.watch();
@@ -389,7 +399,7 @@ async fn paused_guard_fences_on_resume_before_renewing() {
         .expect("guard runtime");
     let handle = rt.handle().clone();
     std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
-    let mut s = setup_on(Some(handle.clone())).await;
+    let mut s = setup_on(Some(handle.clone()), false).await;
 
     // Pause: block the guard runtime's only thread until told to go on.
     let (resume, paused) = std::sync::mpsc::channel::<()>();
@@ -431,6 +441,66 @@ async fn paused_guard_fences_on_resume_before_renewing() {
         "renewal sent {:?} before the fence was done",
         fence_done - sent
     );
+}
+
+/// A frozen server (`SIGSTOP` on the postmaster and every backend) cannot
+/// be fenced: a fence is a conversation. Cut off from the store, the guard
+/// kills it before the store can let the lease expire, so that it never
+/// thaws into a second writer after another node is promoted. Without the
+/// kill switch this decision never comes (the guard only retries its fence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_writer_that_cannot_be_fenced_is_killed_before_its_lease_expires() {
+    let mut s = setup_on(None, true).await;
+    let postmaster = s
+        .cluster
+        .node(0)
+        .expect("east")
+        .postmaster_pid()
+        .expect("pg-east runs");
+    s.blocking(|c| c.pause(0).expect("SIGSTOP pg-east")).await;
+    s.server.close_listener();
+    let killed = s
+        .wait_status("pg-east killed at the lease deadline", |st| {
+            decision(st) == Some(GuardDecision::KilledNode)
+        })
+        .await;
+    let gone = std::fs::read_to_string(format!("/proc/{postmaster}/stat"))
+        .map_or(true, |stat| stat.contains(") Z"));
+    assert!(gone, "postmaster {postmaster} is still alive");
+    let (_, killed_at) = killed.last_decision.expect("decision");
+    let last_renewal = killed.last_renewal.expect("a renewal before the cut");
+    let to_killed = killed_at - last_renewal;
+    println!("last renewal -> pg-east killed {to_killed:?}; ttl {TTL:?}");
+    // The store expires the lease `ttl` after it *received* the last
+    // renewal, never earlier than `ttl` after it was sent: the server was
+    // gone before any other node could be promoted.
+    assert!(
+        to_killed < TTL,
+        "killed {to_killed:?} after the last renewal, ttl {TTL:?}"
+    );
+    assert_eq!(
+        s.next_event().await,
+        CoordinationEvent::GuardLease {
+            node: EAST,
+            held: false
+        }
+    );
+    // Nothing is left to thaw, and nothing takes the app's writes.
+    assert!(s.cluster.resume(0).is_err(), "pg-east has no process left");
+    assert!(!s.app_commits().await);
+
+    // The store is back, and an operator restarts pg-east as it was (an
+    // unfenced primary). The guard, holding no lease, fences it before it
+    // renews again; the record still names pg-east at epoch 0 (no
+    // controller here promoted anyone), so it then lifts its fence.
+    s.server.resume_listener().await.expect("listen again");
+    s.blocking(|c| c.start_node(0).expect("pg-east starts again"))
+        .await;
+    s.wait_status("pg-east the writer again, lease held", |st| {
+        st.lease_held && st.fenced == Some(false) && decision(st) == Some(GuardDecision::Unfenced)
+    })
+    .await;
+    assert!(s.app_commits().await, "the named writer takes writes again");
 }
 
 /// (e): bad input gets a clear error naming the field or the peer.

@@ -75,7 +75,14 @@
 //!   higher epoch; otherwise it is fenced. If a guard cannot renew, it
 //!   fences its node when its own countdown (`guard_ttl − margin`, counted
 //!   from the request) reaches zero, one tick before the store expires the
-//!   lease. A replica is kept fenced: it cannot take writes anyway.
+//!   lease. A replica is kept fenced: it cannot take writes anyway. The
+//!   model takes that fence as always landing; the implementation makes it
+//!   so for a server too frozen to answer one (SIGSTOP, a cgroup freeze) by
+//!   killing it instead (`failover_pg::NodeKill`, armed with
+//!   `NodeGuard::start_with_kill`), before the deadline, and letting the
+//!   lease lapse. Without that kill switch the model's fence is an
+//!   assumption the chaos drills showed false under asynchronous
+//!   replication.
 //! - **DNS.** An update carries the token and is applied only if the token
 //!   is not below the TXT record's (an RFC 2136 prerequisite on the TXT
 //!   record, after the new leader has raised it to its own token).

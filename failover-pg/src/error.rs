@@ -230,6 +230,14 @@ pub enum PgError {
         /// What was seen.
         reason: String,
     },
+    /// The guard's last resort, killing the node's server, failed.
+    #[error("killing the PostgreSQL server of {data_dir} failed: {reason}")]
+    Kill {
+        /// The data directory.
+        data_dir: String,
+        /// What failed.
+        reason: String,
+    },
     /// A rejoin step failed on the local data directory.
     #[error("rejoin of {data_dir}: {step} failed: {reason}")]
     Rejoin {
@@ -336,7 +344,8 @@ impl PgError {
             | PgError::NotSynchronous { .. }
             | PgError::StaleToken { .. }
             | PgError::PromotionFailed { .. }
-            | PgError::Rejoin { .. } => PortErrorKind::Refused,
+            | PgError::Rejoin { .. }
+            | PgError::Kill { .. } => PortErrorKind::Refused,
         }
     }
 

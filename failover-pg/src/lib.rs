@@ -93,7 +93,7 @@ pub mod unfence;
 pub use cluster::{PgCluster, PgTimeouts};
 pub use error::{sqlstate_kind, PgError, RpoReference};
 pub use fence::FenceReport;
-pub use guard::{GuardDecision, GuardSettings, GuardStatus, NodeGuard};
+pub use guard::{GuardDecision, GuardSettings, GuardStatus, KillOutcome, NodeGuard, NodeKill};
 pub use rejoin::{rejoin, standby_auto_conf, RejoinPlan, RejoinReport};
 pub use status::{NodeRole, NodeStatus, ReplicaLag, WalReceiver};
 pub use switchover::SwitchoverReport;

@@ -44,7 +44,8 @@ use crate::placement::{enter_on_exec, Placement};
 
 pub use process::pg_command;
 use process::{
-    alive, append, chown_postgres, free_port, hba, is_ready, kill_tree, run, signal_tree,
+    alive, append, children_of, chown_postgres, free_port, hba, is_ready, kill_tree, proc_stat,
+    run, signal_tree,
 };
 
 /// The first port of nodes in namespaces: node `i` listens on
@@ -706,11 +707,33 @@ impl PgTestCluster {
         // wait for them so the new postmaster finds no shared memory in use.
         let pid_file = node.data_dir.join("postmaster.pid");
         let deadline = Instant::now() + Duration::from_secs(10);
+        // A postmaster killed while paused (by a guard's kill switch, say)
+        // stays a zombie: its launcher, `runuser`, stopped itself when its
+        // child was stopped and cannot reap it. A zombie's pid passes
+        // PostgreSQL's "is the postmaster in postmaster.pid alive" check,
+        // so wake the stopped launchers whose postmaster is dead.
+        if let Ok(children) = self.children.lock() {
+            for launcher in children.iter().map(Child::id) {
+                let stopped = proc_stat(launcher)
+                    .is_some_and(|f| matches!(f.first().map(String::as_str), Some("T" | "t")));
+                if stopped && children_of(launcher).iter().all(|c| !alive(*c)) {
+                    let _ = Command::new("kill")
+                        .args(["-s", "CONT", &launcher.to_string()])
+                        .output();
+                }
+            }
+        }
+        // Until the old postmaster is gone, zombie included.
         while pid_file.exists() && Instant::now() < deadline {
             match node.postmaster_pid() {
-                Some(pid) if alive(pid) => std::thread::sleep(Duration::from_millis(50)),
+                Some(pid) if proc_stat(pid).is_some() => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 _ => break,
             }
+        }
+        if let Ok(mut children) = self.children.lock() {
+            children.retain_mut(|child| !matches!(child.try_wait(), Ok(Some(_))));
         }
         self.pg_ctl_start(node)
     }

@@ -239,7 +239,17 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     let heal_at = Instant::now();
     match fault {
         Fault::KillWriterDb | Fault::RestartController => {}
-        Fault::PauseWriterDb => tokio::task::block_in_place(|| stack.cluster.resume(initial))?,
+        Fault::PauseWriterDb => {
+            // Its guard kills a server it cannot fence by its lease
+            // deadline: then nothing is left to resume.
+            let running = stack.cluster.nodes()[initial]
+                .postmaster_pid()
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                .is_some_and(|stat| !stat.contains(") Z"));
+            if running {
+                tokio::task::block_in_place(|| stack.cluster.resume(initial))?
+            }
+        }
         Fault::IsolateWriterRegion => {
             tokio::task::block_in_place(|| stack.net.rejoin(writer_region))?
         }
@@ -297,15 +307,25 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     // The loss is counted on the controller's writer even when it takes no
     // writes (a liveness failure): its rows are what a client reads.
     let end_writer = final_writer.or_else(|| writer(&stack));
+    // A final writer that cannot be read (its server killed by its guard
+    // and not back, say) is a liveness finding, not a harness error.
     let present = match end_writer {
-        Some(w) => rows_on(&stack, w).await?,
-        None => HashSet::new(),
+        Some(w) => match rows_on(&stack, w).await {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                failures.push(format!(
+                    "liveness: the final writer {} cannot be read: {e}",
+                    NODES[w]
+                ));
+                None
+            }
+        },
+        None => None,
     };
     let acked_rows = commits.iter().filter(|c| c.id.is_some()).count();
-    let lost = if end_writer.is_some() {
-        check::lost(&commits, &present)
-    } else {
-        Vec::new()
+    let lost = match &present {
+        Some(present) => check::lost(&commits, present),
+        None => Vec::new(),
     };
     if spec.stack.mode == Mode::Sync && !lost.is_empty() {
         failures.push(format!(

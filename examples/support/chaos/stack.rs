@@ -13,7 +13,7 @@ use failover::decision::{
 };
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection, WriterNameConfig};
 use failover::lease::{LeaseClient, LeaseServerConfig};
-use failover::pg::{GuardSettings, NodeGuard, PgCluster};
+use failover::pg::{GuardSettings, NodeGuard, NodeKill, PgCluster};
 use failover::probe::{HttpProbe, HttpProbeConfig};
 use failover::{Runtime, RuntimeBuilder, RuntimeHandle};
 use failover_testkit::http::RegionalApi;
@@ -300,6 +300,7 @@ impl Stack {
     fn start_guard(&self, i: usize) -> Result<RegionService<NodeGuard>, BoxError> {
         let url = format!("http://{}:{LEASE_PORT}", self.net.addr(CONTROLLER_REGION)?);
         let dsn = self.cluster.nodes()[i].admin_dsn();
+        let data_dir = self.cluster.nodes()[i].data_dir.clone();
         let ttl = self.stack_config.guard_ttl;
         let guard = tokio::task::block_in_place(|| {
             self.net.serve(REGIONS[i], move || async move {
@@ -313,12 +314,15 @@ impl Stack {
                         lease = lease.with_node(NodeId(n as u32), other)?;
                     }
                     let admin = PgCluster::new().with_node(node, name, &dsn)?;
-                    Ok(NodeGuard::start(
+                    // It runs on its node's machine: a server it cannot
+                    // fence by its deadline (frozen), it kills.
+                    Ok(NodeGuard::start_with_kill(
                         node,
                         name,
                         GuardSettings::for_ttl(ttl),
                         Arc::new(lease),
                         Arc::new(admin),
+                        NodeKill::new(&data_dir)?,
                     )?)
                 };
                 start().map_err(|e| io::Error::other(e.to_string()))

@@ -38,6 +38,17 @@
 //!    again. A node that cannot be reached is not writing either; the guard
 //!    keeps trying and re-applies the fence state when it is back.
 //!
+//! 5. **Last resort.** Started with [`NodeGuard::start_with_kill`], a guard
+//!    that cannot confirm its fence by the lease deadline (the fence failed
+//!    or hung: a frozen server answers nothing), or at all while it holds no
+//!    lease or while it shuts down, kills the node's server ([`NodeKill`]):
+//!    a fence needs the server's cooperation, `SIGKILL` does not. Then it
+//!    stops renewing, so the lease lapses (the controllers' proof that the
+//!    node stopped), until the node is seen again as a replica or fenced (a
+//!    server restarted as an unfenced primary is fenced first, by rule 4).
+//!    Without a kill switch it logs that the node may still take writes
+//!    once the lease expires, and retries.
+//!
 //! Every outside call is raced against the moment fencing must start, so a
 //! hung store or database never holds the guard past its deadline.
 //!
@@ -54,8 +65,11 @@
 //! (or run PostgreSQL as the guard's child in one container/cgroup), so a
 //! crashed, killed or OOM-killed guard takes the node down with it. A guard
 //! that is only paused is covered by the deadline-first rule above and the
-//! [`margin`](GuardSettings::margin). Also disable anything that could give
-//! the node writes back behind the guard's back.
+//! [`margin`](GuardSettings::margin). A *server* that is frozen while its
+//! guard runs is covered only by the kill switch (rule 5): run the guard on
+//! the node's machine with [`NodeGuard::start_with_kill`]. Also disable
+//! anything that could give the node writes back behind the guard's back,
+//! including an automatic restart of a killed server.
 //!
 //! # Order the controller must keep
 //!
@@ -94,11 +108,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub mod endpoints;
+pub mod kill;
 mod run;
 mod settings;
 
 use crate::PgCluster;
 
+pub use kill::{KillOutcome, NodeKill};
 pub use settings::GuardSettings;
 
 /// What a guard did last, for its status.
@@ -119,6 +135,9 @@ pub enum GuardDecision {
     Unfenced,
     /// The guard shut down: it fenced the node and released the lease.
     Released,
+    /// The node could not be fenced by the lease deadline (or without a
+    /// lease): the guard killed its server ([`NodeKill`]).
+    KilledNode,
 }
 
 impl GuardDecision {
@@ -130,6 +149,7 @@ impl GuardDecision {
             GuardDecision::FenceReapplied => "fence_reapplied",
             GuardDecision::Unfenced => "unfenced",
             GuardDecision::Released => "released",
+            GuardDecision::KilledNode => "killed_node",
         }
     }
 }
@@ -220,12 +240,44 @@ impl NodeGuard {
     /// and serves the node endpoints if [`GuardSettings::http`] is set (an
     /// address that cannot be bound is a [`GuardSetting`](crate::PgError::GuardSetting)
     /// error naming `http`). Must be called inside a tokio runtime.
+    ///
+    /// Without a kill switch, a node that cannot be fenced (a frozen
+    /// server) is only retried; prefer [`start_with_kill`](Self::start_with_kill)
+    /// when the guard runs on the node's machine.
     pub fn start(
         node: NodeId,
         name: impl Into<String>,
         settings: GuardSettings,
         lease: Arc<dyn GuardLease>,
         pg: Arc<PgCluster>,
+    ) -> Result<NodeGuard, crate::PgError> {
+        Self::start_inner(node, name, settings, lease, pg, None)
+    }
+
+    /// As [`start`](Self::start), with a last resort: when the guard cannot
+    /// confirm a fence by its lease deadline, or at all while it holds no
+    /// lease (or while it shuts down), it kills the node's server through
+    /// `kill` ([`GuardDecision::KilledNode`]). This closes the case no fence
+    /// can: a frozen server (`SIGSTOP`, a cgroup freeze) that thaws after
+    /// another node was promoted and commits on. See [`kill`].
+    pub fn start_with_kill(
+        node: NodeId,
+        name: impl Into<String>,
+        settings: GuardSettings,
+        lease: Arc<dyn GuardLease>,
+        pg: Arc<PgCluster>,
+        kill: NodeKill,
+    ) -> Result<NodeGuard, crate::PgError> {
+        Self::start_inner(node, name, settings, lease, pg, Some(kill))
+    }
+
+    fn start_inner(
+        node: NodeId,
+        name: impl Into<String>,
+        settings: GuardSettings,
+        lease: Arc<dyn GuardLease>,
+        pg: Arc<PgCluster>,
+        kill: Option<NodeKill>,
     ) -> Result<NodeGuard, crate::PgError> {
         settings.validate()?;
         let name = name.into();
@@ -244,7 +296,7 @@ impl NodeGuard {
             (addr, tokio::spawn(endpoints::serve(listener, served)))
         });
         let admin: Arc<dyn DatabaseAdmin> = pg;
-        let guard = run::Guard::new(node, name, settings, lease, admin, tx);
+        let guard = run::Guard::new(node, name, settings, lease, admin, tx, kill);
         let task = tokio::spawn(guard.run(stop_rx));
         Ok(NodeGuard {
             status: rx,

@@ -9,7 +9,7 @@ use failover_core::{Epoch, NodeId, NodeObservation, PortError, WriterRecord};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::{GuardDecision, GuardSettings, GuardStatus};
+use super::{GuardDecision, GuardSettings, GuardStatus, KillOutcome, NodeKill};
 use crate::PgError;
 
 /// How an outside call raced against the guard's deadline ended.
@@ -23,6 +23,16 @@ enum Step<T> {
 
 /// Nothing from outside stops the loop except the stop signal.
 struct Stopped;
+
+/// What follows a fence that cannot be confirmed.
+#[derive(Clone, Copy, Debug)]
+enum Unconfirmed {
+    /// The lease is held: retry soon (the deadline rule follows).
+    Retry,
+    /// The lease is gone (or its deadline is here): with a kill switch, kill
+    /// the server if the fence is not confirmed by `by` (or fails sooner).
+    Kill { by: Option<Instant> },
+}
 
 pub(super) struct Guard {
     node: NodeId,
@@ -47,6 +57,12 @@ pub(super) struct Guard {
     last_decision: Option<(GuardDecision, Instant)>,
     /// A fence was wanted and failed: try again soon, not a whole interval later.
     retry_soon: bool,
+    /// The last resort for a node that cannot be fenced.
+    kill: Option<NodeKill>,
+    /// The guard killed its node's server and has not seen it since as a
+    /// replica or fenced: it does not renew, so the lease lapses and the
+    /// controllers get their proof that the node stopped.
+    killed: bool,
 }
 
 fn secs(d: Duration) -> String {
@@ -61,6 +77,7 @@ impl Guard {
         lease: Arc<dyn GuardLease>,
         admin: Arc<dyn DatabaseAdmin>,
         tx: watch::Sender<GuardStatus>,
+        kill: Option<NodeKill>,
     ) -> Self {
         Guard {
             node,
@@ -81,6 +98,8 @@ impl Guard {
             failed_renewals: 0,
             last_decision: None,
             retry_soon: false,
+            kill,
+            killed: false,
         }
     }
 
@@ -195,7 +214,12 @@ impl Guard {
         // 2. Renew when due.
         if Instant::now() >= *next_renew {
             *next_renew = Instant::now() + self.s.renew_interval;
-            self.renew(stop).await?;
+            // After a kill the lease is let go: an expired lease is the
+            // controllers' proof that the node stopped, and a guard that
+            // kept renewing for a dead node would deny it to them forever.
+            if !self.killed {
+                self.renew(stop).await?;
+            }
         }
         // 3. Reconcile the node with the lease and the writer record.
         self.reconcile(stop).await
@@ -303,7 +327,16 @@ impl Guard {
             secs(self.s.ttl)
         );
         self.publish();
-        self.fence(GuardDecision::FencedLeaseDeadline, stop).await
+        // The fence has three quarters of the budget; a kill (tens of
+        // milliseconds) then has the last quarter and the margin before the
+        // store can let the lease expire.
+        let kill_by = until.checked_sub(self.s.fence_budget / 4).unwrap_or(until);
+        self.fence(
+            GuardDecision::FencedLeaseDeadline,
+            Unconfirmed::Kill { by: Some(kill_by) },
+            stop,
+        )
+        .await
     }
 
     async fn reconcile(&mut self, stop: &mut oneshot::Receiver<()>) -> Result<(), Stopped> {
@@ -332,6 +365,7 @@ impl Guard {
                 return Ok(());
             }
             Ok(NodeObservation::Replica { .. }) => {
+                self.back_after_kill("a replica");
                 if !self.reachable || !self.replica {
                     tracing::info!(node = %self.name, "guard {}: {} is a replica (read-only), nothing to fence", self.name, self.name);
                 }
@@ -349,6 +383,9 @@ impl Guard {
         };
         if !self.reachable {
             tracing::info!(node = %self.name, fenced, "guard {}: {} is reachable, a primary, fenced: {fenced}", self.name, self.name);
+        }
+        if fenced {
+            self.back_after_kill("a fenced primary");
         }
         self.reachable = true;
         self.replica = false;
@@ -370,7 +407,13 @@ impl Guard {
                     "guard {}: {} is an unfenced primary but the guard holds no lease: fencing it",
                     self.name, self.name
                 );
-                return self.fence(GuardDecision::FenceReapplied, stop).await;
+                return self
+                    .fence(
+                        GuardDecision::FenceReapplied,
+                        Unconfirmed::Kill { by: None },
+                        stop,
+                    )
+                    .await;
             }
             return Ok(());
         }
@@ -398,7 +441,13 @@ impl Guard {
                     "guard {}: {} is an unfenced primary but the guard holds no lease: fencing it",
                     self.name, self.name
                 );
-                return self.fence(GuardDecision::FenceReapplied, stop).await;
+                return self
+                    .fence(
+                        GuardDecision::FenceReapplied,
+                        Unconfirmed::Kill { by: None },
+                        stop,
+                    )
+                    .await;
             }
             let Some(fresh) = self.record else {
                 return Ok(());
@@ -414,7 +463,9 @@ impl Guard {
                 "guard {}: the writer record names {} at {}, but {} is an unfenced primary: fencing it as a stale primary",
                 self.name, record.node, record.epoch, self.name
             );
-            return self.fence(GuardDecision::FencedStalePrimary, stop).await;
+            return self
+                .fence(GuardDecision::FencedStalePrimary, Unconfirmed::Retry, stop)
+                .await;
         }
         if !fenced && mine {
             match self.writer_epoch {
@@ -426,7 +477,9 @@ impl Guard {
                         "guard {}: the writer record names {} at {}, but {} took writes at {}: fencing it as a stale primary",
                         self.name, self.name, record.epoch, self.name, took_writes
                     );
-                    return self.fence(GuardDecision::FencedStalePrimary, stop).await;
+                    return self
+                        .fence(GuardDecision::FencedStalePrimary, Unconfirmed::Retry, stop)
+                        .await;
                 }
                 Some(_) => {}
                 None => {
@@ -509,14 +562,23 @@ impl Guard {
     async fn fence(
         &mut self,
         decision: GuardDecision,
+        unconfirmed: Unconfirmed,
         stop: &mut oneshot::Receiver<()>,
     ) -> Result<(), Stopped> {
         let already_fenced_by_other = self.fenced == Some(true) && self.own_fence.is_none();
         let started = Instant::now();
+        let kill_by = match unconfirmed {
+            Unconfirmed::Kill { by } if self.kill.is_some() => by,
+            _ => None,
+        };
         let (result, epoch) = tokio::select! {
             biased;
             _ = &mut *stop => return Err(Stopped),
             r = self.try_fence() => r,
+            () = sleep_until_opt(kill_by) => (
+                Err("not confirmed by the lease deadline".to_owned()),
+                self.fence_epoch(),
+            ),
         };
         let took = started.elapsed();
         match result {
@@ -547,17 +609,91 @@ impl Guard {
                 self.retry_soon = true;
                 metrics::counter!("failover_guard_fence_failures_total", "node" => self.name.clone())
                     .increment(1);
-                tracing::error!(
-                    node = %self.name,
-                    %epoch,
-                    took = ?took,
-                    "guard {}: fencing {} failed ({why}); retrying (a node that cannot be reached is not writing either)",
-                    self.name, self.name
-                );
+                if let Unconfirmed::Kill { .. } = unconfirmed {
+                    tracing::error!(
+                        node = %self.name,
+                        %epoch,
+                        took = ?took,
+                        "guard {}: fencing {} failed ({why}) and the guard holds no lease to retry under",
+                        self.name, self.name
+                    );
+                    self.last_resort(&why).await;
+                } else {
+                    tracing::error!(
+                        node = %self.name,
+                        %epoch,
+                        took = ?took,
+                        "guard {}: fencing {} failed ({why}); retrying (a node that cannot be reached is not writing either)",
+                        self.name, self.name
+                    );
+                }
             }
         }
         self.publish();
         Ok(())
+    }
+
+    /// The killed node is back in a state that takes no writes: renew again.
+    fn back_after_kill(&mut self, state: &str) {
+        if self.killed {
+            self.killed = false;
+            tracing::warn!(
+                node = %self.name,
+                "guard {}: {} is back after the kill as {state}; renewing the lease again",
+                self.name, self.name
+            );
+        }
+    }
+
+    /// The fence could not be confirmed and the lease is gone (or about to
+    /// be): kill the server if the guard may, else say what that leaves.
+    async fn last_resort(&mut self, why: &str) {
+        let Some(kill) = self.kill.clone() else {
+            tracing::error!(
+                node = %self.name,
+                "guard {}: {} is not confirmed fenced ({why}) and the guard has no kill switch: if its server is frozen rather than down, it may take writes again after its lease expires (start the guard with NodeGuard::start_with_kill)",
+                self.name, self.name
+            );
+            return;
+        };
+        let started = Instant::now();
+        match kill.kill().await {
+            Ok(KillOutcome::Killed {
+                postmaster,
+                children,
+            }) => {
+                self.reachable = false;
+                self.fenced = None;
+                self.retry_soon = false;
+                self.killed = true;
+                self.valid_until = None;
+                self.decided(GuardDecision::KilledNode);
+                tracing::error!(
+                    node = %self.name,
+                    postmaster,
+                    children,
+                    took = ?started.elapsed(),
+                    data_dir = %kill.data_dir().display(),
+                    "guard {}: {} could not be fenced ({why}): its server was killed (postmaster {postmaster} and {children} children) before its lease can expire; the lease is not renewed until {} is back as a replica or fenced; bring it back as a replica of the new writer, not as it was",
+                    self.name, self.name, self.name
+                );
+            }
+            Ok(KillOutcome::NotRunning { why: none }) => tracing::warn!(
+                node = %self.name,
+                "guard {}: {} could not be fenced ({why}), and no server is running to kill ({none})",
+                self.name, self.name
+            ),
+            Err(e) => {
+                metrics::counter!("failover_guard_kill_failures_total", "node" => self.name.clone())
+                    .increment(1);
+                tracing::error!(
+                    node = %self.name,
+                    error = %e,
+                    "guard {}: {} could not be fenced ({why}) and killing its server failed: {e}",
+                    self.name, self.name
+                );
+            }
+        }
     }
 
     /// Fences at [`fence_epoch`](Self::fence_epoch); a refused epoch is
@@ -598,10 +734,13 @@ impl Guard {
             Ok((Ok(_), _)) => true,
             Ok((Err(e), _)) => {
                 tracing::warn!(node = %self.name, error = %e, "guard {}: stopping; fencing failed ({e}), so the lease is not released and expires after {}", self.name, secs(self.s.ttl));
+                self.last_resort(&e).await;
                 false
             }
             Err(_) => {
                 tracing::warn!(node = %self.name, "guard {}: stopping; the fence did not finish within {limit:?}, so the lease is not released", self.name);
+                self.last_resort(&format!("the fence did not finish within {limit:?}"))
+                    .await;
                 false
             }
         };

@@ -58,7 +58,11 @@ pub struct GuardSettings {
     /// within it, else it counts as failed.
     pub renew_interval: Duration,
     /// How long before its deadline the guard starts fencing: the longest a
-    /// fence may take (default 2 s).
+    /// fence may take (default 2 s). With a kill switch
+    /// ([`NodeGuard::start_with_kill`](super::NodeGuard::start_with_kill)),
+    /// a fence not confirmed within three quarters of it is given up and the
+    /// server killed: the kill (tens of milliseconds) has the last quarter
+    /// and the [`margin`](Self::margin) before the store's expiry.
     pub fence_budget: Duration,
     /// Where to serve the node endpoints (`GET /writer`, `/replica`,
     /// `/health`) for load balancers, as Patroni's agent does; `None` (the
