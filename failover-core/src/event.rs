@@ -241,6 +241,16 @@ pub enum EventKind {
         /// Its epoch.
         epoch: Epoch,
     },
+    /// A single controller without a writer record (after a restart) finds
+    /// the writer of the last promotion fenced by its own guard, every node
+    /// answering and no other node a primary: it names that node again, so
+    /// its guard lifts the fence (followed by [`WriterMoved`](Self::WriterMoved)).
+    WriterRestored {
+        /// The node, a fenced primary.
+        node: NodeId,
+        /// Its promotion epoch, which the record names again.
+        epoch: Epoch,
+    },
     /// A node claims to be primary but is not the writer at the current epoch:
     /// it is fenced and never promoted.
     StalePrimary {
@@ -735,6 +745,11 @@ impl fmt::Display for EventDisplay<'_> {
                 "writer is {} at {epoch} (was {}): adopted",
                 self.node(*to),
                 from.map_or("none", |n| self.node(n))
+            ),
+            EventKind::WriterRestored { node, epoch } => write!(
+                f,
+                "{} is the writer at {epoch} again: its guard fenced it while no writer record named it (the controller restarted), every node answers and none was promoted since; naming it lets its guard lift the fence",
+                self.node(*node)
             ),
             EventKind::StalePrimary {
                 node,

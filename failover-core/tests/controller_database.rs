@@ -398,3 +398,95 @@ fn a_refusal_for_want_of_the_writers_position_says_the_lag_is_unknown_not_zero()
     assert!(text.contains("lag is unknown"), "{text}");
     assert!(!text.contains("0 bytes behind"), "{text}");
 }
+
+fn fenced_primary(epoch: Option<u64>) -> NodeObservation {
+    NodeObservation::Primary {
+        timeline: 1,
+        current_lsn: Lsn(1000),
+        epoch: epoch.map(Epoch),
+        fenced: true,
+    }
+}
+
+fn restored(d: &Drill) -> bool {
+    d.events()
+        .iter()
+        .any(|e| matches!(e, EventKind::WriterRestored { .. }))
+}
+
+/// A single controller keeps the writer record in memory: crashed for
+/// longer than the guards' deadline, it comes back with no record while the
+/// writer's guard fenced the writer (recording the fence's epoch, the floor
+/// it resumes after). Nothing would ever name the writer again. When every
+/// node answers and no other is a primary, it names it again — once.
+#[test]
+fn a_restarted_single_controller_names_the_writer_its_guard_fenced_again() {
+    let mut d = Drill::new(auto_config(16 * 1024));
+    d.c.set_epoch_floor(Epoch(1));
+    d.rounds(0, 2, "us-east", true);
+    d.rounds(0, 2, "us-west", true);
+    // pg-west not heard from yet: it might have been promoted since.
+    d.observe("pg-east", fenced_primary(None));
+    assert!(!restored(&d), "{:?}", d.events());
+    d.replica("pg-west", 1000);
+    d.observe("pg-east", fenced_primary(None));
+    assert!(
+        matches!(
+            d.last_events()[..],
+            [
+                EventKind::WriterRestored {
+                    epoch: Epoch(0),
+                    ..
+                },
+                EventKind::WriterMoved {
+                    epoch: Epoch(0),
+                    ..
+                }
+            ]
+        ),
+        "{:?}",
+        d.last_events()
+    );
+    assert_eq!(d.c.writer(), Some(node(&d, "pg-east")));
+    // Once: while the guard has not lifted its fence yet, nothing more.
+    d.observe("pg-east", fenced_primary(None));
+    assert_eq!(d.last_events(), vec![]);
+    // The next promotion still goes above the recorded fence.
+    d.primary("pg-east", 1100, None);
+    lose_east(&mut d);
+    let (_, _, epoch) = d.last_fence();
+    assert_eq!(epoch, Epoch(2));
+}
+
+#[test]
+fn a_fenced_writer_is_not_named_again_while_a_node_is_unseen_a_primary_or_paused() {
+    // The other node is unreachable: it may be a writer promoted since.
+    let mut d = Drill::new(auto_config(16 * 1024));
+    d.c.set_epoch_floor(Epoch(1));
+    d.observe("pg-west", NodeObservation::Unreachable);
+    d.observe("pg-east", fenced_primary(None));
+    assert!(!restored(&d));
+
+    // The other node is a fenced primary too (promoted at 1, fenced at 2):
+    // the later promotion is not the one to restore blindly either way.
+    let mut d = Drill::new(auto_config(16 * 1024));
+    d.c.set_epoch_floor(Epoch(2));
+    d.observe("pg-west", fenced_primary(Some(1)));
+    d.observe("pg-east", fenced_primary(None));
+    assert!(!restored(&d), "{:?}", d.events());
+
+    // Automation paused by an operator.
+    let mut d = Drill::new(auto_config(16 * 1024));
+    d.c.set_epoch_floor(Epoch(1));
+    d.command(Command::Pause);
+    d.replica("pg-west", 1000);
+    d.observe("pg-east", fenced_primary(None));
+    assert!(!restored(&d));
+
+    // No recorded fence above its promotion: a fence of the controller's
+    // own (or none at all) is not the guard's deadline fence.
+    let mut d = Drill::new(auto_config(16 * 1024));
+    d.replica("pg-west", 1000);
+    d.observe("pg-east", fenced_primary(None));
+    assert!(!restored(&d));
+}

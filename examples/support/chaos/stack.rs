@@ -315,11 +315,17 @@ impl Stack {
                     }
                     let admin = PgCluster::new().with_node(node, name, &dsn)?;
                     // It runs on its node's machine: a server it cannot
-                    // fence by its deadline (frozen), it kills.
+                    // fence in time (frozen), it kills. A fence takes two
+                    // termination rounds 100 ms apart and was measured at
+                    // 310–450 ms on this loaded 2-core machine, so a 2 s
+                    // lease's default budget (400 ms, three quarters for
+                    // the fence) killed healthy writers: 800 ms here.
+                    let mut settings = GuardSettings::for_ttl(ttl);
+                    settings.fence_budget = settings.fence_budget.max(Duration::from_millis(800));
                     Ok(NodeGuard::start_with_kill(
                         node,
                         name,
-                        GuardSettings::for_ttl(ttl),
+                        settings,
                         Arc::new(lease),
                         Arc::new(admin),
                         NodeKill::new(&data_dir)?,

@@ -131,6 +131,13 @@ impl Controller {
         epoch: Option<Epoch>,
         fenced: bool,
     ) {
+        if fenced && self.may_restore_writer(node, epoch) {
+            let epoch = epoch.unwrap_or_default();
+            self.db.record = Some(WriterRecord::new(node, epoch));
+            self.notify(now, EventKind::WriterRestored { node, epoch });
+            self.adopt(now, node, epoch, current_lsn, observed_at);
+            return;
+        }
         if self.db.writer == Some(node) && !fenced {
             self.void_proof(now, node, observed_at);
         }
@@ -230,6 +237,44 @@ impl Controller {
             node,
             epoch: current,
         });
+    }
+
+    /// Whether the fenced primary `node` (promoted at `epoch`, `None` for
+    /// the configured primary) is the writer a restarted single controller
+    /// lost track of, to be named again. A single controller keeps the
+    /// writer record in memory (its lease server); a crash longer than the
+    /// guards' deadline makes the writer's guard fence it, and the record is
+    /// gone on restart, so nothing would ever name the writer again. It is
+    /// named again only when nothing else can be the writer:
+    /// - no record was written in this controller's life, the epoch floor it
+    ///   resumed after is above `epoch` (the guard's fence recorded it), and
+    ///   `epoch` is not below the writer it believes in;
+    /// - nothing is in flight (no attempt, no fence, no uncertain promotion)
+    ///   and automation is not paused;
+    /// - every node answers, and every other node is a replica: a node
+    ///   promoted since would be a primary at a greater epoch (adopted
+    ///   instead), and one that cannot be seen might be one.
+    ///
+    /// The guard lifts its fence only for a record naming its node at the
+    /// epoch it took writes at, and only if no reachable node recorded a
+    /// promotion from the fence's epoch on.
+    fn may_restore_writer(&self, node: NodeId, epoch: Option<Epoch>) -> bool {
+        let epoch = epoch.unwrap_or_default();
+        !self.coordinated
+            && !self.paused
+            && self.leading()
+            && self.db.record.is_none()
+            && self.db.epoch > epoch
+            && epoch >= self.db.writer_epoch
+            && !self.db.busy()
+            && self.db.uncertain.is_none()
+            && self.db.nodes.iter().all(|n| n.fence.is_none())
+            && self.db.nodes.iter().enumerate().all(|(i, n)| {
+                if i == node.index() {
+                    return true;
+                }
+                matches!(n.last, Some(NodeObservation::Replica { .. })) && n.misses == 0
+            })
     }
 
     /// The old writer `node` answered as an unfenced primary in an
