@@ -67,6 +67,11 @@ impl PgCluster {
     ///
     /// Steps 3–4 wait at most `timeouts.catch_up`
     /// ([`PgError::NotSynchronous`] says which standby, in which state).
+    /// On that failure the previous setting is put back (with a `token`,
+    /// only if no newer leader configured the node meanwhile): the new
+    /// standbys were never recorded as synchronous, so nothing relies on
+    /// them, and a writer left requiring a standby that is not there would
+    /// acknowledge no commit at all.
     /// Dropping standbys returns after step 2: until the reload is
     /// processed the old, stricter setting applies.
     pub async fn set_synchronous(
@@ -105,6 +110,7 @@ impl PgCluster {
             })?);
         }
         let value = synchronous_standby_names(&names);
+        let previous = current_names(&s).await?;
         if let Some(token) = token {
             s.batch(OP, &format!("SELECT pg_advisory_lock({SYNC_LOCK})"))
                 .await?;
@@ -120,7 +126,10 @@ impl PgCluster {
             return Ok(());
         }
         let deadline = started + self.timeouts().catch_up;
-        wait_until(&s, deadline, &value, &names).await?;
+        if let Err(e) = wait_until(&s, deadline, &value, &names).await {
+            revert(&s, &previous, &value, token, &e).await;
+            return Err(e);
+        }
         let elapsed = started.elapsed();
         tracing::info!(node = %s.node, %epoch, standbys = %value, ?elapsed, "synchronous standbys in effect");
         metrics::histogram!("failover_pg_set_synchronous_seconds").record(elapsed.as_secs_f64());
@@ -176,6 +185,72 @@ async fn check_and_record_token(s: &Session, token: FencingToken) -> Result<(), 
     )
     .await?;
     Ok(())
+}
+
+async fn current_names(s: &Session) -> Result<String, PgError> {
+    let row = s
+        .query_one(OP, "SELECT current_setting('synchronous_standby_names')")
+        .await?;
+    s.get(OP, &row, 0)
+}
+
+/// Puts `previous` back after `value` did not take effect (`why`); with a
+/// `token`, only if it is still the newest that configured the node.
+/// Best effort: a failure is logged, and the caller reports `why` anyway.
+async fn revert(
+    s: &Session,
+    previous: &str,
+    value: &str,
+    token: Option<FencingToken>,
+    why: &PgError,
+) {
+    let reverted = async {
+        if let Some(token) = token {
+            s.batch(OP, &format!("SELECT pg_advisory_lock({SYNC_LOCK})"))
+                .await?;
+            let rows = s
+                .query_with(
+                    OP,
+                    "SELECT token FROM failover.sync_token WHERE id = 1",
+                    &[],
+                )
+                .await?;
+            let recorded: Option<i64> = match rows.first() {
+                Some(row) => Some(s.get(OP, row, 0)?),
+                None => None,
+            };
+            let ours = i64::try_from(token.0).ok();
+            let still_ours = recorded.is_none() || recorded == ours;
+            if still_ours {
+                set_names(s, previous).await?;
+            }
+            s.batch(OP, &format!("SELECT pg_advisory_unlock({SYNC_LOCK})"))
+                .await?;
+            Ok::<bool, PgError>(still_ours)
+        } else {
+            set_names(s, previous).await.map(|()| true)
+        }
+    };
+    match reverted.await {
+        Ok(true) => tracing::warn!(
+            node = %s.node,
+            standbys = %value,
+            %previous,
+            error = %why,
+            "synchronous standbys {value:?} not in effect in time ({why}); put back {previous:?}, so the writer does not hold every commit for a standby that is not there"
+        ),
+        Ok(false) => tracing::warn!(
+            node = %s.node,
+            standbys = %value,
+            "synchronous standbys {value:?} not in effect in time ({why}); a newer leader configured the node since, so its setting stays"
+        ),
+        Err(e) => tracing::error!(
+            node = %s.node,
+            standbys = %value,
+            error = %e,
+            "synchronous standbys {value:?} not in effect in time ({why}), and putting back {previous:?} failed: {e}; the writer may hold commits until the controller configures it again"
+        ),
+    }
 }
 
 async fn set_names(s: &Session, value: &str) -> Result<(), PgError> {

@@ -159,6 +159,31 @@ async fn set_synchronous_refuses_what_it_cannot_make_true() {
     }
     let port: failover_core::PortError = err.into();
     assert_eq!(port.kind(), PortErrorKind::Refused);
+    // The refused setting is not left behind: the writer still
+    // acknowledges commits without the standby that is not there.
+    let primary = tk.node(0).unwrap().clone();
+    assert_eq!(setting(&primary.admin_dsn()).await, "");
+    // A coordinated leader's attempt (with its token) is put back too.
+    let err = admin
+        .set_synchronous(
+            NodeId(0),
+            Epoch(0),
+            SyncSet::of(NodeId(1)),
+            Some(FencingToken(7)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::NotSynchronous { .. }), "{err}");
+    assert_eq!(setting(&primary.admin_dsn()).await, "");
+    common::create_table(&primary.app_dsn()).await;
+    let c = common::connect(&primary.app_dsn()).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        c.execute("INSERT INTO rows (n) VALUES (-2)", &[]),
+    )
+    .await
+    .expect("a commit is not held for the missing standby")
+    .expect("the insert commits");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
