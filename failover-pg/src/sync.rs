@@ -159,15 +159,7 @@ async fn check_and_record_token(s: &Session, token: FencingToken) -> Result<(), 
     let requested = i64::try_from(token.0)
         .map_err(|_| s.malformed(OP, format!("{token} does not fit a bigint")))?;
     s.batch(OP, SYNC_TOKEN_SQL).await?;
-    let rows = s
-        .query_with(
-            OP,
-            "SELECT token FROM failover.sync_token WHERE id = 1",
-            &[],
-        )
-        .await?;
-    if let Some(row) = rows.first() {
-        let recorded: i64 = s.get(OP, row, 0)?;
+    if let Some(recorded) = recorded_token(s).await? {
         if recorded > requested {
             tracing::warn!(node = %s.node, %token, recorded, "synchronous configuration refused: a newer leader configured this node");
             return Err(PgError::StaleToken {
@@ -185,6 +177,19 @@ async fn check_and_record_token(s: &Session, token: FencingToken) -> Result<(), 
     )
     .await?;
     Ok(())
+}
+
+/// The newest token that configured the node, if one is recorded. The
+/// table exists: `check_and_record_token` created it.
+async fn recorded_token(s: &Session) -> Result<Option<i64>, PgError> {
+    let rows = s
+        .query_with(
+            OP,
+            "SELECT token FROM failover.sync_token WHERE id = 1",
+            &[],
+        )
+        .await?;
+    rows.first().map(|row| s.get(OP, row, 0)).transpose()
 }
 
 async fn current_names(s: &Session) -> Result<String, PgError> {
@@ -208,17 +213,7 @@ async fn revert(
         if let Some(token) = token {
             s.batch(OP, &format!("SELECT pg_advisory_lock({SYNC_LOCK})"))
                 .await?;
-            let rows = s
-                .query_with(
-                    OP,
-                    "SELECT token FROM failover.sync_token WHERE id = 1",
-                    &[],
-                )
-                .await?;
-            let recorded: Option<i64> = match rows.first() {
-                Some(row) => Some(s.get(OP, row, 0)?),
-                None => None,
-            };
+            let recorded = recorded_token(s).await?;
             let ours = i64::try_from(token.0).ok();
             let still_ours = recorded.is_none() || recorded == ours;
             if still_ours {

@@ -402,18 +402,7 @@ impl Guard {
 
         if !self.lease_valid(Instant::now()) {
             if !fenced {
-                tracing::warn!(
-                    node = %self.name,
-                    "guard {}: {} is an unfenced primary but the guard holds no lease: fencing it",
-                    self.name, self.name
-                );
-                return self
-                    .fence(
-                        GuardDecision::FenceReapplied,
-                        Unconfirmed::Kill { by: None },
-                        stop,
-                    )
-                    .await;
+                return self.reapply_fence(stop).await;
             }
             return Ok(());
         }
@@ -436,18 +425,7 @@ impl Guard {
             );
             self.renew(stop).await?;
             if !self.lease_valid(Instant::now()) {
-                tracing::warn!(
-                    node = %self.name,
-                    "guard {}: {} is an unfenced primary but the guard holds no lease: fencing it",
-                    self.name, self.name
-                );
-                return self
-                    .fence(
-                        GuardDecision::FenceReapplied,
-                        Unconfirmed::Kill { by: None },
-                        stop,
-                    )
-                    .await;
+                return self.reapply_fence(stop).await;
             }
             let Some(fresh) = self.record else {
                 return Ok(());
@@ -631,6 +609,21 @@ impl Guard {
         }
         self.publish();
         Ok(())
+    }
+
+    /// Rule 4: an unfenced primary while the guard holds no lease.
+    async fn reapply_fence(&mut self, stop: &mut oneshot::Receiver<()>) -> Result<(), Stopped> {
+        tracing::warn!(
+            node = %self.name,
+            "guard {}: {} is an unfenced primary but the guard holds no lease: fencing it",
+            self.name, self.name
+        );
+        self.fence(
+            GuardDecision::FenceReapplied,
+            Unconfirmed::Kill { by: None },
+            stop,
+        )
+        .await
     }
 
     /// The killed node is back in a state that takes no writes: renew again.
