@@ -503,6 +503,37 @@ async fn a_frozen_writer_that_cannot_be_fenced_is_killed_before_its_lease_expire
     assert!(s.app_commits().await, "the named writer takes writes again");
 }
 
+/// PostgreSQL crashes (kill -9) while its guard lives on. A guard that kept
+/// renewing would deny the controllers their proof that the node stopped,
+/// and the service its failover, for as long as the node stays down. With
+/// the kill switch it finds no server in the data directory and lets the
+/// lease lapse; restarted as it was, the node is fenced before the guard
+/// renews, then given back (the record still names it here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_writer_with_a_live_guard_lets_its_lease_lapse() {
+    let mut s = setup_on(None, true).await;
+    s.blocking(|c| c.kill(0).expect("kill -9 pg-east")).await;
+    s.wait_status("pg-east down, the lease let go", |st| {
+        decision(st) == Some(GuardDecision::NodeDown) && !st.lease_held
+    })
+    .await;
+    assert_eq!(
+        s.next_event().await,
+        CoordinationEvent::GuardLease {
+            node: EAST,
+            held: false
+        },
+        "the store lets the lease expire: the controllers' proof"
+    );
+    s.blocking(|c| c.start_node(0).expect("pg-east starts again"))
+        .await;
+    s.wait_status("pg-east the writer again, lease held", |st| {
+        st.lease_held && st.fenced == Some(false) && decision(st) == Some(GuardDecision::Unfenced)
+    })
+    .await;
+    assert!(s.app_commits().await, "the named writer takes writes again");
+}
+
 /// (e): bad input gets a clear error naming the field or the peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_wrong_secret_and_unreachable_server_are_clear_errors() {

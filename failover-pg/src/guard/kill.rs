@@ -92,14 +92,23 @@ impl NodeKill {
             .map_err(|e| this_error(&self.data_dir, format!("the kill task failed: {e}")))?
     }
 
-    fn kill_blocking(&self) -> Result<KillOutcome, PgError> {
+    /// The postmaster running in the data directory, if one is: its pid,
+    /// checked against `/proc/PID/cwd` like [`kill`](Self::kill) does.
+    pub async fn running(&self) -> Result<Option<u32>, PgError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.postmaster().map(Result::ok))
+            .await
+            .map_err(|e| this_error(&self.data_dir, format!("the check task failed: {e}")))?
+    }
+
+    /// `Ok(Ok(pid))`: the live postmaster of the data directory;
+    /// `Ok(Err(why))`: none runs.
+    fn postmaster(&self) -> Result<Result<u32, String>, PgError> {
         let pid_file = self.data_dir.join("postmaster.pid");
         let text = match std::fs::read_to_string(&pid_file) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(KillOutcome::NotRunning {
-                    why: format!("no {}", pid_file.display()),
-                })
+                return Ok(Err(format!("no {}", pid_file.display())))
             }
             Err(e) => {
                 return Err(this_error(
@@ -122,28 +131,30 @@ impl NodeKill {
                 ),
             ));
         };
-        match std::fs::read_link(format!("/proc/{pid}/cwd")) {
-            Ok(cwd) if cwd == self.data_dir => {}
-            Ok(cwd) => {
-                return Ok(KillOutcome::NotRunning {
-                    why: format!(
-                        "pid {pid} from postmaster.pid works in {}, not in the data directory: a stale pid file",
-                        cwd.display()
-                    ),
-                })
-            }
-            Err(e) if !Path::new(&format!("/proc/{pid}")).exists() => {
-                return Ok(KillOutcome::NotRunning {
-                    why: format!("postmaster {pid} is not running ({e})"),
-                })
-            }
-            Err(e) => {
-                return Err(this_error(
-                    &self.data_dir,
-                    format!("cannot tell whether pid {pid} is its postmaster: /proc/{pid}/cwd: {e}"),
-                ))
-            }
+        if matches!(state(pid), None | Some('Z' | 'X')) {
+            return Ok(Err(format!("postmaster {pid} is not running")));
         }
+        match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+            Ok(cwd) if cwd == self.data_dir => Ok(Ok(pid)),
+            Ok(cwd) => Ok(Err(format!(
+                "pid {pid} from postmaster.pid works in {}, not in the data directory: a stale pid file",
+                cwd.display()
+            ))),
+            Err(e) if matches!(state(pid), None | Some('Z' | 'X')) => {
+                Ok(Err(format!("postmaster {pid} is not running ({e})")))
+            }
+            Err(e) => Err(this_error(
+                &self.data_dir,
+                format!("cannot tell whether pid {pid} is its postmaster: /proc/{pid}/cwd: {e}"),
+            )),
+        }
+    }
+
+    fn kill_blocking(&self) -> Result<KillOutcome, PgError> {
+        let pid = match self.postmaster()? {
+            Ok(pid) => pid,
+            Err(why) => return Ok(KillOutcome::NotRunning { why }),
+        };
         // Stopped, it forks no child between our scan and its death.
         signal("STOP", &[pid]).map_err(|e| this_error(&self.data_dir, e))?;
         wait_for(Duration::from_millis(500), || {

@@ -46,6 +46,10 @@
 //!    stops renewing, so the lease lapses (the controllers' proof that the
 //!    node stopped), until the node is seen again as a replica or fenced (a
 //!    server restarted as an unfenced primary is fenced first, by rule 4).
+//!    The same when the node is unreachable and no server runs in its data
+//!    directory (PostgreSQL crashed or was stopped while the guard lives):
+//!    a guard that kept renewing for it would deny the controllers their
+//!    proof, and the service its failover, for as long as it stays down.
 //!    Without a kill switch it logs that the node may still take writes
 //!    once the lease expires, and retries.
 //!
@@ -138,6 +142,9 @@ pub enum GuardDecision {
     /// The node could not be fenced by the lease deadline (or without a
     /// lease): the guard killed its server ([`NodeKill`]).
     KilledNode,
+    /// No server runs in the node's data directory (it crashed or was
+    /// stopped): with a kill switch the guard lets its lease lapse.
+    NodeDown,
 }
 
 impl GuardDecision {
@@ -150,6 +157,7 @@ impl GuardDecision {
             GuardDecision::Unfenced => "unfenced",
             GuardDecision::Released => "released",
             GuardDecision::KilledNode => "killed_node",
+            GuardDecision::NodeDown => "node_down",
         }
     }
 }

@@ -349,6 +349,7 @@ impl Guard {
             Err(e) => {
                 self.reachable = false;
                 tracing::warn!(node = %self.name, error = %e, "guard {}: cannot observe {}: {e}", self.name, self.name);
+                self.release_if_down().await;
                 self.publish();
                 return Ok(());
             }
@@ -361,6 +362,7 @@ impl Guard {
                     );
                 }
                 self.reachable = false;
+                self.release_if_down().await;
                 self.publish();
                 return Ok(());
             }
@@ -626,13 +628,46 @@ impl Guard {
         .await
     }
 
+    /// With a kill switch, an unreachable node whose server does not run
+    /// (crashed, stopped) gets what a killed one gets: the lease lapses, so
+    /// the controllers may promote another node, until it is back as a
+    /// replica or fenced. A server that runs but does not answer (starting
+    /// up, overloaded, frozen) keeps the lease; the deadline rules apply.
+    async fn release_if_down(&mut self) {
+        if self.killed {
+            return;
+        }
+        let Some(kill) = self.kill.clone() else {
+            return;
+        };
+        match kill.running().await {
+            Ok(None) => {
+                self.killed = true;
+                self.valid_until = None;
+                self.fenced = None;
+                self.retry_soon = false;
+                self.decided(GuardDecision::NodeDown);
+                tracing::warn!(
+                    node = %self.name,
+                    data_dir = %kill.data_dir().display(),
+                    "guard {}: no PostgreSQL server runs in {}: not renewing, so the lease lapses and the controllers may promote another node; renewing again once {} is back as a replica or fenced",
+                    self.name, kill.data_dir().display(), self.name
+                );
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                tracing::debug!(node = %self.name, error = %e, "guard {}: cannot tell whether {}'s server runs: {e}", self.name, self.name)
+            }
+        }
+    }
+
     /// The killed node is back in a state that takes no writes: renew again.
     fn back_after_kill(&mut self, state: &str) {
         if self.killed {
             self.killed = false;
             tracing::warn!(
                 node = %self.name,
-                "guard {}: {} is back after the kill as {state}; renewing the lease again",
+                "guard {}: {} is back as {state}; renewing the lease again",
                 self.name, self.name
             );
         }
