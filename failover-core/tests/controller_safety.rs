@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use failover_core::{
-    Action, Command, Config, CoordinationEvent, Epoch, EventKind, FencingToken, Input, NodeId,
-    NodeObservation, PortErrorKind, PromotionPhase, RegionId, Restored, StopProof, WriterRecord,
+    Action, Command, Config, CoordinationEvent, Epoch, EventKind, FencingToken, Input, Lsn, NodeId,
+    NodeObservation, PortErrorKind, PromotionPhase, RegionId, Restored, RpoGate, StopProof,
+    WriterRecord,
 };
 
 fn config() -> Config {
@@ -780,6 +781,76 @@ fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
     // Further observations of pg-west as primary at epoch 1 change nothing.
     d.primary("pg-west", 2000, Some(1));
     assert_eq!(d.promotes(), 1);
+}
+
+/// The same, when the successor never saw the old writer unfenced (it
+/// started after the fence, and the store's claim reached it before its
+/// first observation): the fenced old writer's position is final, and is
+/// the reference the promotion is gated against. Found by the loaded soak of
+/// `e2e_controllers` (the successor refused: "its lag is unknown (the
+/// writer's position was never seen)").
+#[test]
+fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() {
+    let mut d = coordinated_drill();
+    d.log.clear();
+    let west = node(&d, "pg-west");
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord::new(west, Epoch(1)),
+    ))));
+    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
+        FencingToken(19),
+    ))));
+    d.replica("pg-west", 1000);
+    assert_eq!(d.promotes(), 0, "no reference yet: {:?}", d.last_events());
+    // pg-east, fenced at 1 by the predecessor, on pg-west's timeline.
+    d.observe(
+        "pg-east",
+        NodeObservation::Primary {
+            timeline: 1,
+            current_lsn: Lsn(1200),
+            epoch: None,
+            fenced: true,
+        },
+    );
+    d.replica("pg-west", 1200);
+    assert_eq!(d.promotes(), 1, "{:?}", d.events());
+    let (_, request) = d.last_promote();
+    assert_eq!((request.node, request.epoch), (west, Epoch(1)));
+    assert!(
+        matches!(
+            request.gate,
+            RpoGate::CaughtUp { lsn: Lsn(1200) } | RpoGate::Within { .. }
+        ),
+        "{:?}",
+        request.gate
+    );
+}
+
+/// A fenced primary on another timeline than the claimed replica is not
+/// the old writer it streamed from: its position is no reference.
+#[test]
+fn a_fenced_primary_on_another_timeline_is_no_reference() {
+    let mut d = coordinated_drill();
+    d.log.clear();
+    let west = node(&d, "pg-west");
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord::new(west, Epoch(1)),
+    ))));
+    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
+        FencingToken(19),
+    ))));
+    d.replica("pg-west", 1000);
+    d.observe(
+        "pg-east",
+        NodeObservation::Primary {
+            timeline: 7,
+            current_lsn: Lsn(900),
+            epoch: None,
+            fenced: true,
+        },
+    );
+    d.replica("pg-west", 1000);
+    assert_eq!(d.promotes(), 0, "{:?}", d.events());
 }
 
 /// Database health is its own signal: with the API of us-east healthy, its

@@ -209,6 +209,9 @@ impl Controller {
                 "the candidate reports itself a primary before its promotion",
             );
         }
+        if fenced {
+            self.note_fenced_old_writer(now, node, current_lsn, observed_at);
+        }
         if fenced || self.db.nodes[node.index()].fence.is_some() {
             return;
         }
@@ -237,6 +240,31 @@ impl Controller {
             node,
             epoch: current,
         });
+    }
+
+    /// The fenced primary `node` (not the writer) at `lsn`: when the writer
+    /// is a claimed node still a replica on the same timeline, `node` is the
+    /// old writer its claim deposed, fenced before the claim, so `lsn` is
+    /// its final position: the reference the claimed node's promotion is
+    /// gated against. A leader that took over after the claim never saw the
+    /// old writer unfenced, and without this its RPO gate had no reference
+    /// at all ("the writer's position was never seen") and refused forever.
+    /// The greatest position seen is kept.
+    fn note_fenced_old_writer(&mut self, now: Instant, node: NodeId, lsn: Lsn, at: Instant) {
+        let Some(writer) = self.db.writer.filter(|w| *w != node) else {
+            return;
+        };
+        let claimed = &self.db.nodes[writer.index()];
+        let same_timeline =
+            claimed.timeline.is_some() && claimed.timeline == self.db.nodes[node.index()].timeline;
+        if !same_timeline || !matches!(claimed.last, Some(NodeObservation::Replica { .. })) {
+            return;
+        }
+        if self.db.primary_lsn.is_some_and(|(seen, _)| seen >= lsn) {
+            return;
+        }
+        self.db.primary_lsn = Some((lsn, at));
+        self.finish_claimed_promotion(now, Some(node));
     }
 
     /// Whether the fenced primary `node` (promoted at `epoch`, `None` for
