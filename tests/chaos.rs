@@ -235,3 +235,26 @@ async fn a_paused_writer_that_wakes_after_the_failover_acknowledges_nothing() {
     .await;
     assert!(r.overlaps.is_empty(), "{}: {:#?}", r.line(), r.failures);
 }
+
+/// PostgreSQL crashes (kill -9) while its guard and machine live on, in
+/// asynchronous mode, where only a stop proof lets the controller promote:
+/// the guard finds no server in the data directory and lets its lease go,
+/// so the failover happens (before, the live guard kept the lease and the
+/// controller waited for an operator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_postgres_crashed_under_a_live_guard_fails_over() {
+    if let Some(why) = skip() {
+        eprintln!("{why}");
+        return;
+    }
+    init_tracing();
+    let r = drill(DrillSpec {
+        seed: 102,
+        fault: Some(Fault::CrashWriterDb),
+        stack: StackConfig::new(Mode::Async),
+    })
+    .await;
+    assert!(r.overlaps.is_empty(), "{}: {:#?}", r.line(), r.failures);
+    assert!(r.passed(), "{}: {:#?}", r.line(), r.failures);
+    assert_ne!(r.writers.1, Some(r.writers.0), "{}", r.line());
+}

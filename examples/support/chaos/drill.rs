@@ -207,6 +207,7 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
             tokio::task::block_in_place(|| stack.cluster.kill(initial))?;
         }
         Fault::PauseWriterDb => tokio::task::block_in_place(|| stack.cluster.pause(initial))?,
+        Fault::CrashWriterDb => tokio::task::block_in_place(|| stack.cluster.kill(initial))?,
         Fault::IsolateWriterRegion => {
             tokio::task::block_in_place(|| stack.net.isolate(writer_region))?
         }
@@ -238,7 +239,7 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     // Heal.
     let heal_at = Instant::now();
     match fault {
-        Fault::KillWriterDb | Fault::RestartController => {}
+        Fault::KillWriterDb | Fault::CrashWriterDb | Fault::RestartController => {}
         Fault::PauseWriterDb => {
             // Its guard kills a server it cannot fence by its lease
             // deadline: then nothing is left to resume.

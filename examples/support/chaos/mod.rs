@@ -82,16 +82,21 @@ pub enum Fault {
     /// The controller (runtime, lease server, embedded DNS) dropped as by a
     /// crash, and started again on the same addresses.
     RestartController,
+    /// `kill -9` of the writer's PostgreSQL while its guard lives on (the
+    /// machine is fine): the guard must let its lease go, or the controller
+    /// never gets its proof that the node stopped.
+    CrashWriterDb,
 }
 
 impl Fault {
     /// Every fault kind, in the order of the summary table.
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::KillWriterDb,
         Fault::PauseWriterDb,
         Fault::IsolateWriterRegion,
         Fault::CutControllerFromWriter,
         Fault::RestartController,
+        Fault::CrashWriterDb,
     ];
 
     /// The name used on the command line and in reports.
@@ -102,6 +107,7 @@ impl Fault {
             Fault::IsolateWriterRegion => "isolate-writer-region",
             Fault::CutControllerFromWriter => "cut-controller-from-writer",
             Fault::RestartController => "restart-controller",
+            Fault::CrashWriterDb => "crash-writer-db",
         }
     }
 
