@@ -64,20 +64,11 @@ async fn cluster_and_server() -> (
     (Arc::new(cluster), server, events)
 }
 
-/// `guard_runtime`: run the guard on this runtime instead of the test's.
-/// `kill`: start it with pg-east's kill switch.
-async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>, kill: bool) -> Setup {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-    let (cluster, server, events) = cluster_and_server().await;
+/// pg-east's guard, leasing from `server` (with pg-east's kill switch
+/// when `kill`), on the current runtime.
+fn start_east_guard(cluster: &PgTestCluster, server: &LeaseServer, kill: bool) -> NodeGuard {
     let east = cluster.node(0).expect("east").clone();
     let west = cluster.node(1).expect("west").clone();
-
     let lease = LeaseClient::new(&server.url(), SECRET)
         .expect("client")
         .with_node(EAST, "pg-east")
@@ -91,9 +82,8 @@ async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>, kill: bool) -> 
         .expect("east dsn")
         .with_node(WEST, "pg-west", &west.admin_dsn())
         .expect("west dsn");
-    let _enter = guard_runtime.as_ref().map(|h| h.enter());
     let settings = GuardSettings::for_ttl(TTL);
-    let guard = if kill {
+    if kill {
         let kill = NodeKill::new(&east.data_dir).expect("pg-east's data directory");
         NodeGuard::start_with_kill(
             EAST,
@@ -106,7 +96,22 @@ async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>, kill: bool) -> 
     } else {
         NodeGuard::start(EAST, "pg-east", settings, Arc::new(lease), Arc::new(pg))
     }
-    .expect("guard starts");
+    .expect("guard starts")
+}
+
+/// `guard_runtime`: run the guard on this runtime instead of the test's.
+/// `kill`: start it with pg-east's kill switch.
+async fn setup_on(guard_runtime: Option<tokio::runtime::Handle>, kill: bool) -> Setup {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let (cluster, server, events) = cluster_and_server().await;
+    let _enter = guard_runtime.as_ref().map(|h| h.enter());
+    let guard = start_east_guard(&cluster, &server, kill);
     drop(_enter);
     let status = guard.watch();
     let mut s = Setup {
@@ -532,6 +537,37 @@ async fn a_crashed_writer_with_a_live_guard_lets_its_lease_lapse() {
     })
     .await;
     assert!(s.app_commits().await, "the named writer takes writes again");
+}
+
+/// The deployment order: the guard starts before PostgreSQL. A server not
+/// started yet is not a crashed one: the guard holds its lease for the
+/// boot, and the writer boots unfenced (no fence, no kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_started_before_its_postgres_holds_the_lease_for_the_boot() {
+    let (cluster, server, events) = cluster_and_server().await;
+    tokio::task::block_in_place(|| cluster.stop(0)).expect("stop pg-east");
+    let guard = start_east_guard(&cluster, &server, true);
+    let status = guard.watch();
+    let mut s = Setup {
+        cluster,
+        server,
+        events,
+        guard: Some(guard),
+        status,
+    };
+    // Renewals go on while pg-east is down (a guard that let the lease go
+    // would stop renewing).
+    s.wait_renewals(3).await;
+    assert_eq!(decision(&s.status.borrow()), None);
+    s.blocking(|c| c.start_node(0).expect("pg-east starts"))
+        .await;
+    let up = s
+        .wait_status("pg-east up, an unfenced primary, lease held", |st| {
+            st.reachable && st.fenced == Some(false) && st.lease_held
+        })
+        .await;
+    assert_eq!(decision(&up), None, "booted without a fence or a kill");
+    assert!(s.app_commits().await);
 }
 
 /// (e): bad input gets a clear error naming the field or the peer.

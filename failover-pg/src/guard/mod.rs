@@ -46,8 +46,9 @@
 //!    stops renewing, so the lease lapses (the controllers' proof that the
 //!    node stopped), until the node is seen again as a replica or fenced (a
 //!    server restarted as an unfenced primary is fenced first, by rule 4).
-//!    The same when the node is unreachable and no server runs in its data
-//!    directory (PostgreSQL crashed or was stopped while the guard lives):
+//!    The same when the node, once seen running, is unreachable and no
+//!    server runs in its data directory (PostgreSQL crashed or was stopped
+//!    while the guard lives; a node not started yet keeps the lease):
 //!    a guard that kept renewing for it would deny the controllers their
 //!    proof, and the service its failover, for as long as it stays down.
 //!    Without a kill switch it logs that the node may still take writes

@@ -63,6 +63,10 @@ pub(super) struct Guard {
     /// replica or fenced: it does not renew, so the lease lapses and the
     /// controllers get their proof that the node stopped.
     killed: bool,
+    /// The node answered an observation at least once in this guard's life.
+    /// Until then a server that does not run is one not started yet (the
+    /// guard starts first), not one that crashed.
+    seen_running: bool,
 }
 
 fn secs(d: Duration) -> String {
@@ -100,6 +104,7 @@ impl Guard {
             retry_soon: false,
             kill,
             killed: false,
+            seen_running: false,
         }
     }
 
@@ -367,6 +372,7 @@ impl Guard {
                 return Ok(());
             }
             Ok(NodeObservation::Replica { .. }) => {
+                self.seen_running = true;
                 self.back_after_kill("a replica");
                 if !self.reachable || !self.replica {
                     tracing::info!(node = %self.name, "guard {}: {} is a replica (read-only), nothing to fence", self.name, self.name);
@@ -386,6 +392,7 @@ impl Guard {
         if !self.reachable {
             tracing::info!(node = %self.name, fenced, "guard {}: {} is reachable, a primary, fenced: {fenced}", self.name, self.name);
         }
+        self.seen_running = true;
         if fenced {
             self.back_after_kill("a fenced primary");
         }
@@ -634,7 +641,10 @@ impl Guard {
     /// replica or fenced. A server that runs but does not answer (starting
     /// up, overloaded, frozen) keeps the lease; the deadline rules apply.
     async fn release_if_down(&mut self) {
-        if self.killed {
+        // A node never seen running is one not started yet: the guard
+        // starts before PostgreSQL and holds the lease for its boot, as a
+        // node named writer must boot unfenced.
+        if self.killed || !self.seen_running {
             return;
         }
         let Some(kill) = self.kill.clone() else {
