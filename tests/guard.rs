@@ -163,6 +163,26 @@ impl Setup {
         }
     }
 
+    /// Restarts pg-east as it was (an unfenced primary) after it went down
+    /// under a guard with the kill switch: the guard, holding no lease,
+    /// fences it before it renews again; the record still names pg-east at
+    /// epoch 0 (no controller here promoted anyone), so it then lifts its
+    /// fence and pg-east takes writes again.
+    async fn restart_east_and_get_it_back(&mut self) {
+        self.blocking(|c| c.start_node(0).expect("pg-east starts again"))
+            .await;
+        self.wait_status("pg-east the writer again, lease held", |st| {
+            st.lease_held
+                && st.fenced == Some(false)
+                && decision(st) == Some(GuardDecision::Unfenced)
+        })
+        .await;
+        assert!(
+            self.app_commits().await,
+            "the named writer takes writes again"
+        );
+    }
+
     /// Waits for `n` more successful renewals.
     async fn wait_renewals(&mut self, n: usize) {
         for _ in 0..n {
@@ -494,18 +514,9 @@ async fn a_frozen_writer_that_cannot_be_fenced_is_killed_before_its_lease_expire
     assert!(s.cluster.resume(0).is_err(), "pg-east has no process left");
     assert!(!s.app_commits().await);
 
-    // The store is back, and an operator restarts pg-east as it was (an
-    // unfenced primary). The guard, holding no lease, fences it before it
-    // renews again; the record still names pg-east at epoch 0 (no
-    // controller here promoted anyone), so it then lifts its fence.
+    // The store is back, and an operator restarts pg-east as it was.
     s.server.resume_listener().await.expect("listen again");
-    s.blocking(|c| c.start_node(0).expect("pg-east starts again"))
-        .await;
-    s.wait_status("pg-east the writer again, lease held", |st| {
-        st.lease_held && st.fenced == Some(false) && decision(st) == Some(GuardDecision::Unfenced)
-    })
-    .await;
-    assert!(s.app_commits().await, "the named writer takes writes again");
+    s.restart_east_and_get_it_back().await;
 }
 
 /// PostgreSQL crashes (kill -9) while its guard lives on. A guard that kept
@@ -530,13 +541,7 @@ async fn a_crashed_writer_with_a_live_guard_lets_its_lease_lapse() {
         },
         "the store lets the lease expire: the controllers' proof"
     );
-    s.blocking(|c| c.start_node(0).expect("pg-east starts again"))
-        .await;
-    s.wait_status("pg-east the writer again, lease held", |st| {
-        st.lease_held && st.fenced == Some(false) && decision(st) == Some(GuardDecision::Unfenced)
-    })
-    .await;
-    assert!(s.app_commits().await, "the named writer takes writes again");
+    s.restart_east_and_get_it_back().await;
 }
 
 /// The deployment order: the guard starts before PostgreSQL. A server not

@@ -783,14 +783,9 @@ fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
     assert_eq!(d.promotes(), 1);
 }
 
-/// The same, when the successor never saw the old writer unfenced (it
-/// started after the fence, and the store's claim reached it before its
-/// first observation): the fenced old writer's position is final, and is
-/// the reference the promotion is gated against. Found by the loaded soak of
-/// `e2e_controllers` (the successor refused: "its lag is unknown (the
-/// writer's position was never seen)").
-#[test]
-fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() {
+/// A leader that took over after its predecessor claimed pg-west at epoch
+/// 1, before any observation of pg-east; pg-west a replica at 1000.
+fn successor_of_a_claim_of_pg_west() -> (Drill, NodeId) {
     let mut d = coordinated_drill();
     d.log.clear();
     let west = node(&d, "pg-west");
@@ -801,6 +796,18 @@ fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() 
         FencingToken(19),
     ))));
     d.replica("pg-west", 1000);
+    (d, west)
+}
+
+/// The same, when the successor never saw the old writer unfenced (it
+/// started after the fence, and the store's claim reached it before its
+/// first observation): the fenced old writer's position is final, and is
+/// the reference the promotion is gated against. Found by the loaded soak of
+/// `e2e_controllers` (the successor refused: "its lag is unknown (the
+/// writer's position was never seen)").
+#[test]
+fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() {
+    let (mut d, west) = successor_of_a_claim_of_pg_west();
     assert_eq!(d.promotes(), 0, "no reference yet: {:?}", d.last_events());
     // pg-east, fenced at 1 by the predecessor, on pg-west's timeline.
     d.observe(
@@ -830,16 +837,7 @@ fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() 
 /// the old writer it streamed from: its position is no reference.
 #[test]
 fn a_fenced_primary_on_another_timeline_is_no_reference() {
-    let mut d = coordinated_drill();
-    d.log.clear();
-    let west = node(&d, "pg-west");
-    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
-        WriterRecord::new(west, Epoch(1)),
-    ))));
-    d.input(Input::Coordination(CoordinationEvent::Leadership(Some(
-        FencingToken(19),
-    ))));
-    d.replica("pg-west", 1000);
+    let (mut d, _) = successor_of_a_claim_of_pg_west();
     d.observe(
         "pg-east",
         NodeObservation::Primary {
