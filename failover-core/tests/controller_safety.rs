@@ -821,7 +821,7 @@ fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() 
     );
     d.replica("pg-west", 1200);
     assert_eq!(d.promotes(), 1, "{:?}", d.events());
-    let (_, request) = d.last_promote();
+    let (id, request) = d.last_promote();
     assert_eq!((request.node, request.epoch), (west, Epoch(1)));
     assert!(
         matches!(
@@ -831,6 +831,22 @@ fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() 
         "{:?}",
         request.gate
     );
+    // Done. Observations that started before it completed (pg-west still a
+    // replica) and the fenced old writer, seen again, start nothing: found
+    // by `e2e_controllers` under load, where the successor promoted pg-west
+    // twice at epoch 1.
+    d.done(id);
+    d.observe(
+        "pg-east",
+        NodeObservation::Primary {
+            timeline: 1,
+            current_lsn: Lsn(1200),
+            epoch: None,
+            fenced: true,
+        },
+    );
+    d.replica("pg-west", 1200);
+    assert_eq!(d.promotes(), 1, "{:?}", d.last_actions());
 }
 
 /// A fenced primary on another timeline than the claimed replica is not

@@ -250,6 +250,10 @@ pub(super) struct Database {
     pub(super) marking: Option<ActionId>,
     /// A write of the writer record that lifts a drain, in flight.
     pub(super) undrain: Option<ActionId>,
+    /// The last promotion this controller saw complete (node and epoch):
+    /// an observation of that node as a replica taken before it completed
+    /// must not start it again.
+    pub(super) promoted: Option<(NodeId, Epoch)>,
 }
 
 impl Database {
@@ -278,6 +282,7 @@ impl Database {
             writer_draining: false,
             marking: None,
             undrain: None,
+            promoted: None,
         }
     }
 

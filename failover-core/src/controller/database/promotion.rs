@@ -399,6 +399,7 @@ impl Controller {
                 id: promote,
             } if promote == id => {
                 let node = attempt.candidate;
+                self.db.promoted = Some((node, attempt.epoch));
                 self.db.writer = Some(node);
                 self.db.writer_epoch = attempt.epoch;
                 self.db.writer_draining = false;

@@ -254,6 +254,9 @@ impl Controller {
         let Some(writer) = self.db.writer.filter(|w| *w != node) else {
             return;
         };
+        if self.db.promoted == Some((writer, self.db.writer_epoch)) {
+            return;
+        }
         let claimed = &self.db.nodes[writer.index()];
         let same_timeline =
             claimed.timeline.is_some() && claimed.timeline == self.db.nodes[node.index()].timeline;
@@ -553,6 +556,11 @@ impl Controller {
             return;
         };
         if self.db.believed_record() != Some(record) {
+            return;
+        }
+        // Done already: a replica observation of it from before the
+        // promotion completed says nothing about it now.
+        if self.db.promoted == Some((record.node, record.epoch)) {
             return;
         }
         let Some(lsn) = self.db.replica_lsn(record.node) else {
