@@ -317,11 +317,22 @@ impl Stack {
                     // It runs on its node's machine: a server it cannot
                     // fence in time (frozen), it kills. A fence takes two
                     // termination rounds 100 ms apart and was measured at
-                    // 310–450 ms on this loaded 2-core machine, so a 2 s
-                    // lease's default budget (400 ms, three quarters for
-                    // the fence) killed healthy writers: 800 ms here.
+                    // 310–480 ms on this 2-core machine under load 5–10,
+                    // so a 2 s lease's default budget (400 ms, three
+                    // quarters for the fence) killed healthy writers, and
+                    // 800 ms still did once at load 10. So 1.2 s, 900 ms
+                    // of it for the fence: with a 2 s lease the largest the
+                    // settings allow with renewals every 300 ms
+                    // (2 × 300 ms ≤ ttl − margin − budget).
                     let mut settings = GuardSettings::for_ttl(ttl);
-                    settings.fence_budget = settings.fence_budget.max(Duration::from_millis(800));
+                    settings.renew_interval =
+                        settings.renew_interval.min(Duration::from_millis(300));
+                    let most = ttl
+                        .saturating_sub(settings.margin)
+                        .saturating_sub(settings.renew_interval * 2);
+                    settings.fence_budget = settings
+                        .fence_budget
+                        .max(most.min(Duration::from_millis(1200)));
                     Ok(NodeGuard::start_with_kill(
                         node,
                         name,
