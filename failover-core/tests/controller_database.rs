@@ -399,15 +399,6 @@ fn a_refusal_for_want_of_the_writers_position_says_the_lag_is_unknown_not_zero()
     assert!(!text.contains("0 bytes behind"), "{text}");
 }
 
-fn fenced_primary(epoch: Option<u64>) -> NodeObservation {
-    NodeObservation::Primary {
-        timeline: 1,
-        current_lsn: Lsn(1000),
-        epoch: epoch.map(Epoch),
-        fenced: true,
-    }
-}
-
 fn restored(d: &Drill) -> bool {
     d.events()
         .iter()
@@ -426,10 +417,10 @@ fn a_restarted_single_controller_names_the_writer_its_guard_fenced_again() {
     d.rounds(0, 2, "us-east", true);
     d.rounds(0, 2, "us-west", true);
     // pg-west not heard from yet: it might have been promoted since.
-    d.observe("pg-east", fenced_primary(None));
+    d.fenced_primary("pg-east", 1000, None);
     assert!(!restored(&d), "{:?}", d.events());
     d.replica("pg-west", 1000);
-    d.observe("pg-east", fenced_primary(None));
+    d.fenced_primary("pg-east", 1000, None);
     assert!(
         matches!(
             d.last_events()[..],
@@ -449,7 +440,7 @@ fn a_restarted_single_controller_names_the_writer_its_guard_fenced_again() {
     );
     assert_eq!(d.c.writer(), Some(node(&d, "pg-east")));
     // Once: while the guard has not lifted its fence yet, nothing more.
-    d.observe("pg-east", fenced_primary(None));
+    d.fenced_primary("pg-east", 1000, None);
     assert_eq!(d.last_events(), vec![]);
     // The next promotion still goes above the recorded fence.
     d.primary("pg-east", 1100, None);
@@ -464,15 +455,15 @@ fn a_fenced_writer_is_not_named_again_while_a_node_is_unseen_a_primary_or_paused
     let mut d = Drill::new(auto_config(16 * 1024));
     d.c.set_epoch_floor(Epoch(1));
     d.observe("pg-west", NodeObservation::Unreachable);
-    d.observe("pg-east", fenced_primary(None));
+    d.fenced_primary("pg-east", 1000, None);
     assert!(!restored(&d));
 
     // The other node is a fenced primary too (promoted at 1, fenced at 2):
     // the later promotion is not the one to restore blindly either way.
     let mut d = Drill::new(auto_config(16 * 1024));
     d.c.set_epoch_floor(Epoch(2));
-    d.observe("pg-west", fenced_primary(Some(1)));
-    d.observe("pg-east", fenced_primary(None));
+    d.fenced_primary("pg-west", 1000, Some(1));
+    d.fenced_primary("pg-east", 1000, None);
     assert!(!restored(&d), "{:?}", d.events());
 
     // Automation paused by an operator.
@@ -480,13 +471,13 @@ fn a_fenced_writer_is_not_named_again_while_a_node_is_unseen_a_primary_or_paused
     d.c.set_epoch_floor(Epoch(1));
     d.command(Command::Pause);
     d.replica("pg-west", 1000);
-    d.observe("pg-east", fenced_primary(None));
+    d.fenced_primary("pg-east", 1000, None);
     assert!(!restored(&d));
 
     // No recorded fence above its promotion: a fence of the controller's
     // own (or none at all) is not the guard's deadline fence.
     let mut d = Drill::new(auto_config(16 * 1024));
     d.replica("pg-west", 1000);
-    d.observe("pg-east", fenced_primary(None));
+    d.fenced_primary("pg-east", 1000, None);
     assert!(!restored(&d));
 }

@@ -810,15 +810,7 @@ fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() 
     let (mut d, west) = successor_of_a_claim_of_pg_west();
     assert_eq!(d.promotes(), 0, "no reference yet: {:?}", d.last_events());
     // pg-east, fenced at 1 by the predecessor, on pg-west's timeline.
-    d.observe(
-        "pg-east",
-        NodeObservation::Primary {
-            timeline: 1,
-            current_lsn: Lsn(1200),
-            epoch: None,
-            fenced: true,
-        },
-    );
+    d.fenced_primary("pg-east", 1200, None);
     d.replica("pg-west", 1200);
     assert_eq!(d.promotes(), 1, "{:?}", d.events());
     let (id, request) = d.last_promote();
@@ -836,15 +828,7 @@ fn a_successor_gates_the_claimed_promotion_on_the_fenced_old_writers_position() 
     // by `e2e_controllers` under load, where the successor promoted pg-west
     // twice at epoch 1.
     d.done(id);
-    d.observe(
-        "pg-east",
-        NodeObservation::Primary {
-            timeline: 1,
-            current_lsn: Lsn(1200),
-            epoch: None,
-            fenced: true,
-        },
-    );
+    d.fenced_primary("pg-east", 1200, None);
     d.replica("pg-west", 1200);
     assert_eq!(d.promotes(), 1, "{:?}", d.last_actions());
 }

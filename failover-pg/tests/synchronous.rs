@@ -22,6 +22,18 @@ async fn setting(dsn: &str) -> String {
     row.get(0)
 }
 
+/// Row `n` commits on `dsn` without waiting for a standby (30 s at most).
+async fn commits_without_a_standby(dsn: &str, n: i64) {
+    let c = common::connect(dsn).await.expect("connect");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        c.execute("INSERT INTO rows (n) VALUES ($1)", &[&n]),
+    )
+    .await
+    .expect("a commit is not held for a standby")
+    .expect("the insert commits");
+}
+
 fn standby<'a>(replicas: &'a [ReplicaLag], name: &str) -> Option<&'a ReplicaLag> {
     replicas.iter().find(|r| r.application_name == name)
 }
@@ -176,14 +188,7 @@ async fn set_synchronous_refuses_what_it_cannot_make_true() {
     assert!(matches!(err, PgError::NotSynchronous { .. }), "{err}");
     assert_eq!(setting(&primary.admin_dsn()).await, "");
     common::create_table(&primary.app_dsn()).await;
-    let c = common::connect(&primary.app_dsn()).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        c.execute("INSERT INTO rows (n) VALUES (-2)", &[]),
-    )
-    .await
-    .expect("a commit is not held for the missing standby")
-    .expect("the insert commits");
+    commits_without_a_standby(&primary.app_dsn(), -2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,12 +225,5 @@ async fn the_required_standby_is_promoted_with_every_acknowledged_commit_and_sta
         "on: the new writer starts asynchronous, with no standby yet"
     );
     // So it takes the application's writes at once.
-    let c = common::connect(&new.app_dsn()).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        c.execute("INSERT INTO rows (n) VALUES (-1)", &[]),
-    )
-    .await
-    .expect("not waiting for a standby")
-    .unwrap();
+    commits_without_a_standby(&new.app_dsn(), -1).await;
 }

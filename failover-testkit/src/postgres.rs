@@ -687,6 +687,12 @@ impl PgTestCluster {
         signal_tree(self.running_postmaster(i)?, "CONT")
     }
 
+    /// Whether node `i`'s postmaster runs (a killed one, zombie or gone,
+    /// does not).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.running_postmaster(i).is_ok()
+    }
+
     fn running_postmaster(&self, i: usize) -> Result<u32, PgTestError> {
         let node = self.node(i)?;
         node.postmaster_pid()

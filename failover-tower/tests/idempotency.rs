@@ -82,6 +82,20 @@ async fn create(
     )
 }
 
+/// The service, whose first call says it entered (after its insert) and
+/// waits for `release`.
+fn holding(tk: &PgTestCluster) -> (Orders, mpsc::Receiver<()>, Arc<Notify>) {
+    let (entered_tx, entered) = mpsc::channel(4);
+    let release = Arc::new(Notify::new());
+    let orders = Orders {
+        dsn: tk.node(0).expect("node").app_dsn(),
+        calls: Arc::new(AtomicUsize::new(0)),
+        hold: Some((entered_tx, Arc::clone(&release))),
+        fail_first: 0,
+    };
+    (orders, entered, release)
+}
+
 async fn setup(tk: &PgTestCluster) -> Arc<tokio_postgres::Client> {
     let db = connect(&tk.node(0).expect("node").app_dsn()).await;
     db.batch_execute("CREATE TABLE orders (id bigserial PRIMARY KEY, body text NOT NULL)")
@@ -194,14 +208,7 @@ async fn a_retry_gets_the_stored_response_and_the_mutation_runs_once() {
 async fn a_concurrent_duplicate_gets_409_while_the_first_runs() {
     let tk = postgres().await;
     let db = setup(&tk).await;
-    let (entered_tx, mut entered) = mpsc::channel(4);
-    let release = Arc::new(Notify::new());
-    let orders = Orders {
-        dsn: tk.node(0).expect("node").app_dsn(),
-        calls: Arc::new(AtomicUsize::new(0)),
-        hold: Some((entered_tx, Arc::clone(&release))),
-        fail_first: 0,
-    };
+    let (orders, mut entered, release) = holding(&tk);
     let addr = serve(app(orders, builder(&tk).build().expect("layer"))).await;
     let key = [("idempotency-key", "order-9")];
 
@@ -485,15 +492,8 @@ async fn a_connection_killed_before_commit_answers_503_and_the_retry_applies_onc
     let tk = postgres().await;
     let db = setup(&tk).await;
     let admin = connect(&tk.node(0).expect("node").admin_dsn()).await;
-    let (entered_tx, mut entered) = mpsc::channel(4);
-    let release = Arc::new(Notify::new());
-    let calls = Arc::new(AtomicUsize::new(0));
-    let orders = Orders {
-        dsn: tk.node(0).expect("node").app_dsn(),
-        calls: Arc::clone(&calls),
-        hold: Some((entered_tx, Arc::clone(&release))),
-        fail_first: 0,
-    };
+    let (orders, mut entered, release) = holding(&tk);
+    let calls = Arc::clone(&orders.calls);
     let layer = IdempotencyLayer::builder(&format!(
         "{} application_name=idempotency-layer",
         tk.node(0).expect("node").app_dsn()
@@ -784,14 +784,7 @@ async fn racing_creators_of_the_table_never_fail_a_request() {
 async fn a_request_waiting_for_a_connection_gets_one_given_back() {
     let tk = postgres().await;
     let db = setup(&tk).await;
-    let (entered_tx, mut entered) = mpsc::channel(4);
-    let release = Arc::new(Notify::new());
-    let orders = Orders {
-        dsn: tk.node(0).expect("node").app_dsn(),
-        calls: Arc::new(AtomicUsize::new(0)),
-        hold: Some((entered_tx, Arc::clone(&release))),
-        fail_first: 0,
-    };
+    let (orders, mut entered, release) = holding(&tk);
     let timeout = Duration::from_secs(6);
     let layer = builder(&tk)
         .max_connections(1)

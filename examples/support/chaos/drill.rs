@@ -243,11 +243,7 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
         Fault::PauseWriterDb => {
             // Its guard kills a server it cannot fence by its lease
             // deadline: then nothing is left to resume.
-            let running = stack.cluster.nodes()[initial]
-                .postmaster_pid()
-                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-                .is_some_and(|stat| !stat.contains(") Z"));
-            if running {
+            if stack.cluster.is_running(initial) {
                 tokio::task::block_in_place(|| stack.cluster.resume(initial))?
             }
         }

@@ -204,6 +204,19 @@ impl Drill {
         );
     }
 
+    /// `node` seen as a fenced primary on timeline 1.
+    pub fn fenced_primary(&mut self, node: &str, lsn: u64, epoch: Option<u64>) {
+        self.observe(
+            node,
+            NodeObservation::Primary {
+                timeline: 1,
+                current_lsn: Lsn(lsn),
+                epoch: epoch.map(failover_core::Epoch),
+                fenced: true,
+            },
+        );
+    }
+
     pub fn done(&mut self, id: ActionId) {
         self.input(Input::ActionDone { id });
     }

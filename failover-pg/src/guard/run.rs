@@ -59,10 +59,11 @@ pub(super) struct Guard {
     retry_soon: bool,
     /// The last resort for a node that cannot be fenced.
     kill: Option<NodeKill>,
-    /// The guard killed its node's server and has not seen it since as a
-    /// replica or fenced: it does not renew, so the lease lapses and the
-    /// controllers get their proof that the node stopped.
-    killed: bool,
+    /// The guard killed its node's server, or found none running, and has
+    /// not seen the node since as a replica or fenced: it does not renew, so
+    /// the lease lapses and the controllers get their proof that the node
+    /// stopped.
+    letting_go: bool,
     /// The node answered an observation at least once in this guard's life.
     /// Until then a server that does not run is one not started yet (the
     /// guard starts first), not one that crashed.
@@ -103,7 +104,7 @@ impl Guard {
             last_decision: None,
             retry_soon: false,
             kill,
-            killed: false,
+            letting_go: false,
             seen_running: false,
         }
     }
@@ -222,7 +223,7 @@ impl Guard {
             // After a kill the lease is let go: an expired lease is the
             // controllers' proof that the node stopped, and a guard that
             // kept renewing for a dead node would deny it to them forever.
-            if !self.killed {
+            if !self.letting_go {
                 self.renew(stop).await?;
             }
         }
@@ -373,7 +374,7 @@ impl Guard {
             }
             Ok(NodeObservation::Replica { .. }) => {
                 self.seen_running = true;
-                self.back_after_kill("a replica");
+                self.back_after_letting_go("a replica");
                 if !self.reachable || !self.replica {
                     tracing::info!(node = %self.name, "guard {}: {} is a replica (read-only), nothing to fence", self.name, self.name);
                 }
@@ -394,7 +395,7 @@ impl Guard {
         }
         self.seen_running = true;
         if fenced {
-            self.back_after_kill("a fenced primary");
+            self.back_after_letting_go("a fenced primary");
         }
         self.reachable = true;
         self.replica = false;
@@ -644,7 +645,7 @@ impl Guard {
         // A node never seen running is one not started yet: the guard
         // starts before PostgreSQL and holds the lease for its boot, as a
         // node named writer must boot unfenced.
-        if self.killed || !self.seen_running {
+        if self.letting_go || !self.seen_running {
             return;
         }
         let Some(kill) = self.kill.clone() else {
@@ -652,11 +653,7 @@ impl Guard {
         };
         match kill.running().await {
             Ok(None) => {
-                self.killed = true;
-                self.valid_until = None;
-                self.fenced = None;
-                self.retry_soon = false;
-                self.decided(GuardDecision::NodeDown);
+                self.let_lease_go(GuardDecision::NodeDown);
                 tracing::warn!(
                     node = %self.name,
                     data_dir = %kill.data_dir().display(),
@@ -671,10 +668,21 @@ impl Guard {
         }
     }
 
-    /// The killed node is back in a state that takes no writes: renew again.
-    fn back_after_kill(&mut self, state: &str) {
-        if self.killed {
-            self.killed = false;
+    /// Stops renewing after `decision` (a kill, or no server running): the
+    /// node is down, not fenced, and its lease lapses.
+    fn let_lease_go(&mut self, decision: GuardDecision) {
+        self.letting_go = true;
+        self.valid_until = None;
+        self.reachable = false;
+        self.fenced = None;
+        self.retry_soon = false;
+        self.decided(decision);
+    }
+
+    /// The node let go is back in a state that takes no writes: renew again.
+    fn back_after_letting_go(&mut self, state: &str) {
+        if self.letting_go {
+            self.letting_go = false;
             tracing::warn!(
                 node = %self.name,
                 "guard {}: {} is back as {state}; renewing the lease again",
@@ -700,12 +708,7 @@ impl Guard {
                 postmaster,
                 children,
             }) => {
-                self.reachable = false;
-                self.fenced = None;
-                self.retry_soon = false;
-                self.killed = true;
-                self.valid_until = None;
-                self.decided(GuardDecision::KilledNode);
+                self.let_lease_go(GuardDecision::KilledNode);
                 tracing::error!(
                     node = %self.name,
                     postmaster,

@@ -300,12 +300,15 @@ impl Controller {
             && !self.db.busy()
             && self.db.uncertain.is_none()
             && self.db.nodes.iter().all(|n| n.fence.is_none())
-            && self.db.nodes.iter().enumerate().all(|(i, n)| {
-                if i == node.index() {
-                    return true;
-                }
-                matches!(n.last, Some(NodeObservation::Replica { .. })) && n.misses == 0
-            })
+            && self
+                .db
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != node.index())
+                .all(|(_, n)| {
+                    matches!(n.last, Some(NodeObservation::Replica { .. })) && n.misses == 0
+                })
     }
 
     /// The old writer `node` answered as an unfenced primary in an
