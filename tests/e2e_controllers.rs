@@ -12,7 +12,8 @@
 //!   measurement).
 //! - us-east then fails: the new leader drains it and promotes pg-west once,
 //!   after pg-east's fence is confirmed; both remaining DNS servers answer
-//!   us-west.
+//!   us-west, and both name pg-west the writer (each follows the store's
+//!   record, `RuntimeBuilder::serve_writer_name`).
 
 mod common;
 
@@ -40,6 +41,14 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
     println!("leader: controller {}", controllers[leader].name);
     for c in &controllers {
         wait_answer(c.dns.local_addr(), EAST_IP, Duration::from_secs(15)).await;
+        // Every controller's DNS names the writer, not only the leader's.
+        wait_name_answer(
+            c.dns.local_addr(),
+            WRITER_NAME,
+            PG_EAST_IP,
+            Duration::from_secs(15),
+        )
+        .await;
     }
     // A follower refuses operator commands and changes nothing.
     let follower = (leader + 1) % controllers.len();
@@ -73,6 +82,15 @@ async fn one_leader_acts_a_crashed_leader_is_replaced_and_the_writer_moves_once(
     let epoch = west_is_the_writer(&controllers).await;
     for c in &controllers {
         wait_answer(c.dns.local_addr(), WEST_IP, Duration::from_secs(15)).await;
+        // The follower's too: it learnt pg-west from the store's record
+        // and named it once pg-west showed itself promoted.
+        wait_name_answer(
+            c.dns.local_addr(),
+            WRITER_NAME,
+            PG_WEST_IP,
+            Duration::from_secs(15),
+        )
+        .await;
     }
     let status = controllers[successor].runtime.handle().status();
     let promoted: Vec<_> = status
@@ -751,7 +769,7 @@ async fn bad_coordination_settings_are_named_at_start() {
     )
     .await
     .expect("embedded DNS");
-    let error = RuntimeBuilder::new(config)
+    let error = RuntimeBuilder::new(config.clone())
         .database(Arc::new(PgCluster::new()))
         .serve(Arc::new(dns.router()))
         .start()
@@ -759,7 +777,22 @@ async fn bad_coordination_settings_are_named_at_start() {
         .err()
         .expect("serve without a coordinator is refused");
     assert!(
-        error.to_string().contains("RuntimeBuilder::serve"),
+        error.to_string().contains("RuntimeBuilder::serve needs"),
+        "{error}"
+    );
+    // `serve_writer_name` without a coordinator.
+    let error = RuntimeBuilder::new(config)
+        .database(Arc::new(PgCluster::new()))
+        .serve_writer_name(Arc::new(dns.router()))
+        .start()
+        .await
+        .err()
+        .expect("serve_writer_name without a coordinator is refused");
+    assert!(
+        error
+            .to_string()
+            .contains("RuntimeBuilder::serve_writer_name needs")
+            && error.to_string().contains("RuntimeBuilder::writer_name"),
         "{error}"
     );
 }

@@ -491,6 +491,41 @@ fn claims_carry_the_leaders_token_and_a_newer_record_from_a_successor_is_adopted
 }
 
 #[test]
+fn a_follower_names_the_recorded_writer_only_once_it_is_promoted() {
+    // A controller that does not lead learns the writer from the store's
+    // record, which names a claimed candidate before its promotion: its
+    // local writer name must wait for the node itself to show it promoted.
+    let mut d = coordinated_drill();
+    let east = node(&d, "pg-east");
+    let west = node(&d, "pg-west");
+    // A fresh deployment: the configured primary, unpromoted (epoch 0).
+    assert_eq!(d.c.promoted_writer(), None, "not observed yet");
+    d.primary("pg-east", 100, None);
+    assert_eq!(d.c.promoted_writer(), Some((east, Epoch(0))));
+    // The leader claims pg-west at epoch 3; pg-west is still a replica.
+    d.input(Input::Coordination(CoordinationEvent::Writer(Some(
+        WriterRecord::new(west, Epoch(3)),
+    ))));
+    assert_eq!(d.c.writer(), Some(west));
+    assert_eq!(d.c.promoted_writer(), None, "claimed, not promoted");
+    d.replica("pg-west", 100);
+    assert_eq!(d.c.promoted_writer(), None, "still a replica");
+    // The old writer still answering as an unfenced primary names nothing.
+    d.primary("pg-east", 120, None);
+    assert_eq!(d.c.promoted_writer(), None);
+    // pg-west out of recovery but at an older epoch, or fenced: not yet.
+    d.primary("pg-west", 130, Some(2));
+    assert_eq!(d.c.promoted_writer(), None, "an older epoch");
+    d.fenced_primary("pg-west", 130, Some(3));
+    assert_eq!(d.c.promoted_writer(), None, "fenced");
+    d.primary("pg-west", 130, Some(3));
+    assert_eq!(d.c.promoted_writer(), Some((west, Epoch(3))));
+    // Unreached: nothing named (the DNS keeps its last answer).
+    d.observe("pg-west", NodeObservation::Unreachable);
+    assert_eq!(d.c.promoted_writer(), None);
+}
+
+#[test]
 fn peer_verdicts_count_as_votes_and_vanish_with_their_publisher() {
     use failover_core::Health;
     let config = Config::new(seed_topology(&["local", "peer-b", "peer-c"]), seed_policy()).unwrap();

@@ -44,6 +44,7 @@ pub struct RuntimeBuilder {
     guard_leases: Option<crate::lease::LeaseServerConfig>,
     coordinator: Option<Arc<dyn Coordinator>>,
     serve: Option<Arc<dyn TrafficRouter>>,
+    serve_writer_name: Option<Arc<dyn failover_core::ports::WriterName>>,
     #[cfg(feature = "admin")]
     admin: Option<super::admin::AdminConfig>,
     writer_name: Option<Arc<dyn failover_core::ports::WriterName>>,
@@ -71,6 +72,7 @@ impl RuntimeBuilder {
             guard_leases: None,
             coordinator: None,
             serve: None,
+            serve_writer_name: None,
             #[cfg(feature = "admin")]
             admin: None,
             writer_name: None,
@@ -233,6 +235,22 @@ impl RuntimeBuilder {
     /// [`router`](Self::router) instead.)
     pub fn serve(mut self, local: Arc<dyn TrafficRouter>) -> Self {
         self.serve = Some(local);
+        self
+    }
+
+    /// With a [`coordinator`](Self::coordinator): the local DNS that answers
+    /// the writer's name in this controller's region (typically this
+    /// controller's embedded server, after `serve_writer_name`). Every
+    /// controller — leader or not — points it at the writer the store
+    /// records, but only once that node itself is seen promoted
+    /// (`Controller::promoted_writer`): never at a claimed candidate still
+    /// in recovery, nor back at an older epoch. So each region answers the
+    /// writer's name while the leader's region is lost, as it does the
+    /// stored plan ([`serve`](Self::serve)). It lags the leader's
+    /// [`writer_name`](Self::writer_name) by at most one observation
+    /// interval.
+    pub fn serve_writer_name(mut self, local: Arc<dyn failover_core::ports::WriterName>) -> Self {
+        self.serve_writer_name = Some(local);
         self
     }
 
@@ -539,6 +557,23 @@ impl RuntimeBuilder {
                     tasks.push(spawn("local DNS worker", Box::pin(work)));
                     tx
                 });
+                let serve_writer = self.serve_writer_name.map(|local| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    // As for the plan: the local writer name follows the
+                    // store whoever leads (the driver sends only promoted
+                    // writers, at rising epochs).
+                    let (_, always) = watch::channel(None);
+                    let work = writer_name::follow(
+                        local,
+                        rx,
+                        self.retry,
+                        Term::new(always, false),
+                        audit.clone(),
+                        stop.clone(),
+                    );
+                    tasks.push(spawn("local writer name worker", Box::pin(work)));
+                    tx
+                });
                 Some(Coordination {
                     events: changes_rx,
                     store: store_tx,
@@ -546,6 +581,8 @@ impl RuntimeBuilder {
                     vantage: coordinator.vantage(),
                     serve,
                     serve_ids: u64::MAX,
+                    serve_writer,
+                    served_writer: None,
                     last_error: None,
                     stored_intent: failover_core::Intent::default(),
                     sent_intent: None,
@@ -648,6 +685,11 @@ impl RuntimeBuilder {
             if self.serve.is_some() {
                 return Err(RuntimeError::Setup(
                     "RuntimeBuilder::serve needs RuntimeBuilder::coordinator; without a coordinator, pass the local DNS to RuntimeBuilder::router".into(),
+                ));
+            }
+            if self.serve_writer_name.is_some() {
+                return Err(RuntimeError::Setup(
+                    "RuntimeBuilder::serve_writer_name needs RuntimeBuilder::coordinator; without a coordinator, pass the local DNS to RuntimeBuilder::writer_name".into(),
                 ));
             }
             return Ok(());

@@ -80,6 +80,10 @@ pub(crate) struct Coordination {
     /// Ids for the local DNS's plans (counting down from `u64::MAX`, apart
     /// from the controller's).
     pub(crate) serve_ids: u64,
+    /// The local DNS that answers the writer's name, if any.
+    pub(crate) serve_writer: Option<mpsc::UnboundedSender<WriterJob>>,
+    /// The promoted writer last sent to it.
+    pub(crate) served_writer: Option<(failover_core::NodeId, failover_core::Epoch)>,
     /// The intent the store holds, as last seen.
     pub(crate) stored_intent: failover_core::Intent,
     /// The intent last sent to the store by this controller.
@@ -240,6 +244,32 @@ impl Driver {
         }
     }
 
+    /// With a local writer name: points it at the promoted writer when
+    /// that is a newer one than it names (checked after every input; an
+    /// observation that changes nothing in the status can still be the
+    /// one that shows a claimed node promoted).
+    fn serve_local_writer_name(&mut self) {
+        let Some(c) = &mut self.coordination else {
+            return;
+        };
+        let Some(jobs) = &c.serve_writer else {
+            return;
+        };
+        let Some((node, epoch)) = self.controller.promoted_writer() else {
+            return;
+        };
+        if c.served_writer.is_some_and(|(_, served)| served >= epoch) {
+            return;
+        }
+        c.served_writer = Some((node, epoch));
+        let _ = jobs.send(WriterJob {
+            node,
+            name: self.controller.topology().node(node).name.clone(),
+            epoch,
+            term: None,
+        });
+    }
+
     /// Feeds a probe result or an observation to the controller; returns
     /// whether the runtime's own view changed (a node's role or lag).
     fn on_input(&mut self, input: Input) -> bool {
@@ -317,6 +347,7 @@ impl Driver {
                 self.controller.handle(Instant::now(), input);
             }
         }
+        self.serve_local_writer_name();
         if std::mem::take(dirty) {
             // A change of term, verdict or intent always comes with an
             // event, so only a dirty pass can have one to pass on.

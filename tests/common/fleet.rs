@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use failover::decision::{
     Config, MaxRpo, Node, NodeId, Policy, Region, RegionRole, Topology, VantageId,
 };
-use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection};
+use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection, WriterNameConfig};
 use failover::etcd::{EtcdConfig, EtcdCoordinator, EtcdGuardLease};
 use failover::pg::{NodeGuard, PgCluster};
 use failover::{Runtime, RuntimeBuilder};
@@ -22,6 +22,11 @@ use super::*;
 /// 2 s leaves room for a loaded CI machine).
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 pub const VANTAGES: [&str; 3] = ["east", "west", "central"];
+/// The writer's name every controller's embedded DNS answers, and the
+/// addresses it gives for pg-east and pg-west.
+pub const WRITER_NAME: &str = "writer.failover.test.";
+pub const PG_EAST_IP: &str = "127.0.0.21";
+pub const PG_WEST_IP: &str = "127.0.0.22";
 
 pub fn fleet_topology() -> Topology {
     let mut east = Region::new("us-east", RegionRole::Active);
@@ -122,11 +127,20 @@ pub async fn start_controller_with(
     )
     .await
     .expect("embedded DNS binds on loopback");
+    dns.router()
+        .serve_writer_name(
+            &fleet_topology(),
+            &WriterNameConfig::new(WRITER_NAME)
+                .node("pg-east", [PG_EAST_IP.parse().expect("literal")])
+                .node("pg-west", [PG_WEST_IP.parse().expect("literal")]),
+        )
+        .expect("writer name served");
     let vantage = VantageId(index as u32);
     let builder = RuntimeBuilder::new(config)
         .database(Arc::new(pg_admin(east_dsn, west_dsn)))
         .coordinator(Arc::new(coordinator))
         .serve(Arc::new(dns.router()))
+        .serve_writer_name(Arc::new(dns.router()))
         .probe(EAST, vantage, http_probe_at(apis[0], &policy))
         .probe(WEST, vantage, http_probe_at(apis[1], &policy));
     let runtime = tune(builder).start().await.expect("runtime starts");

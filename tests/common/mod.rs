@@ -153,11 +153,21 @@ pub async fn wait_status(
 /// Queries `server` for the service's A records with `dig` until `want` is
 /// the answer (at most `limit`, every 20 ms), returning when it first was.
 pub async fn wait_answer(server: SocketAddr, want: &str, limit: Duration) -> Instant {
+    wait_name_answer(server, SERVICE, want, limit).await
+}
+
+/// [`wait_answer`] for any `name`'s A records.
+pub async fn wait_name_answer(
+    server: SocketAddr,
+    name: &'static str,
+    want: &str,
+    limit: Duration,
+) -> Instant {
     let deadline = Instant::now() + limit;
     let mut last = Vec::new();
     while Instant::now() < deadline {
         let answer =
-            tokio::task::spawn_blocking(move || failover_testkit::bind::dig(server, SERVICE, "A"))
+            tokio::task::spawn_blocking(move || failover_testkit::bind::dig(server, name, "A"))
                 .await
                 .expect("dig task");
         match answer {
@@ -167,7 +177,9 @@ pub async fn wait_answer(server: SocketAddr, want: &str, limit: Duration) -> Ins
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("DNS at {server} did not answer {want} within {limit:?}; last answer {last:?}");
+    panic!(
+        "DNS at {server} did not answer {want} for {name} within {limit:?}; last answer {last:?}"
+    );
 }
 
 /// TTL of the node guards' leases in the end-to-end tests. A guard that

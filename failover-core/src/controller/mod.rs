@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::{
     Action, ActionId, Command, Config, CoordinationEvent, Epoch, Event, EventKind, FencingToken,
-    Health, Input, Policy, RegionId, RegionStatus, Status, Topology, WeightPlan, WriterRecord,
+    Health, Input, NodeObservation, Policy, RegionId, RegionStatus, Status, Topology, WeightPlan,
+    WriterRecord,
 };
 
 /// State a controller resumes from, all in one step: what the durable
@@ -270,6 +271,32 @@ impl Controller {
     /// The node taking writes, if known.
     pub fn writer(&self) -> Option<crate::NodeId> {
         self.db.writer
+    }
+
+    /// The writer a local DNS may name, with its promotion epoch: the
+    /// known writer once its own last observation shows it promoted — a
+    /// primary at the writer's epoch (none recorded counts as 0, a fresh
+    /// deployment's configured primary) that is not fenced. `None` while a
+    /// claimed node is still a replica, or the writer is fenced, unreached
+    /// or unknown.
+    ///
+    /// For a controller that does not lead, the writer is the one the
+    /// coordination store records, which names a claimed candidate before
+    /// its promotion completes: this is the rule that keeps a follower's
+    /// writer name from moving before the promotion did. The leader's own
+    /// `Promoted` and `WriterMoved` events say the same sooner.
+    pub fn promoted_writer(&self) -> Option<(crate::NodeId, Epoch)> {
+        let node = self.db.writer?;
+        match self.db.nodes.get(node.index())?.last? {
+            NodeObservation::Primary {
+                epoch,
+                fenced: false,
+                ..
+            } if epoch.unwrap_or(Epoch(0)) == self.db.writer_epoch => {
+                Some((node, self.db.writer_epoch))
+            }
+            _ => None,
+        }
     }
 
     /// The highest epoch used or seen.
