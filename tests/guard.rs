@@ -839,3 +839,106 @@ async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_i
     let st = guard.shutdown(LIMIT).await;
     assert_eq!(decision(&st), Some(GuardDecision::Released));
 }
+
+/// Found by the three-controller chaos drills: an etcd election stalled
+/// every renewal, so pg-west's guard held no lease when the new leader
+/// promoted pg-west. The guard fenced it at once, as it must: without a
+/// lease it cannot know whether another node was named since. Once the
+/// lease was held again and the record named pg-west at the epoch of its
+/// promotion, the guard kept its fence anyway, since it had never *seen*
+/// pg-west take writes. Writes stopped until an operator acted. The node's
+/// own promotion epoch is that evidence, so the guard lifts its fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_while_its_guard_held_no_lease_is_given_back_when_named() {
+    let (cluster, server, _events) = cluster_and_server().await;
+    let east = cluster.node(0).expect("east").clone();
+    let west = cluster.node(1).expect("west").clone();
+    let pg = || {
+        PgCluster::new()
+            .with_node(EAST, "pg-east", &east.admin_dsn())
+            .expect("east dsn")
+            .with_node(WEST, "pg-west", &west.admin_dsn())
+            .expect("west dsn")
+    };
+    let lease = LeaseClient::new(&server.url(), SECRET)
+        .expect("client")
+        .with_node(EAST, "pg-east")
+        .expect("east name")
+        .with_node(WEST, "pg-west")
+        .expect("west name")
+        .with_timeout(Duration::from_millis(300))
+        .expect("timeout");
+    let guard = NodeGuard::start(
+        WEST,
+        "pg-west",
+        GuardSettings::for_ttl(TTL),
+        Arc::new(lease),
+        Arc::new(pg()),
+    )
+    .expect("guard starts");
+    let status = guard.watch();
+    let wait = |what: &'static str, f: fn(&GuardStatus) -> bool| {
+        let mut rx = status.clone();
+        async move {
+            tokio::time::timeout(LIMIT, rx.wait_for(f))
+                .await
+                .unwrap_or_else(|_| panic!("not seen within {LIMIT:?}: {what}"))
+                .map(|s| s.clone())
+                .expect("guard alive")
+        }
+    };
+    wait("pg-west's guard holds its lease over a replica", |s| {
+        s.lease_held && s.replica
+    })
+    .await;
+
+    // The store goes out of reach: the guard's lease lapses.
+    server.close_listener();
+    wait("pg-west's guard holds no lease", |s| !s.lease_held).await;
+    // Meanwhile a controller names pg-west at epoch 1, fences pg-east and
+    // promotes pg-west.
+    server.set_writer_at(WEST, Epoch(1));
+    let admin = pg();
+    let fence = admin.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
+    admin
+        .promote(&failover::decision::PromoteRequest {
+            node: WEST,
+            epoch: Epoch(1),
+            gate: failover::decision::RpoGate::CaughtUp {
+                lsn: fence.flush_lsn.expect("a fenced primary's flush position"),
+            },
+            synchronous: failover::decision::Synchronous::Off,
+        })
+        .await
+        .expect("pg-west promoted");
+    let st = wait(
+        "the guard, holding no lease, fences the promoted pg-west",
+        |s| !s.replica && s.fenced == Some(true),
+    )
+    .await;
+    assert_eq!(decision(&st), Some(GuardDecision::FenceReapplied), "{st:?}");
+    assert!(
+        app_exec(&west.app_dsn(), "INSERT INTO guard_probe VALUES (now())")
+            .await
+            .is_err(),
+        "pg-west takes no writes while its guard holds no lease"
+    );
+
+    // The store is back, and its record names pg-west at epoch 1, the
+    // epoch pg-west was promoted at.
+    server.resume_listener().await.expect("listen again");
+    let st = wait("pg-west given back", |s| {
+        s.lease_held && s.fenced == Some(false)
+    })
+    .await;
+    assert_eq!(decision(&st), Some(GuardDecision::Unfenced), "{st:?}");
+    assert_eq!(st.own_fence, None);
+    assert!(
+        app_exec(&west.app_dsn(), "INSERT INTO guard_probe VALUES (now())")
+            .await
+            .is_ok(),
+        "the promoted pg-west takes writes"
+    );
+    let st = guard.shutdown(LIMIT).await;
+    assert_eq!(decision(&st), Some(GuardDecision::Released));
+}

@@ -477,8 +477,18 @@ impl Guard {
             }
         }
         if fenced && mine {
+            // Where the node took writes as the named writer: seen by this
+            // guard, or — when it never saw that, as for a node promoted
+            // while this guard held no lease and so fenced it at once — the
+            // node's own promotion epoch (a fence's epoch never counts in
+            // it). A record naming the node at that epoch again, read
+            // under a held lease, is what lets it write: no other node can
+            // have been claimed since, or the record would say so.
+            let took_writes = self
+                .writer_epoch
+                .or_else(|| Some(self.observed_epoch.unwrap_or_default()));
             match self.own_fence {
-                Some(f) if self.writer_epoch == Some(record.epoch) => {
+                Some(f) if took_writes == Some(record.epoch) => {
                     return self.unfence(record, f, stop).await
                 }
                 Some(_) => tracing::debug!(
