@@ -331,6 +331,10 @@ impl EtcdCluster {
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(["--logger", "zap"])
+            // etcd 3.5's default (3.4 ships it off): a member that cannot
+            // hear the leader (a partial partition) does not force
+            // elections that the rest of the cluster did not need.
+            .arg("--pre-vote=true")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
