@@ -572,6 +572,25 @@ pub fn database_cutover_synchronous(detection: Duration, promote: Duration) -> D
     detection.saturating_add(promote)
 }
 
+/// With controllers in every region, the worst time from losing the
+/// leading controller until a successor leads: `store_election +
+/// lease_ttl`.
+///
+/// A successor takes over once the leader's lease has expired in the
+/// store, up to `lease_ttl` after its last keep-alive. When the store's own
+/// leader went with it (the lost region held the etcd leader, or the fault
+/// is in etcd itself), the store first elects a new leader
+/// (`store_election`, up to twice etcd's `--election-timeout` as etcd
+/// randomizes it, 2 s by default), and etcd's new leader grants every
+/// lease its whole TTL again. Pass zero when the store's leader survives.
+///
+/// A failover that loses the leader takes `max(detection, takeover)` before
+/// its promotion starts (detection runs on every controller meanwhile):
+/// add it to the cutover bounds above in place of the detection.
+pub fn leader_takeover(lease_ttl: Duration, store_election: Duration) -> Duration {
+    store_election.saturating_add(lease_ttl)
+}
+
 /// The most time the rest of a database promotion can take from the moment
 /// the controller enters `phase`, by the controller's own deadlines: a
 /// switchover's drain (`policy.writer_drain`, after marking the record
