@@ -1,13 +1,16 @@
 //! Randomized chaos drills on real servers in network namespaces (issue
 //! 11): three regions (east, west, south), a PostgreSQL node with its guard
-//! and a regional API in each, one controller with the embedded DNS in
-//! south; a workload in every region; a fault per drill; a checker.
+//! and a regional API in each; one controller with the embedded DNS in
+//! south, or (`--controllers 3`) a controller with its embedded DNS and an
+//! etcd member in every region; a workload in every region; a fault per
+//! drill; a checker.
 //!
 //! ```sh
 //! # needs root (network namespaces) and PostgreSQL
 //! cargo run --release --example chaos --features full,ctl -- --drills 20 --seed 1
 //! cargo run --release --example chaos --features full,ctl -- --drills 5 --seed 7 --mode async
 //! cargo run --release --example chaos --features full,ctl -- --drills 1 --seed 3 --fault isolate-writer-region
+//! cargo run --release --example chaos --features full,ctl -- --drills 20 --seed 1 --controllers 3
 //! ```
 //!
 //! One line per drill, then a summary table per fault kind: detection and
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use chaos::drill::{self, DrillReport, DrillSpec};
 use chaos::stack::StackConfig;
-use chaos::{Fault, Mode};
+use chaos::{Controllers, Fault, Mode};
 use clap::Parser;
 
 /// Randomized chaos drills with a checker (issue 11).
@@ -41,11 +44,13 @@ struct Args {
     /// within max_rpo, reported).
     #[arg(long, default_value = "sync")]
     mode: Mode,
-    /// Controllers: only 1 is implemented so far (3 needs etcd members per region).
-    #[arg(long, default_value_t = 1)]
-    controllers: u32,
+    /// Controllers: 1 (in south, with the guards' lease server) or 3 (one
+    /// per region, each with an etcd member, coordinated through etcd).
+    #[arg(long, default_value = "1")]
+    controllers: Controllers,
     /// Inject only this fault (kill-writer-db, pause-writer-db,
-    /// isolate-writer-region, cut-controller-from-writer, restart-controller)
+    /// isolate-writer-region, cut-controller-from-writer, restart-controller,
+    /// crash-writer-db; with 3 controllers also etcd-minority-kill-writer)
     /// instead of drawing one per drill.
     #[arg(long)]
     fault: Option<Fault>,
@@ -59,20 +64,27 @@ async fn main() -> std::process::ExitCode {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    if args.controllers != 1 {
-        eprintln!(
-            "--controllers {}: only single-controller drills exist yet (three controllers on etcd is issue 11's next step)",
-            args.controllers
-        );
+    if let Some(f) = args
+        .fault
+        .filter(|f| !args.controllers.faults().contains(f))
+    {
+        eprintln!("--fault {f} needs --controllers 3");
         return std::process::ExitCode::from(2);
     }
-    let config = StackConfig::new(args.mode);
+    let config = match args.controllers {
+        Controllers::One => StackConfig::new(args.mode),
+        Controllers::PerRegion => StackConfig::per_region(args.mode),
+    };
     let b = drill::bounds(&config);
     println!(
-        "chaos: {} drills, seed {}, {} mode, 1 controller (south); planner: detection {}–{} ms, writable ≤ {} ms",
+        "chaos: {} drills, seed {}, {} mode, {}; planner: detection {}–{} ms, writable ≤ {} ms",
         args.drills,
         args.seed,
         args.mode,
+        match args.controllers {
+            Controllers::One => "1 controller (south)",
+            Controllers::PerRegion => "3 controllers (one per region, etcd)",
+        },
         b.best_detection.as_millis(),
         b.worst_detection.as_millis(),
         b.worst_writable.as_millis()
@@ -119,8 +131,9 @@ async fn main() -> std::process::ExitCode {
 
 fn replay(args: &Args, seed: u64, fault: Fault) -> String {
     format!(
-        "cargo run --release --example chaos --features full,ctl -- --drills 1 --seed {seed} --mode {} --fault {fault}",
-        args.mode
+        "cargo run --release --example chaos --features full,ctl -- --drills 1 --seed {seed} --mode {} --controllers {} --fault {fault}",
+        args.mode,
+        controllers_arg(args)
     )
 }
 
@@ -130,9 +143,17 @@ fn replay_seed(args: &Args, seed: u64) -> String {
         .map(|f| format!(" --fault {f}"))
         .unwrap_or_default();
     format!(
-        "cargo run --release --example chaos --features full,ctl -- --drills 1 --seed {seed} --mode {}{fault}",
-        args.mode
+        "cargo run --release --example chaos --features full,ctl -- --drills 1 --seed {seed} --mode {} --controllers {}{fault}",
+        args.mode,
+        controllers_arg(args)
     )
+}
+
+fn controllers_arg(args: &Args) -> u32 {
+    match args.controllers {
+        Controllers::One => 1,
+        Controllers::PerRegion => 3,
+    }
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -190,7 +211,11 @@ fn summary(reports: &[DrillReport], config: &StackConfig, mode: Mode) {
             b.worst_detection.as_millis(),
             ms(wp50),
             ms(wmax),
-            b.worst_writable.as_millis(),
+            rs.iter()
+                .map(|r| r.writable_bound)
+                .max()
+                .unwrap_or(b.worst_writable)
+                .as_millis(),
             rs.iter().map(|r| r.acked).sum::<usize>(),
             rs.iter().map(|r| r.lost).sum::<usize>(),
             rs.iter().map(|r| r.overlaps.len()).sum::<usize>(),
@@ -199,6 +224,12 @@ fn summary(reports: &[DrillReport], config: &StackConfig, mode: Mode) {
     println!("(times in ms from the fault; bound: the planner's worst detection, and worst writable = detection + {}promotion {} ms)",
         if mode == Mode::Async { format!("guard TTL {} ms + ", config.guard_ttl.as_millis()) } else { String::new() },
         drill::PROMOTE.as_millis());
+    if !b.takeover.is_zero() {
+        println!("(with a controller per region, a fault that takes the leader and the etcd leader waits for a successor: detection is replaced by max(detection, takeover {} ms = etcd election {} ms + leader lease {} ms))",
+            b.takeover.as_millis(),
+            chaos::stack::ETCD_ELECTION.as_millis(),
+            chaos::stack::LEADER_TTL.as_millis());
+    }
     if mode == Mode::Async {
         println!("\nasync loss per fault (max_rpo 16 MiB; the RPO gate's lag at promotion; lost rows' acknowledgements from the fault):");
         for (fault, rs) in &by_fault {

@@ -7,15 +7,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use failover::decision::objectives::{
-    database_cutover_synchronous, database_cutover_unconfirmed, Bounds,
+    database_cutover_synchronous, database_cutover_unconfirmed, leader_takeover, Bounds,
 };
 use failover::decision::{Event, EventKind, NodeId};
-use failover::RuntimeHandle;
 
 use super::check::{self, Overlap};
-use super::stack::{BoxError, Footprint, Stack, StackConfig, CONTROLLER_REGION, NODES, REGIONS};
+use super::stack::{
+    BoxError, Footprint, Stack, StackConfig, CONTROLLER_INDEX, ETCD_ELECTION, LEADER_TTL, NODES,
+    REGIONS,
+};
 use super::workload::{Commit, Workload};
-use super::{Fault, Mode, Rng};
+use super::{Controllers, Fault, Mode, Rng};
 
 /// The promotion itself (claim + `pg_promote` + epoch), as the planner's
 /// database bounds count it (examples/live.rs uses the same budget).
@@ -51,6 +53,13 @@ pub struct DrillBounds {
     /// Worst time until the new writer takes writes: detection + promotion
     /// (sync), or detection + guard TTL + promotion (async).
     pub worst_writable: Duration,
+    /// With a controller per region: the worst time until a successor
+    /// leads when the fault takes the leader, and the etcd leader, with it
+    /// (`objectives::leader_takeover`); zero with one controller.
+    pub takeover: Duration,
+    /// [`worst_writable`](Self::worst_writable) when the fault takes the
+    /// leader: the promotion starts after `max(detection, takeover)`.
+    pub worst_writable_takeover: Duration,
 }
 
 /// What a drill measured and what the checker found.
@@ -62,6 +71,8 @@ pub struct DrillReport {
     pub fault: Fault,
     /// Replication mode.
     pub mode: Mode,
+    /// One controller, or one per region.
+    pub controllers: Controllers,
     /// The controller's writer before and after (`None`: none known at the end).
     pub writers: (usize, Option<usize>),
     /// Fault → first `RegionDown` / `DatabaseDown` of the writer.
@@ -72,6 +83,9 @@ pub struct DrillReport {
     pub write_gap: Duration,
     /// The planner's bounds.
     pub bounds: DrillBounds,
+    /// The bound `writable` is held to: with a controller per region and a
+    /// fault that takes the leader, the one with the takeover.
+    pub writable_bound: Duration,
     /// Acknowledged client rows.
     pub acked: usize,
     /// Acknowledged client rows missing on the final writer.
@@ -131,9 +145,10 @@ impl DrillReport {
     pub fn line(&self) -> String {
         let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{}ms", d.as_millis()));
         format!(
-            "seed {:<6} {:<5} {:<27} {} writer {}→{}  detect {:>7} (≤{}ms)  writable {:>7} (≤{}ms)  gap {}ms  acked {} lost {}  overlaps {}  stale-dns {}  [{:.1}s]",
+            "seed {:<6} {:<5} {} {:<27} {} writer {}→{}  detect {:>7} (≤{}ms)  writable {:>7} (≤{}ms)  gap {}ms  acked {} lost {}  overlaps {}  stale-dns {}  [{:.1}s]",
             self.seed,
             self.mode,
+            self.controllers,
             self.fault.name(),
             if self.passed() { "ok  " } else { "FAIL" },
             NODES[self.writers.0],
@@ -141,7 +156,7 @@ impl DrillReport {
             ms(self.detection),
             self.bounds.worst_detection.as_millis(),
             ms(self.writable),
-            self.bounds.worst_writable.as_millis(),
+            self.writable_bound.as_millis(),
             self.write_gap.as_millis(),
             self.acked,
             self.lost,
@@ -156,15 +171,20 @@ impl DrillReport {
 pub fn bounds(config: &StackConfig) -> DrillBounds {
     let policy = super::stack::policy(config);
     let b = Bounds::for_policy(&policy, Duration::ZERO);
+    let writable = |detection| match config.mode {
+        Mode::Sync => database_cutover_synchronous(detection, PROMOTE),
+        Mode::Async => database_cutover_unconfirmed(detection, config.guard_ttl, PROMOTE),
+    };
+    let takeover = match config.controllers {
+        Controllers::One => Duration::ZERO,
+        Controllers::PerRegion => leader_takeover(LEADER_TTL, ETCD_ELECTION),
+    };
     DrillBounds {
         best_detection: b.best_detection,
         worst_detection: b.worst_detection,
-        worst_writable: match config.mode {
-            Mode::Sync => database_cutover_synchronous(b.worst_detection, PROMOTE),
-            Mode::Async => {
-                database_cutover_unconfirmed(b.worst_detection, config.guard_ttl, PROMOTE)
-            }
-        },
+        worst_writable: writable(b.worst_detection),
+        takeover,
+        worst_writable_takeover: writable(b.worst_detection.max(takeover)),
     }
 }
 
@@ -173,7 +193,8 @@ pub fn bounds(config: &StackConfig) -> DrillBounds {
 pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     let started = Instant::now();
     let mut rng = Rng::new(spec.seed);
-    let drawn = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+    let faults = spec.stack.controllers.faults();
+    let drawn = faults[rng.below(faults.len() as u64) as usize];
     let fault = spec.fault.unwrap_or(drawn);
     let warmup = rng.millis(1000, 3000);
     // Longer than the guards' deadline (ttl − margin): they fence their nodes.
@@ -186,7 +207,9 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     let topology = stack.config.topology().clone();
     let ttl = stack.config.policy().ttl;
     let log = EventLog::default();
-    log.follow(stack.handle().ok_or("no controller")?);
+    for i in spec.stack.controller_regions() {
+        log.follow(&stack, i);
+    }
     let initial = writer(&stack).ok_or("no writer after start")?;
 
     let workload = Workload::start(&stack)?;
@@ -196,6 +219,35 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     // The workload runs a drawn while before the fault (the drill's
     // randomized phase, not a wait for an event).
     tokio::time::sleep(warmup).await;
+
+    // The region a cut separates from the writer's: the single
+    // controller's, or the leader's (another region when the leader is in
+    // the writer's).
+    let cut_from = match spec.stack.controllers {
+        Controllers::One => CONTROLLER_INDEX,
+        Controllers::PerRegion => stack
+            .leader()
+            .filter(|l| *l != initial)
+            .unwrap_or((initial + 1) % REGIONS.len()),
+    };
+    // The controller a restart crashes: the single one, or the leader.
+    let restarted = stack.leader().unwrap_or(CONTROLLER_INDEX);
+    // Whether the fault takes the leading controller (and, in these drills,
+    // the etcd leader: the members and controllers share regions), so the
+    // failover waits for a successor.
+    let leader_lost = spec.stack.controllers == Controllers::PerRegion
+        && match fault {
+            Fault::IsolateWriterRegion => stack.leader() == Some(initial),
+            Fault::RestartController | Fault::EtcdMinorityKillWriter => true,
+            _ => false,
+        };
+    let (writable_bound, takeover) = if leader_lost {
+        (bounds.worst_writable_takeover, bounds.takeover)
+    } else {
+        (bounds.worst_writable, Duration::ZERO)
+    };
+    // The etcd member a minority fault stops: the etcd leader.
+    let etcd_stopped = stack.etcd.as_mut().and_then(|e| e.leader()).unwrap_or(0);
 
     let fault_at = Instant::now();
     let writer_region = REGIONS[initial];
@@ -212,20 +264,25 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
             tokio::task::block_in_place(|| stack.net.isolate(writer_region))?
         }
         Fault::CutControllerFromWriter => {
-            tokio::task::block_in_place(|| stack.net.cut(CONTROLLER_REGION, writer_region))?
+            tokio::task::block_in_place(|| stack.net.cut(REGIONS[cut_from], writer_region))?
         }
-        Fault::RestartController => stack.crash_controller(),
+        Fault::RestartController => stack.crash_controller(restarted),
+        Fault::EtcdMinorityKillWriter => {
+            let etcd = stack.etcd.as_mut().ok_or("etcd-minority needs etcd")?;
+            tokio::task::block_in_place(|| etcd.stop_member(etcd_stopped));
+            stack.stop_guard(initial);
+            tokio::task::block_in_place(|| stack.cluster.kill(initial))?;
+        }
     }
 
     // Wait for the failover, or the worst bound + slack.
     if fault == Fault::RestartController {
         tokio::time::sleep(controller_down).await;
-        stack.start_controller()?;
-        log.follow(stack.handle().ok_or("no controller")?);
+        stack.start_controller(restarted)?;
+        log.follow(&stack, restarted);
     } else {
-        let handle = stack.handle().ok_or("no controller")?;
-        let limit = fault_at + bounds.worst_writable + SLACK;
-        wait_writer(&handle, |w| w.is_some_and(|w| w.index() != initial), limit).await;
+        let limit = fault_at + writable_bound + SLACK;
+        wait_writer(&stack, |w| w.is_some_and(|w| w != initial), limit).await;
         if let Some(new) = writer(&stack).filter(|w| *w != initial) {
             tokio::task::block_in_place(|| stack.follow_writer(new, initial));
             // Bounded: a new writer that never takes the clients' writes is
@@ -240,6 +297,11 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     let heal_at = Instant::now();
     match fault {
         Fault::KillWriterDb | Fault::CrashWriterDb | Fault::RestartController => {}
+        Fault::EtcdMinorityKillWriter => {
+            if let Some(etcd) = stack.etcd.as_mut() {
+                tokio::task::block_in_place(|| etcd.start_member(etcd_stopped))?;
+            }
+        }
         Fault::PauseWriterDb => {
             // Its guard kills a server it cannot fence by its lease
             // deadline: then nothing is left to resume.
@@ -251,7 +313,7 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
             tokio::task::block_in_place(|| stack.net.rejoin(writer_region))?
         }
         Fault::CutControllerFromWriter => {
-            tokio::task::block_in_place(|| stack.net.heal(CONTROLLER_REGION, writer_region))?
+            tokio::task::block_in_place(|| stack.net.heal(REGIONS[cut_from], writer_region))?
         }
     }
 
@@ -348,10 +410,25 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
         fault_at,
         |k| matches!(k, EventKind::RegionDown { region, .. } if region.index() == initial),
     );
+    // With a DNS per region, the writer's region cut off whole keeps its
+    // own DNS, which cannot hear the store and answers with the last plan
+    // (its own region): its clients can reach nothing else anyway. Those
+    // answers are not counted; every other region's are.
+    let cut_off = match (fault, spec.stack.controllers) {
+        (Fault::IsolateWriterRegion, Controllers::PerRegion) => Some(initial),
+        _ => None,
+    };
     let stale = match region_down {
         Some(at) => {
             let drained: Vec<IpAddr> = vec![IpAddr::V4(stack.region_addr(initial)?)];
-            check::stale_answers(&answers, &drained, at + ttl + DNS_SLACK, heal_at)
+            let heard: Vec<_> = answers
+                .iter()
+                .filter(|a| Some(a.region) != cut_off)
+                .cloned()
+                .collect();
+            // No plan changes before someone leads.
+            let decided = at.max(fault_at + takeover);
+            check::stale_answers(&heard, &drained, decided + ttl + DNS_SLACK, heal_at)
         }
         None => Vec::new(),
     };
@@ -394,15 +471,15 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     };
     let promoted_lag = events
         .iter()
-        .filter(|e| e.at >= fault_at)
-        .find_map(|e| match e.kind {
+        .filter(|(_, e)| e.at >= fault_at)
+        .find_map(|(_, e)| match e.kind {
             EventKind::PromotionRequested { lag_bytes, .. } => lag_bytes,
             _ => None,
         });
     let write_gap = check::longest_gap(&commits, fault_at, heal_at.max(fault_at));
     let event_lines = events
         .iter()
-        .map(|e| {
+        .map(|(by, e)| {
             let t = e.at.saturating_duration_since(fault_at);
             let sign = if e.at < fault_at { "-" } else { "+" };
             let t = if e.at < fault_at {
@@ -410,7 +487,11 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
             } else {
                 t
             };
-            format!("t{sign}{:.3}s  {}", t.as_secs_f64(), e.display(&topology))
+            format!(
+                "t{sign}{:.3}s  {by:<5} {}",
+                t.as_secs_f64(),
+                e.display(&topology)
+            )
         })
         .collect();
 
@@ -419,11 +500,13 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
         seed: spec.seed,
         fault,
         mode: spec.stack.mode,
+        controllers: spec.stack.controllers,
         writers: (initial, end_writer),
         detection,
         writable,
         write_gap,
         bounds,
+        writable_bound,
         acked: acked_rows,
         lost: lost.len(),
         loss_window,
@@ -438,7 +521,7 @@ pub async fn run(spec: &DrillSpec) -> Result<DrillReport, BoxError> {
     })
 }
 
-/// The controller's writer now (`None` while the controller is down).
+/// The acting controller's writer now (`None` while no controller acts).
 fn writer(stack: &Stack) -> Option<usize> {
     stack
         .handle()
@@ -446,38 +529,24 @@ fn writer(stack: &Stack) -> Option<usize> {
         .map(NodeId::index)
 }
 
-/// Waits until `check` holds for the controller's writer, or `deadline`.
-async fn wait_writer(
-    handle: &RuntimeHandle,
-    check: impl Fn(Option<NodeId>) -> bool,
-    deadline: Instant,
-) {
-    let mut status = handle.watch_status();
-    loop {
-        if check(status.borrow_and_update().controller.writer) {
-            return;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        match tokio::time::timeout(left, status.changed()).await {
-            Ok(Ok(())) => {}
-            _ => return,
-        }
+/// Waits until `check` holds for the acting controller's writer, or
+/// `deadline`. Polled every 20 ms: which controller acts can change.
+async fn wait_writer(stack: &Stack, check: impl Fn(Option<usize>) -> bool, deadline: Instant) {
+    while !check(writer(stack)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// The first event after `since` whose kind matches.
 fn first_event(
-    events: &[Event],
+    events: &[(&str, Event)],
     since: Instant,
     pick: impl Fn(&EventKind) -> bool,
 ) -> Option<Instant> {
     events
         .iter()
-        .filter(|e| e.at >= since && pick(&e.kind))
-        .map(|e| e.at)
+        .filter(|(_, e)| e.at >= since && pick(&e.kind))
+        .map(|(_, e)| e.at)
         .min()
 }
 
@@ -504,19 +573,27 @@ async fn rows_on(stack: &Stack, w: usize) -> Result<HashSet<i64>, BoxError> {
         .map_err(|_| format!("reading rows on {} took over 30 s", NODES[w]))?
 }
 
-/// The controller's events, across a restart.
+/// The controllers' events, each with its controller's region, across
+/// restarts.
 #[derive(Clone, Default)]
-struct EventLog(Arc<Mutex<Vec<Event>>>);
+struct EventLog(Arc<Mutex<Vec<(&'static str, Event)>>>);
 
 impl EventLog {
-    /// Records every event of `handle`'s runtime from now on.
-    fn follow(&self, handle: RuntimeHandle) {
+    /// Records every event of region `i`'s controller from now on.
+    fn follow(&self, stack: &Stack, i: usize) {
+        let Some(handle) = stack.handle_of(i) else {
+            return;
+        };
         let log = Arc::clone(&self.0);
+        let by = REGIONS[i];
         let mut rx = handle.subscribe_events();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(e) => log.lock().unwrap_or_else(PoisonError::into_inner).push(e),
+                    Ok(e) => log
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((by, e)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
                 }
@@ -524,10 +601,13 @@ impl EventLog {
         });
     }
 
-    fn events(&self) -> Vec<Event> {
-        self.0
+    fn events(&self) -> Vec<(&'static str, Event)> {
+        let mut events = self
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        events.sort_by_key(|(_, e)| e.at);
+        events
     }
 }

@@ -13,7 +13,9 @@
 //!    namespaces; in each a PostgreSQL node (pg-east the primary) with its
 //!    guard and the regional HTTP API; one controller — the runtime with the
 //!    lease server and the embedded DNS (service and writer name) — in
-//!    `south`.
+//!    `south`, or ([`Controllers::PerRegion`]) a controller with its
+//!    embedded DNS and an etcd member in every region, coordinated through
+//!    etcd, the guards leasing from it.
 //! 2. [`workload::Workload`]: a client per region resolves the writer name
 //!    through the embedded DNS and inserts rows with unique ids, recording
 //!    each acknowledged one; a sampler per region resolves the service name
@@ -64,6 +66,50 @@ impl fmt::Display for Mode {
     }
 }
 
+/// How many controllers a drill's stack runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Controllers {
+    /// One controller, in `south`, with the lease server the guards lease
+    /// from and the only embedded DNS.
+    One,
+    /// A controller, an embedded DNS and an etcd member in every region;
+    /// the controllers coordinate through etcd (one leads) and the guards
+    /// lease from it.
+    PerRegion,
+}
+
+impl Controllers {
+    /// The faults a stack of this kind can take, in the summary's order.
+    pub fn faults(self) -> &'static [Fault] {
+        match self {
+            Controllers::One => &Fault::ALL[..6],
+            Controllers::PerRegion => &Fault::ALL,
+        }
+    }
+}
+
+impl FromStr for Controllers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "1" => Ok(Controllers::One),
+            "3" => Ok(Controllers::PerRegion),
+            other => Err(format!(
+                "controllers {other:?}: expected 1 (one controller) or 3 (one per region, through etcd)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Controllers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Controllers::One => "1ctl",
+            Controllers::PerRegion => "3ctl",
+        })
+    }
+}
+
 /// A fault a drill injects on the writer or the controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fault {
@@ -80,23 +126,29 @@ pub enum Fault {
     /// a partial partition (the writer still replicates to the third region).
     CutControllerFromWriter,
     /// The controller (runtime, lease server, embedded DNS) dropped as by a
-    /// crash, and started again on the same addresses.
+    /// crash, and started again on the same addresses. With a controller
+    /// per region, the leader.
     RestartController,
     /// `kill -9` of the writer's PostgreSQL while its guard lives on (the
     /// machine is fine): the guard must let its lease go, or the controller
     /// never gets its proof that the node stopped.
     CrashWriterDb,
+    /// With a controller per region only: the etcd leader member stopped
+    /// (a minority of the store), then the writer's machine lost as in
+    /// `KillWriterDb`: the failover must go through the remaining majority.
+    EtcdMinorityKillWriter,
 }
 
 impl Fault {
     /// Every fault kind, in the order of the summary table.
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::KillWriterDb,
         Fault::PauseWriterDb,
         Fault::IsolateWriterRegion,
         Fault::CutControllerFromWriter,
         Fault::RestartController,
         Fault::CrashWriterDb,
+        Fault::EtcdMinorityKillWriter,
     ];
 
     /// The name used on the command line and in reports.
@@ -108,13 +160,24 @@ impl Fault {
             Fault::CutControllerFromWriter => "cut-controller-from-writer",
             Fault::RestartController => "restart-controller",
             Fault::CrashWriterDb => "crash-writer-db",
+            Fault::EtcdMinorityKillWriter => "etcd-minority-kill-writer",
         }
     }
 
-    /// Whether the writer must move: the writer's database or region is
-    /// lost to the controller. (A restarted controller must not move it.)
-    pub fn moves_writer(self) -> bool {
-        !matches!(self, Fault::RestartController)
+    /// Whether the writer must move (`Some(true)`), must stay
+    /// (`Some(false)`), or may do either (`None`). It must move when the
+    /// writer's database or region is lost to the controllers, and stay
+    /// when a controller restarts. With a controller per region, a cut
+    /// between the leader's region and the writer's leaves the region up
+    /// (only one vantage of three sees it down), but the leader may still
+    /// fail the database over: it cannot reach the writer, and with
+    /// synchronous replication (or a lapsed guard lease) it has its proof.
+    pub fn moves_writer(self, controllers: Controllers) -> Option<bool> {
+        match self {
+            Fault::RestartController => Some(false),
+            Fault::CutControllerFromWriter if controllers == Controllers::PerRegion => None,
+            _ => Some(true),
+        }
     }
 }
 

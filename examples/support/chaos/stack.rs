@@ -1,5 +1,6 @@
 //! The drill's servers: three regions in namespaces, a PostgreSQL node with
-//! its guard and the regional API in each, one controller in `south`.
+//! its guard and the regional API in each; one controller in `south`, or a
+//! controller and an etcd member in every region.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,15 +13,17 @@ use failover::decision::{
     Topology, VantageId,
 };
 use failover::dns::{EmbeddedConfig, EmbeddedDns, Selection, WriterNameConfig};
+use failover::etcd::{EtcdConfig, EtcdCoordinator, EtcdGuardLease};
 use failover::lease::{LeaseClient, LeaseServerConfig};
 use failover::pg::{GuardSettings, NodeGuard, NodeKill, PgCluster};
 use failover::probe::{HttpProbe, HttpProbeConfig};
 use failover::{Runtime, RuntimeBuilder, RuntimeHandle};
+use failover_testkit::etcd::EtcdCluster;
 use failover_testkit::http::RegionalApi;
 use failover_testkit::net::{Net, RegionService};
 use failover_testkit::postgres::{PgTestCluster, APP_DATABASE, APP_PASSWORD, APP_ROLE};
 
-use super::Mode;
+use super::{Controllers, Mode};
 
 /// A boxed error for the harness: every failure names what failed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -31,6 +34,8 @@ pub const REGIONS: [&str; 3] = ["east", "west", "south"];
 pub const NODES: [&str; 3] = ["pg-east", "pg-west", "pg-south"];
 /// The region the single controller runs in.
 pub const CONTROLLER_REGION: &str = "south";
+/// Its index in [`REGIONS`].
+pub const CONTROLLER_INDEX: usize = 2;
 /// The service name the regional records answer for.
 pub const SERVICE: &str = "api.chaos.test.";
 /// The writer name that points at the current writer.
@@ -42,12 +47,21 @@ const API_PORT: u16 = 8080;
 const DNS_PORT: u16 = 5353;
 const LEASE_PORT: u16 = 7070;
 const LEASE_SECRET: &str = "chaos-drill-guard-lease-secret";
+/// The controllers' leader lease at etcd, per region mode: a successor
+/// takes over at most this long after a leader is lost (etcd's TTLs are
+/// whole seconds; 2 s is what the e2e fleet tests use on this machine).
+pub const LEADER_TTL: Duration = Duration::from_secs(2);
+/// How long etcd takes to elect its own leader after losing it: up to
+/// twice its `--election-timeout` (1 s by default), which it randomizes.
+pub const ETCD_ELECTION: Duration = Duration::from_secs(2);
 
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct StackConfig {
     /// Replication mode.
     pub mode: Mode,
+    /// One controller, or one per region through etcd.
+    pub controllers: Controllers,
     /// The guards' lease TTL (the promotion proof without a fence or a
     /// synchronous standby).
     pub guard_ttl: Duration,
@@ -62,8 +76,30 @@ impl StackConfig {
     pub fn new(mode: Mode) -> StackConfig {
         StackConfig {
             mode,
+            controllers: Controllers::One,
             guard_ttl: Duration::from_secs(2),
             unsafe_promote: false,
+        }
+    }
+
+    /// [`new`](Self::new) with a controller and an etcd member per region,
+    /// and 4 s guard leases. While etcd elects a new leader (up to
+    /// [`ETCD_ELECTION`]) no lease is renewed, so 2 s leases had every
+    /// guard fence its node at each etcd election; a 4 s lease rides one
+    /// out, as in the e2e fleet tests.
+    pub fn per_region(mode: Mode) -> StackConfig {
+        StackConfig {
+            controllers: Controllers::PerRegion,
+            guard_ttl: Duration::from_secs(4),
+            ..StackConfig::new(mode)
+        }
+    }
+
+    /// The regions that run a controller.
+    pub fn controller_regions(&self) -> Vec<usize> {
+        match self.controllers {
+            Controllers::One => vec![CONTROLLER_INDEX],
+            Controllers::PerRegion => (0..REGIONS.len()).collect(),
         }
     }
 }
@@ -101,12 +137,15 @@ pub struct ControllerParts {
     pub dns: EmbeddedDns,
 }
 
-/// Everything a drill runs. Fields drop in order: the controller, the
-/// guards, the APIs, PostgreSQL, and the namespaces last.
+/// Everything a drill runs. Fields drop in order: the controllers, the
+/// guards, the APIs, etcd, PostgreSQL, and the namespaces last.
 pub struct Stack {
-    controller: Option<RegionService<ControllerParts>>,
+    /// By region (`None`: no controller there, or it is down).
+    controllers: Vec<Option<RegionService<ControllerParts>>>,
     guards: Vec<Option<RegionService<NodeGuard>>>,
     apis: Vec<RegionService<RegionalApi>>,
+    /// A member per region, with a controller per region.
+    pub etcd: Option<EtcdCluster>,
     /// The PostgreSQL nodes, node `i` in region `i`.
     pub cluster: PgTestCluster,
     /// The namespaces.
@@ -129,6 +168,8 @@ pub struct Footprint {
     /// The postmasters' System V shared memory segments (line 7 of
     /// `postmaster.pid`), which a SIGKILLed postmaster leaves behind.
     pub shm_ids: Vec<u64>,
+    /// The etcd cluster's temp dir, with a controller per region.
+    pub etcd_dir: Option<PathBuf>,
 }
 
 impl Stack {
@@ -152,15 +193,24 @@ impl Stack {
             PgTestCluster::builder()
                 .replicas(REGIONS.len() - 1)
                 .names(NODES)
-                .placements(placements)
+                .placements(placements.clone())
                 .start()
         })?;
-        let topology = topology(&net)?;
+        let etcd = match stack_config.controllers {
+            Controllers::One => None,
+            Controllers::PerRegion => Some(tokio::task::block_in_place(|| {
+                let mut etcd = EtcdCluster::start_placed(placements)?;
+                etcd.wait_healthy(Duration::from_secs(30))?;
+                Ok::<_, io::Error>(etcd)
+            })?),
+        };
+        let topology = topology(&net, stack_config.controllers)?;
         let config = Config::new(topology, policy(&stack_config))?;
         let mut stack = Stack {
-            controller: None,
+            controllers: (0..REGIONS.len()).map(|_| None).collect(),
             guards: Vec::new(),
             apis: Vec::new(),
+            etcd,
             cluster,
             net,
             config,
@@ -177,7 +227,9 @@ impl Stack {
             })?;
             stack.apis.push(api);
         }
-        stack.start_controller()?;
+        for i in stack.stack_config.controller_regions() {
+            stack.start_controller(i)?;
+        }
         for i in 0..NODES.len() {
             let guard = stack.start_guard(i)?;
             stack.guards.push(Some(guard));
@@ -211,28 +263,65 @@ impl Stack {
                     text.lines().nth(6)?.split_whitespace().nth(1)?.parse().ok()
                 })
                 .collect(),
+            etcd_dir: self.etcd.as_ref().map(|e| e.dir().to_path_buf()),
         }
     }
 
-    /// The controller's handle (`None` while it is down).
+    /// The acting controller's handle: the single controller, or the
+    /// leader (the highest token, should a deposed one not know yet).
+    /// `None` while it is down or nobody leads.
     pub fn handle(&self) -> Option<RuntimeHandle> {
-        self.controller.as_ref().map(|c| c.runtime.handle())
+        self.leader().and_then(|i| self.handle_of(i))
     }
 
-    /// The controller's lease server's view: whether `node`'s guard lease is held.
-    pub fn lease_held(&self, node: NodeId) -> bool {
-        self.controller
+    /// Controller `i`'s handle (`None`: none there, or down).
+    pub fn handle_of(&self, i: usize) -> Option<RuntimeHandle> {
+        self.controllers
+            .get(i)?
             .as_ref()
-            .and_then(|c| c.runtime.lease_server().map(|l| l.is_held(node)))
-            .unwrap_or(false)
+            .map(|c| c.runtime.handle())
     }
 
-    /// The embedded DNS server's address (the controller's region).
-    pub fn dns_addr(&self) -> Result<SocketAddr, BoxError> {
-        Ok(SocketAddr::from((
-            self.net.addr(CONTROLLER_REGION)?,
-            DNS_PORT,
-        )))
+    /// The region of the acting controller (see [`handle`](Self::handle)).
+    pub fn leader(&self) -> Option<usize> {
+        match self.stack_config.controllers {
+            Controllers::One => self.controllers[CONTROLLER_INDEX]
+                .as_ref()
+                .map(|_| CONTROLLER_INDEX),
+            Controllers::PerRegion => (0..REGIONS.len())
+                .filter_map(|i| {
+                    let token = self.handle_of(i)?.status().controller.leader?;
+                    Some((token, i))
+                })
+                .max()
+                .map(|(_, i)| i),
+        }
+    }
+
+    /// Whether `node`'s guard lease is held: the single controller's lease
+    /// server's view, or (etcd) the guard's own.
+    pub fn lease_held(&self, node: NodeId) -> bool {
+        match self.stack_config.controllers {
+            Controllers::One => self.controllers[CONTROLLER_INDEX]
+                .as_ref()
+                .and_then(|c| c.runtime.lease_server().map(|l| l.is_held(node)))
+                .unwrap_or(false),
+            Controllers::PerRegion => self
+                .guards
+                .get(node.index())
+                .and_then(Option::as_ref)
+                .is_some_and(|g| g.status().lease_held),
+        }
+    }
+
+    /// The embedded DNS server region `i`'s clients ask: the single
+    /// controller's, or their own region's.
+    pub fn dns_addr(&self, i: usize) -> Result<SocketAddr, BoxError> {
+        let region = match self.stack_config.controllers {
+            Controllers::One => CONTROLLER_REGION,
+            Controllers::PerRegion => REGIONS[i],
+        };
+        Ok(SocketAddr::from((self.net.addr(region)?, DNS_PORT)))
     }
 
     /// Region `i`'s address (also its service record and its node's host).
@@ -265,15 +354,18 @@ impl Stack {
         self.cluster.nodes()[i].app_dsn()
     }
 
-    /// Crashes the controller: its region thread and everything on it
-    /// (runtime, lease server, DNS) stop at once, with no shutdown.
-    pub fn crash_controller(&mut self) {
-        self.controller = None;
+    /// Crashes region `i`'s controller: its region thread and everything
+    /// on it (runtime, lease server, DNS, etcd session) stop at once, with
+    /// no shutdown and no resignation.
+    pub fn crash_controller(&mut self, i: usize) {
+        if let Some(slot) = self.controllers.get_mut(i) {
+            slot.take();
+        }
     }
 
-    /// Starts the controller (again) on the same addresses.
-    pub fn start_controller(&mut self) -> Result<(), BoxError> {
-        let region = CONTROLLER_REGION;
+    /// Starts region `i`'s controller (again) on the same addresses.
+    pub fn start_controller(&mut self, i: usize) -> Result<(), BoxError> {
+        let region = REGIONS[i];
         let addr = self.net.addr(region)?;
         let config = self.config.clone();
         let mut writer_name = WriterNameConfig::new(WRITER);
@@ -286,19 +378,32 @@ impl Stack {
             probes.push(SocketAddr::from((ip, API_PORT)));
         }
         let unsafe_promote = self.stack_config.unsafe_promote;
+        let etcd = self.etcd_endpoints();
         let controller = tokio::task::block_in_place(|| {
             self.net.serve(region, move || async move {
-                start_controller(config, addr, writer_name, dsns, probes, unsafe_promote)
+                let place = Place {
+                    region: i,
+                    addr,
+                    etcd,
+                };
+                start_controller(config, place, writer_name, dsns, probes, unsafe_promote)
                     .await
                     .map_err(|e| io::Error::other(e.to_string()))
             })
         })?;
-        self.controller = Some(controller);
+        self.controllers[i] = Some(controller);
         Ok(())
+    }
+
+    /// The etcd members' client URLs (`None` with one controller).
+    fn etcd_endpoints(&self) -> Option<Vec<String>> {
+        self.etcd.as_ref().map(EtcdCluster::endpoints)
     }
 
     fn start_guard(&self, i: usize) -> Result<RegionService<NodeGuard>, BoxError> {
         let url = format!("http://{}:{LEASE_PORT}", self.net.addr(CONTROLLER_REGION)?);
+        let etcd = self.etcd_endpoints();
+        let topology = self.config.topology().clone();
         let dsn = self.cluster.nodes()[i].admin_dsn();
         let data_dir = self.cluster.nodes()[i].data_dir.clone();
         let ttl = self.stack_config.guard_ttl;
@@ -306,13 +411,25 @@ impl Stack {
             self.net.serve(REGIONS[i], move || async move {
                 let node = NodeId(i as u32);
                 let name = NODES[i];
-                let start = || -> Result<NodeGuard, BoxError> {
-                    // It must know every node's name: the writer record
-                    // it reads back names any of them.
-                    let mut lease = LeaseClient::new(&url, LEASE_SECRET)?;
-                    for (n, other) in NODES.iter().enumerate() {
-                        lease = lease.with_node(NodeId(n as u32), other)?;
-                    }
+                let start = async {
+                    let lease: Arc<dyn failover::decision::ports::GuardLease> = match etcd {
+                        Some(endpoints) => Arc::new(
+                            EtcdGuardLease::connect(
+                                &etcd_config(endpoints, "-", REGIONS[i]),
+                                topology,
+                            )
+                            .await?,
+                        ),
+                        None => {
+                            // It must know every node's name: the writer
+                            // record it reads back names any of them.
+                            let mut lease = LeaseClient::new(&url, LEASE_SECRET)?;
+                            for (n, other) in NODES.iter().enumerate() {
+                                lease = lease.with_node(NodeId(n as u32), other)?;
+                            }
+                            Arc::new(lease)
+                        }
+                    };
                     let admin = PgCluster::new().with_node(node, name, &dsn)?;
                     // It runs on its node's machine: a server it cannot
                     // fence in time (frozen), it kills. A fence takes two
@@ -333,16 +450,16 @@ impl Stack {
                     settings.fence_budget = settings
                         .fence_budget
                         .max(most.min(Duration::from_millis(1200)));
-                    Ok(NodeGuard::start_with_kill(
+                    Ok::<_, BoxError>(NodeGuard::start_with_kill(
                         node,
                         name,
                         settings,
-                        Arc::new(lease),
+                        lease,
                         Arc::new(admin),
                         NodeKill::new(&data_dir)?,
                     )?)
                 };
-                start().map_err(|e| io::Error::other(e.to_string()))
+                start.await.map_err(|e| io::Error::other(e.to_string()))
             })
         })?;
         Ok(guard)
@@ -417,67 +534,72 @@ impl Stack {
         Ok(())
     }
 
-    /// Waits (at most `limit`) until the controller is steady: pg-east the
-    /// writer, every region up, every guard lease held, (sync) a standby
-    /// required, and the writer name answering.
+    /// Waits (at most `limit`) until the acting controller is steady (one
+    /// leads, with a controller per region): pg-east the writer, every
+    /// region up, every guard lease held, (sync) a standby required, and
+    /// the writer name answering at every controller's DNS.
     pub async fn wait_ready(&self, limit: Duration) -> Result<(), BoxError> {
-        let handle = self.handle().ok_or("no controller")?;
         let deadline = Instant::now() + limit;
-        let dns = self.dns_addr()?;
         let sync = self.stack_config.mode == Mode::Sync;
-        let mut status = handle.watch_status();
         loop {
-            let why = {
-                let s = status.borrow_and_update();
-                if s.controller.writer.is_none() {
-                    Some("no writer yet".to_owned())
-                } else if let Some(r) = s
-                    .controller
-                    .regions
-                    .iter()
-                    .position(|r| r.health != Health::Up)
-                {
-                    Some(format!("{} not up", REGIONS[r]))
-                } else if let Some(n) =
-                    (0..NODES.len()).find(|n| !self.lease_held(NodeId(*n as u32)))
-                {
-                    Some(format!("{}'s guard lease not held", NODES[n]))
-                } else if sync && s.controller.synchronous == Default::default() {
-                    Some("no synchronous standby required yet".to_owned())
-                } else {
-                    None
-                }
-            };
-            let why = match why {
-                Some(why) => Some(why),
-                None => {
-                    let answer = self.net_resolve(dns, WRITER).await;
-                    match answer {
-                        Ok(a) if !a.is_empty() => None,
-                        other => Some(format!("writer name answers {other:?}")),
+            let handle = self.handle();
+            let why = match &handle {
+                None => Some("no controller leads yet".to_owned()),
+                Some(handle) => {
+                    let s = handle.status();
+                    if s.controller.writer.is_none() {
+                        Some("no writer yet".to_owned())
+                    } else if let Some(r) = s
+                        .controller
+                        .regions
+                        .iter()
+                        .position(|r| r.health != Health::Up)
+                    {
+                        Some(format!("{} not up", REGIONS[r]))
+                    } else if let Some(n) =
+                        (0..NODES.len()).find(|n| !self.lease_held(NodeId(*n as u32)))
+                    {
+                        Some(format!("{}'s guard lease not held", NODES[n]))
+                    } else if sync && s.controller.synchronous == Default::default() {
+                        Some("no synchronous standby required yet".to_owned())
+                    } else {
+                        None
                     }
                 }
             };
+            let mut why = why;
+            if why.is_none() {
+                for i in self.stack_config.controller_regions() {
+                    match self.net_resolve(i, WRITER).await {
+                        Ok(a) if !a.is_empty() => {}
+                        other => {
+                            why = Some(format!(
+                                "the writer name at {}'s DNS answers {other:?}",
+                                REGIONS[i]
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
             let Some(why) = why else { return Ok(()) };
             if Instant::now() > deadline {
+                let events = handle.map(|h| h.status().recent_events);
                 return Err(format!(
-                    "the stack was not ready within {limit:?}: {why}; events: {:#?}",
-                    handle.status().recent_events
+                    "the stack was not ready within {limit:?}: {why}; events: {events:#?}"
                 )
                 .into());
             }
-            let _ = tokio::time::timeout(Duration::from_millis(200), status.changed()).await;
+            // Polled: the condition spans several controllers and guards.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Resolves `name` at the embedded DNS from the controller's region.
-    async fn net_resolve(
-        &self,
-        dns: SocketAddr,
-        name: &'static str,
-    ) -> Result<Vec<IpAddr>, String> {
+    /// Resolves `name` at region `i`'s clients' DNS, from region `i`.
+    async fn net_resolve(&self, i: usize, name: &'static str) -> Result<Vec<IpAddr>, String> {
+        let dns = self.dns_addr(i).map_err(|e| e.to_string())?;
         tokio::task::block_in_place(|| {
-            self.net.block_on(CONTROLLER_REGION, move || async move {
+            self.net.block_on(REGIONS[i], move || async move {
                 super::workload::resolve(dns, name).await
             })
         })
@@ -485,9 +607,29 @@ impl Stack {
     }
 }
 
+/// Where a controller runs: its region (index), that region's address, and
+/// the etcd members' URLs with a controller per region.
+struct Place {
+    region: usize,
+    addr: Ipv4Addr,
+    etcd: Option<Vec<String>>,
+}
+
+/// Settings for etcd: the controllers' and the guards' (a guard ignores
+/// `controller`, `vantage` and the lease settings). Short timeouts: a
+/// member cut off or stopped must not hold a request for long.
+fn etcd_config(endpoints: Vec<String>, controller: &str, vantage: &str) -> EtcdConfig {
+    let mut c = EtcdConfig::new(endpoints, "chaos", controller, vantage);
+    c.lease_ttl = LEADER_TTL;
+    c.lease_margin = Duration::from_millis(500);
+    c.connect_timeout = Duration::from_millis(500);
+    c.request_timeout = Duration::from_secs(1);
+    c
+}
+
 /// east (active), west (standby), south (standby); each region's record is
-/// its address; one vantage, the controller's; pg-east the primary.
-fn topology(net: &Net) -> Result<Topology, BoxError> {
+/// its address; a vantage per controller; pg-east the primary.
+fn topology(net: &Net, controllers: Controllers) -> Result<Topology, BoxError> {
     let mut builder = Topology::builder(SERVICE);
     for (i, r) in REGIONS.iter().enumerate() {
         let role = if i == 0 {
@@ -499,7 +641,14 @@ fn topology(net: &Net) -> Result<Topology, BoxError> {
         region.records = vec![IpAddr::V4(net.addr(r)?)];
         builder = builder.region(region);
     }
-    builder = builder.vantage(CONTROLLER_REGION);
+    match controllers {
+        Controllers::One => builder = builder.vantage(CONTROLLER_REGION),
+        Controllers::PerRegion => {
+            for r in REGIONS {
+                builder = builder.vantage(r);
+            }
+        }
+    }
     for (i, r) in REGIONS.iter().enumerate() {
         builder = builder.node(Node {
             name: NODES[i].into(),
@@ -511,11 +660,13 @@ fn topology(net: &Net) -> Result<Topology, BoxError> {
     Ok(builder.build()?)
 }
 
-/// The controller, on its region's thread: embedded DNS (service and writer
-/// name), the runtime with the lease server, an HTTP probe per region.
+/// A controller, on its region's thread: embedded DNS (service and writer
+/// name), the runtime, an HTTP probe per region from its vantage; and the
+/// lease server for the guards (one controller) or the etcd coordinator
+/// (one per region: each serves the stored plan and writer).
 async fn start_controller(
     config: Config,
-    addr: Ipv4Addr,
+    place: Place,
     writer_name: WriterNameConfig,
     dsns: Vec<String>,
     probes: Vec<SocketAddr>,
@@ -523,6 +674,7 @@ async fn start_controller(
 ) -> Result<ControllerParts, BoxError> {
     let mut dns_config = EmbeddedConfig::new(ZONE);
     dns_config.selection = Selection::AllServing;
+    let addr = place.addr;
     let dns = EmbeddedDns::bind(
         SocketAddr::from((addr, DNS_PORT)),
         config.topology(),
@@ -537,14 +689,35 @@ async fn start_controller(
         pg = pg.with_node(NodeId(i as u32), NODES[i], dsn)?;
     }
     let policy = config.policy().clone();
-    let mut builder = RuntimeBuilder::new(config.clone())
-        .router(Arc::new(dns.router()))
-        .writer_name(Arc::new(dns.router()))
-        .database(Arc::new(pg))
-        .guard_leases(
-            LeaseServerConfig::new(SocketAddr::from((addr, LEASE_PORT)), LEASE_SECRET)
-                .topology(config.topology()),
-        );
+    let builder = RuntimeBuilder::new(config.clone()).database(Arc::new(pg));
+    let (mut builder, vantage) = match place.etcd {
+        None => (
+            builder
+                .router(Arc::new(dns.router()))
+                .writer_name(Arc::new(dns.router()))
+                .guard_leases(
+                    LeaseServerConfig::new(SocketAddr::from((addr, LEASE_PORT)), LEASE_SECRET)
+                        .topology(config.topology()),
+                ),
+            VantageId(0),
+        ),
+        Some(endpoints) => {
+            let region = REGIONS[place.region];
+            let coordinator = EtcdCoordinator::connect(
+                etcd_config(endpoints, &format!("ctl-{region}"), region),
+                config.topology().clone(),
+                &policy,
+            )
+            .await?;
+            (
+                builder
+                    .coordinator(Arc::new(coordinator))
+                    .serve(Arc::new(dns.router()))
+                    .serve_writer_name(Arc::new(dns.router())),
+                VantageId(place.region as u32),
+            )
+        }
+    };
     for (i, target) in probes.iter().enumerate() {
         let mut probe = HttpProbeConfig::new(target.ip().to_string(), target.port());
         probe.path = "/healthz".into();
@@ -552,7 +725,7 @@ async fn start_controller(
         probe.response_timeout = policy.timeout;
         builder = builder.probe(
             RegionId(i as u32),
-            VantageId(0),
+            vantage,
             Arc::new(HttpProbe::new(probe)?),
         );
     }
@@ -602,6 +775,9 @@ impl Footprint {
         }
         if self.dir.exists() {
             left.push(format!("temp dir {}", self.dir.display()));
+        }
+        if let Some(dir) = self.etcd_dir.as_ref().filter(|d| d.exists()) {
+            left.push(format!("etcd temp dir {}", dir.display()));
         }
         if let Ok(out) = std::process::Command::new("ipcs").arg("-m").output() {
             let text = String::from_utf8_lossy(&out.stdout);

@@ -114,13 +114,15 @@ impl Workload {
         let records = Arc::new(Records::default());
         let stop = Arc::new(AtomicBool::new(false));
         let ids = Arc::new(AtomicI64::new(1));
-        let dns = stack.dns_addr()?;
         let mut nodes = Vec::new();
         for i in 0..NODES.len() {
             nodes.push((IpAddr::V4(stack.region_addr(i)?), stack.app_dsn(i)));
         }
         let mut regional = Vec::new();
         for (region, name) in REGIONS.iter().enumerate() {
+            // Each region's clients ask the DNS they would in production:
+            // the single controller's, or their own region's.
+            let dns = stack.dns_addr(region)?;
             let (records, stop, ids, nodes) = (
                 Arc::clone(&records),
                 Arc::clone(&stop),
