@@ -68,20 +68,8 @@ async fn cluster_and_server() -> (
 /// when `kill`), on the current runtime.
 fn start_east_guard(cluster: &PgTestCluster, server: &LeaseServer, kill: bool) -> NodeGuard {
     let east = cluster.node(0).expect("east").clone();
-    let west = cluster.node(1).expect("west").clone();
-    let lease = LeaseClient::new(&server.url(), SECRET)
-        .expect("client")
-        .with_node(EAST, "pg-east")
-        .expect("east name")
-        .with_node(WEST, "pg-west")
-        .expect("west name")
-        .with_timeout(Duration::from_millis(300))
-        .expect("timeout");
-    let pg = PgCluster::new()
-        .with_node(EAST, "pg-east", &east.admin_dsn())
-        .expect("east dsn")
-        .with_node(WEST, "pg-west", &west.admin_dsn())
-        .expect("west dsn");
+    let lease = lease_client(server);
+    let pg = pg_both(cluster);
     let settings = GuardSettings::for_ttl(TTL);
     if kill {
         let kill = NodeKill::new(&east.data_dir).expect("pg-east's data directory");
@@ -97,6 +85,58 @@ fn start_east_guard(cluster: &PgTestCluster, server: &LeaseServer, kill: bool) -
         NodeGuard::start(EAST, "pg-east", settings, Arc::new(lease), Arc::new(pg))
     }
     .expect("guard starts")
+}
+
+/// The database adapter for both nodes.
+fn pg_both(cluster: &PgTestCluster) -> PgCluster {
+    PgCluster::new()
+        .with_node(EAST, "pg-east", &cluster.node(0).expect("east").admin_dsn())
+        .expect("east dsn")
+        .with_node(WEST, "pg-west", &cluster.node(1).expect("west").admin_dsn())
+        .expect("west dsn")
+}
+
+/// A lease client of `server` that knows both nodes' names.
+fn lease_client(server: &LeaseServer) -> LeaseClient {
+    LeaseClient::new(&server.url(), SECRET)
+        .expect("client")
+        .with_node(EAST, "pg-east")
+        .expect("east name")
+        .with_node(WEST, "pg-west")
+        .expect("west name")
+        .with_timeout(Duration::from_millis(300))
+        .expect("timeout")
+}
+
+/// What a controller does to move the writer to pg-west at epoch 1: name
+/// it in the record, fence pg-east, promote pg-west.
+async fn move_writer_to_west(server: &LeaseServer, pg: &PgCluster) {
+    server.set_writer_at(WEST, Epoch(1));
+    let fence = pg.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
+    pg.promote(&failover::decision::PromoteRequest {
+        node: WEST,
+        epoch: Epoch(1),
+        gate: failover::decision::RpoGate::CaughtUp {
+            lsn: fence.flush_lsn.expect("a fenced primary's flush position"),
+        },
+        synchronous: failover::decision::Synchronous::Off,
+    })
+    .await
+    .expect("pg-west promoted");
+}
+
+/// Waits (at most [`LIMIT`]) until a guard's status satisfies `f`.
+async fn wait_guard(
+    status: &watch::Receiver<GuardStatus>,
+    what: &str,
+    f: impl Fn(&GuardStatus) -> bool,
+) -> GuardStatus {
+    let mut rx = status.clone();
+    tokio::time::timeout(LIMIT, rx.wait_for(f))
+        .await
+        .unwrap_or_else(|_| panic!("not seen within {LIMIT:?}: {what}"))
+        .map(|s| s.clone())
+        .expect("guard alive")
 }
 
 /// `guard_runtime`: run the guard on this runtime instead of the test's.
@@ -734,19 +774,7 @@ impl GuardLease for RenewThenPromote {
     {
         let record = self.inner.renew(node, ttl).await?;
         if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.server.set_writer_at(WEST, Epoch(1));
-            let fence = self.pg.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
-            self.pg
-                .promote(&failover::decision::PromoteRequest {
-                    node: WEST,
-                    epoch: Epoch(1),
-                    gate: failover::decision::RpoGate::CaughtUp {
-                        lsn: fence.flush_lsn.expect("a fenced primary's flush position"),
-                    },
-                    synchronous: failover::decision::Synchronous::Off,
-                })
-                .await
-                .expect("pg-west promoted");
+            move_writer_to_west(&self.server, &self.pg).await;
             self.fired.notify_one();
         }
         Ok(record)
@@ -760,25 +788,12 @@ impl GuardLease for RenewThenPromote {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_it_as_stale() {
     let (cluster, server, _events) = cluster_and_server().await;
-    let east = cluster.node(0).expect("east").clone();
     let west = cluster.node(1).expect("west").clone();
     let server = Arc::new(server);
-    let pg = || {
-        PgCluster::new()
-            .with_node(EAST, "pg-east", &east.admin_dsn())
-            .expect("east dsn")
-            .with_node(WEST, "pg-west", &west.admin_dsn())
-            .expect("west dsn")
-    };
     let lease = Arc::new(RenewThenPromote {
-        inner: LeaseClient::new(&server.url(), SECRET)
-            .expect("client")
-            .with_node(EAST, "pg-east")
-            .expect("east name")
-            .with_node(WEST, "pg-west")
-            .expect("west name"),
+        inner: lease_client(&server),
         server: Arc::clone(&server),
-        pg: pg(),
+        pg: pg_both(&cluster),
         armed: std::sync::atomic::AtomicBool::new(false),
         fired: tokio::sync::Notify::new(),
     });
@@ -787,24 +802,12 @@ async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_i
         "pg-west",
         GuardSettings::for_ttl(TTL),
         Arc::clone(&lease) as Arc<dyn GuardLease>,
-        Arc::new(pg()),
+        Arc::new(pg_both(&cluster)),
     )
     .expect("guard starts");
-    let mut status = guard.watch();
-    let wait = |status: &mut watch::Receiver<GuardStatus>,
-                what: &'static str,
-                f: fn(&GuardStatus) -> bool| {
-        let mut rx = status.clone();
-        async move {
-            tokio::time::timeout(LIMIT, rx.wait_for(f))
-                .await
-                .unwrap_or_else(|_| panic!("not seen within {LIMIT:?}: {what}"))
-                .map(|s| s.clone())
-                .expect("guard alive")
-        }
-    };
-    wait(
-        &mut status,
+    let status = guard.watch();
+    wait_guard(
+        &status,
         "pg-west's guard holds its lease over a replica",
         |s| s.lease_held && s.replica,
     )
@@ -814,8 +817,8 @@ async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_i
     tokio::time::timeout(LIMIT, lease.fired.notified())
         .await
         .expect("the promotion ran inside a renewal");
-    let st = wait(
-        &mut status,
+    let st = wait_guard(
+        &status,
         "pg-west seen as a primary named by the record",
         |s| {
             !s.replica
@@ -851,67 +854,31 @@ async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_promoted_while_its_guard_held_no_lease_is_given_back_when_named() {
     let (cluster, server, _events) = cluster_and_server().await;
-    let east = cluster.node(0).expect("east").clone();
     let west = cluster.node(1).expect("west").clone();
-    let pg = || {
-        PgCluster::new()
-            .with_node(EAST, "pg-east", &east.admin_dsn())
-            .expect("east dsn")
-            .with_node(WEST, "pg-west", &west.admin_dsn())
-            .expect("west dsn")
-    };
-    let lease = LeaseClient::new(&server.url(), SECRET)
-        .expect("client")
-        .with_node(EAST, "pg-east")
-        .expect("east name")
-        .with_node(WEST, "pg-west")
-        .expect("west name")
-        .with_timeout(Duration::from_millis(300))
-        .expect("timeout");
     let guard = NodeGuard::start(
         WEST,
         "pg-west",
         GuardSettings::for_ttl(TTL),
-        Arc::new(lease),
-        Arc::new(pg()),
+        Arc::new(lease_client(&server)),
+        Arc::new(pg_both(&cluster)),
     )
     .expect("guard starts");
     let status = guard.watch();
-    let wait = |what: &'static str, f: fn(&GuardStatus) -> bool| {
-        let mut rx = status.clone();
-        async move {
-            tokio::time::timeout(LIMIT, rx.wait_for(f))
-                .await
-                .unwrap_or_else(|_| panic!("not seen within {LIMIT:?}: {what}"))
-                .map(|s| s.clone())
-                .expect("guard alive")
-        }
-    };
-    wait("pg-west's guard holds its lease over a replica", |s| {
-        s.lease_held && s.replica
-    })
+    wait_guard(
+        &status,
+        "pg-west's guard holds its lease over a replica",
+        |s| s.lease_held && s.replica,
+    )
     .await;
 
-    // The store goes out of reach: the guard's lease lapses.
+    // The store goes out of reach: the guard's lease lapses. Meanwhile a
+    // controller names pg-west at epoch 1, fences pg-east and promotes
+    // pg-west.
     server.close_listener();
-    wait("pg-west's guard holds no lease", |s| !s.lease_held).await;
-    // Meanwhile a controller names pg-west at epoch 1, fences pg-east and
-    // promotes pg-west.
-    server.set_writer_at(WEST, Epoch(1));
-    let admin = pg();
-    let fence = admin.fence(EAST, Epoch(1)).await.expect("pg-east fenced");
-    admin
-        .promote(&failover::decision::PromoteRequest {
-            node: WEST,
-            epoch: Epoch(1),
-            gate: failover::decision::RpoGate::CaughtUp {
-                lsn: fence.flush_lsn.expect("a fenced primary's flush position"),
-            },
-            synchronous: failover::decision::Synchronous::Off,
-        })
-        .await
-        .expect("pg-west promoted");
-    let st = wait(
+    wait_guard(&status, "pg-west's guard holds no lease", |s| !s.lease_held).await;
+    move_writer_to_west(&server, &pg_both(&cluster)).await;
+    let st = wait_guard(
+        &status,
         "the guard, holding no lease, fences the promoted pg-west",
         |s| !s.replica && s.fenced == Some(true),
     )
@@ -927,7 +894,7 @@ async fn a_replica_promoted_while_its_guard_held_no_lease_is_given_back_when_nam
     // The store is back, and its record names pg-west at epoch 1, the
     // epoch pg-west was promoted at.
     server.resume_listener().await.expect("listen again");
-    let st = wait("pg-west given back", |s| {
+    let st = wait_guard(&status, "pg-west given back", |s| {
         s.lease_held && s.fenced == Some(false)
     })
     .await;
