@@ -44,6 +44,9 @@ pub struct ModelConfig {
     pub sync_order: SyncOrder,
     /// What a node checks before it applies a synchronous configuration.
     pub sync_check: SyncCheck,
+    /// Whether a PostgreSQL server may freeze under its live guard, and
+    /// what the guard then does at its deadline.
+    pub frozen: FrozenServers,
 }
 
 impl ModelConfig {
@@ -67,6 +70,7 @@ impl ModelConfig {
             synchronous: Synchronous::Off,
             sync_order: SyncOrder::Safe,
             sync_check: SyncCheck::EpochAndToken,
+            frozen: FrozenServers::Absent,
         }
     }
 
@@ -94,6 +98,12 @@ impl ModelConfig {
     /// configuration.
     pub const fn with_sync_check(mut self, sync_check: SyncCheck) -> Self {
         self.sync_check = sync_check;
+        self
+    }
+
+    /// The same model with servers that may freeze under their guards.
+    pub const fn with_frozen_servers(mut self, frozen: FrozenServers) -> Self {
+        self.frozen = frozen;
         self
     }
 
@@ -263,4 +273,25 @@ pub enum SyncCheck {
     /// keeps its `_failover` TXT token): a deposed leader's late request is
     /// refused once a successor configured the node.
     EpochAndToken,
+}
+
+/// A PostgreSQL server too frozen to answer (SIGSTOP, a cgroup freeze, a
+/// hung disk) while its guard lives on: it takes no commit, confirms no
+/// fence and applies none, and when it thaws it carries on as it was, an
+/// unfenced primary included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrozenServers {
+    /// Servers never freeze: every fence that reaches a running node lands
+    /// (the other checks; the state space stays as small as it was).
+    Absent,
+    /// Servers freeze and thaw; at its deadline the guard only fences, which
+    /// a frozen server does not apply, and its lease then runs out as if the
+    /// fence had landed. The checker must find the thawed old writer
+    /// beside its successor (the split brain the chaos drills found).
+    GuardFencesOnly,
+    /// Servers freeze and thaw; a guard that reaches its deadline with its
+    /// server frozen kills it instead (`failover_pg::NodeKill`, armed with
+    /// `NodeGuard::start_with_kill`), before the store can expire its lease.
+    /// The node is down until it restarts, fenced, as after a crash.
+    GuardKills,
 }

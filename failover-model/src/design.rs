@@ -75,14 +75,22 @@
 //!   higher epoch; otherwise it is fenced. If a guard cannot renew, it
 //!   fences its node when its own countdown (`guard_ttl − margin`, counted
 //!   from the request) reaches zero, one tick before the store expires the
-//!   lease. A replica is kept fenced: it cannot take writes anyway. The
-//!   model takes that fence as always landing; the implementation makes it
-//!   so for a server too frozen to answer one (SIGSTOP, a cgroup freeze) by
-//!   killing it instead (`failover_pg::NodeKill`, armed with
-//!   `NodeGuard::start_with_kill`), before the deadline, and letting the
-//!   lease lapse. Without that kill switch the model's fence is an
-//!   assumption the chaos drills showed false under asynchronous
-//!   replication.
+//!   lease. A replica is kept fenced: it cannot take writes anyway. By
+//!   default the model takes that fence as always landing. With
+//!   [`FrozenServers`](crate::FrozenServers) a server may freeze under its
+//!   live guard (SIGSTOP, a cgroup freeze): it confirms and applies no
+//!   fence, and its guard may still renew the lease but cannot change the
+//!   fence. A guard that then only fences at its deadline lets the lease
+//!   run out as if the fence had landed, and the checker finds the thawed
+//!   old writer beside its successor in 10 steps (the split brain the
+//!   asynchronous chaos drills found). The implementation's guard kills the
+//!   server it cannot fence instead (`failover_pg::NodeKill`, armed with
+//!   `NodeGuard::start_with_kill`) before its deadline, and lets the lease
+//!   lapse: modelled as [`GuardKills`](crate::FrozenServers::GuardKills),
+//!   the node goes down at the deadline, one tick before the store expires
+//!   the lease, and comes back only by a restart, fenced; S1 and S3 then
+//!   hold exhaustively, and S1 for acknowledged commits and S2 hold with
+//!   synchronous replication (one term).
 //! - **DNS.** An update carries the token and is applied only if the token
 //!   is not below the TXT record's (an RFC 2136 prerequisite on the TXT
 //!   record, after the new leader has raised it to its own token).
@@ -163,6 +171,14 @@
 //!   believed until the next tick, when it notices. This is the worst case
 //!   of "checked the lease, then was paused before acting", and it also
 //!   stands for a request delayed in the network.
+//! - **Freeze** ([`FrozenServers`](crate::FrozenServers), off by default):
+//!   PostgreSQL stops answering while its guard runs; it takes no commit,
+//!   confirms and applies no fence, streams nothing; on thaw it carries on
+//!   as it was. Not modelled: PostgreSQL crashing while its guard lives on
+//!   (the guard then lets its lease lapse, a liveness rule the drills check,
+//!   which S1 and S3 do not depend on), and the single controller's restore
+//!   rule (`WriterRestored`), which concerns a controller that lost its
+//!   record and has no second controller to race with.
 //! - **Node crash:** PostgreSQL and its guard go down together and come
 //!   back together, the node fenced until its guard renews. *Deployment
 //!   requirement:* the guard must share its node's fate — same host or pod,

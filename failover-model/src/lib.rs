@@ -33,7 +33,9 @@
 //! [`ModelConfig`] picks sizes and the variant: the safe protocol, the old
 //! "promote on unreachable" rule, a lease check split from the writer move,
 //! an unfinished claim re-pointed to another node without proof, receivers
-//! without token checks, and Patroni-style failsafe mode; and synchronous
+//! without token checks, Patroni-style failsafe mode, servers that freeze
+//! under their guards ([`FrozenServers`]: the guard only fences, or kills
+//! what it cannot fence); and synchronous
 //! replication ([`Synchronous`], `policy.synchronous`) with the safe order of
 //! changes or one step reversed ([`SyncOrder`]), and with or without a token
 //! check at the node ([`SyncCheck`]). The [`design`] module says what is modelled,
@@ -60,8 +62,8 @@ mod state;
 mod trace;
 
 pub use config::{
-    Failsafe, ModelConfig, Network, PromotionRule, ReceiverChecks, SyncCheck, SyncOrder,
-    Synchronous,
+    Failsafe, FrozenServers, ModelConfig, Network, PromotionRule, ReceiverChecks, SyncCheck,
+    SyncOrder, Synchronous,
 };
 pub use model::{Action, Delivery, OneWriter, Proof};
 pub use state::{

@@ -5,8 +5,8 @@
 use stateright::{Model, Property};
 
 use crate::config::{
-    Failsafe, ModelConfig, Network, PromotionRule, ReceiverChecks, SyncCheck, SyncOrder,
-    Synchronous,
+    Failsafe, FrozenServers, ModelConfig, Network, PromotionRule, ReceiverChecks, SyncCheck,
+    SyncOrder, Synchronous,
 };
 use crate::state::{
     streams, Controller, Dns, Lead, LeaderKey, Link, Node, Receiver, State, Store, Writer,
@@ -105,7 +105,8 @@ pub enum Action {
     Resume(u8),
     /// Node `n`'s guard renews its lease at the store and reads the writer
     /// record; then its node is unfenced if the record names it at its own
-    /// promotion epoch, and fenced otherwise.
+    /// promotion epoch, and fenced otherwise. A frozen node's guard renews
+    /// the lease but cannot change the fence.
     Renew(u8),
     /// Failsafe mode: node `n`'s guard extends its own deadline because the
     /// other guard confirms directly that its node is fenced.
@@ -114,6 +115,11 @@ pub enum Action {
     CrashNode(u8),
     /// Node `n` and its guard start again; the guard starts its node fenced.
     RestartNode(u8),
+    /// Node `n`'s PostgreSQL freezes (SIGSTOP); its guard lives on
+    /// ([`FrozenServers`] other than `Absent`).
+    Freeze(u8),
+    /// Node `n`'s PostgreSQL thaws (SIGCONT) and carries on as it was.
+    Thaw(u8),
     /// A link is cut ([`Network::Links`] only).
     Cut(Link),
     /// A cut link heals.
@@ -200,8 +206,8 @@ impl OneWriter {
         let target = view.node as usize;
         // Fencing: only needed before a move, and only while unproven.
         if !ctl.proof {
-            let reachable =
-                self.up(state, Link::ControllerNode(cu, view.node)) && state.nodes[target].up;
+            let reachable = self.up(state, Link::ControllerNode(cu, view.node))
+                && state.nodes[target].answers();
             let lost_matters = self.config.promotion == PromotionRule::PromoteOnUnreachable;
             for d in self.deliveries(reachable, lost_matters) {
                 actions.push(Action::Fence(cu, d));
@@ -326,7 +332,7 @@ impl OneWriter {
     fn sync_config_accepted(&self, state: &State, c: usize, lead: Lead, view: Writer) -> bool {
         let node = &state.nodes[view.node as usize];
         self.up(state, Link::ControllerNode(c as u8, view.node))
-            && node.up
+            && node.answers()
             && (self.config.receivers == ReceiverChecks::None
                 || (node.promoted == Some(view.epoch)
                     && (self.config.sync_check == SyncCheck::EpochOnly
@@ -338,7 +344,7 @@ impl OneWriter {
     fn promote_accepted(&self, state: &State, token: u8, view: Writer) -> bool {
         let n = view.node as usize;
         let node = &state.nodes[n];
-        if !node.up || node.promoted == Some(view.epoch) {
+        if !node.answers() || node.promoted == Some(view.epoch) {
             return false;
         }
         match self.config.receivers {
@@ -381,6 +387,13 @@ impl OneWriter {
             return;
         }
         actions.push(Action::CrashNode(nu));
+        if self.config.frozen != FrozenServers::Absent {
+            actions.push(if node.frozen {
+                Action::Thaw(nu)
+            } else {
+                Action::Freeze(nu)
+            });
+        }
         if self.up(state, Link::GuardStore(nu)) {
             actions.push(Action::Renew(nu));
         }
@@ -414,6 +427,7 @@ impl Model for OneWriter {
         let guard_deadline = cfg.guard_ttl - cfg.margin;
         let node = |primary: bool| Node {
             up: true,
+            frozen: false,
             promoted: primary.then_some(1),
             fence_epoch: 0,
             fenced: !primary,
@@ -650,6 +664,11 @@ impl Model for OneWriter {
                 if cfg.failsafe == Failsafe::HoldUntilStoreBack {
                     node.hold = 0;
                 }
+                if node.frozen {
+                    // The guard holds its lease again, but a fence or an
+                    // unfence waits for a server that does not answer.
+                    return Some(s);
+                }
                 let named = writer.node == n
                     && node.promoted == Some(writer.epoch)
                     && node.fence_epoch <= writer.epoch;
@@ -663,6 +682,7 @@ impl Model for OneWriter {
             Action::CrashNode(n) => {
                 let node = &mut s.nodes[n as usize];
                 node.up = false;
+                node.frozen = false;
                 node.deadline = 0;
                 // A failsafe hold is a promise about wall-clock time: it
                 // outlives a restart of the guard (kept on disk, or the guard
@@ -676,6 +696,8 @@ impl Model for OneWriter {
                 node.up = true;
                 node.fenced = true;
             }
+            Action::Freeze(n) => s.nodes[n as usize].frozen = true,
+            Action::Thaw(n) => s.nodes[n as usize].frozen = false,
             Action::Cut(link) => s.cut |= link.bit(),
             Action::Heal(link) => s.cut &= !link.bit(),
         }
@@ -742,9 +764,21 @@ impl OneWriter {
                 continue;
             }
             node.deadline = node.deadline.saturating_sub(1);
-            if node.deadline == 0 {
-                node.fenced = true;
+            if node.deadline > 0 {
+                continue;
             }
+            if !node.frozen {
+                node.fenced = true;
+            } else if self.config.frozen == FrozenServers::GuardKills {
+                // The fence is not confirmed in time: the guard kills the
+                // server (SIGSTOP, then SIGKILL to every process) and lets
+                // its lease run out; the node comes back only by a restart,
+                // fenced.
+                node.up = false;
+                node.frozen = false;
+            }
+            // GuardFencesOnly: the fence waits for a server that does not
+            // answer, and the lease runs out as if it had landed.
         }
     }
 }

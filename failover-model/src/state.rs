@@ -86,6 +86,11 @@ pub struct Controller {
 pub struct Node {
     /// Running.
     pub up: bool,
+    /// PostgreSQL is frozen (SIGSTOP, a cgroup freeze) while its guard
+    /// lives on: it takes no commit, and confirms and applies no fence,
+    /// until it thaws ([`FrozenServers`](crate::FrozenServers); always
+    /// false when servers never freeze).
+    pub frozen: bool,
     /// The epoch at which PostgreSQL was promoted (durable; `None` while it
     /// is a replica).
     pub promoted: Option<u8>,
@@ -129,19 +134,25 @@ impl Controller {
 }
 
 impl Node {
-    /// Takes client commits: a running primary that is not fenced.
+    /// Takes client commits: a running, unfrozen primary that is not
+    /// fenced.
     pub fn writable(&self) -> bool {
-        self.up && self.promoted.is_some() && !self.fenced
+        self.answers() && self.promoted.is_some() && !self.fenced
+    }
+
+    /// Running and not frozen: it answers requests.
+    pub fn answers(&self) -> bool {
+        self.up && !self.frozen
     }
 }
 
-/// Whether node `standby` streams from node `from`: both run, `from` is a
-/// primary and `standby` a replica (a promoted node never streams again;
+/// Whether node `standby` streams from node `from`: both run unfrozen,
+/// `from` is a primary and `standby` a replica (a promoted node never streams again;
 /// an old primary is not rejoined). Only a streaming standby flushes, and
 /// so acknowledges receipt of, the commits of `from`.
 pub(crate) fn streams(nodes: &[Node; NODES], standby: usize, from: usize) -> bool {
     let (s, f) = (&nodes[standby], &nodes[from]);
-    standby != from && s.up && s.promoted.is_none() && f.up && f.promoted.is_some()
+    standby != from && s.answers() && s.promoted.is_none() && f.answers() && f.promoted.is_some()
 }
 
 /// The DNS (or router) that receives the leader's updates.

@@ -77,6 +77,8 @@ pub fn describe_action(action: &Action) -> String {
         Action::FailsafeRenew(n) => format!("guard{n} extends its deadline in failsafe mode"),
         Action::CrashNode(n) => format!("n{n} and its guard crash"),
         Action::RestartNode(n) => format!("n{n} and its guard restart"),
+        Action::Freeze(n) => format!("n{n}'s PostgreSQL freezes (SIGSTOP); its guard lives on"),
+        Action::Thaw(n) => format!("n{n}'s PostgreSQL thaws (SIGCONT)"),
         Action::Cut(l) => format!("link {} is cut", link(l)),
         Action::Heal(l) => format!("link {} heals", link(l)),
     }
@@ -107,6 +109,20 @@ pub fn describe_state(state: &State) -> String {
         state.dns.token,
         writable.join(", ")
     );
+    let frozen: Vec<String> = (0..state.nodes.len())
+        .filter(|&n| state.nodes[n].frozen)
+        .map(|n| format!("n{n}"))
+        .collect();
+    if !frozen.is_empty() {
+        line.push_str(&format!(", frozen [{}]", frozen.join(", ")));
+    }
+    let down: Vec<String> = (0..state.nodes.len())
+        .filter(|&n| !state.nodes[n].up)
+        .map(|n| format!("n{n}"))
+        .collect();
+    if !down.is_empty() {
+        line.push_str(&format!(", down [{}]", down.join(", ")));
+    }
     let requiring: Vec<String> = (0..state.nodes.len())
         .filter(|&n| state.nodes[n].requires)
         .map(|n| format!("n{n}"))
