@@ -139,6 +139,31 @@ impl OneWriter {
         OneWriter { config }
     }
 
+    /// Replays `actions` from the initial state and returns the state they
+    /// reach, checking that the model offers each one in turn, so that the
+    /// interleaving is one the checker explores. A step the model does not
+    /// offer is an error that names the step, the state and what was
+    /// offered.
+    pub fn replay(&self, actions: &[Action]) -> Result<State, String> {
+        let mut state = self.init_states().remove(0);
+        for (i, action) in actions.iter().enumerate() {
+            let mut offered = Vec::new();
+            self.actions(&state, &mut offered);
+            if !offered.contains(action) {
+                return Err(format!(
+                    "step {}: {} is not offered in {}; offered: {offered:?}",
+                    i + 1,
+                    crate::describe_action(action),
+                    crate::describe_state(&state)
+                ));
+            }
+            state = self
+                .next_state(&state, *action)
+                .ok_or_else(|| format!("step {}: {action:?} has no next state", i + 1))?;
+        }
+        Ok(state)
+    }
+
     fn up(&self, state: &State, link: Link) -> bool {
         self.config.network == Network::Lossy || state.cut & link.bit() == 0
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use failover_model::{
-    describe_action, describe_path, describe_state, Action, Delivery, ModelConfig, Network,
-    OneWriter, PromotionRule, Proof, ReceiverChecks, State, SyncCheck, SyncOrder, Synchronous,
+    describe_path, describe_state, Action, Delivery, ModelConfig, Network, OneWriter,
+    PromotionRule, Proof, ReceiverChecks, State, SyncCheck, SyncOrder, Synchronous,
 };
 use stateright::{Checker, HasDiscoveries, Model, Path};
 
@@ -196,27 +196,6 @@ fn recording_the_standby_before_the_writer_requires_it_loses_an_acknowledged_com
     }
 }
 
-/// Replays `actions` from the initial state, checking that the model offers
-/// each one (so the interleaving is one the checker explores).
-fn replay(model: &OneWriter, actions: &[Action]) -> State {
-    let mut state = model.init_states().remove(0);
-    for (i, action) in actions.iter().enumerate() {
-        let mut offered = Vec::new();
-        model.actions(&state, &mut offered);
-        assert!(
-            offered.contains(action),
-            "step {}: {} is not offered in {}; offered: {offered:?}",
-            i + 1,
-            describe_action(action),
-            describe_state(&state)
-        );
-        state = model
-            .next_state(&state, *action)
-            .expect("an offered action has a next state");
-    }
-    state
-}
-
 /// A deposed leader's late `SetSynchronous`, applied because the node checks
 /// only its epoch (the request carries node and epoch, no token).
 ///
@@ -256,7 +235,7 @@ fn a_deposed_leaders_late_synchronous_configuration_loses_an_acknowledged_commit
     ];
     let epoch_only =
         OneWriter::new(ModelConfig::synchronous().with_sync_check(SyncCheck::EpochOnly));
-    let state = replay(&epoch_only, &trace);
+    let state = epoch_only.replay(&trace).unwrap_or_else(|e| panic!("{e}"));
     println!("with SyncCheck::EpochOnly: {}", describe_state(&state));
     assert!(
         state.lost_ack,
@@ -268,7 +247,9 @@ fn a_deposed_leaders_late_synchronous_configuration_loses_an_acknowledged_commit
     );
 
     let with_token = OneWriter::new(ModelConfig::synchronous());
-    let resumed = replay(&with_token, &trace[..14]);
+    let resumed = with_token
+        .replay(&trace[..14])
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut offered = Vec::new();
     with_token.actions(&resumed, &mut offered);
     assert!(

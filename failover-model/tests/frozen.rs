@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use failover_model::{
-    describe_action, describe_path, describe_state, Action, Delivery, FrozenServers, ModelConfig,
-    OneWriter, Proof, State, Synchronous,
+    describe_path, describe_state, Action, Delivery, FrozenServers, ModelConfig, OneWriter, Proof,
+    Synchronous,
 };
 use stateright::{Checker, HasDiscoveries, Model};
 
@@ -108,27 +108,6 @@ fn a_frozen_synchronous_writer_acknowledges_nothing_after_its_successor() {
     );
 }
 
-/// Replays `actions` from the initial state, checking that the model offers
-/// each one.
-fn replay(model: &OneWriter, actions: &[Action]) -> State {
-    let mut state = model.init_states().remove(0);
-    for (i, action) in actions.iter().enumerate() {
-        let mut offered = Vec::new();
-        model.actions(&state, &mut offered);
-        assert!(
-            offered.contains(action),
-            "step {}: {} is not offered in {}; offered: {offered:?}",
-            i + 1,
-            describe_action(action),
-            describe_state(&state)
-        );
-        state = model
-            .next_state(&state, *action)
-            .expect("an offered action has a next state");
-    }
-    state
-}
-
 /// The drill's interleaving step by step: the writer freezes, its fence
 /// cannot be confirmed, its guard kills it one tick before the store would
 /// expire its lease, the writer moves on the expired lease, and the killed
@@ -145,7 +124,7 @@ fn a_frozen_writer_is_killed_before_its_lease_expires_and_returns_fenced() {
         Action::Renew(1),
         Action::Tick(0),
     ];
-    let killed = replay(&model, &actions);
+    let killed = model.replay(&actions).unwrap_or_else(|e| panic!("{e}"));
     assert!(!killed.nodes[0].up, "{}", describe_state(&killed));
     assert!(
         killed.store.guard_lease[0] > 0,
@@ -169,7 +148,7 @@ fn a_frozen_writer_is_killed_before_its_lease_expires_and_returns_fenced() {
         Action::RestartNode(0),
         Action::Renew(0),
     ]);
-    let state = replay(&model, &actions);
+    let state = model.replay(&actions).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         state.writable_nodes(),
         vec![1],

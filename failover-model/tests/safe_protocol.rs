@@ -4,8 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use failover_model::{
-    describe_action, describe_path, describe_state, Action, Delivery, ModelConfig, Network,
-    OneWriter, Proof, State,
+    describe_path, describe_state, Action, Delivery, ModelConfig, Network, OneWriter, Proof,
 };
 use stateright::{Checker, HasDiscoveries, Model};
 
@@ -139,27 +138,6 @@ fn a_successor_finishes_a_promotion_its_predecessor_claimed() {
     assert!(successor.token > claimer.token, "{claimer:?} {successor:?}");
 }
 
-/// Replays `actions` from the initial state, checking that the model offers
-/// each one (so the interleaving is one the exhaustive check explores).
-fn replay(model: &OneWriter, actions: &[Action]) -> State {
-    let mut state = model.init_states().remove(0);
-    for (i, action) in actions.iter().enumerate() {
-        let mut offered = Vec::new();
-        model.actions(&state, &mut offered);
-        assert!(
-            offered.contains(action),
-            "step {}: {} is not offered in {}; offered: {offered:?}",
-            i + 1,
-            describe_action(action),
-            describe_state(&state)
-        );
-        state = model
-            .next_state(&state, *action)
-            .expect("an offered action has a next state");
-    }
-    state
-}
-
 /// The two interleavings the rule is for, step by step: the claimer crashes
 /// right after its claim, or is paused (SIGSTOP) until its term ran out; the
 /// successor promotes the claimed node at the claimed epoch and it takes
@@ -187,7 +165,7 @@ fn a_claim_survives_its_claimer_crashing_or_pausing_before_the_promote() {
         actions.extend(successor_leads);
         if fault == Action::Pause(0) {
             actions.push(Action::Resume(0));
-            let resumed = replay(&model, &actions);
+            let resumed = model.replay(&actions).unwrap_or_else(|e| panic!("{e}"));
             let mut offered = Vec::new();
             model.actions(&resumed, &mut offered);
             assert!(
@@ -196,7 +174,7 @@ fn a_claim_survives_its_claimer_crashing_or_pausing_before_the_promote() {
             );
         }
         actions.extend(successor_finishes);
-        let state = replay(&model, &actions);
+        let state = model.replay(&actions).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             state.claim_finished_by_successor(),
             "after {fault:?}: {}",
