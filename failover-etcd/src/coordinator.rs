@@ -339,7 +339,12 @@ impl Coordinator for EtcdCoordinator {
             latest.insert(inner.keys.verdict(&inner.config.vantage, region), v);
         }
         let (lease, stale) = {
-            let st = inner.state();
+            let mut st = inner.state();
+            // The newest verdicts are what a new lease re-publishes, even
+            // when this publication fails: re-publishing the last ones that
+            // landed would put back a vote this controller has since
+            // changed, for as long as its next retry takes.
+            st.verdicts = latest.values().map(|v| **v).collect();
             let stale: Vec<String> = st
                 .published
                 .iter()
@@ -357,9 +362,7 @@ impl Coordinator for EtcdCoordinator {
             .into());
         };
         inner.put_verdicts(lease, &latest, &stale).await?;
-        let mut st = inner.state();
-        st.verdicts = latest.values().map(|v| **v).collect();
-        st.published = latest.keys().cloned().collect();
+        inner.state().published = latest.keys().cloned().collect();
         Ok(())
     }
 

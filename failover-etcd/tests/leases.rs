@@ -179,3 +179,74 @@ async fn verdicts_vanish_when_their_controller_lease_ends() {
         at - crashed
     );
 }
+
+/// A controller whose lease lapsed while it could not reach etcd changed its
+/// vote meanwhile (the publication failed). When etcd is back it gets a new
+/// lease and re-publishes its verdicts: the vote it holds now, never the
+/// last one that landed before, or peers would count a vote it withdrew (a
+/// region it sees down would be voted up again, by its name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_lease_republishes_the_newest_vote_not_the_last_one_that_landed() {
+    let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap()
+        .expect("etcd cluster starts");
+    // East reaches etcd through one follower only; west through the others.
+    let leader = tokio::task::block_in_place(|| cluster.leader());
+    let lone = (0..3).find(|&i| Some(i) != leader).unwrap();
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != lone)
+        .map(|i| cluster.endpoint(i))
+        .collect();
+    let east = coordinator(&[cluster.endpoint(lone)], "ctl-east", "east").await;
+    let west = coordinator(&others, "ctl-west", "west").await;
+    east.join().await.unwrap();
+    west.join().await.unwrap();
+    let vote = |health| Verdict {
+        vantage: VantageId(0),
+        region: RegionId(1),
+        health,
+    };
+    let seen = |health| CoordinationEvent::Verdict {
+        vantage: VantageId(0),
+        region: RegionId(1),
+        health,
+    };
+
+    east.publish_verdicts(&[vote(Health::Up)]).await.unwrap();
+    wait_for(&west, Duration::from_secs(5), "east's up vote", |e| {
+        *e == seen(Some(Health::Up))
+    })
+    .await;
+
+    // East's member stops: its new vote cannot land, and its lease lapses.
+    tokio::task::block_in_place(|| cluster.stop_member(lone));
+    let e = east
+        .publish_verdicts(&[vote(Health::Down)])
+        .await
+        .expect_err("no member reachable");
+    println!("publishing without etcd: {e}");
+    wait_for(&west, TTL + SLACK, "east's vote gone with its lease", |e| {
+        *e == seen(None)
+    })
+    .await;
+
+    // Back: a new lease, and the vote re-published under it is the newest.
+    tokio::task::block_in_place(|| cluster.start_member(lone)).expect("member restarts");
+    let (back, _) = wait_for(&west, Duration::from_secs(20), "east's vote again", |e| {
+        matches!(
+            e,
+            CoordinationEvent::Verdict {
+                vantage: VantageId(0),
+                region: RegionId(1),
+                health: Some(_)
+            }
+        )
+    })
+    .await;
+    assert_eq!(
+        back,
+        seen(Some(Health::Down)),
+        "the re-published vote must be the one east holds now"
+    );
+}
