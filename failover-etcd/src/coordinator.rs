@@ -49,6 +49,10 @@ struct Inner {
     state: Mutex<State>,
     /// Woken when the leader key may be free.
     campaign: Notify,
+    /// Held across reading the verdicts to publish and writing them, by a
+    /// publication and by the re-publication under a new lease, so the one
+    /// that writes last also read last: the newest vote is what stays.
+    publishing: tokio::sync::Mutex<()>,
 }
 
 /// A key as last seen: value and create revision.
@@ -108,6 +112,7 @@ impl EtcdCoordinator {
                 tx,
                 state: Mutex::new(State::default()),
                 campaign: Notify::new(),
+                publishing: tokio::sync::Mutex::new(()),
             }),
             events: tokio::sync::Mutex::new(Events {
                 rx,
@@ -338,6 +343,7 @@ impl Coordinator for EtcdCoordinator {
             let region = keys::region_name(&inner.topology, v.region)?;
             latest.insert(inner.keys.verdict(&inner.config.vantage, region), v);
         }
+        let _publishing = inner.publishing.lock().await;
         let (lease, stale) = {
             let mut st = inner.state();
             // The newest verdicts are what a new lease re-publishes, even
@@ -920,6 +926,7 @@ impl Inner {
     }
 
     async fn republish(&self, lease: i64) {
+        let _publishing = self.publishing.lock().await;
         let latest: BTreeMap<String, Verdict> = {
             let st = self.state();
             st.verdicts
