@@ -191,15 +191,7 @@ async fn a_new_lease_republishes_the_newest_vote_not_the_last_one_that_landed() 
         .await
         .unwrap()
         .expect("etcd cluster starts");
-    // East reaches etcd through one follower only; west through the others.
-    let leader = tokio::task::block_in_place(|| cluster.leader());
-    let lone = (0..3).find(|&i| Some(i) != leader).unwrap();
-    let others: Vec<String> = (0..3)
-        .filter(|&i| i != lone)
-        .map(|i| cluster.endpoint(i))
-        .collect();
-    let east = coordinator(&[cluster.endpoint(lone)], "ctl-east", "east").await;
-    let west = coordinator(&others, "ctl-west", "west").await;
+    let (lone, east, west) = east_on_one_follower(&mut cluster).await;
     east.join().await.unwrap();
     west.join().await.unwrap();
     let vote = |health| Verdict {

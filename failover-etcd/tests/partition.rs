@@ -16,15 +16,7 @@ async fn leader_cut_off_steps_down_before_the_other_takes_over() {
         .await
         .unwrap()
         .expect("etcd cluster starts");
-    // East reaches etcd only through one follower; west through the others.
-    let leader = tokio::task::block_in_place(|| cluster.leader());
-    let lone = (0..3).find(|&i| Some(i) != leader).unwrap();
-    let others: Vec<String> = (0..3)
-        .filter(|&i| i != lone)
-        .map(|i| cluster.endpoint(i))
-        .collect();
-    let east = coordinator(&[cluster.endpoint(lone)], "ctl-east", "east").await;
-    let west = coordinator(&others, "ctl-west", "west").await;
+    let (lone, east, west) = east_on_one_follower(&mut cluster).await;
     let t1 = joined_leadership(&east.join().await.unwrap()).expect("east leads");
     assert_eq!(joined_leadership(&west.join().await.unwrap()), None);
 

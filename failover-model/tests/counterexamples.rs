@@ -1,42 +1,21 @@
 //! Each protective rule, taken out, lets the checker find the failure it
 //! prevents. Breadth-first search returns a shortest trace.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+mod common;
 
+use common::shortest;
 use failover_model::{
-    describe_path, describe_state, Action, Delivery, ModelConfig, Network, OneWriter,
-    PromotionRule, Proof, ReceiverChecks, State, SyncCheck, SyncOrder, Synchronous,
+    describe_state, Action, Delivery, ModelConfig, Network, OneWriter, PromotionRule, Proof,
+    ReceiverChecks, SyncCheck, SyncOrder, Synchronous,
 };
-use stateright::{Checker, HasDiscoveries, Model, Path};
-
-fn find(config: ModelConfig, property: &'static str) -> Path<State, Action> {
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(1) // one thread: the same shortest trace on every run
-        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([property])))
-        .spawn_bfs()
-        .join();
-    let path = checker.discovery(property);
-    println!(
-        "{config:?}: {} unique states explored in {:.2?}",
-        checker.unique_state_count(),
-        started.elapsed()
-    );
-    let Some(path) = path else {
-        panic!("no counterexample for {property:?}: the checker should have found one");
-    };
-    println!("counterexample to {property:?}:\n{}", describe_path(&path));
-    path
-}
+use stateright::Model;
 
 #[test]
 fn promoting_on_unreachable_makes_two_writers() {
     let config = ModelConfig::small()
         .with_network(Network::Links)
         .with_promotion(PromotionRule::PromoteOnUnreachable);
-    let path = find(config, "S1 one writer");
+    let path = shortest(config, "S1 one writer");
     let last = path.last_state();
     assert_eq!(
         last.writable_nodes(),
@@ -55,7 +34,7 @@ fn promoting_on_unreachable_makes_two_writers() {
 #[test]
 fn receivers_without_token_checks_apply_a_deposed_leaders_update() {
     let config = ModelConfig::small().with_receivers(ReceiverChecks::None);
-    let path = find(config, "S3 no stale side effect");
+    let path = shortest(config, "S3 no stale side effect");
     assert!(path.last_state().stale_effect);
     let actions = path.into_actions();
     assert!(
@@ -67,7 +46,7 @@ fn receivers_without_token_checks_apply_a_deposed_leaders_update() {
 #[test]
 fn reading_the_expired_lease_before_the_move_makes_two_writers() {
     let config = ModelConfig::small().with_promotion(PromotionRule::LeaseReadBeforeMove);
-    let path = find(config, "S1 one writer");
+    let path = shortest(config, "S1 one writer");
     assert_eq!(path.last_state().writable_nodes(), vec![0, 1]);
     let actions = path.into_actions();
     let seen = actions
@@ -105,7 +84,7 @@ fn reading_the_expired_lease_before_the_move_makes_two_writers() {
 #[test]
 fn retargeting_an_unfinished_claim_without_proof_makes_two_writers() {
     let config = ModelConfig::small().with_promotion(PromotionRule::RetargetUnfinishedClaim);
-    let path = find(config, "S1 one writer");
+    let path = shortest(config, "S1 one writer");
     assert_eq!(path.last_state().writable_nodes(), vec![0, 1]);
     let steps = path.into_vec();
     let retarget = steps
@@ -144,7 +123,7 @@ fn retargeting_an_unfinished_claim_without_proof_makes_two_writers() {
 fn reconfiguring_the_writer_before_the_record_drops_the_standby_loses_an_acknowledged_commit() {
     let config = ModelConfig::synchronous().with_sync_order(SyncOrder::WriterAsyncBeforeRecordDrop);
     for property in ["S2 no acknowledged loss", "S1 one acknowledging writer"] {
-        let path = find(config, property);
+        let path = shortest(config, property);
         let steps = path.into_vec();
         let last = &steps[steps.len() - 1].0;
         let actions: Vec<Action> = steps.iter().filter_map(|(_, a)| *a).collect();
@@ -177,7 +156,7 @@ fn recording_the_standby_before_the_writer_requires_it_loses_an_acknowledged_com
         let config = ModelConfig::synchronous()
             .with_synchronous(mode)
             .with_sync_order(SyncOrder::RecordBeforeWriterRequires);
-        let path = find(config, "S2 no acknowledged loss");
+        let path = shortest(config, "S2 no acknowledged loss");
         assert!(path.last_state().lost_ack);
         let actions = path.into_actions();
         assert!(

@@ -8,31 +8,18 @@
 //! last as long as the extension it granted (a guard TTL, on the confirming
 //! guard's clock) and survive a restart of that guard.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+mod common;
 
-use failover_model::{describe_path, Action, Failsafe, ModelConfig, OneWriter};
-use stateright::{Checker, HasDiscoveries, Model};
+use common::{exhaustive, shortest};
+use failover_model::{describe_path, Action, Failsafe, ModelConfig};
+use stateright::Checker;
 
 #[test]
 fn holding_only_until_the_store_is_back_makes_two_writers() {
     let config = ModelConfig::small().with_failsafe(Failsafe::HoldUntilStoreBack);
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(1) // one thread: the same shortest trace on every run
-        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from(["S1 one writer"])))
-        .spawn_bfs()
-        .join();
-    println!(
-        "{config:?}: {} unique states explored in {:.2?}",
-        checker.unique_state_count(),
-        started.elapsed()
-    );
-    let path = checker.discovery("S1 one writer").expect(
-        "the guard that stops holding when its own store link returns must let a second writer in",
-    );
-    println!("counterexample:\n{}", describe_path(&path));
+    // The guard that stops holding when its own store link returns must let
+    // a second writer in.
+    let path = shortest(config, "S1 one writer");
     assert_eq!(path.last_state().writable_nodes(), vec![0, 1]);
     assert!(path
         .into_actions()
@@ -47,19 +34,7 @@ fn holding_for_the_granted_ttl_keeps_one_writer() {
     let config = ModelConfig::small()
         .with_bounds(1, 2)
         .with_failsafe(Failsafe::HoldForGrantedTtl);
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(2)
-        .symmetry()
-        .spawn_dfs()
-        .join();
-    println!(
-        "{config:?}: {} unique states ({} generated) in {:.2?}",
-        checker.unique_state_count(),
-        checker.state_count(),
-        started.elapsed()
-    );
+    let checker = exhaustive(config);
     if let Some(path) = checker.discovery("S1 one writer") {
         panic!("S1 violated:\n{}", describe_path(&path));
     }

@@ -5,34 +5,19 @@
 //! it cannot fence before its deadline (`failover_pg::NodeKill`) keeps one
 //! writer.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+mod common;
 
+use common::{exhaustive, shortest};
 use failover_model::{
     describe_path, describe_state, Action, Delivery, FrozenServers, ModelConfig, OneWriter, Proof,
     Synchronous,
 };
-use stateright::{Checker, HasDiscoveries, Model};
+use stateright::{Checker, Model};
 
 #[test]
 fn a_guard_that_only_fences_lets_a_frozen_writer_wake_beside_its_successor() {
     let config = ModelConfig::small().with_frozen_servers(FrozenServers::GuardFencesOnly);
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(1) // one thread: the same shortest trace on every run
-        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from(["S1 one writer"])))
-        .spawn_bfs()
-        .join();
-    println!(
-        "{config:?}: {} unique states explored in {:.2?}",
-        checker.unique_state_count(),
-        started.elapsed()
-    );
-    let path = checker
-        .discovery("S1 one writer")
-        .expect("a frozen writer whose guard only fences must wake as a second writer");
-    println!("counterexample:\n{}", describe_path(&path));
+    let path = shortest(config, "S1 one writer");
     assert_eq!(path.last_state().writable_nodes(), vec![0, 1]);
     let actions = path.into_actions();
     let frozen = actions
@@ -51,20 +36,7 @@ fn a_guard_that_only_fences_lets_a_frozen_writer_wake_beside_its_successor() {
 }
 
 fn check_exhaustively(config: ModelConfig, properties: &[&'static str]) {
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(2)
-        .symmetry()
-        .spawn_dfs()
-        .join();
-    println!(
-        "{config:?}: {} unique states ({} generated), max depth {}, in {:.2?}",
-        checker.unique_state_count(),
-        checker.state_count(),
-        checker.max_depth(),
-        started.elapsed()
-    );
+    let checker = exhaustive(config);
     for property in properties {
         if let Some(path) = checker.discovery(property) {
             panic!("{property} violated:\n{}", describe_path(&path));

@@ -2,30 +2,18 @@
 //! lags by up to the margin still fences before the store expires its lease;
 //! one that lags by more lets a second writer in.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+mod common;
 
-use failover_model::{describe_path, Action, ModelConfig, OneWriter};
-use stateright::{Checker, HasDiscoveries, Model};
+use common::{exhaustive, shortest};
+use failover_model::{describe_path, Action, ModelConfig};
+use stateright::Checker;
 
 #[test]
 fn a_guard_clock_lagging_by_the_margin_keeps_one_writer() {
     let config = ModelConfig::small()
         .with_guard_clock(1, 1)
         .with_bounds(1, 2);
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(2)
-        .symmetry()
-        .spawn_dfs()
-        .join();
-    println!(
-        "{config:?}: {} unique states ({} generated) in {:.2?}",
-        checker.unique_state_count(),
-        checker.state_count(),
-        started.elapsed()
-    );
+    let checker = exhaustive(config);
     if let Some(path) = checker.discovery("S1 one writer") {
         panic!("S1 violated:\n{}", describe_path(&path));
     }
@@ -38,22 +26,8 @@ fn a_guard_clock_lagging_past_the_margin_makes_two_writers() {
     let config = ModelConfig::small()
         .with_guard_clock(0, 1)
         .with_bounds(1, 2);
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(1) // one thread: the same shortest trace on every run
-        .finish_when(HasDiscoveries::AnyOf(BTreeSet::from(["S1 one writer"])))
-        .spawn_bfs()
-        .join();
-    println!(
-        "{config:?}: {} unique states explored in {:.2?}",
-        checker.unique_state_count(),
-        started.elapsed()
-    );
-    let path = checker
-        .discovery("S1 one writer")
-        .expect("a guard whose clock lags past its margin must let a second writer in");
-    println!("counterexample:\n{}", describe_path(&path));
+    // A guard whose clock lags past its margin must let a second writer in.
+    let path = shortest(config, "S1 one writer");
     assert_eq!(path.last_state().writable_nodes(), vec![0, 1]);
     assert!(path
         .into_actions()

@@ -3,6 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+mod common;
+
+use common::exhaustive;
 use failover_model::{
     describe_path, describe_state, Action, Delivery, ModelConfig, Network, OneWriter, Proof,
 };
@@ -13,21 +16,7 @@ use stateright::{Checker, HasDiscoveries, Model};
 const FINISHED_BY_SUCCESSOR: &str = "a successor finishes a claimed promotion";
 
 fn check_exhaustively(config: ModelConfig) {
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(2)
-        .symmetry()
-        .spawn_dfs()
-        .join();
-    let elapsed = started.elapsed();
-    println!(
-        "{config:?}: {} unique states ({} generated), max depth {}, in {:.2?}",
-        checker.unique_state_count(),
-        checker.state_count(),
-        checker.max_depth(),
-        elapsed
-    );
+    let checker = exhaustive(config);
     for property in ["S1 one writer", "S3 no stale side effect"] {
         if let Some(path) = checker.discovery(property) {
             panic!("{property} violated:\n{}", describe_path(&path));

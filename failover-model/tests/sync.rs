@@ -10,6 +10,9 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+mod common;
+
+use common::exhaustive;
 use failover_model::{describe_path, Action, ModelConfig, OneWriter, Proof, State, Synchronous};
 use stateright::{Checker, HasDiscoveries, Model, Path};
 
@@ -57,20 +60,7 @@ fn assert_safe(
 }
 
 fn check_exhaustively(config: ModelConfig) {
-    let started = Instant::now();
-    let checker = OneWriter::new(config)
-        .checker()
-        .threads(2)
-        .symmetry()
-        .spawn_dfs()
-        .join();
-    println!(
-        "{config:?}: {} unique states ({} generated), max depth {}, in {:.2?}",
-        checker.unique_state_count(),
-        checker.state_count(),
-        checker.max_depth(),
-        started.elapsed()
-    );
+    let checker = exhaustive(config);
     assert_safe(|p| checker.discovery(p), config);
     assert!(
         checker.discovery("S1 one writer").is_some(),

@@ -106,3 +106,20 @@ pub async fn none_within(
         }
     }
 }
+
+/// Two coordinators on a 3-member cluster: east reaches etcd through one
+/// follower only (the member returned), west through the other two. Stopping
+/// that member cuts east off while west keeps a majority.
+pub async fn east_on_one_follower(
+    cluster: &mut failover_testkit::etcd::EtcdCluster,
+) -> (usize, EtcdCoordinator, EtcdCoordinator) {
+    let leader = tokio::task::block_in_place(|| cluster.leader());
+    let lone = (0..3).find(|&i| Some(i) != leader).unwrap();
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != lone)
+        .map(|i| cluster.endpoint(i))
+        .collect();
+    let east = coordinator(&[cluster.endpoint(lone)], "ctl-east", "east").await;
+    let west = coordinator(&others, "ctl-west", "west").await;
+    (lone, east, west)
+}
