@@ -797,10 +797,16 @@ async fn the_promoted_replicas_guard_reads_the_record_again_instead_of_fencing_i
         armed: std::sync::atomic::AtomicBool::new(false),
         fired: tokio::sync::Notify::new(),
     });
+    // The promotion runs inside one renewal, and a guard gives a renewal
+    // only its renew interval (TTL / 5) before it drops it: at 2 s that is
+    // 400 ms, which a fence plus a promotion exceeded at load ~4 (the
+    // dropped renewal cancelled the promotion half done, and the test timed
+    // out). A longer TTL gives the interleaving room; nothing here waits
+    // for the lease to run out.
     let guard = NodeGuard::start(
         WEST,
         "pg-west",
-        GuardSettings::for_ttl(TTL),
+        GuardSettings::for_ttl(TTL * 10),
         Arc::clone(&lease) as Arc<dyn GuardLease>,
         Arc::new(pg_both(&cluster)),
     )
