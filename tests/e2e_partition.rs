@@ -637,3 +637,169 @@ async fn with_synchronous_replication_a_controller_cut_off_from_a_live_writer_pr
     drop(west_guard);
     runtime.shutdown().await;
 }
+
+/// A cut on the replication path alone: pg-west, pg-east's synchronous
+/// standby, streams through a proxy that starts refusing, while the
+/// controller still reaches both nodes. pg-west answers every observation
+/// as a healthy replica on pg-east's timeline, so before the stall rule it
+/// stayed the required standby and every commit waited for as long as the
+/// cut lasted (the three-controller drills saw 7.95 s gaps, the whole cut).
+/// Now pg-east's own report of how long its commits wait drops pg-west
+/// (synchronous mode `on`, no other replica: the writer goes on
+/// asynchronously), the waiting commits are released, nothing is fenced or
+/// promoted, and once the path heals and pg-west has caught up it is
+/// required again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_synchronous_replication_a_standby_cut_from_the_writer_alone_is_dropped_and_required_again(
+) {
+    let cluster = start_cluster().await;
+    let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
+    let stream = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], east.port)))
+        .await
+        .expect("proxy for pg-west's stream");
+    let conninfo = cluster
+        .psql(1, "SHOW primary_conninfo")
+        .expect("pg-west's primary_conninfo");
+    let via_proxy = conninfo.trim().replace(
+        &format!("port={}", east.port),
+        &format!("port={}", stream.addr().port()),
+    );
+    assert_ne!(via_proxy, conninfo.trim(), "{conninfo}");
+    cluster
+        .psql(
+            1,
+            &format!(
+                "ALTER SYSTEM SET primary_conninfo = '{}'",
+                via_proxy.replace('\'', "''")
+            ),
+        )
+        .expect("point pg-west's stream at the proxy");
+    cluster
+        .psql(1, "SELECT pg_reload_conf()")
+        .expect("reload pg-west");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = stream.addr().port().to_string();
+    while cluster
+        .psql(
+            1,
+            "SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+        )
+        .expect("pg_stat_wal_receiver")
+        .trim()
+        != port
+    {
+        assert!(
+            Instant::now() < deadline,
+            "pg-west never streamed through the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut policy = partition_policy();
+    policy.synchronous = Synchronous::On;
+    policy.fall = 2;
+    let threshold = policy.interval * policy.fall;
+    let config = Config::new(topology_with(true), policy).expect("valid config");
+    let (_db_path, _regions, runtime) = runtime_with_a_path_to_east(&config, east, west).await;
+    let leases = runtime.lease_server().expect("lease server").clone();
+    let east_guard = start_guard(&leases.url(), 0, "pg-east", &east.admin_dsn());
+    let west_guard = start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn());
+    wait_status(
+        &runtime.handle(),
+        Duration::from_secs(60),
+        "pg-west recorded as pg-east's synchronous standby",
+        |s| s.controller.synchronous == SyncSet::of(NodeId(1)),
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let east_writer = writer(east.app_dsn(), Arc::clone(&stop), Arc::clone(&acks));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acks.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "pg-east acknowledged no commits");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut events = runtime.handle().subscribe_events();
+    let cut = Instant::now();
+    stream.refuse();
+
+    let status = wait_status(
+        &runtime.handle(),
+        Duration::from_secs(30),
+        "pg-west dropped from the writer's synchronous standbys",
+        |s| s.controller.synchronous == SyncSet::EMPTY,
+    )
+    .await;
+    let dropped = cut.elapsed();
+    // The waiting commits are released: 100 more acknowledged.
+    let released = acks.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acks.lock().unwrap().len() < released + 100 {
+        assert!(
+            Instant::now() < deadline,
+            "pg-east's commits still wait after pg-west was dropped: {:#?}",
+            runtime.handle().status().recent_events
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gap = {
+        let acks = acks.lock().unwrap();
+        acks.windows(2)
+            .filter(|w| w[1].0 > cut)
+            .map(|w| w[1].0.saturating_duration_since(w[0].0))
+            .max()
+            .expect("acks after the cut")
+    };
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event.kind);
+    }
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            EventKind::SynchronousStalled {
+                writer: NodeId(0),
+                standby: NodeId(1),
+                waited,
+                ..
+            } if *waited >= threshold
+        )),
+        "{seen:#?}"
+    );
+    let moved = seen.iter().find(|e| {
+        matches!(
+            e,
+            EventKind::DatabaseDown { .. }
+                | EventKind::StopProven { .. }
+                | EventKind::WriterClaimRequested { .. }
+                | EventKind::Promoted { .. }
+        )
+    });
+    assert!(
+        moved.is_none(),
+        "the writer was moved: {moved:?} in {seen:#?}"
+    );
+    assert_eq!(status.controller.writer, Some(NodeId(0)));
+
+    // The path heals: pg-west catches up and is required again.
+    let healed = Instant::now();
+    stream.heal();
+    wait_status(
+        &runtime.handle(),
+        Duration::from_secs(30),
+        "pg-west required again once it caught up",
+        |s| s.controller.synchronous == SyncSet::of(NodeId(1)),
+    )
+    .await;
+    println!(
+        "stall rule (fall × interval = {threshold:?}): cut → pg-west dropped {dropped:?}; \
+         longest write gap after the cut {gap:?}; heal → required again {:?}",
+        healed.elapsed()
+    );
+    stop.store(true, Ordering::SeqCst);
+    east_writer.await.expect("east writer task");
+    drop(east_guard);
+    drop(west_guard);
+    runtime.shutdown().await;
+}

@@ -8,8 +8,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::{
-    duration_serde, ActionId, AllDownPolicy, Epoch, FencingToken, MaxRpo, NodeId, PortErrorKind,
-    ProbeFailure, RegionId, SyncSet, Topology, TrafficRule, VantageId,
+    duration_serde, ActionId, AllDownPolicy, Epoch, FencingToken, Lsn, MaxRpo, NodeId,
+    PortErrorKind, ProbeFailure, RegionId, SyncSet, Topology, TrafficRule, VantageId,
 };
 
 /// One decision or observation worth telling an operator, with its reason.
@@ -462,6 +462,24 @@ pub enum EventKind {
         writer: NodeId,
         /// The standby it still requires.
         standby: NodeId,
+    },
+    /// Commits on the writer have waited `waited` (at least `fall` ×
+    /// `interval`) for the synchronous standby it requires: the standby is
+    /// reachable, perhaps healthy, but no longer acknowledges — its stream
+    /// from the writer is cut or stalled. It is treated as lost (the record
+    /// drops it, then the writer requires another replica or, when
+    /// synchronous mode is `on` and none can, none) until it has received
+    /// `behind`, the writer's position when this was seen.
+    SynchronousStalled {
+        /// The writer.
+        writer: NodeId,
+        /// The standby it requires.
+        standby: NodeId,
+        /// How long the writer's oldest waiting commit had waited.
+        waited: Duration,
+        /// The writer's WAL position then: the standby counts again once it
+        /// has received this far.
+        behind: Lsn,
     },
     /// The writer record names a node that is still a replica: the leader
     /// that claimed it (after proving the old writer stopped) did not finish
@@ -947,6 +965,18 @@ impl fmt::Display for EventDisplay<'_> {
                 f,
                 "writer {} still requires lost standby {} (strict synchronous mode): its commits wait until the standby returns or a replica can replace it",
                 self.node(*writer),
+                self.node(*standby)
+            ),
+            EventKind::SynchronousStalled {
+                writer,
+                standby,
+                waited,
+                behind,
+            } => write!(
+                f,
+                "writer {}'s commits have waited {} ms for standby {}: it no longer acknowledges, and is not required again until it has received {behind}",
+                self.node(*writer),
+                waited.as_millis(),
                 self.node(*standby)
             ),
             EventKind::PromotionResumed { node, epoch } => write!(

@@ -69,6 +69,10 @@ pub enum Synchronous {
     Off,
     /// The writer requires one synchronous standby, chosen among healthy
     /// replicas in other regions; only it may be promoted automatically.
+    /// A standby is lost when `fall` observations in a row miss it, or when
+    /// the writer reports a commit waiting `fall` × `interval` for it
+    /// (reachable, but no longer acknowledging: see
+    /// [`EventKind::SynchronousStalled`](crate::EventKind::SynchronousStalled)).
     /// When it is lost and no other replica can replace it, the writer falls
     /// back to asynchronous replication so writes go on — first in the
     /// writer record (so no promotion relies on it), then on the writer,

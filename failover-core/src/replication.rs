@@ -94,6 +94,14 @@ pub enum NodeObservation {
         epoch: Option<Epoch>,
         /// Whether the node has been fenced (refuses writes).
         fenced: bool,
+        /// How long its oldest commit still waiting for the synchronous
+        /// standbys it requires has waited (PostgreSQL: backends in wait
+        /// event `SyncRep`); `None` when no commit waits, or the adapter
+        /// does not say. A required standby that keeps commits waiting
+        /// `fall` × `interval` no longer acknowledges them, however healthy
+        /// it looks to the controller: it is replaced (see
+        /// [`EventKind::SynchronousStalled`](crate::EventKind::SynchronousStalled)).
+        sync_wait: Option<Duration>,
     },
     /// The node is a streaming replica (in recovery).
     Replica {

@@ -228,6 +228,7 @@ fn a_switchover_never_promotes_at_a_position_seen_before_the_fence() {
             current_lsn: Lsn(950),
             epoch: None,
             fenced: false,
+            sync_wait: None,
         },
     );
     // The adapter could not say where the fenced node stopped.
@@ -246,6 +247,7 @@ fn a_switchover_never_promotes_at_a_position_seen_before_the_fence() {
             current_lsn: Lsn(1030),
             epoch: Some(Epoch(1)),
             fenced: true,
+            sync_wait: None,
         },
     );
     assert_eq!(d.promotes(), 0, "950 < 1030: still waiting");

@@ -880,6 +880,7 @@ fn a_fenced_primary_on_another_timeline_is_no_reference() {
             current_lsn: Lsn(900),
             epoch: None,
             fenced: true,
+            sync_wait: None,
         },
     );
     d.replica("pg-west", 1000);

@@ -375,6 +375,7 @@ fn a_replica_on_an_older_timeline_is_never_required_as_the_writers_standby() {
             current_lsn: failover_core::Lsn(1000),
             epoch: None,
             fenced: false,
+            sync_wait: None,
         },
     );
     d.observe("pg-west", on_timeline(1));
@@ -409,9 +410,252 @@ fn a_replica_on_an_older_timeline_is_never_required_as_the_writers_standby() {
             current_lsn: failover_core::Lsn(1100),
             epoch: None,
             fenced: false,
+            sync_wait: None,
         },
     );
     let (_, writer, standbys) = last_set_synchronous(&d).expect("configured");
     assert_eq!(writer, node(&d, "pg-east"));
     assert_eq!(standbys, SyncSet::of(west));
+}
+
+/// `node` seen as the unfenced writer on timeline 1 whose oldest commit has
+/// waited `wait_secs` for its synchronous standby.
+fn primary_waiting(d: &mut Drill, name: &str, lsn: u64, wait_secs: Option<u64>) {
+    d.observe(
+        name,
+        NodeObservation::Primary {
+            timeline: 1,
+            current_lsn: failover_core::Lsn(lsn),
+            epoch: None,
+            fenced: false,
+            sync_wait: wait_secs.map(std::time::Duration::from_secs),
+        },
+    );
+}
+
+/// The `SetSynchronous` and `SetWriter` actions sent since `from`.
+fn sync_steps(d: &Drill, from: usize) -> Vec<Action> {
+    d.log[from..]
+        .iter()
+        .map(|(_, a)| a.clone())
+        .filter(|a| matches!(a, Action::SetSynchronous { .. } | Action::SetWriter { .. }))
+        .collect()
+}
+
+fn stalled(d: &Drill) -> Vec<(NodeId, u64)> {
+    d.events()
+        .iter()
+        .filter_map(|e| match e {
+            EventKind::SynchronousStalled {
+                standby, behind, ..
+            } => Some((*standby, behind.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The cut that stalled three of the three-controller drills' writes for
+/// as long as it lasted: the writer's region cut from its synchronous
+/// standby's, but not from the controllers. The standby answers every
+/// observation as a healthy replica on the writer's timeline, so before,
+/// it stayed "kept" and every commit waited. Now the writer's own report
+/// of how long its commits wait (`fall` × `interval` = 30 s here) drops it,
+/// and it is required again only once it has received what they waited for.
+#[test]
+fn a_standby_that_stalls_the_writers_commits_is_dropped_though_it_answers_as_healthy() {
+    let mut d = synchronous(Synchronous::On);
+    let west = node(&d, "pg-west");
+    let before = d.log.len();
+    // Waits shorter than fall × interval are a slow standby, not a lost one.
+    for (s, wait) in [(30, Some(5)), (40, Some(29)), (50, None)] {
+        d.advance_to(s);
+        d.replica("pg-west", 1500);
+        primary_waiting(&mut d, "pg-east", 2000, wait);
+    }
+    assert!(sync_steps(&d, before).is_empty());
+    assert!(stalled(&d).is_empty());
+
+    d.advance_to(60);
+    d.replica("pg-west", 1500);
+    primary_waiting(&mut d, "pg-east", 2000, Some(30));
+    assert_eq!(
+        stalled(&d),
+        vec![(west, 2000)],
+        "said once, with the writer's position"
+    );
+    match sync_steps(&d, before).as_slice() {
+        [Action::SetWriter { new, .. }, Action::SetSynchronous { id, standbys, .. }] => {
+            assert_eq!(new.sync, SyncSet::EMPTY, "the record drops it first");
+            assert_eq!(
+                *standbys,
+                SyncSet::EMPTY,
+                "on: the writer goes on asynchronously"
+            );
+            d.done(*id);
+        }
+        other => panic!("record first, then the writer: {other:?}"),
+    }
+    assert_eq!(d.c.status().synchronous, SyncSet::EMPTY);
+
+    // Still reachable and still behind: not required again.
+    let before = d.log.len();
+    for s in [70, 80] {
+        d.advance_to(s);
+        d.replica("pg-west", 1900);
+        primary_waiting(&mut d, "pg-east", 2100, None);
+    }
+    assert!(
+        sync_steps(&d, before).is_empty(),
+        "{:?}",
+        sync_steps(&d, before)
+    );
+    // It received what the commits waited for: it may be required again.
+    d.advance_to(90);
+    d.replica("pg-west", 2000);
+    primary_waiting(&mut d, "pg-east", 2100, None);
+    let (_, writer, standbys) = last_set_synchronous(&d).expect("required again");
+    assert_eq!(writer, node(&d, "pg-east"));
+    assert_eq!(standbys, SyncSet::of(west));
+    assert_eq!(stalled(&d).len(), 1);
+}
+
+/// Strict mode with no other replica: a stalled standby is still the only
+/// one, so the writer keeps requiring it and says its commits wait.
+#[test]
+fn strict_mode_keeps_requiring_a_stalled_standby_it_cannot_replace() {
+    let mut d = synchronous(Synchronous::Strict);
+    let before = d.log.len();
+    d.advance_to(40);
+    d.replica("pg-west", 1500);
+    primary_waiting(&mut d, "pg-east", 2000, Some(45));
+    assert_eq!(stalled(&d).len(), 1);
+    assert!(sync_steps(&d, before).is_empty());
+    assert!(d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::SynchronousBlocked { .. })));
+    assert_eq!(d.c.status().synchronous, SyncSet::of(node(&d, "pg-west")));
+}
+
+fn three_regions(mode: Synchronous) -> Drill {
+    let mut west = failover_core::Region::new("us-west", failover_core::RegionRole::Standby);
+    west.capacity = 0.6;
+    let mut south = failover_core::Region::new("us-south", failover_core::RegionRole::Standby);
+    south.capacity = 0.6;
+    let pg = |name: &str, region: &str, primary| failover_core::Node {
+        name: name.into(),
+        region: region.into(),
+        priority: 0,
+        primary,
+    };
+    let topology = failover_core::Topology::builder("api.example.com.")
+        .region(failover_core::Region::new(
+            "us-east",
+            failover_core::RegionRole::Active,
+        ))
+        .region(west)
+        .region(south)
+        .node(pg("pg-east", "us-east", true))
+        .node(pg("pg-west", "us-west", false))
+        .node(pg("pg-south", "us-south", false))
+        .build()
+        .unwrap();
+    let mut policy = auto_promote(seed_policy(), 16 * 1024);
+    policy.synchronous = mode;
+    let mut d = Drill::new(Config::new(topology, policy).unwrap());
+    d.rounds(0, 2, "us-east", true);
+    for region in ["us-west", "us-south"] {
+        d.round(0, region, true);
+        d.round(10, region, true);
+    }
+    d.primary("pg-east", 1000, None);
+    d.replica("pg-west", 1000);
+    d.replica("pg-south", 900);
+    let (id, _, standbys) = last_set_synchronous(&d).expect("the writer is configured");
+    assert_eq!(standbys, SyncSet::of(node(&d, "pg-west")), "the most WAL");
+    d.done(id);
+    assert_eq!(d.c.status().synchronous, SyncSet::of(node(&d, "pg-west")));
+    d
+}
+
+/// With a third replica, the stalled standby is replaced, in strict mode
+/// too (the writer never goes on without one); and once the old standby
+/// catches up, the new one stays: no switching back.
+#[test]
+fn a_stalled_standby_is_replaced_by_another_replica_and_the_new_one_stays() {
+    let mut d = three_regions(Synchronous::Strict);
+    let (west, south) = (node(&d, "pg-west"), node(&d, "pg-south"));
+    let before = d.log.len();
+    d.advance_to(40);
+    d.replica("pg-west", 1500);
+    d.replica("pg-south", 3000);
+    primary_waiting(&mut d, "pg-east", 3000, Some(31));
+    assert_eq!(stalled(&d), vec![(west, 3000)]);
+    let steps = sync_steps(&d, before);
+    match steps.as_slice() {
+        [Action::SetWriter { new: dropped, .. }, Action::SetSynchronous { id, standbys, .. }] => {
+            assert_eq!(
+                dropped.sync,
+                SyncSet::EMPTY,
+                "the record drops pg-west first"
+            );
+            assert_eq!(*standbys, SyncSet::of(south));
+            d.done(*id);
+        }
+        other => panic!("drop, then require pg-south: {other:?}"),
+    }
+    assert_eq!(d.c.status().synchronous, SyncSet::of(south), "recorded");
+    // A commit that waited for pg-west and is still waiting has waited for
+    // pg-south only since the writer was reconfigured: no mark.
+    d.advance_to(45);
+    primary_waiting(&mut d, "pg-east", 3000, Some(36));
+    assert_eq!(stalled(&d), vec![(west, 3000)]);
+    assert!(!d
+        .events()
+        .iter()
+        .any(|e| matches!(e, EventKind::SynchronousBlocked { .. })));
+
+    // pg-west heals and gets ahead of pg-south: pg-south stays required.
+    let before = d.log.len();
+    for s in [50, 60, 70] {
+        d.advance_to(s);
+        d.replica("pg-west", 4000);
+        d.replica("pg-south", 3900);
+        primary_waiting(&mut d, "pg-east", 4000, None);
+    }
+    assert!(
+        sync_steps(&d, before).is_empty(),
+        "{:?}",
+        sync_steps(&d, before)
+    );
+    assert_eq!(d.c.status().synchronous, SyncSet::of(south));
+}
+
+/// The stalled standby catches up (a cut that heals, or one that let WAL
+/// through one way only) while its replacement is being configured: the
+/// writer already requires a healthy standby, so that one is recorded,
+/// not the "better" one back, which would take turns with it.
+#[test]
+fn a_stalled_standby_that_catches_up_during_its_replacement_does_not_take_its_place_back() {
+    let mut d = three_regions(Synchronous::On);
+    let (west, south) = (node(&d, "pg-west"), node(&d, "pg-south"));
+    d.advance_to(40);
+    d.replica("pg-west", 1500);
+    d.replica("pg-south", 3000);
+    primary_waiting(&mut d, "pg-east", 3000, Some(31));
+    let (id, _, standbys) = last_set_synchronous(&d).expect("pg-south required");
+    assert_eq!(standbys, SyncSet::of(south));
+    // Before the configuration completes, pg-west has received it all and
+    // more than pg-south.
+    d.advance_to(41);
+    d.replica("pg-west", 3500);
+    d.replica("pg-south", 3400);
+    let before = d.log.len();
+    d.done(id);
+    match sync_steps(&d, before).as_slice() {
+        [Action::SetWriter { new, .. }] => assert_eq!(new.sync, SyncSet::of(south)),
+        other => panic!("record pg-south, the standby the writer requires: {other:?}"),
+    }
+    assert_eq!(d.c.status().synchronous, SyncSet::of(south));
+    assert_eq!(stalled(&d), vec![(west, 3000)]);
 }

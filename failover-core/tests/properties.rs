@@ -258,6 +258,7 @@ fn run(scenario: &Scenario, t0: Instant) -> Vec<Step> {
                         current_lsn: Lsn(*lsn),
                         epoch: epoch.map(failover_core::Epoch),
                         fenced: *fenced,
+                        sync_wait: None,
                     },
                 ))
             }

@@ -90,6 +90,13 @@ pub struct NodeStatus {
     pub retrieve_retry_interval: Option<Duration>,
     /// Primary only: its replicas.
     pub replicas: Vec<ReplicaLag>,
+    /// Primary only: how long its oldest commit still waiting for a
+    /// synchronous standby has waited (`now() - query_start` of the oldest
+    /// backend in wait event `SyncRep`), `None` when none waits. The core
+    /// replaces a required standby that keeps commits waiting `fall` ×
+    /// `interval`. Reading other roles' sessions needs superuser or
+    /// `pg_read_all_stats`, as every observation here does.
+    pub sync_wait: Option<Duration>,
     /// The node's own promotion epoch: the highest one recorded in
     /// `failover.epoch` (a fence's epoch never counts, or a node fenced at
     /// a higher epoch could pass for a newer writer).
@@ -107,6 +114,7 @@ impl NodeStatus {
                 current_lsn: self.current_lsn.unwrap_or_default(),
                 epoch: self.epoch,
                 fenced: self.fenced,
+                sync_wait: self.sync_wait,
             },
             NodeRole::Replica => NodeObservation::Replica {
                 timeline: self.timeline,
@@ -171,6 +179,7 @@ pub(crate) async fn read_status(s: &Session) -> Result<NodeStatus, PgError> {
         wal_receiver: None,
         retrieve_retry_interval: None,
         replicas: Vec::new(),
+        sync_wait: None,
         epoch: epochs.promoted,
         fenced: fenced && !in_recovery,
     };
@@ -187,11 +196,14 @@ async fn read_primary(s: &Session, st: &mut NodeStatus) -> Result<(), PgError> {
         .query_one(
             OP,
             "SELECT pg_current_wal_lsn()::text, pg_current_wal_flush_lsn()::text, \
-             pg_walfile_name(pg_current_wal_lsn())",
+             pg_walfile_name(pg_current_wal_lsn()), \
+             (SELECT extract(epoch FROM now() - min(query_start))::float8 \
+              FROM pg_stat_activity WHERE wait_event = 'SyncRep')",
         )
         .await?;
     st.current_lsn = s.lsn(OP, &row, 0)?;
     st.flush_lsn = s.lsn(OP, &row, 1)?;
+    st.sync_wait = seconds(s.get(OP, &row, 3)?);
     let walfile: &str = s.get(OP, &row, 2)?;
     st.timeline = walfile
         .get(..8)
@@ -354,6 +366,7 @@ mod tests {
             wal_receiver: None,
             retrieve_retry_interval: None,
             replicas: Vec::new(),
+            sync_wait: None,
             epoch: None,
             fenced: false,
         }
@@ -399,6 +412,7 @@ mod tests {
                 current_lsn: Lsn(7),
                 epoch: Some(Epoch(2)),
                 fenced: true,
+                sync_wait: None,
             }
         );
     }

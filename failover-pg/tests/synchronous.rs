@@ -111,6 +111,7 @@ async fn a_required_standby_holds_every_commit_until_it_is_dropped() {
         (r.state.as_str(), r.sync_state.as_str()),
         ("streaming", "sync")
     );
+    assert_eq!(st.sync_wait, None, "no commit waits");
 
     // The standby stops: a commit now waits for it (never acknowledged).
     tk.kill(1).unwrap();
@@ -121,6 +122,30 @@ async fn a_required_standby_holds_every_commit_until_it_is_dropped() {
     });
     wait_for_syncrep(&primary.admin_dsn()).await;
     assert!(!insert.is_finished(), "acknowledged without its standby");
+    // The observation says how long the oldest commit has waited, and it
+    // grows while the commit waits (what the core's stall rule reads).
+    let first = admin.status(NodeId(0)).await.unwrap().sync_wait;
+    let first = first.expect("a commit waits for the standby");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let later = loop {
+        let st = admin.status(NodeId(0)).await.unwrap();
+        let waited = st.sync_wait.expect("the commit still waits");
+        if waited >= first + Duration::from_millis(200) {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wait did not grow: {waited:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(matches!(
+        later.observation(),
+        failover_core::NodeObservation::Primary {
+            sync_wait: Some(w),
+            ..
+        } if w >= first
+    ));
 
     // Dropping the standby releases it: the writer goes on asynchronously.
     admin
@@ -135,6 +160,7 @@ async fn a_required_standby_holds_every_commit_until_it_is_dropped() {
         .expect("task");
     done.expect("the insert commits");
     assert_eq!(setting(&primary.admin_dsn()).await, "");
+    assert_eq!(admin.status(NodeId(0)).await.unwrap().sync_wait, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

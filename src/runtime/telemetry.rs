@@ -13,6 +13,7 @@
 //! | `failover_promotion_refusals_total` | counter | node |
 //! | `failover_replication_lag_bytes`, `failover_replication_delay_seconds` | gauge | node |
 //! | `failover_database_unreachable_total` | counter | node |
+//! | `failover_sync_wait_seconds` (a primary's oldest commit waiting for a synchronous standby; 0 when none waits) | gauge | node |
 //! | `failover_events_total` | counter | kind |
 //! | `failover_action_retries_total` | counter | action |
 //! | `failover_action_attempt_failures_total` (each failed attempt) | counter | action |
@@ -114,9 +115,15 @@ impl Telemetry {
                     return;
                 };
                 match status.observation {
-                    NodeObservation::Primary { current_lsn, .. } => {
+                    NodeObservation::Primary {
+                        current_lsn,
+                        sync_wait,
+                        ..
+                    } => {
                         self.primary_lsn = Some(current_lsn);
                         metrics::gauge!("failover_replication_lag_bytes", "node" => node.name.clone()).set(0.0);
+                        metrics::gauge!("failover_sync_wait_seconds", "node" => node.name.clone())
+                            .set(sync_wait.map_or(0.0, |w| w.as_secs_f64()));
                     }
                     NodeObservation::Replica {
                         receive_lsn,

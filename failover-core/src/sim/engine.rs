@@ -448,6 +448,7 @@ impl Engine<'_> {
                     current_lsn: Lsn(n.lsn),
                     epoch: n.epoch,
                     fenced: n.fenced,
+                    sync_wait: None,
                 }
             } else {
                 // The writer streams WAL to every replica while its region is up.

@@ -200,6 +200,7 @@ impl Drill {
                 current_lsn: Lsn(lsn),
                 epoch: epoch.map(failover_core::Epoch),
                 fenced: false,
+                sync_wait: None,
             },
         );
     }
@@ -213,6 +214,7 @@ impl Drill {
                 current_lsn: Lsn(lsn),
                 epoch: epoch.map(failover_core::Epoch),
                 fenced: true,
+                sync_wait: None,
             },
         );
     }

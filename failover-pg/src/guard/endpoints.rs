@@ -452,6 +452,7 @@ mod tests {
             wal_receiver: None,
             retrieve_retry_interval: None,
             replicas: Vec::new(),
+            sync_wait: None,
             epoch: None,
             fenced,
         }

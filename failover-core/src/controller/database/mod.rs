@@ -107,6 +107,10 @@ pub(super) struct NodeTrack {
     /// misses began (see `writer::writer_witness`). While one does, the
     /// writer is not down, however many observations miss.
     pub(super) vouched: Option<NodeId>,
+    /// A required standby the writer's commits waited on for `fall` ×
+    /// `interval`: the writer's position then. It is not required again
+    /// until it has received that far (see `sync::note_sync_stall`).
+    pub(super) stalled: Option<Lsn>,
 }
 
 /// What a promotion is for; it decides the gate and what a failed fence means.
@@ -237,6 +241,10 @@ pub(super) struct Database {
     pub(super) writer_sync: SyncSet,
     /// What the writer was last configured to require (`None`: unknown).
     pub(super) sync_configured: Option<SyncSet>,
+    /// When the writer's configuration last changed (a configure step done,
+    /// or failed and put back): its commits can have waited for what it
+    /// requires now only since then.
+    pub(super) sync_configured_at: Option<Instant>,
     /// The synchronous step in flight.
     pub(super) sync_op: Option<SyncOp>,
     /// No synchronous step before this (after a failed one).
@@ -276,6 +284,7 @@ impl Database {
             seeding: None,
             writer_sync: SyncSet::EMPTY,
             sync_configured: None,
+            sync_configured_at: None,
             sync_op: None,
             sync_retry_at: None,
             sync_blocked: None,

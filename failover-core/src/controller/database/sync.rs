@@ -30,9 +30,11 @@ impl Controller {
     /// should require, if one is due.
     pub(in crate::controller) fn evaluate_sync(&mut self, now: Instant) {
         let mode = self.policy.synchronous;
-        if mode == Synchronous::Off
-            || !self.leading()
-            || self.db.sync_op.is_some()
+        if mode == Synchronous::Off || !self.leading() {
+            return;
+        }
+        self.note_sync_stall(now);
+        if self.db.sync_op.is_some()
             || self.db.busy()
             || self.db.fenced_writer.is_some()
             || self.db.sync_retry_at.is_some_and(|at| now < at)
@@ -65,8 +67,17 @@ impl Controller {
         // miss it; a new one must answer now.
         let kept: Vec<NodeId> = self.sync_eligible(writer, self.policy.fall).collect();
         let healthy: Vec<NodeId> = self.sync_eligible(writer, 1).collect();
+        let configured = self
+            .db
+            .sync_configured
+            .filter(|c| !c.is_empty() && c.iter().all(|n| healthy.contains(&n)));
         let desired = if !record.is_empty() && record.iter().all(|n| kept.contains(&n)) {
             record
+        } else if let Some(configured) = configured {
+            // The writer already requires healthy standbys: record those
+            // rather than move to a "better" one, which would cost another
+            // reconfiguration (and let two standbys take turns).
+            configured
         } else if let Some(best) = self.best_sync_standby(&healthy) {
             SyncSet::of(best)
         } else if mode == Synchronous::Strict {
@@ -95,7 +106,14 @@ impl Controller {
             (
                 SyncStep::Record,
                 SyncSet::EMPTY,
-                "a required standby is lost: the record drops it before the writer stops requiring it",
+                if record
+                    .iter()
+                    .any(|n| self.db.nodes[n.index()].stalled.is_some())
+                {
+                    "a required standby stalls the writer's commits: the record drops it before the writer stops requiring it"
+                } else {
+                    "a required standby is lost: the record drops it before the writer stops requiring it"
+                },
             )
         } else if self.db.sync_configured != Some(desired) {
             (
@@ -157,7 +175,8 @@ impl Controller {
     }
 
     /// Replicas that may be required as the writer's synchronous standby:
-    /// replicas (or missed since, fewer than `misses` times in a row), unfenced, in a
+    /// replicas (or missed since, fewer than `misses` times in a row), unfenced, not
+    /// marked as stalling the writer's commits (`note_sync_stall`), in a
     /// serving region other than the writer's (a standby in the writer's own
     /// region is lost with it), last seen replaying the writer's timeline
     /// when both are known. A replica still on an older timeline — one that
@@ -177,6 +196,7 @@ impl Controller {
             };
             *n != writer
                 && track.misses < misses
+                && track.stalled.is_none()
                 && track.fence.is_none()
                 && on_writers_timeline
                 && matches!(
@@ -188,6 +208,67 @@ impl Controller {
                 && region.routed == Health::Up
                 && !region.drained
         })
+    }
+
+    /// Marks the standbys the writer requires as stalled when its oldest
+    /// waiting commit has waited `fall` × `interval` for them, the same
+    /// patience a standby that stops answering gets. Such a standby may
+    /// answer every observation as a healthy replica on the writer's
+    /// timeline (its region cut from the writer's, not from the
+    /// controllers), yet it acknowledges nothing, and every commit waits for
+    /// as long as it stays required. Marked, it is neither kept nor chosen
+    /// until it has received the writer's position of now (see
+    /// `on_replication`).
+    ///
+    /// A wait counts only from when the writer's configuration last changed
+    /// (a commit may have waited for the standby it required before), and
+    /// not while a configure step is in flight: the standby being added may
+    /// still be catching up, and the step's own timeout puts the old
+    /// setting back if it never streams.
+    fn note_sync_stall(&mut self, now: Instant) {
+        if self
+            .db
+            .sync_op
+            .is_some_and(|op| op.step == SyncStep::Configure)
+        {
+            return;
+        }
+        let Some(writer) = self.db.writer else { return };
+        let track = &self.db.nodes[writer.index()];
+        let Some(NodeObservation::Primary {
+            fenced: false,
+            current_lsn,
+            sync_wait: Some(waited),
+            ..
+        }) = track.last
+        else {
+            return;
+        };
+        let since_configured = match (self.db.sync_configured_at, track.seen_at) {
+            (Some(configured), Some(seen)) => seen.saturating_duration_since(configured),
+            _ => waited,
+        };
+        let waited = waited.min(since_configured);
+        if waited < self.policy.interval.saturating_mul(self.policy.fall) {
+            return;
+        }
+        let required = self.db.sync_configured.unwrap_or(self.db.writer_sync);
+        for standby in required.iter().filter(|n| *n != writer) {
+            let track = &mut self.db.nodes[standby.index()];
+            if track.stalled.is_some() {
+                continue;
+            }
+            track.stalled = Some(current_lsn);
+            self.notify(
+                now,
+                EventKind::SynchronousStalled {
+                    writer,
+                    standby,
+                    waited,
+                    behind: current_lsn,
+                },
+            );
+        }
     }
 
     /// The replica to require: the most WAL received, then priority.
@@ -209,7 +290,10 @@ impl Controller {
         self.db.sync_op = None;
         self.db.sync_retry_at = None;
         match op.step {
-            SyncStep::Configure => self.db.sync_configured = Some(op.standbys),
+            SyncStep::Configure => {
+                self.db.sync_configured = Some(op.standbys);
+                self.db.sync_configured_at = Some(now);
+            }
             SyncStep::Record => {
                 if let Some(writer) = self.db.writer {
                     self.db.writer_sync = op.standbys;
@@ -249,6 +333,7 @@ impl Controller {
         let action = match op.step {
             SyncStep::Configure => {
                 self.db.sync_configured = None;
+                self.db.sync_configured_at = Some(now);
                 crate::ActionKind::SetSynchronous
             }
             SyncStep::Record => crate::ActionKind::SetWriter,
@@ -273,9 +358,13 @@ impl Controller {
     pub(super) fn reset_sync(&mut self, sync: SyncSet, configured: Option<SyncSet>) {
         self.db.writer_sync = sync;
         self.db.sync_configured = configured;
+        self.db.sync_configured_at = None;
         self.db.sync_op = None;
         self.db.sync_blocked = None;
         self.db.sync_retry_at = None;
+        for track in &mut self.db.nodes {
+            track.stalled = None;
+        }
     }
 
     /// The writer record as the store holds it: the store's report with a

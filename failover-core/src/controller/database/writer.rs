@@ -58,10 +58,20 @@ impl Controller {
             NodeObservation::Replica {
                 timeline,
                 upstream_heard,
+                receive_lsn,
+                replay_lsn,
                 ..
             } => {
                 track.timeline = Some(timeline);
                 track.stream = Some((status.at, timeline, upstream_heard));
+                // A standby that stalled the writer's commits counts again
+                // once it has received what they waited for.
+                if track
+                    .stalled
+                    .is_some_and(|behind| receive_lsn.max(replay_lsn) >= Some(behind))
+                {
+                    track.stalled = None;
+                }
             }
             NodeObservation::Unreachable => {}
         }
