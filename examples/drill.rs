@@ -221,6 +221,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             2 * ACTUATION.as_secs()
         ),
     );
+    // Synchronous mode's price in availability: a standby that stops
+    // acknowledging while it still answers holds every commit this long.
+    row(
+        "sync standby stalled",
+        format!("≤ {}", secs(objectives::synchronous_stall(&policy))),
+        "—".into(),
+        format!(
+            "synchronous on/strict, writes held: {} × {}s waiting + {}s to observe it + 2 steps ≤ {}s each (record drops it, writer requires another; ~0.1–0.3 s measured)",
+            policy.fall,
+            policy.interval.as_secs_f64(),
+            policy.interval.as_secs_f64(),
+            policy.step_timeout.as_secs_f64()
+        ),
+    );
     row(
         "data loss window (RPO)",
         format!("{} ms", rpo.window.as_millis()),

@@ -572,6 +572,27 @@ pub fn database_cutover_synchronous(detection: Duration, promote: Duration) -> D
     detection.saturating_add(promote)
 }
 
+/// Synchronous replication (`on` or `strict`): the longest the writer's
+/// commits wait for a required standby that stopped acknowledging while it
+/// still answers the controllers (its stream from the writer cut, a WAL
+/// receiver that cannot reconnect, a stalled disk): `fall` × `interval` of
+/// waiting before the stall counts, one `interval` until an observation of
+/// the writer shows it, then two steps each within `step_timeout` — the
+/// writer record drops the standby, then the writer requires another one
+/// (or, in `on` mode with none left, none).
+///
+/// The first two terms are what a healthy cluster pays; the steps take
+/// about 100–300 ms on a LAN (measured in `tests/e2e_partition.rs`). In
+/// strict mode with no replica to take the standby's place, the commits
+/// wait until it returns, and the controller says so
+/// ([`EventKind::SynchronousBlocked`](crate::EventKind::SynchronousBlocked)).
+pub fn synchronous_stall(policy: &Policy) -> Duration {
+    policy
+        .interval
+        .saturating_mul(policy.fall.saturating_add(1))
+        .saturating_add(policy.step_timeout.saturating_mul(2))
+}
+
 /// With controllers in every region, the worst time from losing the
 /// leading controller until a successor leads: `store_election +
 /// lease_ttl`.

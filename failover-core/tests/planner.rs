@@ -292,6 +292,23 @@ fn sub_second_probes_are_chosen_when_the_rto_needs_them_with_their_odds() {
     );
 }
 
+/// How long commits may wait for a synchronous standby that stalls while it
+/// still answers: fall × interval of waiting, one interval to see it, two
+/// steps (record, reconfigure).
+#[test]
+fn a_stalled_synchronous_standby_costs_fall_plus_one_intervals_and_two_steps() {
+    let ms = Duration::from_millis;
+    let mut policy = Policy {
+        interval: ms(300),
+        fall: 2,
+        step_timeout: ms(2_000),
+        ..Policy::default()
+    };
+    assert_eq!(objectives::synchronous_stall(&policy), ms(900 + 4_000));
+    policy.fall = 3;
+    assert_eq!(objectives::synchronous_stall(&policy), ms(1_200 + 4_000));
+}
+
 /// A planned switchover's bound carries the writer drain, and its
 /// explanation names it.
 #[test]
