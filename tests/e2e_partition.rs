@@ -232,6 +232,47 @@ fn partition_policy() -> failover::decision::Policy {
     policy
 }
 
+/// Synchronous replication (`on`) with sub-second detection: fall 2.
+fn synchronous_policy() -> failover::decision::Policy {
+    let mut policy = partition_policy();
+    policy.synchronous = Synchronous::On;
+    policy.fall = 2;
+    policy
+}
+
+/// [`runtime_with_a_path_to_east`] under [`synchronous_policy`], with both
+/// nodes' guards, once both leases are held and pg-west is recorded as
+/// pg-east's synchronous standby.
+async fn synchronous_runtime(
+    east: &PgTestNode,
+    west: &PgTestNode,
+) -> (
+    TcpProxy,
+    TwoRegions,
+    failover::Runtime,
+    (failover::pg::NodeGuard, failover::pg::NodeGuard),
+) {
+    let config = Config::new(topology_with(true), synchronous_policy()).expect("valid config");
+    let (db_path, regions, runtime) = runtime_with_a_path_to_east(&config, east, west).await;
+    let leases = runtime.lease_server().expect("lease server").clone();
+    let guards = (
+        start_guard(&leases.url(), 0, "pg-east", &east.admin_dsn()),
+        start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn()),
+    );
+    wait_status(
+        &runtime.handle(),
+        Duration::from_secs(60),
+        "guard leases held and pg-west recorded as pg-east's synchronous standby",
+        |s| {
+            leases.is_held(NodeId(0))
+                && leases.is_held(NodeId(1))
+                && s.controller.synchronous == SyncSet::of(NodeId(1))
+        },
+    )
+    .await;
+    (db_path, regions, runtime, guards)
+}
+
 /// A single-controller runtime with a lease server, whose only path to
 /// pg-east is a proxy the test can cut.
 async fn runtime_with_a_path_to_east(
@@ -514,25 +555,7 @@ async fn with_synchronous_replication_a_controller_cut_off_from_a_live_writer_pr
 ) {
     let cluster = start_cluster().await;
     let (east, west) = (&cluster.nodes()[0], &cluster.nodes()[1]);
-    let mut policy = partition_policy();
-    policy.synchronous = Synchronous::On;
-    policy.fall = 2;
-    let config = Config::new(topology_with(true), policy).expect("valid config");
-    let (db_path, _regions, runtime) = runtime_with_a_path_to_east(&config, east, west).await;
-    let leases = runtime.lease_server().expect("lease server").clone();
-    let east_guard = start_guard(&leases.url(), 0, "pg-east", &east.admin_dsn());
-    let west_guard = start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn());
-    wait_status(
-        &runtime.handle(),
-        Duration::from_secs(60),
-        "guard leases held and pg-west recorded as pg-east's synchronous standby",
-        |s| {
-            leases.is_held(NodeId(0))
-                && leases.is_held(NodeId(1))
-                && s.controller.synchronous == SyncSet::of(NodeId(1))
-        },
-    )
-    .await;
+    let (db_path, _regions, runtime, guards) = synchronous_runtime(east, west).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(Mutex::new(Vec::new()));
@@ -633,8 +656,7 @@ async fn with_synchronous_replication_a_controller_cut_off_from_a_live_writer_pr
         lost.is_empty(),
         "acknowledged on pg-east, missing on pg-west: {lost:?}"
     );
-    drop(east_guard);
-    drop(west_guard);
+    drop(guards);
     runtime.shutdown().await;
 }
 
@@ -695,22 +717,9 @@ async fn with_synchronous_replication_a_standby_cut_from_the_writer_alone_is_dro
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let mut policy = partition_policy();
-    policy.synchronous = Synchronous::On;
-    policy.fall = 2;
+    let policy = synchronous_policy();
     let threshold = policy.interval * policy.fall;
-    let config = Config::new(topology_with(true), policy).expect("valid config");
-    let (_db_path, _regions, runtime) = runtime_with_a_path_to_east(&config, east, west).await;
-    let leases = runtime.lease_server().expect("lease server").clone();
-    let east_guard = start_guard(&leases.url(), 0, "pg-east", &east.admin_dsn());
-    let west_guard = start_guard(&leases.url(), 1, "pg-west", &west.admin_dsn());
-    wait_status(
-        &runtime.handle(),
-        Duration::from_secs(60),
-        "pg-west recorded as pg-east's synchronous standby",
-        |s| s.controller.synchronous == SyncSet::of(NodeId(1)),
-    )
-    .await;
+    let (_db_path, _regions, runtime, guards) = synchronous_runtime(east, west).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(Mutex::new(Vec::new()));
@@ -799,7 +808,6 @@ async fn with_synchronous_replication_a_standby_cut_from_the_writer_alone_is_dro
     );
     stop.store(true, Ordering::SeqCst);
     east_writer.await.expect("east writer task");
-    drop(east_guard);
-    drop(west_guard);
+    drop(guards);
     runtime.shutdown().await;
 }
