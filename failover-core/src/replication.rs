@@ -94,10 +94,11 @@ pub enum NodeObservation {
         epoch: Option<Epoch>,
         /// Whether the node has been fenced (refuses writes).
         fenced: bool,
-        /// How long its oldest commit still waiting for the synchronous
-        /// standbys it requires has waited (PostgreSQL: backends in wait
-        /// event `SyncRep`); `None` when no commit waits, or the adapter
-        /// does not say. A required standby that keeps commits waiting
+        /// How long commits have been waiting for the synchronous standbys
+        /// it requires (PostgreSQL: the oldest backend in wait event
+        /// `SyncRep`, capped by the standbys' last reply); `None` when no
+        /// commit waits, or the adapter does not say. A required standby
+        /// that keeps commits waiting
         /// `fall` × `interval` no longer acknowledges them, however healthy
         /// it looks to the controller: it is replaced (see
         /// [`EventKind::SynchronousStalled`](crate::EventKind::SynchronousStalled)).

@@ -90,11 +90,18 @@ pub struct NodeStatus {
     pub retrieve_retry_interval: Option<Duration>,
     /// Primary only: its replicas.
     pub replicas: Vec<ReplicaLag>,
-    /// Primary only: how long its oldest commit still waiting for a
-    /// synchronous standby has waited (`now() - query_start` of the oldest
-    /// backend in wait event `SyncRep`), `None` when none waits. The core
-    /// replaces a required standby that keeps commits waiting `fall` ×
-    /// `interval`. Reading other roles' sessions needs superuser or
+    /// Primary only: how long commits have been waiting for a synchronous
+    /// standby, `None` when none waits. PostgreSQL records no start for a
+    /// wait, so this is the age of the oldest backend in wait event
+    /// `SyncRep` (`now() - query_start`: a long statement's age counts too),
+    /// capped by the time since the newest reply of a connected synchronous
+    /// standby (`pg_stat_replication.reply_time`): a standby that still
+    /// replies is not the one holding commits, whatever a statement's age.
+    /// The price: under `remote_apply`, a standby whose replay stalls while
+    /// it still receives keeps replying every `wal_receiver_status_interval`,
+    /// so its stall shows only once that interval exceeds `fall` × `interval`.
+    /// The core replaces a required standby that keeps commits waiting
+    /// `fall` × `interval`. Reading other roles' sessions needs superuser or
     /// `pg_read_all_stats`, as every observation here does.
     pub sync_wait: Option<Duration>,
     /// The node's own promotion epoch: the highest one recorded in
@@ -197,8 +204,12 @@ async fn read_primary(s: &Session, st: &mut NodeStatus) -> Result<(), PgError> {
             OP,
             "SELECT pg_current_wal_lsn()::text, pg_current_wal_flush_lsn()::text, \
              pg_walfile_name(pg_current_wal_lsn()), \
-             (SELECT extract(epoch FROM now() - min(query_start))::float8 \
-              FROM pg_stat_activity WHERE wait_event = 'SyncRep')",
+             (SELECT CASE WHEN w.oldest IS NULL THEN NULL \
+                     ELSE extract(epoch FROM least(now() - w.oldest, now() - r.reply))::float8 END \
+              FROM (SELECT min(query_start) AS oldest FROM pg_stat_activity \
+                    WHERE wait_event = 'SyncRep') w, \
+                   (SELECT max(reply_time) AS reply FROM pg_stat_replication \
+                    WHERE sync_state IN ('sync', 'quorum')) r)",
         )
         .await?;
     st.current_lsn = s.lsn(OP, &row, 0)?;

@@ -253,3 +253,72 @@ async fn the_required_standby_is_promoted_with_every_acknowledged_commit_and_sta
     // So it takes the application's writes at once.
     commits_without_a_standby(&new.app_dsn(), -1).await;
 }
+
+/// `sync_wait` is not a long statement's age while the standby replies.
+/// A statement that ran 4 s before its commit began waiting (replay paused
+/// on the standby and `synchronous_commit = remote_apply`, so the commit
+/// waits for good) has `query_start` 4 s back; the standby still streams and
+/// replies every second (`wal_receiver_status_interval`), so the wait
+/// reported is capped by its last reply, and a healthy standby is not
+/// mistaken for a stalled one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_statements_age_is_not_a_stall_while_the_standby_replies() {
+    let tk = common::start(PgTestCluster::builder().replicas(1)).await;
+    let admin = common::admin(&tk);
+    let (primary, replica) = (tk.node(0).unwrap().clone(), tk.node(1).unwrap().clone());
+    common::create_table(&primary.app_dsn()).await;
+    admin
+        .set_synchronous(NodeId(0), Epoch(0), SyncSet::of(NodeId(1)), None)
+        .await
+        .expect("require the replica");
+    let r = common::connect(&replica.admin_dsn())
+        .await
+        .expect("connect");
+    r.batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .expect("pause replay");
+
+    let app = primary.app_dsn();
+    let insert = tokio::spawn(async move {
+        let c = common::connect(&app).await.expect("connect");
+        c.batch_execute(
+            "SET synchronous_commit = remote_apply; \
+             INSERT INTO rows (n) SELECT 1 FROM pg_sleep(4)",
+        )
+        .await
+    });
+    wait_for_syncrep(&primary.admin_dsn()).await;
+    let p = common::connect(&primary.admin_dsn())
+        .await
+        .expect("connect");
+    let age: f64 = p
+        .query_one(
+            "SELECT extract(epoch FROM now() - min(query_start))::float8 \
+             FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+            &[],
+        )
+        .await
+        .expect("the waiting statement's age")
+        .get(0);
+    assert!(
+        age >= 4.0,
+        "the statement ran {age} s before its commit waited"
+    );
+    for _ in 0..5 {
+        let st = admin.status(NodeId(0)).await.unwrap();
+        let waited = st.sync_wait.expect("a commit waits");
+        assert!(
+            waited < Duration::from_secs(3),
+            "{waited:?}: the statement's age, not the standby's silence"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    r.batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .expect("resume replay");
+    tokio::time::timeout(Duration::from_secs(30), insert)
+        .await
+        .expect("released once the standby applies")
+        .expect("task")
+        .expect("the insert commits");
+}
