@@ -475,7 +475,7 @@ pub enum EventKind {
         writer: NodeId,
         /// The standby it requires.
         standby: NodeId,
-        /// How long the writer's oldest waiting commit had waited.
+        /// How long the writer's commits had waited (its `sync_wait`).
         waited: Duration,
         /// The writer's WAL position then: the standby counts again once it
         /// has received this far.

@@ -6,8 +6,8 @@
 //! - [`observe`](failover_core::ports::DatabaseAdmin::observe) /
 //!   [`PgCluster::status`]: role (`pg_is_in_recovery()`), timeline, current /
 //!   receive / replay LSN, lag in bytes and seconds, and on a primary how
-//!   long its oldest commit has waited for a synchronous standby
-//!   ([`NodeStatus`]);
+//!   long its commits have waited for a synchronous standby
+//!   ([`NodeStatus::sync_wait`]);
 //! - [`PgCluster::fence`]: stops writes on an old primary (see [`fence`] for
 //!   the mechanism and its limits);
 //! - [`PgCluster::promote`]: RPO gate, epoch check, `pg_promote` with a 5 ms

@@ -13,7 +13,7 @@
 //! | `failover_promotion_refusals_total` | counter | node |
 //! | `failover_replication_lag_bytes`, `failover_replication_delay_seconds` | gauge | node |
 //! | `failover_database_unreachable_total` | counter | node |
-//! | `failover_sync_wait_seconds` (a primary's oldest commit waiting for a synchronous standby; 0 when none waits) | gauge | node |
+//! | `failover_sync_wait_seconds` (how long a primary's commits have waited for a synchronous standby, its `sync_wait`; 0 when none waits) | gauge | node |
 //! | `failover_events_total` | counter | kind |
 //! | `failover_action_retries_total` | counter | action |
 //! | `failover_action_attempt_failures_total` (each failed attempt) | counter | action |

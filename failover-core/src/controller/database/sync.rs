@@ -210,8 +210,8 @@ impl Controller {
         })
     }
 
-    /// Marks the standbys the writer requires as stalled when its oldest
-    /// waiting commit has waited `fall` × `interval` for them, the same
+    /// Marks the standbys the writer requires as stalled when its commits
+    /// have waited `fall` × `interval` for them (`sync_wait`), the same
     /// patience a standby that stops answering gets. Such a standby may
     /// answer every observation as a healthy replica on the writer's
     /// timeline (its region cut from the writer's, not from the
